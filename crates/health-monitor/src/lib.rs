@@ -1,0 +1,60 @@
+//! The health monitor: a sans-IO debouncing [`StateMachine`], the [`Monitor`] lifecycle
+//! and a shared scheduler per [`Scope`].
+//!
+//! A proxy that needs only this crate builds it with `default-features = false`: it then
+//! depends on `health-types`, tokio and a few small crates, and never on hyper, rustls or
+//! bollard. Any [`Probe`](health_types::Probe) can drive a monitor.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use async_trait::async_trait;
+//! use health_monitor::{HealthMonitor, Monitor, Scope};
+//! use health_types::{CheckResult, Probe, ProbeError, Url};
+//!
+//! #[derive(Debug)]
+//! struct AlwaysUp;
+//!
+//! #[async_trait]
+//! impl Probe for AlwaysUp {
+//!     async fn check(&self, _url: &Url) -> Result<CheckResult, ProbeError> {
+//!         Ok(CheckResult::healthy("", std::time::Duration::ZERO))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let scope = Scope::new();
+//! let monitor = Monitor::builder("api", Url::parse("http://127.0.0.1:8080/")?, Arc::new(AlwaysUp))
+//!     .build()?;
+//! monitor.start(&scope)?;
+//! let mut updates = monitor.subscribe();
+//! updates.changed().await?;
+//! println!("{}: {}", monitor.name(), monitor.status());
+//! scope.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Scheduling
+//!
+//! The first check runs as soon as the monitor starts. Each next check is due one
+//! interval after the previous one *began* (`fast_interval` while confirming a change,
+//! else `down_interval` while Unhealthy or Error, else `interval`); a check that runs past
+//! that moment is followed at once by the next. The periodic phase is offset once by a
+//! random delay below `jitter`. Checks of one monitor never overlap, missed checks are not
+//! bursted, and the monitor cuts a check at `timeout` (an unhealthy `timeout` result). See
+//! [`Scope`] for how 100k monitors share one timer.
+
+mod error;
+mod last_seen;
+mod machine;
+mod monitor;
+mod scope;
+
+pub use self::{
+    error::MonitorError,
+    last_seen::LastSeenRegistry,
+    machine::{Events, StateMachine, Transition},
+    monitor::{HealthMonitor, Monitor, MonitorBuilder, Snapshot},
+    scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
+};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,736 @@
+//! The health-check config (SPEC §2): keys, defaults, layering and validation.
+//!
+//! Config files give durations as strings (`"30s"`, `"250ms"`, `"1m30s"`); a bare number
+//! is rejected with a message that says a string is expected. [`HealthCheckOverrides`] is
+//! the partial form read from a file; layer a `[defaults]` table under a monitor's own
+//! keys with [`HealthCheckOverrides::over`] and [`resolve`](HealthCheckOverrides::resolve)
+//! it into a validated [`HealthCheckConfig`].
+
+use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// Default `interval`: 30 s.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// Default `timeout`: 10 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default fall threshold (`retries`): 3.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// Default `max_errors`: 5.
+pub const DEFAULT_MAX_ERRORS: u32 = 5;
+/// The largest default jitter: 10 s.
+const MAX_DEFAULT_JITTER: Duration = Duration::from_secs(10);
+
+/// A config value that was rejected: names the key, the value and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key has a value that breaks its rule.
+    #[error("invalid `{key}` = {value}: {reason}")]
+    Invalid {
+        /// The config key.
+        key: &'static str,
+        /// The offending value, as written.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A URL that no probe can check.
+    #[error("invalid url {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A URL error with the URL and the reason.
+    pub fn url(url: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Url {
+            url: url.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The HTTP method of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// `GET` (the default).
+    #[default]
+    Get,
+    /// `HEAD`.
+    Head,
+}
+
+impl Method {
+    /// The method's name in upper case.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("GET") {
+            Ok(Method::Get)
+        } else if s.eq_ignore_ascii_case("HEAD") {
+            Ok(Method::Head)
+        } else {
+            Err(ConfigError::invalid(
+                "method",
+                format!("{s:?}"),
+                "expected \"GET\" or \"HEAD\"",
+            ))
+        }
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// An inclusive range of HTTP status codes (`404` is `404-404`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusRange {
+    /// Lowest code in the range.
+    pub low: u16,
+    /// Highest code in the range.
+    pub high: u16,
+}
+
+impl StatusRange {
+    /// Whether `code` lies in the range.
+    pub const fn contains(self, code: u16) -> bool {
+        self.low <= code && code <= self.high
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.low == self.high {
+            write!(f, "{}", self.low)
+        } else {
+            write!(f, "{}-{}", self.low, self.high)
+        }
+    }
+}
+
+impl FromStr for StatusRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let code = |part: &str| -> Result<u16, String> {
+            let code: u16 = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?} is not a status code"))?;
+            if (100..=599).contains(&code) {
+                Ok(code)
+            } else {
+                Err(format!("{code} is outside 100-599"))
+            }
+        };
+        let (low, high) = match s.split_once('-') {
+            Some((low, high)) => (code(low)?, code(high)?),
+            None => {
+                let c = code(s)?;
+                (c, c)
+            }
+        };
+        if low > high {
+            return Err(format!("range {s:?} is empty ({low} > {high})"));
+        }
+        Ok(StatusRange { low, high })
+    }
+}
+
+/// The status codes that count as healthy: a list of codes and ranges such as
+/// `["200-299", 404]`. Without one, every code but 500-599 is healthy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ExpectedStatus(pub Vec<StatusRange>);
+
+impl ExpectedStatus {
+    /// Whether `code` is one of the expected codes.
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|range| range.contains(code))
+    }
+}
+
+impl fmt::Display for ExpectedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, range) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{range}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+impl Serialize for ExpectedStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|r| r.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Code(i64),
+            Text(String),
+        }
+        let items = Vec::<Item>::deserialize(deserializer).map_err(|_| {
+            de::Error::custom(
+                "`expected_status` must be a list of codes or ranges, like [\"200-299\", 404]",
+            )
+        })?;
+        let ranges = items
+            .into_iter()
+            .map(|item| match item {
+                Item::Code(code) => code.to_string().parse::<StatusRange>(),
+                Item::Text(text) => text.parse::<StatusRange>(),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| de::Error::custom(format!("invalid `expected_status`: {reason}")))?;
+        Ok(ExpectedStatus(ranges))
+    }
+}
+
+/// A fully resolved health-check config: every key has a value.
+///
+/// Build one from [`Default`] and struct update syntax, or resolve one from
+/// [`HealthCheckOverrides`]; check it with [`validate`](Self::validate) (monitors do).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Time between checks (default 30 s).
+    pub interval: Duration,
+    /// Time a check may take before it is cut and counted unhealthy (default 10 s).
+    pub timeout: Duration,
+    /// Path joined onto the URL for HTTP checks; may carry a query (default `/`).
+    pub path: String,
+    /// HTTP method (default `GET`).
+    pub method: Method,
+    /// Fall threshold as configured: `> 0` is F, `0` means the default (3), `< 0` means
+    /// immediate (F = 1). See [`fall_threshold`](Self::fall_threshold).
+    pub retries: i64,
+    /// Turns off the target's own probe (a Docker container's health stays active).
+    pub disable: bool,
+    /// Consecutive healthy results needed to leave Unhealthy or Error (default 1).
+    pub rise: u32,
+    /// Largest random phase offset of the periodic schedule; `None` means
+    /// `min(interval, 10s)`, zero turns jitter off.
+    pub jitter: Option<Duration>,
+    /// Interval while confirming a change (0 < failures < F, or 0 < passes < R while
+    /// Unhealthy or Error).
+    pub fast_interval: Option<Duration>,
+    /// Interval while Unhealthy or Error.
+    pub down_interval: Option<Duration>,
+    /// Consecutive errors after which the monitor stops itself; 0 = never (default 5).
+    pub max_errors: u32,
+    /// Status codes that count as healthy; `None` = anything but 500-599.
+    pub expected_status: Option<ExpectedStatus>,
+    /// Extra request headers for HTTP checks.
+    pub headers: BTreeMap<String, String>,
+    /// Verify upstream TLS certificates (default false).
+    pub tls_verify: bool,
+}
+
+impl Default for HealthCheckConfig {
+    /// interval 30s, timeout 10s, path `/`, GET, retries 3, rise 1, jitter
+    /// `min(interval, 10s)`, max_errors 5, anything but 5xx expected, no extra headers,
+    /// no certificate verification.
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            path: "/".to_owned(),
+            method: Method::Get,
+            retries: i64::from(DEFAULT_RETRIES),
+            disable: false,
+            rise: 1,
+            jitter: None,
+            fast_interval: None,
+            down_interval: None,
+            max_errors: DEFAULT_MAX_ERRORS,
+            expected_status: None,
+            headers: BTreeMap::new(),
+            tls_verify: false,
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    /// The fall threshold F: consecutive failures before the target counts as down.
+    pub fn fall_threshold(&self) -> u32 {
+        match self.retries {
+            r if r > 0 => u32::try_from(r).unwrap_or(u32::MAX),
+            0 => DEFAULT_RETRIES,
+            _ => 1,
+        }
+    }
+
+    /// The rise threshold R (at least 1).
+    pub fn rise_threshold(&self) -> u32 {
+        self.rise.max(1)
+    }
+
+    /// The jitter in force: the configured one, else `min(interval, 10s)`.
+    pub fn effective_jitter(&self) -> Duration {
+        self.jitter
+            .unwrap_or_else(|| self.interval.min(MAX_DEFAULT_JITTER))
+    }
+
+    /// Whether an HTTP status code counts as healthy.
+    pub fn is_expected_status(&self, code: u16) -> bool {
+        match &self.expected_status {
+            Some(expected) => expected.contains(code),
+            None => !(500..=599).contains(&code),
+        }
+    }
+
+    /// Checks every rule of SPEC §2; the error names the key, the value and the reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("interval", self.interval)?;
+        positive("timeout", self.timeout)?;
+        if let Some(fast) = self.fast_interval {
+            positive("fast_interval", fast)?;
+        }
+        if let Some(down) = self.down_interval {
+            positive("down_interval", down)?;
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::invalid(
+                "path",
+                format!("{:?}", self.path),
+                "must start with `/`",
+            ));
+        }
+        if self
+            .path
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || c == '#')
+        {
+            return Err(ConfigError::invalid(
+                "path",
+                format!("{:?}", self.path),
+                "must not contain spaces, control characters or a fragment (`#`)",
+            ));
+        }
+        if self.rise == 0 {
+            return Err(ConfigError::invalid("rise", 0, "must be at least 1"));
+        }
+        if let Some(expected) = &self.expected_status
+            && expected.0.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "expected_status",
+                "[]",
+                "must list at least one code or range",
+            ));
+        }
+        for (name, value) in &self.headers {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(ConfigError::invalid(
+                    "headers",
+                    format!("{name:?}"),
+                    "is not a valid header name",
+                ));
+            }
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(ConfigError::invalid(
+                    "headers",
+                    format!("{name} = {value:?}"),
+                    "header values must not contain control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::invalid(
+            key,
+            "\"0s\"",
+            "must be greater than 0",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The partial config read from a file: every key optional.
+///
+/// Unknown keys are rejected. Layer a `[defaults]` table under a monitor's own keys with
+/// [`over`](Self::over), then [`resolve`](Self::resolve).
+///
+/// ```
+/// use health_types::HealthCheckOverrides;
+///
+/// let defaults: HealthCheckOverrides = toml::from_str(r#"interval = "10s""#).unwrap();
+/// let own: HealthCheckOverrides = toml::from_str(r#"retries = 1"#).unwrap();
+/// let config = own.over(&defaults).resolve().unwrap();
+/// assert_eq!(config.interval.as_secs(), 10);
+/// assert_eq!(config.fall_threshold(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckOverrides {
+    /// See [`HealthCheckConfig::interval`].
+    #[serde(default, deserialize_with = "duration_key::interval")]
+    pub interval: Option<Duration>,
+    /// See [`HealthCheckConfig::timeout`].
+    #[serde(default, deserialize_with = "duration_key::timeout")]
+    pub timeout: Option<Duration>,
+    /// See [`HealthCheckConfig::path`].
+    pub path: Option<String>,
+    /// See [`HealthCheckConfig::method`].
+    pub method: Option<Method>,
+    /// See [`HealthCheckConfig::retries`].
+    pub retries: Option<i64>,
+    /// See [`HealthCheckConfig::disable`].
+    pub disable: Option<bool>,
+    /// See [`HealthCheckConfig::rise`].
+    pub rise: Option<u32>,
+    /// See [`HealthCheckConfig::jitter`].
+    #[serde(default, deserialize_with = "duration_key::jitter")]
+    pub jitter: Option<Duration>,
+    /// See [`HealthCheckConfig::fast_interval`].
+    #[serde(default, deserialize_with = "duration_key::fast_interval")]
+    pub fast_interval: Option<Duration>,
+    /// See [`HealthCheckConfig::down_interval`].
+    #[serde(default, deserialize_with = "duration_key::down_interval")]
+    pub down_interval: Option<Duration>,
+    /// See [`HealthCheckConfig::max_errors`].
+    pub max_errors: Option<u32>,
+    /// See [`HealthCheckConfig::expected_status`].
+    pub expected_status: Option<ExpectedStatus>,
+    /// See [`HealthCheckConfig::headers`].
+    pub headers: Option<BTreeMap<String, String>>,
+    /// See [`HealthCheckConfig::tls_verify`].
+    pub tls_verify: Option<bool>,
+}
+
+impl HealthCheckOverrides {
+    /// These keys layered over `base`: a key set here wins, a key unset here comes from
+    /// `base`. `headers` tables are merged, with this layer's values winning.
+    #[must_use]
+    pub fn over(&self, base: &HealthCheckOverrides) -> HealthCheckOverrides {
+        let headers = match (&base.headers, &self.headers) {
+            (Some(base), Some(own)) => {
+                let mut merged = base.clone();
+                merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Some(merged)
+            }
+            (base, own) => own.clone().or_else(|| base.clone()),
+        };
+        HealthCheckOverrides {
+            interval: self.interval.or(base.interval),
+            timeout: self.timeout.or(base.timeout),
+            path: self.path.clone().or_else(|| base.path.clone()),
+            method: self.method.or(base.method),
+            retries: self.retries.or(base.retries),
+            disable: self.disable.or(base.disable),
+            rise: self.rise.or(base.rise),
+            jitter: self.jitter.or(base.jitter),
+            fast_interval: self.fast_interval.or(base.fast_interval),
+            down_interval: self.down_interval.or(base.down_interval),
+            max_errors: self.max_errors.or(base.max_errors),
+            expected_status: self
+                .expected_status
+                .clone()
+                .or_else(|| base.expected_status.clone()),
+            headers,
+            tls_verify: self.tls_verify.or(base.tls_verify),
+        }
+    }
+
+    /// Fills unset keys with the defaults and validates the result.
+    pub fn resolve(&self) -> Result<HealthCheckConfig, ConfigError> {
+        let d = HealthCheckConfig::default();
+        let config = HealthCheckConfig {
+            interval: self.interval.unwrap_or(d.interval),
+            timeout: self.timeout.unwrap_or(d.timeout),
+            path: self.path.clone().unwrap_or(d.path),
+            method: self.method.unwrap_or(d.method),
+            retries: self.retries.unwrap_or(d.retries),
+            disable: self.disable.unwrap_or(d.disable),
+            rise: self.rise.unwrap_or(d.rise),
+            jitter: self.jitter.or(d.jitter),
+            fast_interval: self.fast_interval.or(d.fast_interval),
+            down_interval: self.down_interval.or(d.down_interval),
+            max_errors: self.max_errors.unwrap_or(d.max_errors),
+            expected_status: self.expected_status.clone().or(d.expected_status),
+            headers: self.headers.clone().unwrap_or(d.headers),
+            tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses a duration string such as `"30s"`, `"250ms"` or `"1m30s"` for `key`.
+pub(crate) fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|err| {
+        ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            format!("{err}; expected a duration like \"30s\", \"250ms\" or \"1m30s\""),
+        )
+    })
+}
+
+/// Per-key duration deserializers, so a bad value's message names its key.
+mod duration_key {
+    use std::{fmt, time::Duration};
+
+    use serde::{Deserializer, de};
+
+    struct DurationVisitor(&'static str);
+
+    impl de::Visitor<'_> for DurationVisitor {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a duration string like \"30s\" for `{}`", self.0)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            super::parse_duration(self.0, v)
+                .map(Some)
+                .map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(E::custom(bare_number(self.0, v)))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(E::custom(bare_number(self.0, v)))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(bare_number(self.0, v)))
+        }
+    }
+
+    fn bare_number(key: &str, v: impl fmt::Display) -> String {
+        format!(
+            "invalid `{key}` = {v}: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h)"
+        )
+    }
+
+    macro_rules! keys {
+        ($($key:ident),*) => {$(
+            pub(super) fn $key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+                d.deserialize_any(DurationVisitor(stringify!($key)))
+            }
+        )*};
+    }
+
+    keys!(interval, timeout, jitter, fast_interval, down_interval);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HealthCheckOverrides, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = HealthCheckOverrides::default().resolve().unwrap();
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.path, "/");
+        assert_eq!(c.method, Method::Get);
+        assert_eq!(c.fall_threshold(), 3);
+        assert_eq!(c.rise_threshold(), 1);
+        assert_eq!(c.effective_jitter(), Duration::from_secs(10));
+        assert_eq!(c.max_errors, 5);
+        assert!(!c.disable && !c.tls_verify);
+        assert!(c.is_expected_status(200) && c.is_expected_status(404));
+        assert!(!c.is_expected_status(500) && !c.is_expected_status(599));
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let c = parse(
+            r#"
+            interval = "1m30s"
+            timeout = "250ms"
+            path = "/health?full=1"
+            method = "head"
+            retries = -1
+            disable = true
+            rise = 2
+            jitter = "0s"
+            fast_interval = "1s"
+            down_interval = "2m"
+            max_errors = 0
+            expected_status = ["200-299", 404]
+            headers = { "X-Probe" = "yes" }
+            tls_verify = true
+            "#,
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_secs(90));
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.path, "/health?full=1");
+        assert_eq!(c.method, Method::Head);
+        assert_eq!(c.fall_threshold(), 1);
+        assert!(c.disable);
+        assert_eq!(c.rise_threshold(), 2);
+        assert_eq!(c.effective_jitter(), Duration::ZERO);
+        assert_eq!(c.fast_interval, Some(Duration::from_secs(1)));
+        assert_eq!(c.down_interval, Some(Duration::from_secs(120)));
+        assert_eq!(c.max_errors, 0);
+        assert!(c.is_expected_status(204) && c.is_expected_status(404));
+        assert!(!c.is_expected_status(301) && !c.is_expected_status(500));
+        assert_eq!(c.headers.get("X-Probe").map(String::as_str), Some("yes"));
+        assert!(c.tls_verify);
+    }
+
+    #[test]
+    fn retries_zero_means_default_and_negative_means_immediate() {
+        let fall = |r| {
+            HealthCheckConfig {
+                retries: r,
+                ..Default::default()
+            }
+            .fall_threshold()
+        };
+        assert_eq!(fall(0), 3);
+        assert_eq!(fall(-1), 1);
+        assert_eq!(fall(-100), 1);
+        assert_eq!(fall(7), 7);
+    }
+
+    #[test]
+    fn jitter_defaults_to_the_smaller_of_interval_and_10s() {
+        let c = HealthCheckConfig {
+            interval: Duration::from_secs(4),
+            ..Default::default()
+        };
+        assert_eq!(c.effective_jitter(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_bare_number_for_a_duration_says_a_string_is_expected() {
+        let err = parse("interval = 30").unwrap_err();
+        assert!(err.contains("`interval`"), "{err}");
+        assert!(err.contains("\"30s\""), "{err}");
+        let err = parse("timeout = 2.5").unwrap_err();
+        assert!(err.contains("`timeout`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_string_names_key_and_value() {
+        let err = parse(r#"fast_interval = "soon""#).unwrap_err();
+        assert!(
+            err.contains("`fast_interval`") && err.contains("\"soon\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = parse("intervall = \"1s\"").unwrap_err();
+        assert!(err.contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_key_value_and_reason() {
+        let cases = [
+            ("interval = \"0s\"", "`interval`"),
+            ("timeout = \"0s\"", "`timeout`"),
+            ("down_interval = \"0s\"", "`down_interval`"),
+            ("path = \"health\"", "`path`"),
+            ("rise = 0", "`rise`"),
+            ("expected_status = []", "`expected_status`"),
+            ("headers = { \"Bad Name\" = \"x\" }", "`headers`"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).unwrap().resolve().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        for text in [
+            r#"method = "POST""#,
+            r#"expected_status = ["600"]"#,
+            r#"expected_status = ["300-200"]"#,
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.contains("method") || err.contains("expected_status"),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_keys_win_over_defaults_and_headers_merge() {
+        let defaults = parse(
+            r#"
+            interval = "10s"
+            retries = 5
+            headers = { A = "1", B = "2" }
+            "#,
+        )
+        .unwrap();
+        let own = parse(
+            r#"
+            retries = 2
+            headers = { B = "3" }
+            "#,
+        )
+        .unwrap();
+        let c = own.over(&defaults).resolve().unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.fall_threshold(), 2);
+        assert_eq!(c.headers.get("A").map(String::as_str), Some("1"));
+        assert_eq!(c.headers.get("B").map(String::as_str), Some("3"));
+    }
+}

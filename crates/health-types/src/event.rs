@@ -1,0 +1,76 @@
+//! Monitor events (`down`, `up`, `stopped`) and the [`EventSink`] that receives them.
+
+use std::{
+    fmt::{self, Debug},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to a monitored service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The fall threshold was reached: the service is down (once per outage).
+    Down,
+    /// The service is healthy again after a `down` was sent.
+    Up,
+    /// The monitor stopped itself after too many consecutive errors.
+    Stopped,
+}
+
+impl EventKind {
+    /// The lowercase name, as used on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Down => "down",
+            EventKind::Up => "up",
+            EventKind::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event with everything a notification needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The service (monitor) name.
+    pub service: Arc<str>,
+    /// The URL being checked, as displayed.
+    pub url: String,
+    /// The detail of the result that caused the event.
+    pub detail: String,
+    /// The latency of that result.
+    pub latency: Duration,
+    /// Wall-clock time of the last healthy result, if any.
+    pub last_seen: Option<SystemTime>,
+    /// For `up`: how long the outage lasted (first failure to recovery).
+    pub outage: Option<Duration>,
+    /// Wall-clock time of the event.
+    pub time: SystemTime,
+}
+
+/// Receives monitor events. Implemented by `health-notify`'s dispatcher.
+///
+/// `notify` is called from a monitor's check path and must never block: queue the
+/// event and return.
+pub trait EventSink: Send + Sync + Debug {
+    /// Takes one event.
+    fn notify(&self, event: Event);
+}
+
+/// A channel is a sink: handy for tests and for proxies that consume events themselves.
+impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
+    fn notify(&self, event: Event) {
+        // A closed receiver means nobody listens any more; dropping the event is right.
+        let _ = self.send(event);
+    }
+}

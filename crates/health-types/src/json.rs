@@ -1,0 +1,139 @@
+//! The GoDoxy-compatible JSON form of a monitor (SPEC §4).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{HealthCheckConfig, Status};
+
+/// A monitor's config in JSON: durations are integer nanoseconds (GoDoxy's wire format).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigJson {
+    /// `interval` in ns.
+    pub interval: u64,
+    /// `timeout` in ns.
+    pub timeout: u64,
+    /// `path`.
+    pub path: String,
+    /// `method`.
+    pub method: String,
+    /// `retries` as configured.
+    pub retries: i64,
+    /// `disable`.
+    pub disable: bool,
+    /// `rise`.
+    pub rise: u32,
+    /// The jitter in force, in ns.
+    pub jitter: u64,
+    /// `fast_interval` in ns, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_interval: Option<u64>,
+    /// `down_interval` in ns, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_interval: Option<u64>,
+    /// `max_errors`.
+    pub max_errors: u32,
+    /// `expected_status`, as ranges like `"200-299"`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<Vec<String>>,
+    /// `headers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// `tls_verify`.
+    pub tls_verify: bool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl From<&HealthCheckConfig> for ConfigJson {
+    fn from(c: &HealthCheckConfig) -> Self {
+        ConfigJson {
+            interval: nanos(c.interval),
+            timeout: nanos(c.timeout),
+            path: c.path.clone(),
+            method: c.method.as_str().to_owned(),
+            retries: c.retries,
+            disable: c.disable,
+            rise: c.rise,
+            jitter: nanos(c.effective_jitter()),
+            fast_interval: c.fast_interval.map(nanos),
+            down_interval: c.down_interval.map(nanos),
+            max_errors: c.max_errors,
+            expected_status: c
+                .expected_status
+                .as_ref()
+                .map(|e| e.0.iter().map(|r| r.to_string()).collect()),
+            headers: c.headers.clone(),
+            tls_verify: c.tls_verify,
+        }
+    }
+}
+
+/// The JSON form of one monitor, with GoDoxy's keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MonitorJson {
+    /// Monitor (service) name.
+    pub name: String,
+    /// The config, durations in ns.
+    pub config: ConfigJson,
+    /// Start time, unix seconds (0 = not started).
+    pub started: i64,
+    /// Current status.
+    pub status: Status,
+    /// Seconds since the monitor started.
+    pub uptime: f64,
+    /// Last check latency in whole milliseconds.
+    pub latency: i64,
+    /// Last healthy result, unix seconds (0 = never).
+    #[serde(rename = "lastSeen")]
+    pub last_seen: i64,
+    /// Detail of the last result.
+    pub detail: String,
+    /// The URL being checked.
+    pub url: String,
+    /// Consecutive failures.
+    pub failures: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_durations_are_nanoseconds() {
+        let json = serde_json::to_value(ConfigJson::from(&HealthCheckConfig::default())).unwrap();
+        assert_eq!(json["interval"], 30_000_000_000_u64);
+        assert_eq!(json["timeout"], 10_000_000_000_u64);
+        assert_eq!(json["method"], "GET");
+        assert!(json.get("fast_interval").is_none());
+    }
+
+    #[test]
+    fn monitor_json_uses_godoxy_keys() {
+        let m = MonitorJson {
+            name: "api".into(),
+            config: ConfigJson::from(&HealthCheckConfig::default()),
+            started: 1_700_000_000,
+            status: Status::Healthy,
+            uptime: 1.5,
+            latency: 12,
+            last_seen: 1_700_000_001,
+            detail: String::new(),
+            url: "http://api.test/".into(),
+            failures: 0,
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "config", "detail", "failures", "lastSeen", "latency", "name", "started", "status",
+                "uptime", "url"
+            ]
+        );
+        assert_eq!(json["status"], "healthy");
+    }
+}

@@ -1,0 +1,4 @@
+//! Cross-crate test support for the health workspace: the conformance-vector runner
+//! (SPEC §8) used by `cargo xtask conformance` and by this package's tests.
+
+pub mod conformance;
