@@ -241,7 +241,9 @@ impl StateMachine {
             events.down = true;
             self.down_sent = true;
         }
-        if to == Healthy {
+        // The outage ends on a healthy result that makes the status Healthy (a failure
+        // absorbed while still Healthy does not end it).
+        if to == Healthy && verdict == Verdict::Healthy {
             if self.down_sent {
                 events.up = true;
                 self.down_sent = false;

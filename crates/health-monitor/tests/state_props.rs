@@ -1,0 +1,104 @@
+//! Property tests of the state machine over random result sequences.
+#![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+
+use std::time::Duration;
+
+use health_monitor::StateMachine;
+use health_types::{EventKind, HealthCheckConfig, Status, Verdict};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+fn verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        Just(Verdict::Healthy),
+        Just(Verdict::Unhealthy),
+        Just(Verdict::Error)
+    ]
+}
+
+/// The outcomes SPEC §3's table allows for `from` and `verdict`.
+fn allowed(from: Status, verdict: Verdict) -> &'static [Status] {
+    use Status::*;
+    match (from, verdict) {
+        (Starting, Verdict::Healthy) => &[Healthy],
+        (Starting, Verdict::Unhealthy) => &[Unhealthy],
+        (Starting, Verdict::Error) => &[Error],
+        (Healthy, Verdict::Healthy) => &[Healthy],
+        (Healthy, Verdict::Unhealthy) => &[Healthy, Unhealthy],
+        (Healthy, Verdict::Error) => &[Error],
+        (Unhealthy, Verdict::Healthy) => &[Healthy, Unhealthy],
+        (Unhealthy, Verdict::Unhealthy) => &[Unhealthy],
+        (Unhealthy, Verdict::Error) => &[Error],
+        (Error, Verdict::Healthy) => &[Healthy, Error],
+        (Error, Verdict::Unhealthy) => &[Unhealthy],
+        (Error, Verdict::Error) => &[Error],
+        _ => &[],
+    }
+}
+
+/// Length of the run at the end of `seen` whose verdicts satisfy `pred`.
+fn trailing(seen: &[Verdict], pred: impl Fn(Verdict) -> bool) -> u32 {
+    seen.iter().rev().take_while(|v| pred(**v)).count() as u32
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn sequences_keep_the_invariants(
+        retries in -2i64..6,
+        rise in 1u32..4,
+        max_errors in 0u32..6,
+        verdicts in prop::collection::vec(verdict(), 1..80),
+    ) {
+        let config = HealthCheckConfig { retries, rise, max_errors, ..Default::default() };
+        let fall = config.fall_threshold();
+        let mut machine = StateMachine::new(&config);
+        let t0 = Instant::now();
+        let mut seen = Vec::new();
+        let mut down_open = false;
+        let mut downs = 0;
+        let mut ups = 0;
+        for (i, verdict) in verdicts.iter().copied().enumerate() {
+            let from = machine.status();
+            let t = machine.observe(verdict, t0 + Duration::from_secs(i as u64));
+            seen.push(verdict);
+
+            prop_assert!(allowed(from, verdict).contains(&t.to), "{from} + {verdict:?} -> {}", t.to);
+            prop_assert_eq!(machine.failures(), trailing(&seen, |v| v != Verdict::Healthy));
+            prop_assert_eq!(machine.passes(), trailing(&seen, |v| v == Verdict::Healthy));
+            prop_assert_eq!(machine.errors(), trailing(&seen, |v| v == Verdict::Error));
+            if t.to == Status::Unhealthy && from == Status::Healthy {
+                prop_assert!(machine.failures() >= fall);
+            }
+
+            for kind in t.events.iter() {
+                match kind {
+                    EventKind::Down => {
+                        prop_assert!(!down_open, "a second down in one outage");
+                        prop_assert_eq!(machine.failures(), fall, "down exactly when failures reach F");
+                        down_open = true;
+                        downs += 1;
+                    }
+                    EventKind::Up => {
+                        prop_assert!(down_open, "an up without a down");
+                        prop_assert_eq!(t.to, Status::Healthy);
+                        down_open = false;
+                        ups += 1;
+                    }
+                    EventKind::Stopped => {
+                        prop_assert!(max_errors > 0 && machine.errors() >= max_errors);
+                    }
+                }
+            }
+            // A recovery to Healthy after a down always reports it.
+            if t.to == Status::Healthy && from != Status::Healthy {
+                prop_assert!(!down_open);
+            }
+            if t.events.stopped {
+                break;
+            }
+        }
+        prop_assert!(ups <= downs && downs <= ups + 1);
+    }
+}
