@@ -58,3 +58,8 @@ pub use self::{
     scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
 };
 pub use tokio_util::sync::CancellationToken;
+
+/// The README's examples compile.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

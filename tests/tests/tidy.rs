@@ -1,0 +1,172 @@
+//! Repository invariants as tests: allowed dependency edges between our crates, no
+//! aws-lc-rs in the graph, the monitor core without the HTTP/TLS/Docker stack, and a
+//! `//!` header on every source file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace root")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo prints UTF-8")
+}
+
+fn metadata() -> Value {
+    serde_json::from_str(&cargo(&["metadata", "--format-version", "1", "--locked"])).unwrap()
+}
+
+/// Which of our crates each member may depend on (normal and build dependencies).
+fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
+    BTreeMap::from([
+        ("health-types", &[][..]),
+        ("health-check", &["health-types"][..]),
+        ("health-monitor", &["health-types", "health-check"][..]),
+        ("health-notify", &["health-types"][..]),
+        (
+            "healthd",
+            &[
+                "health-types",
+                "health-check",
+                "health-monitor",
+                "health-notify",
+            ][..],
+        ),
+        (
+            "health-tests",
+            &[
+                "health-types",
+                "health-check",
+                "health-monitor",
+                "health-notify",
+                "healthd",
+            ][..],
+        ),
+        ("xtask", &[][..]),
+    ])
+}
+
+#[test]
+fn dependency_edges_point_down_only() {
+    let meta = metadata();
+    let allowed = allowed_edges();
+    let members: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"].is_null())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for package in meta["packages"].as_array().unwrap() {
+        if !package["source"].is_null() {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap();
+        let ok = allowed
+            .get(name)
+            .unwrap_or_else(|| panic!("new workspace member {name}: add its allowed edges here"));
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep_name = dep["name"].as_str().unwrap();
+            let is_dev = dep["kind"].as_str() == Some("dev");
+            if members.contains(&dep_name) && !is_dev {
+                assert!(
+                    ok.contains(&dep_name),
+                    "{name} must not depend on {dep_name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_aws_lc_in_the_graph() {
+    let meta = metadata();
+    let names: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for banned in ["aws-lc-rs", "aws-lc-sys", "aws-lc-fips-sys"] {
+        assert!(
+            !names.contains(&banned),
+            "{banned} is in the graph: rustls must use ring only"
+        );
+    }
+}
+
+#[test]
+fn monitor_core_builds_without_the_network_stack() {
+    let tree = cargo(&[
+        "tree",
+        "--locked",
+        "-p",
+        "health-monitor",
+        "--no-default-features",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ]);
+    for banned in ["hyper", "rustls", "bollard", "h2", "health-check", "axum"] {
+        let found = tree
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(banned));
+        assert!(
+            !found,
+            "health-monitor without default features pulls {banned}:\n{tree}"
+        );
+    }
+    assert!(tree.contains("health-types"), "{tree}");
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let mut files = Vec::new();
+    for dir in ["crates", "xtask", "tests"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 10);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{} does not start with a `//!` line",
+            file.display()
+        );
+    }
+}
