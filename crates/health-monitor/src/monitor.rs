@@ -161,7 +161,7 @@ pub struct MonitorBuilder {
     name: Arc<str>,
     url: Url,
     probe: Arc<dyn Probe>,
-    config: HealthCheckConfig,
+    config: Arc<HealthCheckConfig>,
     sink: Option<Arc<dyn EventSink>>,
     clock: Arc<dyn Clock>,
     last_seen: Option<Arc<LastSeenRegistry>>,
@@ -171,6 +171,14 @@ impl MonitorBuilder {
     /// The health-check config (default: [`HealthCheckConfig::default`]).
     #[must_use]
     pub fn config(mut self, config: HealthCheckConfig) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// A config shared with other monitors: many monitors built from one `[defaults]`
+    /// table then hold one copy between them.
+    #[must_use]
+    pub fn shared_config(mut self, config: Arc<HealthCheckConfig>) -> Self {
         self.config = config;
         self
     }
@@ -249,7 +257,7 @@ impl Monitor {
             name: name.into(),
             url,
             probe,
-            config: HealthCheckConfig::default(),
+            config: Arc::default(),
             sink: None,
             clock: Arc::new(SystemClock),
             last_seen: None,
@@ -358,7 +366,7 @@ impl HealthMonitor for Monitor {
 #[derive(Debug)]
 pub(crate) struct Shared {
     name: Arc<str>,
-    config: HealthCheckConfig,
+    config: Arc<HealthCheckConfig>,
     url: ArcSwap<Url>,
     probe: Arc<dyn Probe>,
     sink: Option<Arc<dyn EventSink>>,
