@@ -553,7 +553,13 @@ impl Shared {
         self.log(&transition, verdict, &snapshot);
         if let Some(sink) = &self.sink {
             for kind in transition.events.iter() {
-                sink.notify(self.event(kind, &transition, &snapshot, wall));
+                let event = self.event(kind, &transition, &snapshot, wall);
+                // A sink that panics must not take the monitor's schedule down with it.
+                let delivered =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| sink.notify(event)));
+                if delivered.is_err() {
+                    tracing::error!(monitor = %self.name, event = %kind, "event sink panicked");
+                }
             }
         }
         if let Some(at) = next {

@@ -654,3 +654,34 @@ fn invalid_config_and_url_are_rejected_at_build() {
         .unwrap_err();
     assert!(matches!(err, MonitorError::Config(ConfigError::Url { .. })));
 }
+
+/// A sink that panics on every event.
+#[derive(Debug)]
+struct PanickingSink;
+
+impl health_types::EventSink for PanickingSink {
+    fn notify(&self, _event: Event) {
+        panic!("sink bug");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_sink_does_not_stop_the_schedule() {
+    let probe = FakeProbe::always(Act::Unhealthy);
+    let m = Monitor::builder("svc", url("http://svc.test/"), probe.clone())
+        .config(no_jitter(HealthCheckConfig {
+            interval: Duration::from_secs(10),
+            retries: -1,
+            ..Default::default()
+        }))
+        .sink(Arc::new(PanickingSink))
+        .last_seen(Arc::new(LastSeenRegistry::new()))
+        .build()
+        .unwrap();
+    let scope = Scope::new();
+    m.start(&scope).unwrap();
+    run_for(Duration::from_secs(25)).await;
+    assert_eq!(probe.call_count(), 3, "checks go on after the sink panicked on down");
+    assert!(m.snapshot().running);
+    scope.shutdown().await;
+}
