@@ -555,8 +555,7 @@ impl Shared {
             for kind in transition.events.iter() {
                 let event = self.event(kind, &transition, &snapshot, wall);
                 // A sink that panics must not take the monitor's schedule down with it.
-                let delivered =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| sink.notify(event)));
+                let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| sink.notify(event)));
                 if delivered.is_err() {
                     tracing::error!(monitor = %self.name, event = %kind, "event sink panicked");
                 }

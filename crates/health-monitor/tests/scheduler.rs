@@ -681,7 +681,11 @@ async fn a_panicking_sink_does_not_stop_the_schedule() {
     let scope = Scope::new();
     m.start(&scope).unwrap();
     run_for(Duration::from_secs(25)).await;
-    assert_eq!(probe.call_count(), 3, "checks go on after the sink panicked on down");
+    assert_eq!(
+        probe.call_count(),
+        3,
+        "checks go on after the sink panicked on down"
+    );
     assert!(m.snapshot().running);
     scope.shutdown().await;
 }
