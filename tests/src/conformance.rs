@@ -408,7 +408,7 @@ impl Run {
         if !self.monitor.snapshot().running {
             return Err("no check can happen: the monitor is not running".into());
         }
-        let done_before = self.monitor.snapshot().checks;
+        let done_before = self.monitor.snapshot().checks();
         let began = tokio::time::timeout(PATIENCE, self.began.recv())
             .await
             .ok()
@@ -421,7 +421,7 @@ impl Run {
         tokio::time::timeout(
             PATIENCE,
             self.snapshots
-                .wait_for(|s| s.checks > done_before || !s.running),
+                .wait_for(|s| s.checks() > done_before || !s.running),
         )
         .await
         .map_err(|_| "the check never completed")?

@@ -79,12 +79,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Wait (bounded) until every monitor has its first result.
         for _ in 0..600 {
-            if monitors.iter().all(|m| m.snapshot().checks >= 1) {
+            if monitors.iter().all(|m| m.snapshot().checks() >= 1) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let done = monitors.iter().filter(|m| m.snapshot().checks >= 1).count();
+        let done = monitors
+            .iter()
+            .filter(|m| m.snapshot().checks() >= 1)
+            .count();
         let after = rss_bytes();
         let per = (after.saturating_sub(before)) as f64 / n as f64;
         println!("monitors: {n} (first check done: {done})");

@@ -54,7 +54,7 @@ pub use self::{
     error::MonitorError,
     last_seen::LastSeenRegistry,
     machine::{Events, StateMachine, Transition},
-    monitor::{HealthMonitor, Monitor, MonitorBuilder, Snapshot},
+    monitor::{HealthMonitor, Monitor, MonitorBuilder, ResultCounts, Snapshot},
     scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
 };
 pub use tokio_util::sync::CancellationToken;

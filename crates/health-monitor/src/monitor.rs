@@ -107,15 +107,49 @@ pub struct Snapshot {
     pub errors: u32,
     /// Consecutive healthy results.
     pub passes: u32,
-    /// Checks completed in the current run.
-    pub checks: u64,
+    /// Results of the current run, by verdict.
+    pub results: ResultCounts,
+    /// Status changes in the current run (not counting start and stop).
+    pub transitions: u64,
     /// Whether the monitor is scheduling checks.
     pub running: bool,
     /// When the next check is due (`None` while not running).
     pub next_check: Option<Instant>,
 }
 
+/// Results counted since a monitor's run started, by verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResultCounts {
+    /// Healthy results.
+    pub healthy: u64,
+    /// Unhealthy results (timeouts included).
+    pub unhealthy: u64,
+    /// Error results (panics included).
+    pub error: u64,
+}
+
+impl ResultCounts {
+    /// All results.
+    pub fn total(&self) -> u64 {
+        self.healthy + self.unhealthy + self.error
+    }
+
+    fn count(&mut self, verdict: Verdict) {
+        let counter = match verdict {
+            Verdict::Healthy => &mut self.healthy,
+            Verdict::Unhealthy => &mut self.unhealthy,
+            Verdict::Error => &mut self.error,
+        };
+        *counter += 1;
+    }
+}
+
 impl Snapshot {
+    /// Checks completed in the current run.
+    pub fn checks(&self) -> u64 {
+        self.results.total()
+    }
+
     /// Time since the run started, as of `now` (zero while not running).
     pub fn uptime(&self, now: Instant) -> Duration {
         match (self.running, self.started_at) {
@@ -223,7 +257,8 @@ impl MonitorBuilder {
             failures: 0,
             errors: 0,
             passes: 0,
-            checks: 0,
+            results: ResultCounts::default(),
+            transitions: 0,
             running: false,
             next_check: None,
         };
@@ -442,7 +477,8 @@ impl Shared {
                 s.failures = 0;
                 s.errors = 0;
                 s.passes = 0;
-                s.checks = 0;
+                s.results = ResultCounts::default();
+                s.transitions = 0;
                 s.running = true;
                 s.next_check = Some(now);
             });
@@ -532,6 +568,7 @@ impl Shared {
                 Some(due.max(ended))
             };
             let machine = &run.machine;
+            let transition = &transition;
             self.publish(|s| {
                 s.status = machine.status();
                 s.kind = Some(result.kind);
@@ -543,11 +580,14 @@ impl Shared {
                 s.failures = machine.failures();
                 s.errors = machine.errors();
                 s.passes = machine.passes();
-                s.checks += 1;
+                s.results.count(verdict);
+                if transition.from != transition.to {
+                    s.transitions += 1;
+                }
                 s.running = next.is_some();
                 s.next_check = next;
             });
-            (transition, next, self.snapshot.load_full())
+            (*transition, next, self.snapshot.load_full())
         };
 
         self.log(&transition, verdict, &snapshot);

@@ -463,7 +463,7 @@ async fn restart_resets_counters_and_checks_at_once() {
     m.restart().unwrap();
     let s = m.snapshot();
     assert_eq!(
-        (s.status, s.failures, s.checks, s.running),
+        (s.status, s.failures, s.checks(), s.running),
         (Status::Starting, 0, 0, true)
     );
     run_for(Duration::from_millis(1)).await;
@@ -511,7 +511,7 @@ async fn check_health_runs_one_probe_and_leaves_state_alone() {
     assert!(!result.healthy);
     assert_eq!(result.detail, "HTTP 503 Service Unavailable");
     assert_eq!(m.status(), Status::Unknown);
-    assert_eq!(m.snapshot().checks, 0);
+    assert_eq!(m.snapshot().checks(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -531,7 +531,7 @@ async fn subscribers_see_every_change_in_order() {
     let mut seen = Vec::new();
     while rx.changed().await.is_ok() {
         let s = rx.borrow_and_update().clone();
-        seen.push((s.status, s.checks, s.running));
+        seen.push((s.status, s.checks(), s.running));
         if !s.running {
             break;
         }
