@@ -1,0 +1,425 @@
+//! A `[[notify]]` table ([`NotifierConfig`]): `name`, `provider`, optional `format` and the
+//! provider's own keys, validated when it is read and built into a [`Notifier`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, de};
+use serde_json::{Map, Value};
+
+use crate::{
+    DiscordConfig, DiscordNotifier, EmailConfig, EmailNotifier, Format, GotifyConfig,
+    GotifyNotifier, HttpSend, Notifier, NotifyError, NtfyConfig, NtfyNotifier, PushoverConfig,
+    PushoverNotifier, SlackConfig, SlackNotifier, TelegramConfig, TelegramNotifier, WebhookConfig,
+    WebhookNotifier,
+};
+
+/// The provider keys, as written in `provider = "..."`.
+pub const PROVIDERS: [&str; 8] = [
+    "webhook", "discord", "slack", "ntfy", "gotify", "telegram", "pushover", "email",
+];
+
+/// One `[[notify]]` table: a named, validated notifier config.
+///
+/// Deserializing one (from the daemon's TOML file, say) checks every key, so a bad table
+/// is rejected when the config is loaded, with the notifier's name, the key and the
+/// reason; [`build`](Self::build) then cannot fail on a key.
+///
+/// ```
+/// use health_notify::NotifierConfig;
+///
+/// let config: NotifierConfig = toml::from_str(
+///     r#"
+///     name = "ops"
+///     provider = "ntfy"
+///     url = "https://ntfy.example.com"
+///     topic = "alerts"
+///     "#,
+/// )
+/// .unwrap();
+/// assert_eq!(config.name, "ops");
+/// assert_eq!(config.provider.key(), "ntfy");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct NotifierConfig {
+    /// The notifier's name, used by monitors' `notify = [...]` lists.
+    pub name: String,
+    /// How providers that render text format it (default markdown).
+    pub format: Format,
+    /// The provider and its keys.
+    pub provider: ProviderConfig,
+}
+
+/// A provider and its keys.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderConfig {
+    /// `provider = "webhook"`.
+    Webhook(WebhookConfig),
+    /// `provider = "discord"`.
+    Discord(DiscordConfig),
+    /// `provider = "slack"`.
+    Slack(SlackConfig),
+    /// `provider = "ntfy"`.
+    Ntfy(NtfyConfig),
+    /// `provider = "gotify"`.
+    Gotify(GotifyConfig),
+    /// `provider = "telegram"`.
+    Telegram(TelegramConfig),
+    /// `provider = "pushover"`.
+    Pushover(PushoverConfig),
+    /// `provider = "email"`.
+    Email(EmailConfig),
+}
+
+impl ProviderConfig {
+    /// The provider key (`webhook`, `discord`, ...).
+    pub const fn key(&self) -> &'static str {
+        match self {
+            ProviderConfig::Webhook(_) => "webhook",
+            ProviderConfig::Discord(_) => "discord",
+            ProviderConfig::Slack(_) => "slack",
+            ProviderConfig::Ntfy(_) => "ntfy",
+            ProviderConfig::Gotify(_) => "gotify",
+            ProviderConfig::Telegram(_) => "telegram",
+            ProviderConfig::Pushover(_) => "pushover",
+            ProviderConfig::Email(_) => "email",
+        }
+    }
+
+    /// Checks every key of the provider.
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        match self {
+            ProviderConfig::Webhook(c) => c.validate(),
+            ProviderConfig::Discord(c) => c.validate(),
+            ProviderConfig::Slack(c) => c.validate(),
+            ProviderConfig::Ntfy(c) => c.validate(),
+            ProviderConfig::Gotify(c) => c.validate(),
+            ProviderConfig::Telegram(c) => c.validate(),
+            ProviderConfig::Pushover(c) => c.validate(),
+            ProviderConfig::Email(c) => c.validate(),
+        }
+    }
+
+    fn from_keys(provider: &str, keys: Value) -> Result<Self, NotifyError> {
+        Ok(match provider {
+            "webhook" => ProviderConfig::Webhook(keys_into(keys)?),
+            "discord" => ProviderConfig::Discord(keys_into(keys)?),
+            "slack" => ProviderConfig::Slack(keys_into(keys)?),
+            "ntfy" => ProviderConfig::Ntfy(keys_into(keys)?),
+            "gotify" => ProviderConfig::Gotify(keys_into(keys)?),
+            "telegram" => ProviderConfig::Telegram(keys_into(keys)?),
+            "pushover" => ProviderConfig::Pushover(keys_into(keys)?),
+            "email" => ProviderConfig::Email(keys_into(keys)?),
+            other => {
+                return Err(NotifyError::config(
+                    "provider",
+                    format!(
+                        "unknown provider {other:?}: expected one of {}",
+                        PROVIDERS.join(", ")
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+/// Deserializes a provider's keys, naming the key in type errors.
+fn keys_into<T: de::DeserializeOwned>(keys: Value) -> Result<T, NotifyError> {
+    serde_path_to_error::deserialize(keys).map_err(|err| {
+        let path = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            // Unknown and missing keys: serde's message names the key itself.
+            NotifyError::config("notify", reason)
+        } else {
+            NotifyError::config(path, reason)
+        }
+    })
+}
+
+impl NotifierConfig {
+    /// A config in code; [`validate`](Self::validate) or [`build`](Self::build) checks it.
+    pub fn new(name: impl Into<String>, format: Format, provider: ProviderConfig) -> Self {
+        NotifierConfig {
+            name: name.into(),
+            format,
+            provider,
+        }
+    }
+
+    /// Reads and checks one `[[notify]]` table given as a JSON-like value (any serde
+    /// format can produce one).
+    pub fn from_table(table: Value) -> Result<Self, NotifyError> {
+        let Value::Object(mut keys) = table else {
+            return Err(NotifyError::config("notify", "must be a table"));
+        };
+        let name = take_string(&mut keys, "name");
+        let shown_name = name.as_ref().map(String::clone).unwrap_or_default();
+        let wrap = |name: &str, source| NotifyError::Notifier {
+            name: name.to_owned(),
+            source: Box::new(source),
+        };
+        let config = (|| {
+            let name = name?;
+            let provider = take_string(&mut keys, "provider")?;
+            let format = match keys.remove("format") {
+                None => Format::default(),
+                Some(Value::String(format)) => format
+                    .parse()
+                    .map_err(|reason| NotifyError::config("format", reason))?,
+                Some(other) => {
+                    return Err(NotifyError::config(
+                        "format",
+                        format!("expected \"markdown\" or \"plain\", found {other}"),
+                    ));
+                }
+            };
+            let provider = ProviderConfig::from_keys(&provider, Value::Object(keys))?;
+            let config = NotifierConfig::new(name, format, provider);
+            config.validate()?;
+            Ok(config)
+        })();
+        config.map_err(|err| wrap(&shown_name, err))
+    }
+
+    /// Checks the name and every key of the provider.
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        if self.name.trim().is_empty() {
+            return Err(NotifyError::config("name", "must not be empty"));
+        }
+        self.provider.validate()
+    }
+
+    /// Builds the notifier, sending HTTP through a new hyper client.
+    pub fn build(&self) -> Result<Arc<dyn Notifier>, NotifyError> {
+        self.build_inner(None)
+    }
+
+    /// Builds the notifier, sending HTTP through `http` (email ignores it).
+    pub fn build_with(&self, http: Arc<dyn HttpSend>) -> Result<Arc<dyn Notifier>, NotifyError> {
+        self.build_inner(Some(http))
+    }
+
+    fn build_inner(
+        &self,
+        http: Option<Arc<dyn HttpSend>>,
+    ) -> Result<Arc<dyn Notifier>, NotifyError> {
+        self.validate().map_err(|err| NotifyError::Notifier {
+            name: self.name.clone(),
+            source: Box::new(err),
+        })?;
+        let name = self.name.clone();
+        let format = self.format;
+        macro_rules! http {
+            ($notifier:expr) => {{
+                let notifier = $notifier;
+                match http {
+                    Some(http) => Arc::new(notifier.with_sender(http)) as Arc<dyn Notifier>,
+                    None => Arc::new(notifier),
+                }
+            }};
+        }
+        let notifier = match &self.provider {
+            ProviderConfig::Webhook(c) => http!(WebhookNotifier::try_new(name, format, c)?),
+            ProviderConfig::Discord(c) => http!(DiscordNotifier::try_new(name, c)?),
+            ProviderConfig::Slack(c) => http!(SlackNotifier::try_new(name, format, c)?),
+            ProviderConfig::Ntfy(c) => http!(NtfyNotifier::try_new(name, format, c)?),
+            ProviderConfig::Gotify(c) => http!(GotifyNotifier::try_new(name, format, c)?),
+            ProviderConfig::Telegram(c) => http!(TelegramNotifier::try_new(name, format, c)?),
+            ProviderConfig::Pushover(c) => http!(PushoverNotifier::try_new(name, c)?),
+            ProviderConfig::Email(c) => Arc::new(EmailNotifier::try_new(name, c)?),
+        };
+        Ok(notifier)
+    }
+}
+
+fn take_string(keys: &mut Map<String, Value>, key: &'static str) -> Result<String, NotifyError> {
+    match keys.remove(key) {
+        Some(Value::String(value)) if !value.trim().is_empty() => Ok(value),
+        Some(Value::String(_)) => Err(NotifyError::config(key, "must not be empty")),
+        Some(other) => Err(NotifyError::config(
+            key,
+            format!("expected a string, found {other}"),
+        )),
+        None => Err(NotifyError::config(key, "is required")),
+    }
+}
+
+impl<'de> Deserialize<'de> for NotifierConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let table = Value::deserialize(deserializer)?;
+        NotifierConfig::from_table(table).map_err(|err| de::Error::custom(err.chain()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<NotifierConfig, String> {
+        toml::from_str::<NotifierConfig>(toml).map_err(|err| err.message().to_owned())
+    }
+
+    #[test]
+    fn every_provider_parses_from_toml() {
+        let tables = [
+            r#"name = "a"
+               provider = "webhook"
+               url = "http://127.0.0.1:1/hook"
+               method = "PUT"
+               mime_type = "text/plain"
+               payload = "$title"
+               token = "t"
+               color_mode = "dec""#,
+            r#"name = "b"
+               provider = "discord"
+               url = "https://discord.com/api/webhooks/1/x""#,
+            r#"name = "c"
+               provider = "slack"
+               url = "https://hooks.slack.com/services/x"
+               format = "plain""#,
+            r#"name = "d"
+               provider = "ntfy"
+               url = "https://ntfy.sh"
+               topic = "alerts"
+               token = "tk""#,
+            r#"name = "e"
+               provider = "gotify"
+               url = "https://gotify.test"
+               token = "tk""#,
+            r#"name = "f"
+               provider = "telegram"
+               token = "123:abc"
+               chat_id = -100"#,
+            r#"name = "g"
+               provider = "pushover"
+               token = "app"
+               user = "usr""#,
+            r#"name = "h"
+               provider = "email"
+               host = "smtp.example.test"
+               port = 2525
+               tls = "tls"
+               username = "me"
+               password = "pw"
+               from = "Health <h@example.test>"
+               to = ["a@example.test", "B <b@example.test>"]"#,
+        ];
+        for (table, provider) in tables.iter().zip(PROVIDERS) {
+            let config = parse(table).unwrap_or_else(|err| panic!("{provider}: {err}"));
+            assert_eq!(config.provider.key(), provider);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_notifier_and_the_key() {
+        let err = parse(
+            r#"name = "ops"
+               provider = "discord"
+               url = "ftp://nope""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid notifier \"ops\""), "{err}");
+        assert!(err.contains("invalid `url`"), "{err}");
+
+        let err = parse(
+            r#"name = "ops"
+               provider = "ntfy"
+               url = "https://ntfy.sh"
+               topic = "a"
+               colour = "red""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+
+        let err = parse(
+            r#"name = "ops"
+               provider = "webhook"
+               url = "http://x.test/"
+               method = "GET""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid `method`"), "{err}");
+        assert!(err.contains("\"GET\""), "{err}");
+
+        let err = parse(
+            r#"name = "ops"
+               provider = "telegram"
+               token = "1:a"
+               chat_id = "1"
+               url = 5"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid `url`"), "{err}");
+
+        let err = parse(r#"provider = "slack""#).unwrap_err();
+        assert!(err.contains("invalid `name`: is required"), "{err}");
+
+        let err = parse(
+            r#"name = "x"
+               provider = "carrier-pigeon""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown provider \"carrier-pigeon\""), "{err}");
+
+        let err = parse(
+            r#"name = "x"
+               provider = "slack"
+               format = "html"
+               url = "https://hooks.slack.com/x""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("invalid `format`"), "{err}");
+
+        let err = parse(
+            r#"name = "x"
+               provider = "gotify"
+               url = "https://gotify.test""#,
+        )
+        .unwrap_err();
+        assert!(err.contains("missing field `token`"), "{err}");
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let config = parse(
+            r#"name = "tg"
+               provider = "telegram"
+               token = "1:a"
+               chat_id = "@ops""#,
+        )
+        .unwrap();
+        assert_eq!(config.format, Format::Markdown);
+        let ProviderConfig::Telegram(telegram) = config.provider else {
+            panic!("not telegram");
+        };
+        assert_eq!(telegram.url, "https://api.telegram.org");
+
+        let config = parse(
+            r#"name = "mail"
+               provider = "email"
+               host = "smtp.example.test"
+               from = "h@example.test"
+               to = "ops@example.test""#,
+        )
+        .unwrap();
+        let ProviderConfig::Email(email) = config.provider else {
+            panic!("not email");
+        };
+        assert_eq!(email.to, ["ops@example.test"]);
+        assert_eq!(email.tls, crate::EmailTls::Starttls);
+        assert_eq!(email.effective_port(), 587);
+    }
+
+    #[test]
+    fn build_makes_the_named_notifier() {
+        let config = parse(
+            r#"name = "hook"
+               provider = "webhook"
+               url = "http://127.0.0.1:1/""#,
+        )
+        .unwrap();
+        let notifier = config.build().unwrap();
+        assert_eq!(notifier.name(), "hook");
+        assert_eq!(notifier.provider(), "webhook");
+    }
+}

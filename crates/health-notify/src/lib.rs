@@ -1,0 +1,165 @@
+//! Notifications for the health toolkit (SPEC §6): the message model, one provider per
+//! destination, and a [`Dispatcher`] that implements [`health_types::EventSink`].
+//!
+//! A monitor event becomes a [`Message`] (`Service down: api`, ordered fields, a colour);
+//! the dispatcher queues it for each [`Notifier`] without ever blocking the monitor, and
+//! each notifier's task delivers in order, retrying transport errors, timeouts, HTTP 408,
+//! 429 and 5xx with exponential backoff.
+//!
+//! # Configuration
+//!
+//! Each `[[notify]]` table of the daemon's config deserializes into a
+//! [`NotifierConfig`]: `name`, `provider`, an optional `format` (`markdown`, the default,
+//! or `plain`, for providers that render text) and the provider's keys. Unknown keys are
+//! rejected, and every error names the notifier and the key. Every provider has a `url`
+//! (or `host`) so tests can point it at loopback.
+//!
+//! Generic webhook, with the default JSON body
+//! `{"event","title","message","fields":[{"name","value"}],"service","url","detail","level","color","time"}`
+//! or a `payload` template (`$title $message $fields $color $event $service $url $detail
+//! $time`, substituted in one pass; with a JSON MIME type string placeholders become
+//! quoted JSON strings, `$fields` a JSON array and `$color` bare `#rrggbb` or digits):
+//! ```toml
+//! [[notify]]
+//! name = "hook"
+//! provider = "webhook"
+//! url = "https://hooks.example.com/health"
+//! method = "POST"                  # or "PUT"
+//! mime_type = "application/json"   # or "application/x-www-form-urlencoded", "text/plain"
+//! token = "s3cret"                 # optional: Authorization: Bearer s3cret
+//! color_mode = "dec"               # "hex" (default) or "dec"
+//! payload = '{"text": $title, "color": $color, "fields": $fields}'
+//! ```
+//! Discord (one embed; integer colour):
+//! ```toml
+//! [[notify]]
+//! name = "discord"
+//! provider = "discord"
+//! url = "https://discord.com/api/webhooks/123/abc"
+//! ```
+//! Slack (incoming webhook, `text` and `blocks`):
+//! ```toml
+//! [[notify]]
+//! name = "slack"
+//! provider = "slack"
+//! url = "https://hooks.slack.com/services/T000/B000/XXXX"
+//! format = "plain"
+//! ```
+//! ntfy (`POST <url>/<topic>` with `Title`, `Priority` and `Markdown` headers):
+//! ```toml
+//! [[notify]]
+//! name = "phone"
+//! provider = "ntfy"
+//! url = "https://ntfy.sh"
+//! topic = "my-alerts"
+//! token = "tk_abc"                 # optional
+//! ```
+//! Gotify (`POST <url>/message`, priority 8 for down, 4 for up):
+//! ```toml
+//! [[notify]]
+//! name = "gotify"
+//! provider = "gotify"
+//! url = "https://gotify.example.com"
+//! token = "AbCdEf"
+//! ```
+//! Telegram (bot `sendMessage`):
+//! ```toml
+//! [[notify]]
+//! name = "telegram"
+//! provider = "telegram"
+//! token = "123456:ABC-DEF"
+//! chat_id = -1001234567890         # or "@channel"
+//! url = "https://api.telegram.org" # the default
+//! ```
+//! Pushover (`POST <url>/1/messages.json`, a form):
+//! ```toml
+//! [[notify]]
+//! name = "pushover"
+//! provider = "pushover"
+//! token = "azGDORePK8gMaC0QOYAMyEEuzJnyUi"
+//! user = "uQiRzpo4DXghDmr9QzzfQu27cmVRsG"
+//! url = "https://api.pushover.net" # the default
+//! ```
+//! Email (SMTP; `tls` is `starttls`, the default, `tls` or `none`; the port defaults to
+//! 587, 465 or 25 accordingly):
+//! ```toml
+//! [[notify]]
+//! name = "mail"
+//! provider = "email"
+//! host = "smtp.example.com"
+//! port = 587
+//! tls = "starttls"
+//! username = "health"
+//! password = "app-password"
+//! from = "Health <health@example.com>"
+//! to = ["ops@example.com", "On call <oncall@example.com>"]
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//!
+//! use health_notify::{Dispatcher, NotifierConfig};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct File {
+//!     notify: Vec<NotifierConfig>,
+//! }
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let file: File = toml::from_str(
+//!     r#"
+//!     [[notify]]
+//!     name = "phone"
+//!     provider = "ntfy"
+//!     url = "https://ntfy.sh"
+//!     topic = "my-alerts"
+//!     "#,
+//! )?;
+//! let notifiers = file.notify.iter().map(NotifierConfig::build).collect::<Result<Vec<_>, _>>()?;
+//! let dispatcher = Dispatcher::builder().notifiers(notifiers).start()?;
+//! // Give `Arc::new(dispatcher.clone())` (all notifiers) or
+//! // `Arc::new(dispatcher.targeted(["phone"])?)` to monitors as their EventSink.
+//! dispatcher.shutdown(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod dispatcher;
+mod error;
+mod http;
+mod message;
+mod notifier;
+mod providers;
+mod retry;
+
+pub use self::{
+    config::{NotifierConfig, PROVIDERS, ProviderConfig},
+    dispatcher::{
+        DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, Dispatcher, DispatcherBuilder,
+        NotifierStats, ShutdownReport, Stats, TargetedSink,
+    },
+    error::{ErrorChain, NotifyError, RetryAfter},
+    http::{HttpRequest, HttpResponse, HttpSend, HyperSend},
+    message::{
+        Color, Field, Format, Level, Message, MessageEvent, TRUNCATION_MARKER, clean, clean_bytes,
+        escape_markdown, format_downtime, format_latency, rfc3339, truncate,
+    },
+    notifier::{Notifier, Secret},
+    providers::{
+        discord::{
+            DISCORD_FIELD_COUNT_LIMIT, DISCORD_FIELD_NAME_LIMIT, DISCORD_FIELD_VALUE_LIMIT,
+            DISCORD_TITLE_LIMIT, DiscordConfig, DiscordNotifier,
+        },
+        email::{EmailConfig, EmailNotifier, EmailTls},
+        gotify::{GotifyConfig, GotifyNotifier},
+        ntfy::{NtfyConfig, NtfyNotifier},
+        pushover::{PUSHOVER_DEFAULT_URL, PushoverConfig, PushoverNotifier},
+        slack::{SlackConfig, SlackNotifier},
+        telegram::{ChatId, TELEGRAM_DEFAULT_URL, TelegramConfig, TelegramNotifier},
+        webhook::{ColorMode, MimeType, WebhookConfig, WebhookMethod, WebhookNotifier},
+    },
+    retry::RetryPolicy,
+};

@@ -1,0 +1,156 @@
+//! The providers, one module each, and the small helpers they share (URL checks, header
+//! encoding, JSON posting).
+
+pub(crate) mod discord;
+pub(crate) mod email;
+pub(crate) mod gotify;
+pub(crate) mod ntfy;
+pub(crate) mod pushover;
+pub(crate) mod slack;
+pub(crate) mod telegram;
+pub(crate) mod webhook;
+
+use http::{HeaderValue, Method};
+use serde::Serialize;
+use url::Url;
+
+use crate::{HttpRequest, NotifyError};
+
+/// Parses a base URL from a config key: absolute, `http` or `https`, with a host, no
+/// query or fragment (paths are appended to it).
+pub(crate) fn base_url(key: &str, value: &str) -> Result<Url, NotifyError> {
+    let url = http_url(key, value)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(NotifyError::config(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Parses a complete endpoint URL from a config key: absolute, `http` or `https`, with a
+/// host.
+pub(crate) fn http_url(key: &str, value: &str) -> Result<Url, NotifyError> {
+    if value.trim().is_empty() {
+        return Err(NotifyError::config(key, "is required"));
+    }
+    let url =
+        Url::parse(value).map_err(|err| NotifyError::config(key, format!("{value:?}: {err}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(NotifyError::config(
+            key,
+            format!("{value:?} must be an http or https URL"),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(NotifyError::config(key, format!("{value:?} has no host")));
+    }
+    Ok(url)
+}
+
+/// `base` with `path` (which starts with `/`) appended to its path.
+pub(crate) fn join(base: &Url, path: &str) -> Result<Url, NotifyError> {
+    let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
+    Url::parse(&joined).map_err(|err| NotifyError::config("url", format!("{joined:?}: {err}")))
+}
+
+/// Fails with "is required" when a required text key is empty.
+pub(crate) fn required(key: &str, value: &str) -> Result<(), NotifyError> {
+    if value.trim().is_empty() {
+        Err(NotifyError::config(key, "is required"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A POST of `body` (already JSON text) as `application/json`.
+pub(crate) fn post_json(url: Url, body: String) -> HttpRequest {
+    HttpRequest::new(Method::POST, url).with_body("application/json", body)
+}
+
+/// Serializes a provider's body; the body types hold only strings and numbers.
+pub(crate) fn to_json(body: &impl Serialize) -> String {
+    serde_json::to_string(body).expect("a provider body serializes to JSON")
+}
+
+/// A header value for free text: newlines and tabs become spaces; text that is not
+/// visible ASCII is sent as an RFC 2047 encoded word (`=?UTF-8?B?...?=`), which ntfy
+/// and most receivers decode.
+pub(crate) fn text_header(text: &str) -> HeaderValue {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && let Ok(value) = HeaderValue::from_str(&flat)
+    {
+        return value;
+    }
+    let encoded = format!("=?UTF-8?B?{}?=", base64(flat.as_bytes()));
+    HeaderValue::try_from(encoded).expect("base64 text is a valid header value")
+}
+
+/// Standard base64 with padding (RFC 4648), for RFC 2047 headers.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn header_text_is_flat_ascii_or_encoded() {
+        assert_eq!(text_header("Service down: api"), "Service down: api");
+        assert_eq!(text_header("a\nb"), "a b");
+        assert_eq!(text_header("café"), "=?UTF-8?B?Y2Fmw6k=?=");
+    }
+
+    #[test]
+    fn urls_are_checked_and_joined() {
+        let base = base_url("url", "http://127.0.0.1:9/ntfy/").unwrap();
+        assert_eq!(
+            join(&base, "/alerts").unwrap().as_str(),
+            "http://127.0.0.1:9/ntfy/alerts"
+        );
+        let err = base_url("url", "ftp://x").unwrap_err();
+        assert!(err.to_string().starts_with("invalid `url`:"), "{err}");
+        assert!(http_url("url", "").is_err());
+        assert!(http_url("url", "not a url").is_err());
+        assert!(base_url("url", "http://x/?q=1").is_err());
+    }
+}

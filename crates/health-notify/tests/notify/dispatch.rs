@@ -1,0 +1,373 @@
+//! The dispatcher's rules under tokio's paused clock, with a scripted fake sender under a
+//! real webhook notifier: backoff timing, `Retry-After`, permanent failures, timeouts,
+//! ordering, overflow, routing and shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use health_notify::{Dispatcher, Message, NotifyError, RetryPolicy, Stats};
+use health_types::{EventKind, EventSink, TokioClock};
+use tokio::time::Instant;
+
+use crate::support::{Fake, FakeSend, event, fake_webhook, t0};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The default policy without jitter, so times are exact.
+fn exact() -> RetryPolicy {
+    RetryPolicy {
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    }
+}
+
+fn custom(title: &str) -> Message {
+    Message::custom(title, t0())
+}
+
+/// Long enough for any schedule in these tests; paused time makes it free.
+const DRAIN: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_then_give_up() {
+    let http = FakeSend::new(vec![Fake::Status(500, None); 5]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("boom"));
+    let report = dispatcher.shutdown(DRAIN).await;
+    assert!(report.drained);
+    assert_eq!(
+        http.times(start),
+        [secs(0), secs(1), secs(3), secs(7), secs(15)]
+    );
+    assert_eq!(
+        dispatcher.stats(),
+        Stats {
+            sent: 0,
+            failed: 1,
+            retried: 4,
+            dropped: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_backoff_has_ten_percent_jitter() {
+    let http = FakeSend::new(vec![
+        Fake::Status(503, None),
+        Fake::Status(502, None),
+        Fake::Status(500, None),
+    ]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("flaky"));
+    dispatcher.shutdown(DRAIN).await;
+    let times = http.times(start);
+    assert_eq!(times.len(), 4);
+    let gaps: Vec<_> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, nominal) in gaps.iter().zip([1000, 2000, 4000]) {
+        let low = Duration::from_millis(nominal * 9 / 10);
+        let high = Duration::from_millis(nominal * 11 / 10);
+        assert!(
+            (low..=high).contains(gap),
+            "{gap:?} not within 10% of {nominal} ms"
+        );
+    }
+    assert_eq!(dispatcher.stats().sent, 1);
+    assert_eq!(dispatcher.stats().retried, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_seconds_replace_the_backoff() {
+    let http = FakeSend::new(vec![Fake::Status(429, Some("7".into()))]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("limited"));
+    dispatcher.shutdown(DRAIN).await;
+    assert_eq!(http.times(start), [secs(0), secs(7)]);
+    assert_eq!(dispatcher.stats().sent, 1);
+    assert_eq!(dispatcher.stats().retried, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_dates_use_the_clock_and_are_capped() {
+    let base = t0();
+    let at = httpdate::fmt_http_date(base + secs(30));
+    let far = httpdate::fmt_http_date(base + secs(86_400));
+    let http = FakeSend::new(vec![
+        Fake::Status(503, Some(at)),
+        Fake::Status(503, Some(far)),
+    ]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .clock(Arc::new(TokioClock::starting_at(base)))
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("later"));
+    dispatcher.shutdown(DRAIN).await;
+    // 30 s as asked, then a day away is capped at 5 minutes.
+    assert_eq!(http.times(start), [secs(0), secs(30), secs(330)]);
+    assert_eq!(dispatcher.stats().sent, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_fail_at_once() {
+    for status in [400, 401, 404, 422] {
+        let http = FakeSend::new(vec![Fake::Status(status, None)]);
+        let dispatcher = Dispatcher::builder()
+            .notifier(fake_webhook("hook", Arc::clone(&http)))
+            .start()
+            .unwrap();
+        dispatcher.send(custom("bad"));
+        dispatcher.shutdown(DRAIN).await;
+        assert_eq!(http.count(), 1, "{status} must not be retried");
+        assert_eq!(
+            dispatcher.stats(),
+            Stats {
+                failed: 1,
+                ..Stats::default()
+            }
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_408_and_transport_errors_are_retried() {
+    let http = FakeSend::new(vec![
+        Fake::Status(408, None),
+        Fake::Refused,
+        Fake::Status(200, None),
+    ]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("eventually"));
+    dispatcher.shutdown(DRAIN).await;
+    assert_eq!(http.times(start), [secs(0), secs(1), secs(3)]);
+    assert_eq!(dispatcher.stats().sent, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_request_times_out_after_ten_seconds_by_default() {
+    let http = FakeSend::new(vec![Fake::Hang]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .start()
+        .unwrap();
+    let start = Instant::now();
+    dispatcher.send(custom("slow"));
+    dispatcher.shutdown(DRAIN).await;
+    // 10 s timeout, then the 1 s backoff.
+    assert_eq!(http.times(start), [secs(0), secs(11)]);
+    assert_eq!(dispatcher.stats().sent, 1);
+    assert_eq!(dispatcher.stats().retried, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_that_needs_retries_still_precedes_its_up() {
+    let http = FakeSend::new(vec![
+        Fake::Status(500, None),
+        Fake::Status(503, None),
+        Fake::Status(200, None),
+        Fake::Status(200, None),
+    ]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .start()
+        .unwrap();
+    dispatcher.notify(event(EventKind::Down, "api"));
+    dispatcher.notify(event(EventKind::Up, "api"));
+    dispatcher.shutdown(DRAIN).await;
+    assert_eq!(
+        http.titles(),
+        [
+            "Service down: api",
+            "Service down: api",
+            "Service down: api",
+            "Service up: api"
+        ]
+    );
+    assert_eq!(dispatcher.stats().sent, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_never_blocks_and_drops_the_oldest() {
+    let http = FakeSend::gated();
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .queue_capacity(3)
+        .start()
+        .unwrap();
+    dispatcher.send(custom("m0"));
+    // Let the delivery task take m0 and get stuck at the closed gate (bounded).
+    for _ in 0..100 {
+        if http.count() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(http.count(), 1, "m0 is in flight");
+    let before = Instant::now();
+    for i in 1..=10 {
+        dispatcher.send(custom(&format!("m{i}")));
+    }
+    assert_eq!(Instant::now(), before, "sending took no time");
+    assert_eq!(dispatcher.stats().dropped, 7);
+    http.open(100);
+    dispatcher.shutdown(DRAIN).await;
+    assert_eq!(http.titles(), ["m0", "m8", "m9", "m10"]);
+    assert_eq!(
+        dispatcher.stats(),
+        Stats {
+            sent: 4,
+            dropped: 7,
+            ..Stats::default()
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn to_lists_pick_notifiers_by_name() {
+    let a = FakeSend::new([]);
+    let b = FakeSend::new([]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("a", Arc::clone(&a)))
+        .notifier(fake_webhook("b", Arc::clone(&b)))
+        .start()
+        .unwrap();
+    dispatcher.send(custom("for b").with_to(["b"]));
+    dispatcher.send(custom("for all"));
+    dispatcher.send(custom("for nobody").with_to(["c"]));
+    dispatcher
+        .targeted(["a"])
+        .unwrap()
+        .notify(event(EventKind::Down, "x"));
+    dispatcher
+        .targeted(Vec::<String>::new())
+        .unwrap()
+        .notify(event(EventKind::Up, "y"));
+    assert!(matches!(
+        dispatcher.targeted(["a", "zzz"]),
+        Err(NotifyError::UnknownNotifier(name)) if name == "zzz"
+    ));
+    dispatcher.shutdown(DRAIN).await;
+    assert_eq!(a.titles(), ["for all", "Service down: x", "Service up: y"]);
+    assert_eq!(b.titles(), ["for b", "for all", "Service up: y"]);
+    let per: Vec<_> = dispatcher
+        .notifier_stats()
+        .into_iter()
+        .map(|s| (s.name, s.provider, s.stats.sent))
+        .collect();
+    assert_eq!(
+        per,
+        [
+            ("a".to_owned(), "webhook", 3),
+            ("b".to_owned(), "webhook", 3)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_queued_messages_and_retries() {
+    let http = FakeSend::new(vec![Fake::Status(500, None)]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .retry(exact())
+        .start()
+        .unwrap();
+    for i in 0..3 {
+        dispatcher.send(custom(&format!("q{i}")));
+    }
+    let start = Instant::now();
+    let report = dispatcher.shutdown(Duration::from_secs(5)).await;
+    assert!(report.drained);
+    assert_eq!(report.abandoned, 0);
+    assert_eq!(http.titles(), ["q0", "q0", "q1", "q2"]);
+    assert_eq!(
+        Instant::now() - start,
+        secs(1),
+        "returns as soon as drained"
+    );
+    // After shutdown, messages are dropped and counted, and shutdown is idempotent.
+    dispatcher.send(custom("late"));
+    assert_eq!(dispatcher.stats().dropped, 1);
+    assert!(dispatcher.shutdown(secs(1)).await.drained);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_what_is_left_at_the_deadline() {
+    let http = FakeSend::new(vec![Fake::Hang]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .request_timeout(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    for i in 0..3 {
+        dispatcher.send(custom(&format!("s{i}")));
+    }
+    let start = Instant::now();
+    let report = dispatcher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(Instant::now() - start, secs(5));
+    assert!(!report.drained);
+    assert_eq!(report.abandoned, 3, "one in flight, two queued");
+    assert_eq!(dispatcher.stats().dropped, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_names_and_bad_policies_are_rejected() {
+    let http = FakeSend::new([]);
+    let err = Dispatcher::builder()
+        .notifier(fake_webhook("same", Arc::clone(&http)))
+        .notifier(fake_webhook("same", Arc::clone(&http)))
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(err, NotifyError::DuplicateName(ref n) if n == "same"),
+        "{err}"
+    );
+    let err = Dispatcher::builder()
+        .retry(RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::default()
+        })
+        .start()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid `attempts`: must be at least 1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_lets_queued_messages_finish() {
+    let http = FakeSend::new([]);
+    let dispatcher = Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(&http)))
+        .start()
+        .unwrap();
+    dispatcher.send(custom("last words"));
+    drop(dispatcher);
+    // Bounded: the delivery task needs a few polls at most.
+    for _ in 0..100 {
+        if http.count() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(http.titles(), ["last words"]);
+}
