@@ -1,9 +1,11 @@
 //! The health monitor: a sans-IO debouncing [`StateMachine`], the [`Monitor`] lifecycle
 //! and a shared scheduler per [`Scope`].
 //!
-//! A proxy that needs only this crate builds it with `default-features = false`: it then
-//! depends on `health-types`, tokio and a few small crates, and never on hyper, rustls or
-//! bollard. Any [`Probe`](health_types::Probe) can drive a monitor.
+//! With the default `probes` feature the [`factory`] functions (`new_http_monitor`,
+//! `new_monitor`, ...) build monitors over `health-check`'s probes. A proxy that needs only
+//! the state machine and scheduler builds this crate with `default-features = false`: it
+//! then depends on `health-types`, tokio and a few small crates, and never on hyper,
+//! rustls or bollard. Any [`Probe`](health_types::Probe) can drive a monitor.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -45,6 +47,8 @@
 //! [`Scope`] for how 100k monitors share one timer.
 
 mod error;
+#[cfg(feature = "probes")]
+pub mod factory;
 mod last_seen;
 mod machine;
 mod monitor;
@@ -58,6 +62,14 @@ pub use self::{
     scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
 };
 pub use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "probes")]
+pub use self::factory::{
+    SUPPORTED_SCHEMES, new_agent_proxied_monitor, new_file_server_monitor, new_h2c_monitor,
+    new_http_monitor, new_monitor, new_stream_monitor, probe_for,
+};
+#[cfg(feature = "probes")]
+pub use health_check::{AgentProbeConfig, StreamProbeConfig};
 
 /// The README's examples compile.
 #[cfg(doctest)]

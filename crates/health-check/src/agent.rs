@@ -1,0 +1,515 @@
+//! The agent-proxied probe: asks a GoDoxy-compatible agent to check a target (SPEC §5).
+
+use std::{path::PathBuf, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use health_types::{
+    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
+};
+use http::{
+    HeaderValue, Request, StatusCode,
+    header::{ACCEPT, HOST, USER_AGENT},
+};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
+use url::Url;
+
+use crate::{
+    failure::{Failure, bad_url, classify_chain, truncate, unsupported_scheme},
+    file::file_path,
+    net::{self, USER_AGENT_VALUE, join_path},
+    stream::Target,
+};
+
+/// The path of the agent's health endpoint (GoDoxy's agent protocol).
+pub const AGENT_HEALTH_PATH: &str = "/godoxy/agent/health";
+/// The largest agent answer read.
+const MAX_AGENT_ANSWER: usize = 64 * 1024;
+/// How much of a non-200 answer goes into the detail.
+const MAX_DETAIL_BODY: usize = 200;
+/// The largest share of the timeout kept back from the agent.
+const MAX_MARGIN: Duration = Duration::from_millis(100);
+/// The target schemes an agent checks.
+const TARGET_SCHEMES: &[&str] = &[
+    "http", "https", "h2c", "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "file",
+];
+
+/// Where the agent is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentProbeConfig {
+    /// The agent's base URL, `http://` or `https://` (the latter needs the `tls`
+    /// feature). A base path is kept: the endpoint is `<url path>/godoxy/agent/health`.
+    pub url: Url,
+    /// A PEM file of the CA that signed the agent's certificate. Default: none, which
+    /// trusts the system and webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM file with the client certificate chain for mutual TLS. Default: none.
+    pub cert_file: Option<PathBuf>,
+    /// A PEM file with the client certificate's private key. Default: none.
+    pub key_file: Option<PathBuf>,
+}
+
+impl AgentProbeConfig {
+    /// The agent at `url`, without mutual TLS or a custom CA.
+    pub fn new(url: Url) -> Self {
+        AgentProbeConfig {
+            url,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Checks a target through an agent: `GET <agent>/godoxy/agent/health?scheme=…&host=…
+/// &path=…&timeout=<ms>&method=…` (SPEC §5).
+///
+/// The agent is asked for `timeout` minus a margin of 10 % (at most 100 ms), and the
+/// probe waits for it `timeout` minus half that margin, so that its answer, or the error
+/// saying it did not come, arrives inside the monitor's deadline.
+///
+/// - 200 with `{"healthy", "detail", "latency" (ns)[, "kind"]}`: that result. An
+///   unhealthy answer without a known `kind` (GoDoxy's agent sends none) gets `status`.
+/// - Another status: unhealthy, kind `status`, detail `agent HTTP <code>: <body>`.
+/// - Agent unreachable, TLS refused, no answer in time, or a bad answer: an error.
+///
+/// One HTTP/1.1 connection per check; nothing outlives a dropped check.
+#[derive(Clone, Debug)]
+pub struct AgentProbe {
+    timeout: Duration,
+    method: Method,
+    path: String,
+    endpoint: Url,
+    host: String,
+    port: u16,
+    authority: HeaderValue,
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+}
+
+impl AgentProbe {
+    /// A probe asking the agent of `options` with `config`'s timeout, method and path.
+    ///
+    /// Fails when `config` is invalid, the agent URL is not `http`/`https` with a host,
+    /// the TLS files cannot be read, or only one of `cert_file`/`key_file` is given.
+    pub fn try_new(
+        config: &HealthCheckConfig,
+        options: AgentProbeConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let url = &options.url;
+        let https = match url.scheme() {
+            "http" => false,
+            #[cfg(feature = "tls")]
+            "https" => true,
+            #[cfg(feature = "tls")]
+            _ => return Err(unsupported_scheme(url, &["http", "https"])),
+            #[cfg(not(feature = "tls"))]
+            _ => return Err(unsupported_scheme(url, &["http"])),
+        };
+        let host = net::url_host(url).ok_or_else(|| ConfigError::url(url, "no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| ConfigError::url(url, "no port"))?;
+        let authority = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(ConfigError::url(url, "no host")),
+        };
+        let authority = HeaderValue::from_str(&authority)
+            .map_err(|_| ConfigError::url(url, "host is not a valid header value"))?;
+        let mut endpoint = url.clone();
+        endpoint.set_path(&join_path(url.path(), None, AGENT_HEALTH_PATH));
+        endpoint.set_query(None);
+        endpoint.set_fragment(None);
+        let has_tls_files =
+            options.ca_file.is_some() || options.cert_file.is_some() || options.key_file.is_some();
+        if !https && has_tls_files {
+            return Err(ConfigError::url(
+                url,
+                "a CA, client certificate or key needs an https:// agent URL",
+            ));
+        }
+        Ok(AgentProbe {
+            timeout: config.timeout,
+            method: config.method,
+            path: config.path.clone(),
+            endpoint,
+            host,
+            port,
+            authority,
+            #[cfg(feature = "tls")]
+            tls: if https {
+                Some(std::sync::Arc::new(agent_tls(&options)?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The timeout the agent is asked for: `timeout` minus `min(timeout / 10, 100ms)`.
+    pub fn agent_timeout(&self) -> Duration {
+        self.timeout - margin(self.timeout)
+    }
+
+    /// How long the probe waits for the agent: `timeout` minus half the margin.
+    fn wait(&self) -> Duration {
+        self.timeout - margin(self.timeout) / 2
+    }
+
+    /// The agent URL that checks `target`, query included.
+    pub fn endpoint(&self, target: &Url) -> Result<Url, ConfigError> {
+        let mut pairs: Vec<(&str, String)> = Vec::with_capacity(6);
+        match target.scheme() {
+            "file" => {
+                let path = file_path(target)?;
+                pairs.push(("scheme", "fileserver".to_owned()));
+                pairs.push(("path", path.to_string_lossy().into_owned()));
+            }
+            scheme @ ("http" | "https" | "h2c") => {
+                pairs.push(("scheme", scheme.to_owned()));
+                pairs.push(("host", authority(target)?));
+                pairs.push(("path", join_path(target.path(), target.query(), &self.path)));
+            }
+            scheme => {
+                if !TARGET_SCHEMES.contains(&scheme) {
+                    return Err(unsupported_scheme(target, TARGET_SCHEMES));
+                }
+                Target::parse(target)?;
+                pairs.push(("scheme", scheme.to_owned()));
+                pairs.push(("host", authority(target)?));
+            }
+        }
+        let asked = u64::try_from(self.agent_timeout().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        pairs.push(("timeout", asked.to_string()));
+        pairs.push(("method", self.method.as_str().to_owned()));
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut().extend_pairs(pairs);
+        Ok(url)
+    }
+
+    async fn ask(&self, endpoint: &Url) -> Result<(StatusCode, Bytes, bool), Failure> {
+        let path_and_query = match endpoint.query() {
+            Some(query) => format!("{}?{query}", endpoint.path()),
+            None => endpoint.path().to_owned(),
+        };
+        let request = Request::get(path_and_query)
+            .header(HOST, self.authority.clone())
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .header(ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|err| Failure::checker(CheckKind::Internal, format!("request: {err}")))?;
+        let tcp = net::resolve_and_connect(&self.host, self.port).await?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let stream = crate::tls::handshake(tls.clone(), &self.host, tcp).await?;
+            return exchange(stream, request).await;
+        }
+        exchange(tcp, request).await
+    }
+
+    fn interpret(
+        status: StatusCode,
+        body: &[u8],
+        truncated: bool,
+        latency: Duration,
+    ) -> Result<CheckResult, ProbeError> {
+        if status != StatusCode::OK {
+            let text = String::from_utf8_lossy(body);
+            let detail = format!(
+                "agent HTTP {}: {}",
+                status.as_u16(),
+                truncate(&text, MAX_DETAIL_BODY)
+            );
+            return Ok(CheckResult::unhealthy(CheckKind::Status, detail, latency));
+        }
+        if truncated {
+            return Err(ProbeError::new(
+                CheckKind::Protocol,
+                "agent: answer larger than 64 KiB",
+            ));
+        }
+        let answer: AgentAnswer = serde_json::from_slice(body).map_err(|err| {
+            ProbeError::new(CheckKind::Protocol, format!("agent: bad answer: {err}"))
+        })?;
+        Ok(answer.into_result())
+    }
+}
+
+#[async_trait]
+impl Probe for AgentProbe {
+    async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
+        let endpoint = self.endpoint(url).map_err(|err| bad_url(&err))?;
+        let start = Instant::now();
+        let wait = self.wait();
+        match tokio::time::timeout(wait, self.ask(&endpoint)).await {
+            Ok(Ok((status, body, truncated))) => {
+                Self::interpret(status, &body, truncated, start.elapsed())
+            }
+            Ok(Err(failure)) => Err(failure.prefixed("agent: ").into_error()),
+            Err(_) => Err(ProbeError::new(
+                CheckKind::Timeout,
+                format!(
+                    "agent: no answer within {}",
+                    humantime::format_duration(wait)
+                ),
+            )),
+        }
+    }
+
+    fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
+        self.endpoint(url).map(drop)
+    }
+}
+
+/// `min(timeout / 10, 100ms)`.
+fn margin(timeout: Duration) -> Duration {
+    (timeout / 10).min(MAX_MARGIN)
+}
+
+/// `host[:port]` of a target, as GoDoxy's agent takes it (IPv6 in brackets).
+fn authority(url: &Url) -> Result<String, ConfigError> {
+    match (url.host_str(), url.port()) {
+        (Some(""), _) => Err(ConfigError::url(url, "no host")),
+        (Some(host), Some(port)) => Ok(format!("{host}:{port}")),
+        (Some(host), None) => Ok(host.to_owned()),
+        (None, _) => Err(ConfigError::url(url, "no host")),
+    }
+}
+
+/// The agent's JSON answer (GoDoxy's `HealthCheckResult`, plus our `kind`).
+#[derive(Debug, Deserialize)]
+struct AgentAnswer {
+    healthy: bool,
+    #[serde(default)]
+    detail: String,
+    /// Nanoseconds.
+    #[serde(default)]
+    latency: u64,
+    #[serde(default)]
+    kind: Option<serde_json::Value>,
+}
+
+impl AgentAnswer {
+    fn into_result(self) -> CheckResult {
+        let latency = Duration::from_nanos(self.latency);
+        if self.healthy {
+            return CheckResult::healthy(self.detail, latency);
+        }
+        let kind = self
+            .kind
+            .and_then(|kind| serde_json::from_value::<CheckKind>(kind).ok())
+            .filter(|kind| *kind != CheckKind::Ok)
+            .unwrap_or(CheckKind::Status);
+        CheckResult::unhealthy(kind, self.detail, latency)
+    }
+}
+
+/// Sends `request` over `io` with hyper's HTTP/1 client and reads up to 64 KiB of the
+/// answer. The connection is driven inside this future, so dropping it closes it.
+async fn exchange<S>(
+    io: S,
+    request: Request<Empty<Bytes>>,
+) -> Result<(StatusCode, Bytes, bool), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|err| classify_chain(&err))?;
+    let answer = async move {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| classify_chain(&err))?;
+        let status = response.status();
+        let (body, truncated) = read_limited(response.into_body())
+            .await
+            .map_err(|err| classify_chain(&err))?;
+        Ok::<_, Failure>((status, body, truncated))
+    };
+    tokio::pin!(answer, connection);
+    tokio::select! {
+        biased;
+        result = &mut answer => result,
+        ended = &mut connection => match ended {
+            Err(err) => Err(classify_chain(&err)),
+            // The connection ended cleanly: the answer is complete or failing by now.
+            Ok(()) => answer.await,
+        },
+    }
+}
+
+/// Reads `body` up to [`MAX_AGENT_ANSWER`] bytes; `true` when more was left.
+async fn read_limited(mut body: Incoming) -> Result<(Bytes, bool), hyper::Error> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = MAX_AGENT_ANSWER - buf.len();
+            if data.len() > room {
+                buf.extend_from_slice(&data[..room]);
+                return Ok((Bytes::from(buf), true));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((Bytes::from(buf), false))
+}
+
+/// The TLS setup for an `https://` agent: its CA (or the system roots), and a client
+/// certificate when one is configured.
+#[cfg(feature = "tls")]
+fn agent_tls(
+    options: &AgentProbeConfig,
+) -> Result<tokio_rustls::rustls::ClientConfig, ConfigError> {
+    use crate::tls::{
+        ClientAuth, Trust, client_config, load_certificates, load_private_key, load_roots,
+    };
+
+    let invalid = |key: &'static str, path: &PathBuf, reason: String| ConfigError::Invalid {
+        key,
+        value: format!("{:?}", path.display().to_string()),
+        reason,
+    };
+    let trust = match &options.ca_file {
+        Some(path) => Trust::Roots(std::sync::Arc::new(
+            load_roots(path).map_err(|reason| invalid("ca", path, reason))?,
+        )),
+        None => Trust::SystemRoots,
+    };
+    let auth = match (&options.cert_file, &options.key_file) {
+        (Some(cert), Some(key)) => Some(ClientAuth {
+            chain: load_certificates(cert).map_err(|reason| invalid("cert", cert, reason))?,
+            key: load_private_key(key).map_err(|reason| invalid("key", key, reason))?,
+        }),
+        (None, None) => None,
+        (Some(path), None) | (None, Some(path)) => {
+            return Err(invalid(
+                "cert",
+                path,
+                "mutual TLS needs both a client certificate and its key".to_owned(),
+            ));
+        }
+    };
+    client_config(&trust, &[b"http/1.1"], auth).map_err(|reason| ConfigError::Invalid {
+        key: "cert",
+        value: format!("{:?}", options.url.as_str()),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(timeout: Duration, path: &str) -> AgentProbe {
+        let config = HealthCheckConfig {
+            timeout,
+            path: path.to_owned(),
+            method: Method::Head,
+            ..Default::default()
+        };
+        let agent = AgentProbeConfig::new(Url::parse("http://agent.test:8890/base").unwrap());
+        AgentProbe::try_new(&config, agent).unwrap()
+    }
+
+    fn query(url: &Url) -> Vec<(String, String)> {
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_agent_gets_the_timeout_less_a_margin_of_at_most_100ms() {
+        assert_eq!(
+            probe(Duration::from_secs(10), "/").agent_timeout(),
+            Duration::from_millis(9900)
+        );
+        assert_eq!(
+            probe(Duration::from_millis(200), "/").agent_timeout(),
+            Duration::from_millis(180)
+        );
+    }
+
+    #[test]
+    fn http_targets_carry_scheme_host_joined_path_timeout_and_method() {
+        let probe = probe(Duration::from_secs(1), "/health?full=1");
+        let url = probe
+            .endpoint(&Url::parse("https://[::1]:8443/api").unwrap())
+            .unwrap();
+        assert_eq!(url.path(), "/base/godoxy/agent/health");
+        assert_eq!(
+            query(&url),
+            [
+                ("scheme", "https"),
+                ("host", "[::1]:8443"),
+                ("path", "/api/health?full=1"),
+                ("timeout", "900"),
+                ("method", "HEAD"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn file_targets_go_as_fileserver_with_their_path() {
+        let probe = probe(Duration::from_secs(10), "/");
+        let url = probe
+            .endpoint(&Url::parse("file:///srv/www").unwrap())
+            .unwrap();
+        let pairs = query(&url);
+        assert_eq!(pairs[0], ("scheme".to_owned(), "fileserver".to_owned()));
+        assert_eq!(pairs[1], ("path".to_owned(), "/srv/www".to_owned()));
+    }
+
+    #[test]
+    fn stream_targets_need_a_port_and_unknown_schemes_list_the_supported_ones() {
+        let probe = probe(Duration::from_secs(10), "/");
+        let url = probe
+            .endpoint(&Url::parse("udp://dns.test:53").unwrap())
+            .unwrap();
+        assert_eq!(
+            query(&url)[1],
+            ("host".to_owned(), "dns.test:53".to_owned())
+        );
+        let err = probe
+            .endpoint(&Url::parse("tcp://db.test").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = probe
+            .endpoint(&Url::parse("ftp://x.test").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("h2c"), "{err}");
+    }
+
+    #[test]
+    fn answers_without_a_kind_get_one() {
+        let answer: AgentAnswer =
+            serde_json::from_str(r#"{"healthy":false,"detail":"HTTP 503","latency":1500}"#)
+                .unwrap();
+        let result = answer.into_result();
+        assert_eq!(result.kind, CheckKind::Status);
+        assert_eq!(result.latency, Duration::from_nanos(1500));
+        let answer: AgentAnswer =
+            serde_json::from_str(r#"{"healthy":false,"detail":"x","latency":1,"kind":"refused"}"#)
+                .unwrap();
+        assert_eq!(answer.into_result().kind, CheckKind::Refused);
+    }
+
+    #[test]
+    fn tls_files_need_an_https_agent() {
+        let mut agent = AgentProbeConfig::new(Url::parse("http://agent.test").unwrap());
+        agent.ca_file = Some("/tmp/ca.pem".into());
+        let err = AgentProbe::try_new(&HealthCheckConfig::default(), agent).unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+    }
+}

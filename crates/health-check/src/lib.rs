@@ -1,0 +1,136 @@
+//! The protocol probes of the health toolkit: each implements [`health_types::Probe`]
+//! for one transport family (SPEC §5).
+//!
+//! | probe | schemes | feature |
+//! |---|---|---|
+//! | [`HttpProbe`] | `http`, `https` | `http` (+ `tls` for `https`) |
+//! | [`H2cProbe`] | `h2c` | `http` |
+//! | [`StreamProbe`] | `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` | always |
+//! | [`FileProbe`] | `file` | always |
+//! | [`AgentProbe`] | any of the above, through an agent | always (`tls` for `https` agents) |
+//!
+//! Default features: `http`, `tls`. TLS is rustls with the ring provider only; every
+//! client config is built with an explicit provider, and aws-lc-rs is not a dependency.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use health_check::{FileProbe, StreamProbe, StreamProbeConfig};
+//! use health_types::{HealthCheckConfig, Probe, Url};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = HealthCheckConfig {
+//!     path: "/healthz".into(),
+//!     ..Default::default()
+//! };
+//! #[cfg(feature = "http")]
+//! {
+//!     use health_check::{HttpClient, HttpClientConfig, HttpProbe};
+//!
+//!     // Probes of one config share one pool of keep-alive connections.
+//!     let client = HttpClient::try_new(&config, &HttpClientConfig::default())?;
+//!     let probe = HttpProbe::try_with_client(&config, client.clone())?;
+//!     let result = probe.check(&Url::parse("http://127.0.0.1:8080/api")?).await?;
+//!     println!("healthy: {}, {} in {:?}", result.healthy, result.detail, result.latency);
+//! }
+//! let udp = StreamProbe::try_new(
+//!     &config,
+//!     StreamProbeConfig {
+//!         payload: b"ping".to_vec(),
+//!         expect_reply: true,
+//!     },
+//! )?;
+//! // A stream URL without a port is rejected before any check runs.
+//! assert!(udp.validate_url(&Url::parse("udp://dns.internal")?).is_err());
+//! let file = FileProbe::try_new(&config)?;
+//! match file.check(&Url::parse("file:///srv/www")?).await {
+//!     Ok(result) => println!("{}: {}", result.kind, result.detail),
+//!     Err(err) => println!("could not check: {err}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Options
+//!
+//! Every probe takes the [`HealthCheckConfig`](health_types::HealthCheckConfig) it
+//! checks with, and bounds its own work by its `timeout` (a check left to run alone
+//! never hangs); the monitor enforces the same timeout on top.
+//!
+//! - [`HttpProbe`], [`H2cProbe`]: `timeout`, `method` (`GET`/`HEAD`), `path` (joined
+//!   onto the URL's path, query allowed), `headers` (added to, and overriding, the §5
+//!   headers `User-Agent: healthd/<version>`, `Accept: text/plain,text/html,*/*;q=0.8`,
+//!   `Accept-Encoding: identity`, `Cache-Control: no-cache`), `expected_status` (default:
+//!   anything but 5xx), `tls_verify` (default false: any certificate is accepted; true:
+//!   system and webpki roots, plus [`HttpClientConfig::ca_file`]). Probes built with
+//!   [`HttpProbe::try_with_client`] share one pooled keep-alive [`HttpClient`].
+//! - [`StreamProbe`]: `timeout`, plus [`StreamProbeConfig`]: `payload` (the UDP
+//!   datagram, default empty) and `expect_reply` (default false).
+//! - [`FileProbe`]: only `timeout`.
+//! - [`AgentProbe`]: `timeout`, `method`, `path`, plus [`AgentProbeConfig`]: the agent's
+//!   `url` and, for mutual TLS, `ca_file`, `cert_file`, `key_file` (PEM).
+//!
+//! A URL a probe can never check is a [`ConfigError`](health_types::ConfigError) from
+//! [`Probe::validate_url`](health_types::Probe::validate_url) that names the URL: an
+//! unsupported scheme (the message lists the supported ones), no host, or a stream URL
+//! without a port. Given to `check` anyway, such a URL is an error of kind `config`.
+//!
+//! # Classification
+//!
+//! A failing target is data: an unhealthy [`CheckResult`](health_types::CheckResult).
+//! Only a check that could not be carried out is an error
+//! ([`ProbeError`](health_types::ProbeError)).
+//!
+//! | outcome | result | kind | example detail |
+//! |---|---|---|---|
+//! | expected HTTP status | healthy | `ok` | `HTTP 200 OK` |
+//! | TCP connect succeeded | healthy | `ok` | `connected` |
+//! | UDP reply, or silence without `expect_reply` | healthy | `ok` | `reply (udp)`, `no reply (udp)` |
+//! | file or directory exists | healthy | `ok` | `exists` |
+//! | unexpected HTTP status | unhealthy | `status` | `HTTP 503 Service Unavailable` |
+//! | connection refused, host unreachable | unhealthy | `refused` | `connection refused` |
+//! | ICMP port unreachable (UDP) | unhealthy | `refused` | `port unreachable` |
+//! | reset, closed early, HTTP/2 stream reset | unhealthy | `reset` | `connection reset`, `http2 stream reset: INTERNAL_ERROR` |
+//! | no answer within `timeout` (black hole, slow headers, slow body) | unhealthy | `timeout` | `timed out after 10s` |
+//! | silence with `expect_reply` (UDP) | unhealthy | `timeout` | `no reply (udp): timed out after 2s` |
+//! | name does not resolve | unhealthy | `dns` | `dns: no such host` |
+//! | TLS handshake or certificate failure | unhealthy | `tls` | `tls: invalid peer certificate: UnknownIssuer` |
+//! | not HTTP (garbage bytes, bad HTTP/2) | unhealthy | `protocol` | `protocol: invalid HTTP version parsed` |
+//! | file not found (`ENOENT` only) | unhealthy | `not_found` | `/srv/www: no such file or directory` |
+//! | agent answered 200 JSON | as the agent says | the agent's (`status` when absent) | the agent's |
+//! | agent answered another status | unhealthy | `status` | `agent HTTP 502: dial tcp: refused` |
+//! | permission denied, `ENOTDIR`, other local I/O failure | error | `io` | `/a/file/x: Not a directory (os error 20)` |
+//! | agent unreachable, TLS refused, no answer in time, bad JSON | error | the cause's | `agent: connection refused` |
+//! | URL the probe cannot check | error | `config` | `invalid url "ftp://x": unsupported scheme …` |
+//!
+//! Why this split: an unhealthy result is evidence about the target, which the monitor
+//! debounces into `Unhealthy`; an error is the checker's own trouble, which ends in
+//! `Error` and, repeated, stops the monitor. A slow or unresolvable backend must never
+//! stop its monitor (GoDoxy reports stream timeouts and DNS failures as errors; we fix
+//! that, SPEC §3).
+//!
+//! # Cancel safety
+//!
+//! Every `check` may be dropped at any await point. The HTTP probes leave only pooled
+//! idle connections behind (that is the point of the pool); the others leave nothing.
+
+mod agent;
+mod failure;
+mod file;
+#[cfg(feature = "http")]
+mod http;
+mod net;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use self::{
+    agent::{AGENT_HEALTH_PATH, AgentProbe, AgentProbeConfig},
+    file::FileProbe,
+    net::USER_AGENT_VALUE,
+    stream::{StreamProbe, StreamProbeConfig, UDP_MAX_WAIT},
+};
+// A `use` group cannot carry `#[cfg]` on one of its members, so the feature-gated
+// module gets a block of its own.
+#[cfg(feature = "http")]
+pub use self::http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN};

@@ -1,0 +1,206 @@
+//! Name resolution, TCP connects and URL helpers shared by the probes, with their
+//! failures classified.
+
+use std::net::{IpAddr, SocketAddr};
+
+use health_types::CheckKind;
+use tokio::net::TcpStream;
+use url::{Host, Url};
+
+use crate::failure::{Failure, Side, classify_io};
+
+/// The `User-Agent` of every HTTP check and agent request: `healthd/<version>`.
+pub const USER_AGENT_VALUE: &str = concat!("healthd/", env!("CARGO_PKG_VERSION"));
+
+/// The detail of a name that did not resolve.
+pub(crate) const NO_SUCH_HOST: &str = "dns: no such host";
+
+/// Which address family a target may use (`tcp4`, `udp6`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// IPv4 or IPv6.
+    Any,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+}
+
+impl Family {
+    fn accepts(self, ip: IpAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::V4 => ip.is_ipv4(),
+            Family::V6 => ip.is_ipv6(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Any => "IP",
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// The host of `url` without IPv6 brackets, or `None` when it has none.
+///
+/// URLs of non-special schemes (`tcp://`, `h2c://`) keep IPv4 literals as domains; they
+/// are recognised as addresses by [`resolve`].
+pub(crate) fn url_host(url: &Url) -> Option<String> {
+    match url.host()? {
+        Host::Domain("") => None,
+        Host::Domain(domain) => Some(domain.to_owned()),
+        Host::Ipv4(addr) => Some(addr.to_string()),
+        Host::Ipv6(addr) => Some(addr.to_string()),
+    }
+}
+
+/// The literal address `host` stands for, if it is one (brackets allowed).
+pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Resolves `host` (a name or a literal address) to socket addresses of `family`.
+///
+/// A name that does not resolve, or resolves to no address of the family, is a target
+/// failure of kind `dns`.
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    family: Family,
+) -> Result<Vec<SocketAddr>, Failure> {
+    if let Some(ip) = ip_literal(host) {
+        return if family.accepts(ip) {
+            Ok(vec![SocketAddr::new(ip, port)])
+        } else {
+            Err(Failure::checker(
+                CheckKind::Config,
+                format!("{host} is not an {} address", family.name()),
+            ))
+        };
+    }
+    let found = tokio::net::lookup_host((host, port)).await.map_err(|err| {
+        tracing::debug!(host, error = %err, "name lookup failed");
+        Failure::target(CheckKind::Dns, NO_SUCH_HOST)
+    })?;
+    let addrs: Vec<SocketAddr> = found.filter(|a| family.accepts(a.ip())).collect();
+    if addrs.is_empty() {
+        let detail = match family {
+            Family::Any => NO_SUCH_HOST.to_owned(),
+            _ => format!("dns: no {} address", family.name()),
+        };
+        return Err(Failure::target(CheckKind::Dns, detail));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that accepts, with `TCP_NODELAY` set.
+///
+/// When none accepts, the failure reported is the last target-side one (refused beats a
+/// local error on another address family), else the last one.
+pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
+    let mut failure: Option<Failure> = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Probes send one small request; Nagle's delay would only add latency.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) => {
+                let next = classify_io(&err);
+                let keep_previous = matches!(&failure, Some(prev) if prev.side == Side::Target)
+                    && next.side == Side::Checker;
+                if !keep_previous {
+                    failure = Some(next);
+                }
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, NO_SUCH_HOST)))
+}
+
+/// Resolves and connects in one step.
+pub(crate) async fn resolve_and_connect(host: &str, port: u16) -> Result<TcpStream, Failure> {
+    let addrs = resolve(host, port, Family::Any).await?;
+    connect(&addrs).await
+}
+
+/// Joins the configured `path` (which may carry a query) onto a URL's path and query.
+///
+/// The base path is kept, the join never produces `//`, and `/` onto an empty path is
+/// just `/`. Queries of both sides are kept, the URL's first.
+pub(crate) fn join_path(base: &str, base_query: Option<&str>, path: &str) -> String {
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let mut joined = format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    let queries: Vec<&str> = [base_query, query]
+        .into_iter()
+        .flatten()
+        .filter(|q| !q.is_empty())
+        .collect();
+    if !queries.is_empty() {
+        joined.push('?');
+        joined.push_str(&queries.join("&"));
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_without_double_slashes() {
+        let cases = [
+            ("", None, "/", "/"),
+            ("/", None, "/", "/"),
+            ("/", None, "/health", "/health"),
+            ("/api", None, "/health", "/api/health"),
+            ("/api/", None, "/health", "/api/health"),
+            ("/api/", None, "//health", "/api/health"),
+            ("/api", None, "/", "/api/"),
+            ("/api", None, "/health?full=1", "/api/health?full=1"),
+            ("/api", Some("a=1"), "/health?b=2", "/api/health?a=1&b=2"),
+            ("/api", Some("a=1"), "/", "/api/?a=1"),
+            ("/", Some(""), "/x?", "/x"),
+        ];
+        for (base, query, path, want) in cases {
+            assert_eq!(
+                join_path(base, query, path),
+                want,
+                "{base} {query:?} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_lose_their_brackets() {
+        let url = Url::parse("tcp://[::1]:80").unwrap();
+        assert_eq!(url_host(&url).as_deref(), Some("::1"));
+        let url = Url::parse("tcp://127.0.0.1:80").unwrap();
+        assert_eq!(url_host(&url).as_deref(), Some("127.0.0.1"));
+        assert_eq!(ip_literal("[::1]"), Some("::1".parse().unwrap()));
+        let url = Url::parse("tcp://:80").ok();
+        assert!(url.as_ref().and_then(url_host).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_literal_of_the_wrong_family_is_a_config_failure() {
+        let err = resolve("::1", 80, Family::V4).await.unwrap_err();
+        assert_eq!((err.side, err.kind), (Side::Checker, CheckKind::Config));
+        let ok = resolve("127.0.0.1", 80, Family::V4).await.unwrap();
+        assert_eq!(ok, vec!["127.0.0.1:80".parse().unwrap()]);
+    }
+}

@@ -1,0 +1,245 @@
+//! TCP and UDP probes: `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` (SPEC §5).
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError};
+use tokio::{net::UdpSocket, time::Instant};
+use url::Url;
+
+use crate::{
+    failure::{Failure, bad_url, classify_io, timed_out_detail, unsupported_scheme},
+    net::{self, Family},
+};
+
+/// The schemes [`StreamProbe`] checks.
+const STREAM_SCHEMES: &[&str] = &["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"];
+/// The longest a UDP check waits for a reply.
+pub const UDP_MAX_WAIT: Duration = Duration::from_secs(2);
+/// The largest reply read; a longer datagram is cut, which is fine for a health check.
+const UDP_REPLY_BUFFER: usize = 2048;
+
+/// Options of a [`StreamProbe`] beyond the [`HealthCheckConfig`] keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamProbeConfig {
+    /// The datagram a UDP check sends. Default: empty.
+    pub payload: Vec<u8>,
+    /// Whether a UDP target must reply; when false (the default), silence is healthy
+    /// with detail `no reply (udp)`.
+    pub expect_reply: bool,
+}
+
+/// Checks stream targets: a TCP connect, or a UDP datagram and its answer.
+///
+/// - TCP: the connect succeeding is healthy; latency is the connect time.
+/// - UDP: sends [`payload`](StreamProbeConfig::payload) on a connected socket and waits
+///   `min(timeout / 2, 2s)` for a reply. A reply is healthy; an ICMP port unreachable is
+///   unhealthy `port unreachable` (kind `refused`); silence is healthy `no reply (udp)`
+///   unless [`expect_reply`](StreamProbeConfig::expect_reply) is set.
+///
+/// `tcp4`/`udp4` and `tcp6`/`udp6` use only addresses of that family.
+#[derive(Clone, Debug)]
+pub struct StreamProbe {
+    timeout: Duration,
+    options: StreamProbeConfig,
+}
+
+impl StreamProbe {
+    /// A probe with `config`'s timeout and the given UDP options.
+    ///
+    /// Fails when `config` is invalid.
+    pub fn try_new(
+        config: &HealthCheckConfig,
+        options: StreamProbeConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(StreamProbe {
+            timeout: config.timeout,
+            options,
+        })
+    }
+
+    /// How long a UDP check waits for a reply: `min(timeout / 2, 2s)`.
+    pub fn udp_wait(&self) -> Duration {
+        (self.timeout / 2).min(UDP_MAX_WAIT)
+    }
+
+    async fn probe(&self, target: &Target, start: Instant) -> Result<CheckResult, Failure> {
+        let addrs = net::resolve(&target.host, target.port, target.family).await?;
+        if !target.udp {
+            let stream = net::connect(&addrs).await?;
+            drop(stream);
+            return Ok(CheckResult::healthy("connected", start.elapsed()));
+        }
+        // A connected UDP socket talks to one address: the first of the family.
+        let Some(&addr) = addrs.first() else {
+            return Err(Failure::target(CheckKind::Dns, net::NO_SUCH_HOST));
+        };
+        self.udp(addr, start).await
+    }
+
+    async fn udp(&self, addr: SocketAddr, start: Instant) -> Result<CheckResult, Failure> {
+        let local = if addr.is_ipv4() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|err| Failure::checker(CheckKind::Io, format!("udp socket: {err}")))?;
+        // Connecting the socket is what makes the kernel report an ICMP port unreachable
+        // as ECONNREFUSED on the next receive (or send).
+        socket
+            .connect(addr)
+            .await
+            .map_err(|err| udp_failure(&err))?;
+        socket
+            .send(&self.options.payload)
+            .await
+            .map_err(|err| udp_failure(&err))?;
+        let wait = self.udp_wait();
+        let mut reply = [0u8; UDP_REPLY_BUFFER];
+        match tokio::time::timeout(wait, socket.recv(&mut reply)).await {
+            Ok(Ok(_)) => Ok(CheckResult::healthy("reply (udp)", start.elapsed())),
+            Ok(Err(err)) => Err(udp_failure(&err)),
+            Err(_) if self.options.expect_reply => Err(Failure::target(
+                CheckKind::Timeout,
+                format!("no reply (udp): {}", timed_out_detail(wait)),
+            )),
+            Err(_) => Ok(CheckResult::healthy("no reply (udp)", start.elapsed())),
+        }
+    }
+}
+
+#[async_trait]
+impl Probe for StreamProbe {
+    async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
+        let target = Target::parse(url).map_err(|err| bad_url(&err))?;
+        let start = Instant::now();
+        match tokio::time::timeout(self.timeout, self.probe(&target, start)).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
+            Err(_) => Failure::timed_out(self.timeout).into_outcome(start.elapsed()),
+        }
+    }
+
+    fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
+        Target::parse(url).map(drop)
+    }
+}
+
+/// A UDP socket error: ECONNREFUSED here is an ICMP port unreachable.
+fn udp_failure(err: &std::io::Error) -> Failure {
+    if err.kind() == std::io::ErrorKind::ConnectionRefused {
+        Failure::target(CheckKind::Refused, "port unreachable")
+    } else {
+        classify_io(err)
+    }
+}
+
+/// A stream URL taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    udp: bool,
+    family: Family,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &Url) -> Result<Target, ConfigError> {
+        let (udp, family) = match url.scheme() {
+            "tcp" => (false, Family::Any),
+            "tcp4" => (false, Family::V4),
+            "tcp6" => (false, Family::V6),
+            "udp" => (true, Family::Any),
+            "udp4" => (true, Family::V4),
+            "udp6" => (true, Family::V6),
+            _ => return Err(unsupported_scheme(url, STREAM_SCHEMES)),
+        };
+        let host = net::url_host(url).ok_or_else(|| ConfigError::url(url, "no host"))?;
+        let port = match url.port() {
+            Some(0) => return Err(ConfigError::url(url, "port 0 cannot be checked")),
+            Some(port) => port,
+            None => {
+                return Err(ConfigError::url(
+                    url,
+                    "a stream target needs a port (like tcp://host:5432)",
+                ));
+            }
+        };
+        if let Some(ip) = net::ip_literal(&host) {
+            let fits = match family {
+                Family::Any => true,
+                Family::V4 => ip.is_ipv4(),
+                Family::V6 => ip.is_ipv6(),
+            };
+            if !fits {
+                return Err(ConfigError::url(
+                    url,
+                    format!("{ip} is not an address of the {} family", url.scheme()),
+                ));
+            }
+        }
+        Ok(Target {
+            udp,
+            family,
+            host,
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Target, String> {
+        Target::parse(&Url::parse(text).unwrap()).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn stream_urls_need_a_host_and_a_port() {
+        let target = parse("udp6://[::1]:53").unwrap();
+        assert_eq!((target.udp, target.family), (true, Family::V6));
+        assert_eq!((target.host.as_str(), target.port), ("::1", 53));
+        let err = parse("tcp://db.internal").unwrap_err();
+        assert!(
+            err.contains("tcp://db.internal") && err.contains("port"),
+            "{err}"
+        );
+        let err = parse("tcp:db.internal").unwrap_err();
+        assert!(err.contains("no host"), "{err}");
+        let err = parse("tcp4://[::1]:80").unwrap_err();
+        assert!(err.contains("tcp4"), "{err}");
+    }
+
+    #[test]
+    fn other_schemes_are_rejected_with_the_supported_list() {
+        let err = parse("sctp://host:9").unwrap_err();
+        assert!(err.contains("\"sctp\""), "{err}");
+        assert!(err.contains("tcp, tcp4, tcp6, udp, udp4, udp6"), "{err}");
+    }
+
+    #[test]
+    fn udp_waits_half_the_timeout_at_most_two_seconds() {
+        let probe = |timeout| {
+            StreamProbe::try_new(
+                &HealthCheckConfig {
+                    timeout,
+                    ..Default::default()
+                },
+                StreamProbeConfig::default(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            probe(Duration::from_millis(300)).udp_wait(),
+            Duration::from_millis(150)
+        );
+        assert_eq!(probe(Duration::from_secs(10)).udp_wait(), UDP_MAX_WAIT);
+    }
+}

@@ -1,0 +1,663 @@
+//! HttpProbe and H2cProbe against scripted loopback servers: statuses, requests sent,
+//! hostile upstreams, TLS, HTTP/2 and connection reuse.
+#![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
+#![cfg(feature = "http")]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use health_check::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, USER_AGENT_VALUE};
+use health_types::{
+    CheckKind, CheckResult, ExpectedStatus, HealthCheckConfig, Method, Probe, StatusRange,
+};
+use http::Version;
+use support::{
+    Handler, closed_port, config, http_server, ok_handler, raw_server, read_head, respond, write,
+};
+use tokio::{sync::mpsc, time::Instant};
+use url::Url;
+
+/// A handler answering the status named by the first path segment (`/503/` → 503).
+fn status_by_path() -> Handler {
+    Arc::new(|request| {
+        let code = request
+            .uri()
+            .path()
+            .trim_matches('/')
+            .parse()
+            .unwrap_or(200);
+        let mut response = respond(code, "body");
+        if code == 301 {
+            response
+                .headers_mut()
+                .insert("location", http::HeaderValue::from_static("/elsewhere"));
+        }
+        response
+    })
+}
+
+async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
+    probe.check(url).await.expect("the target could be checked")
+}
+
+#[tokio::test]
+async fn success_and_client_error_statuses_are_healthy() {
+    let server = http_server("127.0.0.1:0", None, status_by_path()).await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    for (code, detail) in [
+        (200, "HTTP 200 OK"),
+        (204, "HTTP 204 No Content"),
+        (301, "HTTP 301 Moved Permanently"),
+        (404, "HTTP 404 Not Found"),
+    ] {
+        let result = check(&probe, &server.url_with("http", &format!("/{code}"))).await;
+        assert!(result.healthy, "{code}: {result:?}");
+        assert_eq!(
+            (result.kind, result.detail.as_str()),
+            (CheckKind::Ok, detail)
+        );
+        assert!(result.latency > Duration::ZERO);
+    }
+    // The redirect was not followed: one request per check.
+    assert_eq!(server.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn server_errors_are_unhealthy_with_the_status_in_the_detail() {
+    let server = http_server("127.0.0.1:0", None, status_by_path()).await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    for (code, detail) in [
+        (500, "HTTP 500 Internal Server Error"),
+        (502, "HTTP 502 Bad Gateway"),
+        (503, "HTTP 503 Service Unavailable"),
+        (504, "HTTP 504 Gateway Timeout"),
+    ] {
+        let result = check(&probe, &server.url_with("http", &format!("/{code}"))).await;
+        assert!(!result.healthy, "{code}: {result:?}");
+        assert_eq!(
+            (result.kind, result.detail.as_str()),
+            (CheckKind::Status, detail)
+        );
+    }
+}
+
+#[tokio::test]
+async fn expected_status_ranges_decide() {
+    let server = http_server("127.0.0.1:0", None, status_by_path()).await;
+    let probe = HttpProbe::try_new(&HealthCheckConfig {
+        expected_status: Some(ExpectedStatus(vec![
+            StatusRange {
+                low: 200,
+                high: 299,
+            },
+            StatusRange {
+                low: 404,
+                high: 404,
+            },
+        ])),
+        ..config(2000)
+    })
+    .unwrap();
+    for (code, healthy) in [
+        (200, true),
+        (204, true),
+        (404, true),
+        (301, false),
+        (500, false),
+    ] {
+        let result = check(&probe, &server.url_with("http", &format!("/{code}"))).await;
+        assert_eq!(result.healthy, healthy, "{code}: {result:?}");
+    }
+    let only_5xx = HttpProbe::try_new(&HealthCheckConfig {
+        expected_status: Some(ExpectedStatus(vec![StatusRange {
+            low: 500,
+            high: 599,
+        }])),
+        ..config(2000)
+    })
+    .unwrap();
+    assert!(
+        check(&only_5xx, &server.url_with("http", "/503"))
+            .await
+            .healthy
+    );
+    assert!(
+        !check(&only_5xx, &server.url_with("http", "/200"))
+            .await
+            .healthy
+    );
+}
+
+#[tokio::test]
+async fn head_and_get_are_sent_as_configured() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    for method in [Method::Head, Method::Get] {
+        let probe = HttpProbe::try_new(&HealthCheckConfig {
+            method,
+            ..config(2000)
+        })
+        .unwrap();
+        assert!(check(&probe, &server.url("http")).await.healthy);
+    }
+    let methods: Vec<String> = server.seen().into_iter().map(|s| s.method).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+}
+
+#[tokio::test]
+async fn the_path_is_joined_onto_the_base_path_with_its_query() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let cases = [
+        ("/api", "/health?full=1", "/api/health?full=1"),
+        ("/api/", "/health", "/api/health"),
+        ("", "/", "/"),
+        ("/", "/status?a=1&b=2", "/status?a=1&b=2"),
+        ("/base?token=x", "/health", "/base/health?token=x"),
+    ];
+    for (base, path, _) in cases {
+        let probe = HttpProbe::try_new(&HealthCheckConfig {
+            path: path.to_owned(),
+            ..config(2000)
+        })
+        .unwrap();
+        assert!(check(&probe, &server.url_with("http", base)).await.healthy);
+    }
+    let uris: Vec<String> = server.seen().into_iter().map(|s| s.uri).collect();
+    let want: Vec<&str> = cases.iter().map(|(_, _, want)| *want).collect();
+    assert_eq!(uris, want);
+}
+
+#[tokio::test]
+async fn exactly_the_spec_headers_and_the_configured_ones_are_sent() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let probe = HttpProbe::try_new(&HealthCheckConfig {
+        headers: [("X-Probe".to_owned(), "yes".to_owned())].into(),
+        ..config(2000)
+    })
+    .unwrap();
+    assert!(check(&probe, &server.url("http")).await.healthy);
+    let mut headers = server.seen()[0].headers.clone();
+    headers.sort();
+    let host = server.addr.to_string();
+    let mut want = vec![
+        ("accept", "text/plain,text/html,*/*;q=0.8"),
+        ("accept-encoding", "identity"),
+        ("cache-control", "no-cache"),
+        ("host", host.as_str()),
+        ("user-agent", USER_AGENT_VALUE),
+        ("x-probe", "yes"),
+    ];
+    want.sort();
+    let want: Vec<(String, String)> = want
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(headers, want);
+    assert_eq!(
+        USER_AGENT_VALUE,
+        concat!("healthd/", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unhealthy() {
+    let addr = closed_port("127.0.0.1:0").await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &Url::parse(&format!("http://{addr}/")).unwrap()).await;
+    assert!(!result.healthy);
+    assert_eq!(
+        (result.kind, result.detail.as_str()),
+        (CheckKind::Refused, "connection refused")
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_unhealthy_dns() {
+    let probe = HttpProbe::try_new(&config(3000)).unwrap();
+    let result = check(&probe, &Url::parse("http://no-such-host.invalid/").unwrap()).await;
+    assert!(!result.healthy);
+    assert_eq!(
+        (result.kind, result.detail.as_str()),
+        (CheckKind::Dns, "dns: no such host")
+    );
+}
+
+/// Asserts that `result` is the probe's own timeout, reached on time.
+fn assert_cut_at(result: &CheckResult, started: Instant, timeout_ms: u64) {
+    let elapsed = started.elapsed();
+    assert!(!result.healthy, "{result:?}");
+    assert_eq!(result.kind, CheckKind::Timeout, "{result:?}");
+    assert_eq!(result.detail, format!("timed out after {timeout_ms}ms"));
+    assert!(elapsed >= Duration::from_millis(timeout_ms), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(timeout_ms + 700),
+        "the check overran its timeout: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_black_hole_is_cut_at_the_timeout() {
+    // Accepts, never reads, never answers; the socket is held until the test ends.
+    let (hold, _held) = mpsc::unbounded_channel();
+    let server = raw_server("127.0.0.1:0", move |stream| {
+        let hold = hold.clone();
+        async move {
+            let _ = hold.send(stream);
+        }
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(300)).unwrap();
+    let started = Instant::now();
+    let result = check(&probe, &server.url("http")).await;
+    assert_cut_at(&result, started, 300);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_at_the_timeout() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(&mut stream, b"HTTP/1.1 200 OK\r\n").await;
+        // One header line every 50 ms, for at most 10 s.
+        for i in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream
+                .try_write(format!("X-Slow-{i}: x\r\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(300)).unwrap();
+    let started = Instant::now();
+    let result = check(&probe, &server.url("http")).await;
+    assert_cut_at(&result, started, 300);
+}
+
+#[tokio::test]
+async fn an_endless_body_is_drained_to_64_kib_then_dropped() {
+    let (done, mut written) = mpsc::unbounded_channel();
+    let server = raw_server("127.0.0.1:0", move |mut stream| {
+        let done = done.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            read_head(&mut stream).await;
+            write(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await;
+            let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+            let mut total = 0usize;
+            // Bounded: 1 GiB, far more than any socket buffer holds.
+            while total < (1 << 30) {
+                if stream.write_all(chunk.as_bytes()).await.is_err() {
+                    break;
+                }
+                total += 0x4000;
+            }
+            let _ = done.send(total);
+        }
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(3000)).unwrap();
+    let started = Instant::now();
+    let result = check(&probe, &server.url("http")).await;
+    assert!(result.healthy, "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The probe dropped the connection: the server's writes failed soon after.
+    let total = tokio::time::timeout(Duration::from_secs(2), written.recv())
+        .await
+        .expect("the server noticed the closed connection")
+        .expect("the server reports");
+    assert!(total < 64 << 20, "the server wrote {total} bytes");
+}
+
+#[tokio::test]
+async fn a_trickling_body_is_cut_at_the_timeout() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream.try_write(b"1\r\nx\r\n").is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(300)).unwrap();
+    let started = Instant::now();
+    let result = check(&probe, &server.url("http")).await;
+    assert_cut_at(&result, started, 300);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_is_a_protocol_failure() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02garbage\r\n\r\n",
+        )
+        .await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("http")).await;
+    assert!(!result.healthy);
+    assert_eq!(result.kind, CheckKind::Protocol, "{result:?}");
+    assert!(result.detail.starts_with("protocol: "), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_reset_mid_response_is_unhealthy() {
+    for partial in [
+        &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial body"[..],
+    ] {
+        let server = raw_server("127.0.0.1:0", move |mut stream| async move {
+            read_head(&mut stream).await;
+            write(&mut stream, partial).await;
+            // SO_LINGER 0: closing sends RST instead of FIN.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+        })
+        .await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        let result = check(&probe, &server.url("http")).await;
+        assert!(!result.healthy, "{result:?}");
+        assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_body_ends_is_unhealthy() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+        )
+        .await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("http")).await;
+    assert!(!result.healthy, "{result:?}");
+    assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+}
+
+async fn twenty_checks_use_one_connection() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let probe = HttpProbe::try_new(&config(2000)).expect("a valid config");
+    for _ in 0..20 {
+        assert!(check(&probe, &server.url("http")).await.healthy);
+    }
+    assert_eq!(server.seen().len(), 20);
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn twenty_checks_of_a_keep_alive_server_use_one_connection() {
+    twenty_checks_use_one_connection().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_checks_use_one_connection_on_a_multi_threaded_runtime_too() {
+    twenty_checks_use_one_connection().await;
+}
+
+#[tokio::test]
+async fn a_server_closing_each_connection_gets_a_new_one_per_check() {
+    let handler: Handler = Arc::new(|_| {
+        let mut response = respond(200, "bye");
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        response
+    });
+    let server = http_server("127.0.0.1:0", None, handler).await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let result = check(&probe, &server.url("http")).await;
+        assert!(result.healthy, "{result:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(server.connections(), 3);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_dropped_is_replaced() {
+    // Keep-alive by the headers, but the server hangs up right after each answer: the
+    // pooled connection is dead by the next check, which must not count that against
+    // the target.
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    for _ in 0..5 {
+        let result = check(&probe, &server.url("http")).await;
+        assert!(result.healthy, "{result:?}");
+    }
+    assert_eq!(server.connections(), 5);
+}
+
+#[tokio::test]
+async fn probes_sharing_a_client_share_its_connections() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let config = config(2000);
+    let client = HttpClient::try_new(&config, &HttpClientConfig::default()).unwrap();
+    let get = HttpProbe::try_with_client(&config, client.clone()).unwrap();
+    let head = HttpProbe::try_with_client(
+        &HealthCheckConfig {
+            method: Method::Head,
+            ..config.clone()
+        },
+        client,
+    )
+    .unwrap();
+    for _ in 0..5 {
+        assert!(check(&get, &server.url("http")).await.healthy);
+        assert!(check(&head, &server.url("http")).await.healthy);
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn ipv6_literal_targets_are_checked() {
+    let server = http_server("[::1]:0", None, ok_handler()).await;
+    let url = server.url("http");
+    assert!(url.as_str().starts_with("http://[::1]:"), "{url}");
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &url).await;
+    assert!(result.healthy, "{result:?}");
+    assert_eq!(
+        server.seen()[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "host")
+            .unwrap()
+            .1,
+        server.addr.to_string()
+    );
+    let h2c = H2cProbe::try_new(&config(2000)).unwrap();
+    assert!(check(&h2c, &server.url("h2c")).await.healthy);
+}
+
+#[tokio::test]
+async fn h2c_speaks_http2_with_prior_knowledge() {
+    let server = http_server("127.0.0.1:0", None, status_by_path()).await;
+    let probe = H2cProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url_with("h2c", "/204")).await;
+    assert!(result.healthy, "{result:?}");
+    let result = check(&probe, &server.url_with("h2c", "/503")).await;
+    assert_eq!(
+        (result.healthy, result.kind, result.detail.as_str()),
+        (false, CheckKind::Status, "HTTP 503 Service Unavailable")
+    );
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|s| s.version == Version::HTTP_2),
+        "{seen:?}"
+    );
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn an_h2c_stream_reset_is_unhealthy() {
+    let server = raw_server("127.0.0.1:0", |stream| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    })
+    .await;
+    let probe = H2cProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("h2c")).await;
+    assert!(!result.healthy, "{result:?}");
+    assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+    assert_eq!(result.detail, "http2 stream reset: INTERNAL_ERROR");
+}
+
+#[tokio::test]
+async fn h2c_against_an_http1_only_server_is_a_protocol_failure() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+    })
+    .await;
+    let probe = H2cProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("h2c")).await;
+    assert!(!result.healthy, "{result:?}");
+    assert!(
+        matches!(result.kind, CheckKind::Protocol | CheckKind::Reset),
+        "{result:?}"
+    );
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use health_check::HttpClientConfig;
+
+    use super::*;
+    use crate::support::{TestCa, self_signed, server_tls, write_file};
+
+    #[tokio::test]
+    async fn a_self_signed_certificate_passes_without_verification() {
+        let identity = self_signed();
+        let tls = server_tls(&identity, &[b"http/1.1"], None);
+        let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        let result = check(&probe, &server.url("https")).await;
+        assert!(result.healthy, "{result:?}");
+        assert_eq!(server.seen()[0].version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_certificate_fails_verification_as_unhealthy_tls() {
+        let identity = self_signed();
+        let tls = server_tls(&identity, &[b"http/1.1"], None);
+        let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
+        let probe = HttpProbe::try_new(&HealthCheckConfig {
+            tls_verify: true,
+            ..config(2000)
+        })
+        .unwrap();
+        let result = check(&probe, &server.url("https")).await;
+        assert!(!result.healthy, "{result:?}");
+        assert_eq!(result.kind, CheckKind::Tls, "{result:?}");
+        assert!(result.detail.starts_with("tls: "), "{result:?}");
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_configured_ca_makes_verification_pass() {
+        let ca = TestCa::new();
+        let tls = server_tls(&ca.server(), &[b"http/1.1"], None);
+        let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = write_file(dir.path(), "ca.pem", &ca.pem());
+        let config = HealthCheckConfig {
+            tls_verify: true,
+            ..config(2000)
+        };
+        let client = HttpClient::try_new(
+            &config,
+            &HttpClientConfig {
+                ca_file: Some(ca_file),
+            },
+        )
+        .unwrap();
+        let probe = HttpProbe::try_with_client(&config, client).unwrap();
+        let result = check(&probe, &server.url("https")).await;
+        assert!(result.healthy, "{result:?}");
+        // The certificate names `localhost` too; verification checks the name.
+        let other = Url::parse(&format!("https://localhost:{}/", server.addr.port())).unwrap();
+        assert!(check(&probe, &other).await.healthy);
+    }
+
+    #[tokio::test]
+    async fn alpn_negotiates_http2() {
+        let identity = self_signed();
+        let tls = server_tls(&identity, &[b"h2", b"http/1.1"], None);
+        let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        for _ in 0..3 {
+            let result = check(&probe, &server.url("https")).await;
+            assert!(result.healthy, "{result:?}");
+        }
+        let seen = server.seen();
+        assert!(
+            seen.iter().all(|s| s.version == Version::HTTP_2),
+            "{seen:?}"
+        );
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_server_is_a_tls_failure() {
+        let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        let result = check(&probe, &server.url("https")).await;
+        assert!(!result.healthy, "{result:?}");
+        assert_eq!(result.kind, CheckKind::Tls, "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_shared_client_must_match_the_tls_setting() {
+        let client = HttpClient::try_new(&config(2000), &HttpClientConfig::default()).unwrap();
+        let err = HttpProbe::try_with_client(
+            &HealthCheckConfig {
+                tls_verify: true,
+                ..config(2000)
+            },
+            client,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_verify"), "{err}");
+    }
+}
