@@ -1,0 +1,182 @@
+//! The HTTP API (SPEC §7), `/metrics`, `/healthz` and the status page.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/v1/monitors` | array of monitors in the §4 JSON form |
+//! | `GET /api/v1/monitors/{name}` | one monitor, or 404 |
+//! | `POST /api/v1/monitors/{name}/check` | runs one check now: `{"healthy","kind","detail","latency"}` (ns) |
+//! | `POST /api/v1/monitors/{name}/restart` | restarts it; answers with its JSON |
+//! | `GET /api/v1/health` | map name → `{status, uptime, latency, detail}`, durations in ns (GoDoxy) |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /` | the status page |
+//! | `GET /healthz` | `ok` |
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use health_monitor::{HealthMonitor, Monitor};
+use health_types::{CheckResult, MonitorJson, Status};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::metrics::{Metrics, NotifyStats};
+
+/// The status page: one self-contained HTML file.
+pub const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What the API serves.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    monitors: Arc<[Monitor]>,
+    by_name: HashMap<String, usize>,
+    metrics: Metrics,
+}
+
+impl ApiState {
+    /// Serves `monitors` (in this order) and, optionally, notification counters.
+    pub fn new(monitors: Vec<Monitor>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
+        let monitors: Arc<[Monitor]> = monitors.into();
+        let by_name = monitors
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name().to_owned(), i))
+            .collect();
+        ApiState {
+            inner: Arc::new(Inner {
+                metrics: Metrics::new(monitors.clone(), notify),
+                monitors,
+                by_name,
+            }),
+        }
+    }
+
+    /// The monitors served.
+    pub fn monitors(&self) -> &[Monitor] {
+        &self.inner.monitors
+    }
+
+    fn find(&self, name: &str) -> Result<&Monitor, ApiError> {
+        self.inner
+            .by_name
+            .get(name)
+            .map(|&i| &self.inner.monitors[i])
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no monitor named {name:?}")))
+    }
+}
+
+/// The router of the whole API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/monitors", get(list))
+        .route("/api/v1/monitors/{name}", get(one))
+        .route("/api/v1/monitors/{name}/check", post(check))
+        .route("/api/v1/monitors/{name}/restart", post(restart))
+        .with_state(state)
+}
+
+/// An error answer: a status and a JSON `{"error": ...}` body.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn status_page() -> Html<&'static str> {
+    Html(STATUS_PAGE)
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.inner.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list(State(state): State<ApiState>) -> Json<Vec<MonitorJson>> {
+    Json(state.monitors().iter().map(Monitor::to_json).collect())
+}
+
+async fn one(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<MonitorJson>, ApiError> {
+    Ok(Json(state.find(&name)?.to_json()))
+}
+
+async fn check(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<CheckResult>, ApiError> {
+    let monitor = state.find(&name)?;
+    let started = Instant::now();
+    let result = match monitor.check_health().await {
+        Ok(result) => result,
+        Err(err) => err.to_result(started.elapsed()),
+    };
+    Ok(Json(result))
+}
+
+async fn restart(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<MonitorJson>, ApiError> {
+    let monitor = state.find(&name)?;
+    monitor
+        .restart()
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
+    Ok(Json(monitor.to_json()))
+}
+
+/// One entry of `/api/v1/health` (GoDoxy's form: durations in ns).
+#[derive(Debug, Serialize)]
+struct HealthEntry {
+    status: Status,
+    uptime: u64,
+    latency: u64,
+    detail: String,
+}
+
+async fn health(State(state): State<ApiState>) -> Json<HashMap<String, HealthEntry>> {
+    let now = Instant::now();
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Json(
+        state
+            .monitors()
+            .iter()
+            .map(|m| {
+                let s = m.snapshot();
+                (
+                    m.name().to_owned(),
+                    HealthEntry {
+                        status: s.status,
+                        uptime: nanos(s.uptime(now)),
+                        latency: nanos(s.latency),
+                        detail: s.detail.clone(),
+                    },
+                )
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,85 @@
+//! The command line (SPEC §7): `demo`, `run`, `check`, `validate` and `agent`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: healthy / success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of `check`: the target is unhealthy.
+pub const EXIT_UNHEALTHY: u8 = 1;
+/// Exit code: the check itself failed, bad usage or a bad config.
+pub const EXIT_ERROR: u8 = 2;
+
+/// healthd: watches upstream services and says when they go down and come back.
+#[derive(Debug, Parser)]
+#[command(name = "healthd", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a self-contained demo: local upstreams, monitors, API and status page.
+    Demo {
+        /// Address for the API and status page.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+    /// Runs the monitors of a config file and serves the API.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Checks one URL once and exits 0 (healthy), 1 (unhealthy) or 2 (error).
+    Check {
+        /// The target: http(s)://, h2c://, tcp://, udp://, file://.
+        url: String,
+        /// Path joined onto the URL (HTTP).
+        #[arg(long)]
+        path: Option<String>,
+        /// GET or HEAD (HTTP).
+        #[arg(long)]
+        method: Option<String>,
+        /// How long the check may take, like "5s".
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Prints one JSON object {"healthy","kind","detail","latency"} (latency in ns).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a config file: exit 0 and a summary, or exit 2 and every problem.
+    Validate {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serves GoDoxy's agent protocol so that another healthd can check through it.
+    Agent {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Server certificate (PEM); with --key, serves HTTPS.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Server key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// CA (PEM) whose client certificates are required (mutual TLS).
+        #[arg(long, requires = "cert")]
+        client_ca: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a duration like \"5s\" or \"500ms\""))?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d)
+}

@@ -1,0 +1,116 @@
+//! `healthd demo`: a self-contained tour. Starts local upstreams, monitors them with
+//! short intervals, prints transitions and notifications, and serves the API and the
+//! status page.
+
+use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
+
+use health_monitor::HealthMonitor;
+use health_notify::Notifier;
+use health_types::{HealthCheckConfig, Url};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{DaemonConfig, MonitorEntry},
+    console::{ConsoleNotifier, print_transitions, use_colour},
+    daemon::{self, DaemonError},
+    upstreams::{self, FLAP_DOWN, FLAP_UP, Upstreams},
+};
+
+/// The health-check config of every demo monitor: fast enough to watch.
+pub fn demo_check_config() -> HealthCheckConfig {
+    HealthCheckConfig {
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(1),
+        retries: 2,
+        fast_interval: Some(Duration::from_secs(1)),
+        ..Default::default()
+    }
+}
+
+/// The demo's monitors over `upstreams`.
+pub fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
+    let entry = |name: &str, url: String| MonitorEntry {
+        name: name.to_owned(),
+        url: Url::parse(&url).expect("demo URLs are well-formed"),
+        config: demo_check_config(),
+        docker: None,
+        agent: None,
+        notify: Vec::new(),
+        payload: None,
+        expect_reply: None,
+        line: 0,
+    };
+    DaemonConfig {
+        listen,
+        notify: Vec::new(),
+        monitors: vec![
+            entry("steady", format!("http://{}/", upstreams.steady)),
+            entry("flaky", format!("http://{}/health", upstreams.flaky)),
+            entry("tcp", format!("tcp://{}", upstreams.tcp)),
+            entry("h2c", format!("h2c://{}/", upstreams.h2c)),
+            entry("always-down", format!("http://{}/", upstreams.down)),
+        ],
+    }
+}
+
+/// Runs the demo until SIGINT or SIGTERM.
+pub async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
+    let stop = CancellationToken::new();
+    let upstreams = upstreams::start(&stop)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: listen,
+            source,
+        })?;
+    // The default port may be taken; any free port will do for a demo.
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == ErrorKind::AddrInUse => {
+            let any = SocketAddr::new(listen.ip(), 0);
+            TcpListener::bind(any)
+                .await
+                .map_err(|source| DaemonError::Bind { addr: any, source })?
+        }
+        Err(source) => {
+            return Err(DaemonError::Bind {
+                addr: listen,
+                source,
+            });
+        }
+    };
+    let config = demo_config(listen, &upstreams);
+    let colour = use_colour();
+    let console: Arc<dyn Notifier> = Arc::new(ConsoleNotifier::new(colour));
+    let running = daemon::start_on(listener, &config, vec![console]).await?;
+
+    println!(
+        "healthd demo: {} monitors on loopback upstreams, checked every 2s",
+        running.monitors.len()
+    );
+    println!(
+        "  `flaky` answers 200 for {}s, then 503 for {}s, and again; `always-down` has nothing listening",
+        FLAP_UP.as_secs(),
+        FLAP_DOWN.as_secs()
+    );
+    println!(
+        "status page: http://{}/   API: http://{}/api/v1/monitors",
+        running.addr, running.addr
+    );
+    println!("press Ctrl-C to stop");
+    let width = running
+        .monitors
+        .iter()
+        .map(|m| m.name().len())
+        .max()
+        .unwrap_or(8);
+    for monitor in &running.monitors {
+        print_transitions(monitor, width, colour, stop.clone());
+    }
+
+    daemon::shutdown_signal().await;
+    println!("stopping");
+    stop.cancel();
+    running.shutdown(Duration::from_secs(1)).await;
+    Ok(())
+}

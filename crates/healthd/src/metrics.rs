@@ -1,0 +1,184 @@
+//! `/metrics`: Prometheus text exposition, read from the monitors' snapshots at scrape
+//! time (nothing is counted on the check path).
+
+use std::{fmt, sync::Arc};
+
+use health_monitor::{HealthMonitor, Monitor};
+use health_types::Status;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+/// Delivery counters of the notification dispatcher, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotifyCounters {
+    /// Messages delivered.
+    pub sent: u64,
+    /// Messages given up on.
+    pub failed: u64,
+    /// Delivery attempts retried.
+    pub retried: u64,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+}
+
+/// Where `/metrics` reads notification counters from.
+pub trait NotifyStats: Send + Sync + fmt::Debug {
+    /// Counters per provider name.
+    fn counters(&self) -> Vec<(String, NotifyCounters)>;
+}
+
+#[derive(Debug)]
+struct MonitorCollector {
+    monitors: Arc<[Monitor]>,
+    notify: Option<Arc<dyn NotifyStats>>,
+}
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> Result<(), fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for MonitorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let snapshots: Vec<_> = self
+            .monitors
+            .iter()
+            .map(|m| (m.name().to_owned(), m.snapshot()))
+            .collect();
+        let label = |name: &str| vec![("monitor", name.to_owned())];
+        family(
+            &mut encoder,
+            "healthd_monitor_up",
+            "1 if the monitor's status is good (starting, healthy, napping), else 0",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(n, s)| (label(n), ConstGauge::new(i64::from(s.status.is_good())))),
+        )?;
+        family(
+            &mut encoder,
+            "healthd_monitor_status",
+            "1 for the monitor's current status, 0 for the others",
+            MetricType::Gauge,
+            snapshots.iter().flat_map(|(n, s)| {
+                Status::ALL.into_iter().map(move |status| {
+                    (
+                        vec![("monitor", n.clone()), ("status", status.to_string())],
+                        ConstGauge::new(i64::from(s.status == status)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "healthd_monitor_latency_seconds",
+            "Latency of the last check",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(n, s)| (label(n), ConstGauge::new(s.latency.as_secs_f64()))),
+        )?;
+        family(
+            &mut encoder,
+            "healthd_monitor_consecutive_failures",
+            "Consecutive unhealthy-or-error results",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(n, s)| (label(n), ConstGauge::new(i64::from(s.failures)))),
+        )?;
+        family(
+            &mut encoder,
+            "healthd_monitor_checks",
+            "Checks completed since the monitor (re)started, by result",
+            MetricType::Counter,
+            snapshots.iter().flat_map(|(n, s)| {
+                [
+                    ("healthy", s.results.healthy),
+                    ("unhealthy", s.results.unhealthy),
+                    ("error", s.results.error),
+                ]
+                .into_iter()
+                .map(move |(result, count)| {
+                    (
+                        vec![("monitor", n.clone()), ("result", result.to_owned())],
+                        ConstCounter::new(count),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "healthd_monitor_transitions",
+            "Status changes since the monitor (re)started",
+            MetricType::Counter,
+            snapshots
+                .iter()
+                .map(|(n, s)| (label(n), ConstCounter::new(s.transitions))),
+        )?;
+        if let Some(notify) = &self.notify {
+            let counters = notify.counters();
+            family(
+                &mut encoder,
+                "healthd_notifications",
+                "Notification deliveries by provider and outcome",
+                MetricType::Counter,
+                counters.iter().flat_map(|(provider, c)| {
+                    [
+                        ("sent", c.sent),
+                        ("failed", c.failed),
+                        ("retried", c.retried),
+                        ("dropped", c.dropped),
+                    ]
+                    .into_iter()
+                    .map(move |(outcome, count)| {
+                        (
+                            vec![
+                                ("provider", provider.clone()),
+                                ("outcome", outcome.to_owned()),
+                            ],
+                            ConstCounter::new(count),
+                        )
+                    })
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the metrics of `monitors` (and of the dispatcher, when given).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Metrics over `monitors` and, optionally, notification counters.
+    pub fn new(monitors: Arc<[Monitor]>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(MonitorCollector { monitors, notify }));
+        Metrics { registry }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

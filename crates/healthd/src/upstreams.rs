@@ -1,0 +1,124 @@
+//! The demo's own upstreams on loopback: a steady HTTP server, one that flaps on a
+//! timer, a TCP listener, an h2c server and a port where nothing listens.
+
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long the flaky upstream stays up, then down, in turn.
+pub const FLAP_UP: Duration = Duration::from_secs(25);
+/// See [`FLAP_UP`].
+pub const FLAP_DOWN: Duration = Duration::from_secs(20);
+
+/// Addresses of the demo upstreams.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstreams {
+    /// Always answers 200.
+    pub steady: SocketAddr,
+    /// Answers 200 for [`FLAP_UP`], then 503 for [`FLAP_DOWN`], and so on.
+    pub flaky: SocketAddr,
+    /// A TCP listener that accepts and closes.
+    pub tcp: SocketAddr,
+    /// HTTP/2 with prior knowledge (and HTTP/1.1), always 200.
+    pub h2c: SocketAddr,
+    /// A port where nothing listens.
+    pub down: SocketAddr,
+}
+
+/// What an HTTP upstream answers.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Steady,
+    Flaky(Instant),
+}
+
+impl Behaviour {
+    fn status(self) -> StatusCode {
+        match self {
+            Behaviour::Steady => StatusCode::OK,
+            Behaviour::Flaky(since) => {
+                let period = (FLAP_UP + FLAP_DOWN).as_millis();
+                let phase = since.elapsed().as_millis() % period;
+                if phase < FLAP_UP.as_millis() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http(listener: TcpListener, behaviour: Behaviour, stop: CancellationToken) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let builder = builder.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_req: Request<Incoming>| async move {
+                let status = behaviour.status();
+                let body = Full::new(Bytes::from(format!(
+                    "{}\n",
+                    status.canonical_reason().unwrap_or("")
+                )));
+                let mut response = Response::new(body);
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = conn => {}
+            }
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => drop(accepted),
+        }
+    }
+}
+
+/// Starts the upstreams on 127.0.0.1; they stop when `stop` is cancelled.
+pub async fn start(stop: &CancellationToken) -> io::Result<Upstreams> {
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    let steady = bind().await?;
+    let flaky = bind().await?;
+    let tcp = bind().await?;
+    let h2c = bind().await?;
+    // Reserve a port, then free it: nothing listens there afterwards.
+    let down = bind().await?.local_addr()?;
+    let upstreams = Upstreams {
+        steady: steady.local_addr()?,
+        flaky: flaky.local_addr()?,
+        tcp: tcp.local_addr()?,
+        h2c: h2c.local_addr()?,
+        down,
+    };
+    tokio::spawn(serve_http(steady, Behaviour::Steady, stop.clone()));
+    tokio::spawn(serve_http(
+        flaky,
+        Behaviour::Flaky(Instant::now()),
+        stop.clone(),
+    ));
+    tokio::spawn(serve_http(h2c, Behaviour::Steady, stop.clone()));
+    tokio::spawn(serve_tcp(tcp, stop.clone()));
+    Ok(upstreams)
+}

@@ -1,0 +1,216 @@
+//! The HTTP API, `/metrics` and the status page over a real loopback socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, Scope};
+use health_types::{CheckKind, CheckResult, HealthCheckConfig, Probe, ProbeError, Status, Url};
+use healthd::{
+    api::{ApiState, router},
+    metrics::{NotifyCounters, NotifyStats},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+#[derive(Debug)]
+struct Fixed(bool);
+
+#[async_trait]
+impl Probe for Fixed {
+    async fn check(&self, _url: &Url) -> Result<CheckResult, ProbeError> {
+        Ok(if self.0 {
+            CheckResult::healthy("HTTP 200 OK", Duration::from_millis(12))
+        } else {
+            CheckResult::unhealthy(
+                CheckKind::Refused,
+                "connection refused",
+                Duration::from_millis(1),
+            )
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Stats;
+
+impl NotifyStats for Stats {
+    fn counters(&self) -> Vec<(String, NotifyCounters)> {
+        vec![(
+            "ops".into(),
+            NotifyCounters {
+                sent: 3,
+                failed: 1,
+                retried: 2,
+                dropped: 0,
+            },
+        )]
+    }
+}
+
+/// One HTTP/1.1 request; returns the status code, the headers and the body.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    // Bodies may be chunked: keep only the payload lines.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
+
+async fn serve() -> (SocketAddr, Scope, Vec<Monitor>) {
+    let scope = Scope::new();
+    let mut monitors = Vec::new();
+    for (name, healthy) in [("api", true), ("db", false)] {
+        let m = Monitor::builder(
+            name,
+            Url::parse(&format!("http://{name}.test/")).unwrap(),
+            Arc::new(Fixed(healthy)),
+        )
+        .config(HealthCheckConfig {
+            retries: 1,
+            ..Default::default()
+        })
+        .last_seen(Arc::new(LastSeenRegistry::new()))
+        .build()
+        .unwrap();
+        m.start(&scope).unwrap();
+        monitors.push(m);
+    }
+    for m in &monitors {
+        let mut rx = m.subscribe();
+        rx.wait_for(|s| s.checks() >= 1).await.unwrap();
+    }
+    let state = ApiState::new(monitors.clone(), Some(Arc::new(Stats)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    (addr, scope, monitors)
+}
+
+#[tokio::test]
+async fn monitors_list_and_one_use_the_godoxy_json_form() {
+    let (addr, scope, _m) = serve().await;
+    let (status, _, body) = request(addr, "GET", "/api/v1/monitors").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "api");
+    assert_eq!(list[0]["status"], "healthy");
+    assert_eq!(list[0]["latency"], 12);
+    assert!(list[0]["lastSeen"].as_i64().unwrap() > 0);
+    assert_eq!(list[0]["config"]["interval"], 30_000_000_000_u64);
+    assert_eq!(list[1]["status"], "unhealthy");
+    assert_eq!(list[1]["failures"], 1);
+    assert_eq!(list[1]["detail"], "connection refused");
+
+    let (status, _, body) = request(addr, "GET", "/api/v1/monitors/db").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"name\":\"db\""), "{body}");
+    let (status, _, body) = request(addr, "GET", "/api/v1/monitors/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no monitor named \\\"nope\\\""), "{body}");
+    scope.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_map_has_durations_in_nanoseconds() {
+    let (addr, scope, _m) = serve().await;
+    let (status, _, body) = request(addr, "GET", "/api/v1/health").await;
+    assert_eq!(status, 200);
+    let map: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(map["api"]["status"], "healthy");
+    assert_eq!(map["api"]["latency"], 12_000_000);
+    assert!(map["api"]["uptime"].as_u64().is_some());
+    assert_eq!(map["db"]["detail"], "connection refused");
+    scope.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_and_restart_act_on_one_monitor() {
+    let (addr, scope, monitors) = serve().await;
+    let (status, _, body) = request(addr, "POST", "/api/v1/monitors/db/check").await;
+    assert_eq!(status, 200);
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"healthy": false, "kind": "refused", "detail": "connection refused", "latency": 1_000_000})
+    );
+    let (status, _, body) = request(addr, "POST", "/api/v1/monitors/api/restart").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(monitors[0].is_running());
+    let (status, _, _) = request(addr, "GET", "/api/v1/monitors/api/restart").await;
+    assert_eq!(status, 405);
+    scope.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_healthz_and_the_page() {
+    let (addr, scope, _m) = serve().await;
+    let (status, head, body) = request(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    for line in [
+        "healthd_monitor_up{monitor=\"api\"} 1",
+        "healthd_monitor_up{monitor=\"db\"} 0",
+        "healthd_monitor_status{monitor=\"db\",status=\"unhealthy\"} 1",
+        "healthd_monitor_consecutive_failures{monitor=\"db\"} 1",
+        "healthd_monitor_checks_total{monitor=\"api\",result=\"healthy\"} 1",
+        "healthd_monitor_transitions_total{monitor=\"db\"} 1",
+        "healthd_monitor_latency_seconds{monitor=\"api\"} 0.012",
+        "healthd_notifications_total{provider=\"ops\",outcome=\"retried\"} 2",
+        "# EOF",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in\n{body}"
+        );
+    }
+    let (status, _, body) = request(addr, "GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, head, body) = request(addr, "GET", "/").await;
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("text/html"));
+    assert!(
+        body.contains("/api/v1/monitors")
+            && !body.contains("http://")
+            && !body.contains("https://"),
+        "self-contained"
+    );
+    assert_eq!(Status::Healthy.to_string(), "healthy");
+    scope.shutdown().await;
+}
