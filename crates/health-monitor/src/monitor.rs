@@ -499,28 +499,26 @@ impl Shared {
     }
 
     fn finish(&self, reason: &str) {
-        {
-            let mut run = self.lock_run();
-            if !self.snapshot.load().running {
-                return;
-            }
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            run.machine.stop();
-            self.publish(|s| {
-                s.status = Status::Stopped;
-                s.running = false;
-                s.next_check = None;
-            });
+        if self.stop_run(None) {
+            self.stop.notify_waiters();
+            tracing::info!(monitor = %self.name, reason, "monitor stopped");
         }
-        self.stop.notify_waiters();
-        tracing::info!(monitor = %self.name, reason, "monitor stopped");
     }
 
     /// Marks run `generation` stopped because its scope was cancelled or closed.
     pub(crate) fn stop_by_scope(&self, generation: u64) {
+        if self.stop_run(Some(generation)) {
+            tracing::debug!(monitor = %self.name, "monitor stopped: scope cancelled");
+        }
+    }
+
+    /// Stops the current run (only if it is `generation`, when given): status Stopped,
+    /// scheduled checks invalidated. Returns whether a running monitor was stopped.
+    fn stop_run(&self, generation: Option<u64>) -> bool {
         let mut run = self.lock_run();
-        if self.generation.load(Ordering::SeqCst) != generation || !self.snapshot.load().running {
-            return;
+        let current = self.generation.load(Ordering::SeqCst);
+        if generation.is_some_and(|g| g != current) || !self.snapshot.load().running {
+            return false;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         run.machine.stop();
@@ -529,8 +527,7 @@ impl Shared {
             s.running = false;
             s.next_check = None;
         });
-        drop(run);
-        tracing::debug!(monitor = %self.name, "monitor stopped: scope cancelled");
+        true
     }
 
     /// Feeds the outcome of a check that began at `began` to run `generation`, publishes
