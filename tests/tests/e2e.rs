@@ -236,3 +236,140 @@ retries = 1000
     assert_eq!(health["patient"]["status"], "healthy");
     running.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A TLS (HTTP/1.1) upstream with a self-signed certificate, answering 200.
+async fn https_upstream() -> SocketAddr {
+    use tokio_rustls::{
+        TlsAcceptor,
+        rustls::{
+            ServerConfig,
+            crypto::ring::default_provider,
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+        },
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP responder that echoes every datagram.
+async fn udp_echo() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_monitor_runs_from_one_config() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let upstreams = healthd::upstreams::start(&stop).await.unwrap();
+    let https = https_upstream().await;
+    let udp = udp_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (agent_listener, agent_addr) = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    };
+    tokio::spawn(healthd::agent::serve(agent_listener, None, stop.clone()));
+    let config = DaemonConfig::parse(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[defaults]
+interval = "1s"
+timeout = "2s"
+[[monitor]]
+name = "http"
+url = "http://{http}/"
+[[monitor]]
+name = "https"
+url = "https://{https}/"
+[[monitor]]
+name = "h2c"
+url = "h2c://{h2c}/"
+[[monitor]]
+name = "tcp"
+url = "tcp://{tcp}"
+[[monitor]]
+name = "udp"
+url = "udp://{udp}"
+payload = "ping"
+expect_reply = true
+[[monitor]]
+name = "file"
+url = "file://{dir}"
+[[monitor]]
+name = "agent"
+url = "http://{http}/"
+agent = {{ url = "http://{agent_addr}" }}
+"#,
+        http = upstreams.steady,
+        h2c = upstreams.h2c,
+        tcp = upstreams.tcp,
+        dir = dir.path().display(),
+    ))
+    .unwrap();
+    let running = daemon::start(&config, Vec::new()).await.unwrap();
+    for monitor in &running.monitors {
+        let mut rx = monitor.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.checks() >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+        let s = monitor.snapshot();
+        assert_eq!(
+            s.status,
+            health_types::Status::Healthy,
+            "{}: {} ({:?})",
+            s.name,
+            s.detail,
+            s.kind
+        );
+    }
+    let names: Vec<&str> = running.monitors.iter().map(|m| m.name()).collect();
+    assert_eq!(
+        names,
+        ["http", "https", "h2c", "tcp", "udp", "file", "agent"]
+    );
+    assert_eq!(running.monitors[4].detail(), "reply (udp)");
+    running.shutdown(Duration::from_secs(1)).await;
+    stop.cancel();
+}
