@@ -340,6 +340,11 @@ url = "file://{dir}"
 name = "agent"
 url = "http://{http}/"
 agent = {{ url = "http://{agent_addr}" }}
+# No engine answers there: the Docker API fails and the fallback (the url) is checked.
+[[monitor]]
+name = "docker"
+url = "http://{http}/"
+docker = {{ container = "web", host = "unix://{dir}/no-docker.sock" }}
 "#,
         http = upstreams.steady,
         h2c = upstreams.h2c,
@@ -367,9 +372,16 @@ agent = {{ url = "http://{agent_addr}" }}
     let names: Vec<&str> = running.monitors.iter().map(|m| m.name()).collect();
     assert_eq!(
         names,
-        ["http", "https", "h2c", "tcp", "udp", "file", "agent"]
+        [
+            "http", "https", "h2c", "tcp", "udp", "file", "agent", "docker"
+        ]
     );
     assert_eq!(running.monitors[4].detail(), "reply (udp)");
+    assert_eq!(
+        running.monitors[7].url().as_str(),
+        "docker://localhost/containers/web"
+    );
+    assert_eq!(running.monitors[7].detail(), "HTTP 200 OK");
     running.shutdown(Duration::from_secs(1)).await;
     stop.cancel();
 }

@@ -11,18 +11,13 @@ use http::{
     HeaderValue, Request, StatusCode,
     header::{ACCEPT, HOST, USER_AGENT},
 };
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use serde::Deserialize;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::{
-    failure::{Failure, bad_url, classify_chain, truncate, unsupported_scheme},
+    failure::{Failure, bad_url, truncate, unsupported_scheme},
     file::file_path,
     net::{self, USER_AGENT_VALUE, join_path},
     stream::Target,
@@ -212,9 +207,9 @@ impl AgentProbe {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let stream = crate::tls::handshake(tls.clone(), &self.host, tcp).await?;
-            return exchange(stream, request).await;
+            return net::exchange(stream, request, MAX_AGENT_ANSWER).await;
         }
-        exchange(tcp, request).await
+        net::exchange(tcp, request, MAX_AGENT_ANSWER).await
     }
 
     fn interpret(
@@ -312,57 +307,6 @@ impl AgentAnswer {
             .unwrap_or(CheckKind::Status);
         CheckResult::unhealthy(kind, self.detail, latency)
     }
-}
-
-/// Sends `request` over `io` with hyper's HTTP/1 client and reads up to 64 KiB of the
-/// answer. The connection is driven inside this future, so dropping it closes it.
-async fn exchange<S>(
-    io: S,
-    request: Request<Empty<Bytes>>,
-) -> Result<(StatusCode, Bytes, bool), Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|err| classify_chain(&err))?;
-    let answer = async move {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| classify_chain(&err))?;
-        let status = response.status();
-        let (body, truncated) = read_limited(response.into_body())
-            .await
-            .map_err(|err| classify_chain(&err))?;
-        Ok::<_, Failure>((status, body, truncated))
-    };
-    tokio::pin!(answer, connection);
-    tokio::select! {
-        biased;
-        result = &mut answer => result,
-        ended = &mut connection => match ended {
-            Err(err) => Err(classify_chain(&err)),
-            // The connection ended cleanly: the answer is complete or failing by now.
-            Ok(()) => answer.await,
-        },
-    }
-}
-
-/// Reads `body` up to [`MAX_AGENT_ANSWER`] bytes; `true` when more was left.
-async fn read_limited(mut body: Incoming) -> Result<(Bytes, bool), hyper::Error> {
-    let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            let room = MAX_AGENT_ANSWER - buf.len();
-            if data.len() > room {
-                buf.extend_from_slice(&data[..room]);
-                return Ok((Bytes::from(buf), true));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok((Bytes::from(buf), false))
 }
 
 /// The TLS setup for an `https://` agent: its CA (or the system roots), and a client

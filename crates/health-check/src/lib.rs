@@ -7,10 +7,13 @@
 //! | [`H2cProbe`] | `h2c` | `http` |
 //! | [`StreamProbe`] | `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` | always |
 //! | [`FileProbe`] | `file` | always |
+//! | [`DockerProbe`] | a container (display URL `docker://<host>/containers/<id>`) | `docker` |
 //! | [`AgentProbe`] | any of the above, through an agent | always (`tls` for `https` agents) |
 //!
-//! Default features: `http`, `tls`. TLS is rustls with the ring provider only; every
-//! client config is built with an explicit provider, and aws-lc-rs is not a dependency.
+//! Default features: `http`, `tls`, `docker`. TLS is rustls with the ring provider only;
+//! every client config is built with an explicit provider, and aws-lc-rs is not a
+//! dependency. The Docker probe talks to the engine on a unix socket or plain TCP
+//! (bollard without TLS).
 //!
 //! # Example
 //!
@@ -69,6 +72,14 @@
 //! - [`FileProbe`]: only `timeout`.
 //! - [`AgentProbe`]: `timeout`, `method`, `path`, plus [`AgentProbeConfig`]: the agent's
 //!   `url` and, for mutual TLS, `ca_file`, `cert_file`, `key_file` (PEM).
+//! - [`DockerProbe`]: `timeout` (the engine gets it less a 10 % margin of at most 100 ms,
+//!   or half of it when a fallback waits) and `disable` (true: never use the fallback;
+//!   the container's own state and health are still checked), plus
+//!   [`DockerProbeConfig`]: `container` (id or name) and `host` (`unix:///path` or
+//!   `tcp://host:port`; default `DOCKER_HOST`, else [`DEFAULT_DOCKER_HOST`]). An optional
+//!   fallback probe and its target come from [`DockerProbe::try_with_fallback`]. The
+//!   engine is reached through the [`DockerApi`] port; [`BollardDockerApi`] is the real
+//!   one, whose client is created on the first check and re-created after a failure.
 //!
 //! A URL a probe can never check is a [`ConfigError`](health_types::ConfigError) from
 //! [`Probe::validate_url`](health_types::Probe::validate_url) that names the URL: an
@@ -97,10 +108,18 @@
 //! | TLS handshake or certificate failure | unhealthy | `tls` | `tls: invalid peer certificate: UnknownIssuer` |
 //! | not HTTP (garbage bytes, bad HTTP/2) | unhealthy | `protocol` | `protocol: invalid HTTP version parsed` |
 //! | file not found (`ENOENT` only) | unhealthy | `not_found` | `/srv/www: no such file or directory` |
+//! | container running, health `healthy` (detail: the last health-log output, at most 256 chars, `…` when cut; latency: that run's `End` − `Start`) | healthy | `ok` | `ready` |
+//! | container `dead`, `exited`, `paused`, `restarting`, `removing` | unhealthy | `container` | `container is <status>` | `container is exited` |
+//! | container `created` | unhealthy | `container` | `container is not started` | |
+//! | container running, health `unhealthy` | unhealthy | `container` | last health-log output | `HTTP 503 from /health` |
+//! | container running, health `starting` | unhealthy | `container` | `container health is starting[: <output>]` | |
+//! | container running without healthcheck, no usable fallback | unhealthy | `container` | `docker health check not available` | |
+//! | container without healthcheck, or Docker API failure, with a fallback (and `disable` false) | the fallback's result | the fallback's | the fallback's | |
 //! | agent answered 200 JSON | as the agent says | the agent's (`status` when absent) | the agent's |
 //! | agent answered another status | unhealthy | `status` | `agent HTTP 502: dial tcp: refused` |
 //! | permission denied, `ENOTDIR`, other local I/O failure | error | `io` | `/a/file/x: Not a directory (os error 20)` |
 //! | agent unreachable, TLS refused, no answer in time, bad JSON | error | the cause's | `agent: connection refused` |
+//! | Docker API failure without a usable fallback: engine unreachable, no answer in time, HTTP error, no readable `State` | error | the cause's (`not_found` for 404, `status` for another HTTP error, `protocol` for a bad body) | `docker: HTTP 404: No such container: web` |
 //! | URL the probe cannot check | error | `config` | `invalid url "ftp://x": unsupported scheme …` |
 //!
 //! Why this split: an unhealthy result is evidence about the target, which the monitor
@@ -112,9 +131,13 @@
 //! # Cancel safety
 //!
 //! Every `check` may be dropped at any await point. The HTTP probes leave only pooled
-//! idle connections behind (that is the point of the pool); the others leave nothing.
+//! idle connections behind (that is the point of the pool); the others leave nothing,
+//! with one narrow exception: a Docker check dropped while its client is being created
+//! leaves bollard's version request to finish on bollard's own connection task.
 
 mod agent;
+#[cfg(feature = "docker")]
+mod docker;
 mod failure;
 mod file;
 #[cfg(feature = "http")]
@@ -132,5 +155,11 @@ pub use self::{
 };
 // A `use` group cannot carry `#[cfg]` on one of its members, so the feature-gated
 // module gets a block of its own.
+#[cfg(feature = "docker")]
+pub use self::docker::{
+    BollardDockerApi, ContainerHealth, ContainerState, DEFAULT_DOCKER_HOST, DOCKER_SCHEME,
+    DockerApi, DockerProbe, DockerProbeConfig, HEALTH_CHECK_NOT_AVAILABLE, HealthLogEntry,
+    MAX_HEALTH_OUTPUT,
+};
 #[cfg(feature = "http")]
 pub use self::http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN};

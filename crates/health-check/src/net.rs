@@ -1,13 +1,21 @@
-//! Name resolution, TCP connects and URL helpers shared by the probes, with their
-//! failures classified.
+//! Name resolution, TCP connects, one-shot HTTP/1 exchanges and URL helpers shared by
+//! the probes, with their failures classified.
 
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use health_types::CheckKind;
-use tokio::net::TcpStream;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 use url::{Host, Url};
 
-use crate::failure::{Failure, Side, classify_io};
+use crate::failure::{Failure, Side, classify_chain, classify_io};
 
 /// The `User-Agent` of every HTTP check and agent request: `healthd/<version>`.
 pub const USER_AGENT_VALUE: &str = concat!("healthd/", env!("CARGO_PKG_VERSION"));
@@ -155,6 +163,59 @@ pub(crate) fn join_path(base: &str, base_query: Option<&str>, path: &str) -> Str
         joined.push_str(&queries.join("&"));
     }
     joined
+}
+
+/// Sends `request` over `io` with hyper's HTTP/1 client and reads up to `limit` bytes of
+/// the answer; the flag is `true` when the body was longer. The connection is driven
+/// inside this future, so dropping it closes it (nothing is spawned).
+pub(crate) async fn exchange<S>(
+    io: S,
+    request: Request<Empty<Bytes>>,
+    limit: usize,
+) -> Result<(StatusCode, Bytes, bool), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|err| classify_chain(&err))?;
+    let answer = async move {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| classify_chain(&err))?;
+        let status = response.status();
+        let (body, truncated) = read_limited(response.into_body(), limit)
+            .await
+            .map_err(|err| classify_chain(&err))?;
+        Ok::<_, Failure>((status, body, truncated))
+    };
+    tokio::pin!(answer, connection);
+    tokio::select! {
+        biased;
+        result = &mut answer => result,
+        ended = &mut connection => match ended {
+            Err(err) => Err(classify_chain(&err)),
+            // The connection ended cleanly: the answer is complete or failing by now.
+            Ok(()) => answer.await,
+        },
+    }
+}
+
+/// Reads `body` up to `limit` bytes; `true` when more was left.
+async fn read_limited(mut body: Incoming, limit: usize) -> Result<(Bytes, bool), hyper::Error> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = limit - buf.len();
+            if data.len() > room {
+                buf.extend_from_slice(&data[..room]);
+                return Ok((Bytes::from(buf), true));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((Bytes::from(buf), false))
 }
 
 #[cfg(test)]

@@ -3,14 +3,17 @@
 //!
 //! [`new_monitor`] follows the seed's flow chart for a plain URL: `h2c` → H2C, `http` /
 //! `https` → HTTP, `file` → file server, anything else → stream (`tcp`, `udp` and their
-//! `4`/`6` forms). Agent-proxied targets use [`new_agent_proxied_monitor`]. To attach an
-//! event sink or a clock, take the probe from [`probe_for`] and use [`Monitor::builder`].
+//! `4`/`6` forms). Agent-proxied targets use [`new_agent_proxied_monitor`], Docker
+//! containers `new_docker_monitor` (feature `docker`). To attach an event sink or a clock,
+//! take the probe from [`probe_for`] and use [`Monitor::builder`].
 
 use std::sync::Arc;
 
 use health_check::{
     AgentProbe, AgentProbeConfig, FileProbe, H2cProbe, HttpProbe, StreamProbe, StreamProbeConfig,
 };
+#[cfg(feature = "docker")]
+use health_check::{DockerProbe, DockerProbeConfig};
 use health_types::{ConfigError, HealthCheckConfig, Probe, Url};
 
 use crate::{Monitor, MonitorError};
@@ -132,6 +135,50 @@ pub fn new_agent_proxied_monitor(
         url,
         Arc::new(AgentProbe::try_new(config, agent)?),
     )
+}
+
+/// A monitor of a Docker container's state and healthcheck (SPEC §5; the seed's
+/// `NewDockerHealthMonitor`), with an optional fallback probe.
+///
+/// - `url`: the target's own URL, which `fallback` checks (for example
+///   `http://10.0.0.5:8080/`; the fallback is typically [`probe_for`]`(config, &url)`).
+///   Not checked without a fallback.
+/// - `host`: the engine, `unix:///path/to/docker.sock` or `tcp://host:port`; `None` is
+///   `DOCKER_HOST` when set, else `unix:///var/run/docker.sock`.
+/// - `container`: the container's id or name.
+/// - `fallback`: asked when the container has no healthcheck or the Docker API fails,
+///   unless `config.disable` is set. A valid Docker answer otherwise is final; an API
+///   failure without a usable fallback is an error result.
+///
+/// The monitor's URL (its [`url`](crate::HealthMonitor::url) and JSON `url`) is the
+/// display URL `docker://<host>/containers/<id>` (`localhost` for a unix socket), and
+/// the probe keeps `url` as the fallback's target. [`update_url`](crate::HealthMonitor::update_url)
+/// with a plain URL, which the fallback must accept, makes it the fallback's target from
+/// the next check on (the monitor then shows that URL); another container's `docker://`
+/// URL is rejected, and so is any plain URL without a fallback.
+///
+/// Nothing connects here: the Docker client is created on the first check. Fails when
+/// `config` is invalid, `host` is not a `unix://` or `tcp://` URL, `container` is not a
+/// Docker id or name, or `fallback` rejects `url`.
+#[cfg(feature = "docker")]
+pub fn new_docker_monitor(
+    name: &str,
+    config: &HealthCheckConfig,
+    url: Url,
+    host: Option<&str>,
+    container: &str,
+    fallback: Option<Arc<dyn Probe>>,
+) -> Result<Monitor, MonitorError> {
+    let options = DockerProbeConfig {
+        container: container.to_owned(),
+        host: host.map(str::to_owned),
+    };
+    let mut probe = DockerProbe::try_new(config, options)?;
+    if let Some(fallback) = fallback {
+        probe = probe.try_with_fallback(fallback, url)?;
+    }
+    let display = probe.url().clone();
+    build(name, config, display, Arc::new(probe))
 }
 
 /// A monitor for `url`, choosing the probe by scheme as the seed's flow chart does:

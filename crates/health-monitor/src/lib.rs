@@ -2,7 +2,8 @@
 //! and a shared scheduler per [`Scope`].
 //!
 //! With the default `probes` feature the [`factory`] functions (`new_http_monitor`,
-//! `new_monitor`, ...) build monitors over `health-check`'s probes. A proxy that needs only
+//! `new_monitor`, ...) build monitors over `health-check`'s probes; the default `docker`
+//! feature adds `new_docker_monitor` (bollard). A proxy that needs only
 //! the state machine and scheduler builds this crate with `default-features = false`: it
 //! then depends on `health-types`, tokio and a few small crates, and never on hyper,
 //! rustls or bollard. Any [`Probe`](health_types::Probe) can drive a monitor.
@@ -63,6 +64,8 @@ pub use self::{
 };
 pub use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "docker")]
+pub use self::factory::new_docker_monitor;
 #[cfg(feature = "probes")]
 pub use self::factory::{
     SUPPORTED_SCHEMES, new_agent_proxied_monitor, new_file_server_monitor, new_h2c_monitor,

@@ -333,7 +333,7 @@ impl DaemonConfig {
                 // Build the probe once now, so that what only a probe can tell (a stream
                 // URL without a port, a missing certificate file) is reported here too.
                 let probe = crate::daemon::probe_for_entry(&m)
-                    .and_then(|probe| Ok(probe.validate_url(&m.url)?));
+                    .and_then(|(probe, url)| Ok(probe.validate_url(&url)?));
                 if let Err(e) = probe {
                     let key = match &e {
                         MonitorError::Config(ConfigError::Invalid { key, .. }) => Some(*key),
@@ -601,6 +601,11 @@ notify = ["ops"]
 name = "db"
 url = "tcp://127.0.0.1:5432"
 interval = "5s"
+
+[[monitor]]
+name = "web"
+url = "http://127.0.0.1:8081/"
+docker = { container = "web", host = "unix:///var/run/docker.sock" }
 "#;
 
     #[test]
@@ -615,6 +620,7 @@ interval = "5s"
         assert_eq!(api.config.fall_threshold(), 2);
         assert_eq!(api.notify, ["ops"]);
         assert_eq!(c.monitors[1].config.interval, Duration::from_secs(5));
+        assert_eq!(c.monitors[2].docker.as_ref().unwrap().container, "web");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use health_check::{AgentProbe, AgentProbeConfig, StreamProbe, StreamProbeConfig};
+use health_check::{
+    AgentProbe, AgentProbeConfig, DOCKER_SCHEME, DockerProbe, DockerProbeConfig, StreamProbe,
+    StreamProbeConfig,
+};
 use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope, probe_for};
 use health_notify::{Dispatcher, Notifier, NotifyError};
-use health_types::{ConfigError, EventSink, Probe};
+use health_types::{ConfigError, EventSink, Probe, Url};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -96,15 +99,13 @@ impl NotifyStats for DispatcherStats {
     }
 }
 
-/// The probe for one configured monitor: agent, then scheme (SPEC §4's flow chart).
-pub fn probe_for_entry(entry: &MonitorEntry) -> Result<Arc<dyn Probe>, MonitorError> {
-    if entry.docker.is_some() {
-        return Err(ConfigError::url(
-            &entry.url,
-            "`docker` targets are not supported by this build yet",
-        )
-        .into());
-    }
+/// The probe for one configured monitor and the URL the monitor shows, by SPEC §4's flow
+/// chart: agent, then Docker, then the URL's scheme.
+///
+/// A Docker monitor shows `docker://<host>/containers/<id>`; its `url`, when it has a
+/// scheme a probe can check, is the fallback target used while the container has no
+/// healthcheck or the engine cannot be asked (unless `disable` is set).
+pub fn probe_for_entry(entry: &MonitorEntry) -> Result<(Arc<dyn Probe>, Url), MonitorError> {
     if let Some(agent) = &entry.agent {
         let options = AgentProbeConfig {
             url: agent.url.clone(),
@@ -112,23 +113,39 @@ pub fn probe_for_entry(entry: &MonitorEntry) -> Result<Arc<dyn Probe>, MonitorEr
             cert_file: agent.cert.clone(),
             key_file: agent.key.clone(),
         };
-        return Ok(Arc::new(AgentProbe::try_new(&entry.config, options)?));
+        let probe = AgentProbe::try_new(&entry.config, options)?;
+        return Ok((Arc::new(probe), entry.url.clone()));
     }
-    if entry.url.scheme().starts_with("udp")
-        && (entry.payload.is_some() || entry.expect_reply.is_some())
-    {
+    if let Some(docker) = &entry.docker {
+        let options = DockerProbeConfig {
+            container: docker.container.clone(),
+            host: docker.host.clone(),
+        };
+        let mut probe = DockerProbe::try_new(&entry.config, options)?;
+        if entry.url.scheme() != DOCKER_SCHEME {
+            probe = probe.try_with_fallback(target_probe(entry)?, entry.url.clone())?;
+        }
+        let display = probe.url().clone();
+        return Ok((Arc::new(probe), display));
+    }
+    Ok((target_probe(entry)?, entry.url.clone()))
+}
+
+/// The probe for the monitor's own URL, by scheme (UDP options applied).
+fn target_probe(entry: &MonitorEntry) -> Result<Arc<dyn Probe>, MonitorError> {
+    if entry.payload.is_some() || entry.expect_reply.is_some() {
+        if !entry.url.scheme().starts_with("udp") {
+            return Err(ConfigError::url(
+                &entry.url,
+                "`payload` and `expect_reply` apply to udp targets only",
+            )
+            .into());
+        }
         let options = StreamProbeConfig {
             payload: entry.payload.clone().unwrap_or_default().into_bytes(),
             expect_reply: entry.expect_reply.unwrap_or(false),
         };
         return Ok(Arc::new(StreamProbe::try_new(&entry.config, options)?));
-    }
-    if entry.payload.is_some() || entry.expect_reply.is_some() {
-        return Err(ConfigError::url(
-            &entry.url,
-            "`payload` and `expect_reply` apply to udp targets only",
-        )
-        .into());
     }
     probe_for(&entry.config, &entry.url)
 }
@@ -173,7 +190,7 @@ pub async fn start_on(
             name: entry.name.clone(),
             source,
         };
-        let probe = probe_for_entry(entry).map_err(fail)?;
+        let (probe, url) = probe_for_entry(entry).map_err(fail)?;
         // A monitor with a `notify` list reaches those notifiers (and the extra ones);
         // without one it reaches all.
         let sink: Arc<dyn EventSink> = if entry.notify.is_empty() {
@@ -182,7 +199,7 @@ pub async fn start_on(
             let names = entry.notify.iter().cloned().chain(everyone.iter().cloned());
             Arc::new(dispatcher.targeted(names)?)
         };
-        let monitor = Monitor::builder(entry.name.as_str(), entry.url.clone(), probe)
+        let monitor = Monitor::builder(entry.name.as_str(), url, probe)
             .config(entry.config.clone())
             .sink(sink)
             .build()
