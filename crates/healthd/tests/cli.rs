@@ -307,3 +307,27 @@ async fn demo_shows_a_down_and_stops_on_ctrl_c() {
     assert_eq!(code, 0);
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+#[tokio::test]
+async fn agent_answers_and_stops_on_sigterm_with_exit_0() {
+    let upstream = http_server(200, 10);
+    let mut child = spawn(&["agent", "--listen", "127.0.0.1:0"]);
+    let mut rx = lines(&mut child);
+    let line = wait_for_line(&mut rx, "healthd agent: http://", Duration::from_secs(10)).await;
+    let endpoint = line.rsplit("http://").next().unwrap().to_owned();
+    let (addr, path) = endpoint.split_once('/').unwrap();
+    assert_eq!(path, "godoxy/agent/health");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /{path}?scheme=http&host={upstream}&timeout=2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"healthy\":true"), "{answer}");
+    signal(&child, "-TERM").await;
+    let (code, took) = wait_exit(&mut child, Duration::from_secs(6)).await;
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
