@@ -67,8 +67,9 @@ pub fn print_transitions(monitor: &Monitor, width: usize, colour: bool, stop: Ca
         rx.mark_changed();
         loop {
             tokio::select! {
+                biased;
                 () = stop.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
+                changed = rx.changed() => if changed.is_err() || stop.is_cancelled() { return },
             }
             let snapshot = rx.borrow_and_update().clone();
             if snapshot.status == last {
