@@ -64,6 +64,10 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
             ][..],
         ),
         ("xtask", &[][..]),
+        (
+            "health-bench",
+            &["health-types", "health-check", "health-monitor"][..],
+        ),
     ])
 }
 

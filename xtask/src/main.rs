@@ -1,9 +1,14 @@
 //! Repository tasks, run as `cargo xtask <task>`:
 //!
 //! - `test`: `cargo fmt --check`, clippy with `-D warnings`, `cargo test --workspace`,
-//!   then the conformance vectors;
+//!   then the conformance vectors. The bench package (`health-bench`) is left out of
+//!   the workspace build (its Pingora baseline needs cmake) and clippy-checks alone
+//!   without its `pingora` feature;
 //! - `conformance [DIR...]`: runs the conformance vectors of SPEC §8 (default
 //!   `tests/conformance`);
+//! - `bench [--quick]`: builds the bench in release and runs it: a table on stdout,
+//!   `target/bench/report.json` and `target/bench/chart.png` (full run under 10 minutes,
+//!   `--quick` under 2; needs cmake for Pingora);
 //! - `ci`: what `.ci/run` runs (the same as `test`).
 
 use std::{
@@ -14,13 +19,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|conformance [DIR...]|ci>";
+const USAGE: &str = "usage: cargo xtask <test|conformance [DIR...]|bench [--quick]|ci>";
+
+/// The bench package: `test` only clippy-checks it, without Pingora (which needs cmake);
+/// `bench` builds and runs it.
+const BENCH: &str = "health-bench";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test" | "ci") if args.len() == 1 => test(),
         Some("conformance") => conformance(&args[1..]),
+        Some("bench") if args.len() == 1 => bench(false),
+        Some("bench") if args.len() == 2 && args[1] == "--quick" => bench(true),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -66,6 +77,8 @@ fn test() -> Result<ExitCode> {
     clippy.args([
         "clippy",
         "--workspace",
+        "--exclude",
+        BENCH,
         "--all-targets",
         "--",
         "-D",
@@ -73,14 +86,44 @@ fn test() -> Result<ExitCode> {
     ]);
     run("cargo clippy -D warnings", clippy)?;
 
+    // The bench's own code, without the Pingora baseline (whose build needs cmake).
+    let mut bench_clippy = cargo();
+    bench_clippy.args([
+        "clippy",
+        "--package",
+        BENCH,
+        "--no-default-features",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(
+        "cargo clippy -p health-bench --no-default-features",
+        bench_clippy,
+    )?;
+
     let mut tests = cargo();
-    tests.args(["test", "--workspace"]);
+    tests.args(["test", "--workspace", "--exclude", BENCH]);
     run("cargo test --workspace", tests)?;
 
     let code = conformance(&[])?;
     if code != ExitCode::SUCCESS {
         bail!("conformance vectors failed");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds and runs the bench in release; it writes `target/bench/`.
+fn bench(quick: bool) -> Result<ExitCode> {
+    let out = root().join("target").join("bench");
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "--package", BENCH, "--", "run", "--out"]);
+    cmd.arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run("cargo run --release -p health-bench", cmd)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,133 @@
+//! Our monitors: `n` monitors on one `Scope` (one heap, one timer, 4096 check slots),
+//! one shared config, one shared probe (an `HttpProbe` on one pooled `HttpClient`, or a
+//! `StreamProbe`) wrapped to time each check's start.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use health_check::{HttpClient, HttpClientConfig, HttpProbe, StreamProbe, StreamProbeConfig};
+use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, Scope};
+use health_types::{CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Url};
+
+use crate::{
+    spec::{Measured, Proto, Spec},
+    stats::{Stats, baseline},
+};
+
+/// The slot value of a monitor that has not been checked yet.
+const NEVER: u64 = u64::MAX;
+
+/// Wraps the shared probe: records each check's schedule lag and counts results.
+///
+/// The monitor's next check is due one interval after the previous one began (the
+/// jitter offsets only the second check), so from the third check on
+/// `lag = start − (previous start + interval)`. The monitor is named by its URL's last
+/// path segment; its slot holds the previous start and how many checks it has seen.
+#[derive(Debug)]
+struct LagProbe {
+    inner: Arc<dyn Probe>,
+    stats: Arc<Stats>,
+    interval_ns: u64,
+    /// Per monitor: `start_ns << 2 | seen` (seen saturates at 3), or [`NEVER`].
+    slots: Box<[AtomicU64]>,
+}
+
+impl LagProbe {
+    fn new(inner: Arc<dyn Probe>, stats: Arc<Stats>, monitors: usize, interval: Duration) -> Self {
+        LagProbe {
+            inner,
+            stats,
+            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            // A non-zero fill makes every page resident now, before the baseline is read.
+            slots: (0..monitors).map(|_| AtomicU64::new(NEVER)).collect(),
+        }
+    }
+
+    fn started(&self, url: &Url) {
+        let Some(slot) = url
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse::<usize>().ok())
+            .and_then(|id| self.slots.get(id))
+        else {
+            return;
+        };
+        let now = self.stats.now_nanos();
+        // Checks of one monitor never overlap, so this load-then-store has one writer.
+        let previous = slot.load(Ordering::Relaxed);
+        let seen = if previous == NEVER { 0 } else { previous & 3 };
+        slot.store(now << 2 | (seen + 1).min(3), Ordering::Relaxed);
+        if seen >= 2 {
+            let due = (previous >> 2).saturating_add(self.interval_ns);
+            self.stats.lag_nanos(now.saturating_sub(due));
+        }
+    }
+}
+
+#[async_trait]
+impl Probe for LagProbe {
+    async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
+        self.started(url);
+        let outcome = self.inner.check(url).await;
+        self.stats
+            .done(matches!(&outcome, Ok(result) if result.healthy));
+        outcome
+    }
+
+    fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
+        self.inner.validate_url(url)
+    }
+}
+
+/// Runs `spec` with our monitors.
+pub(crate) async fn run(spec: &Spec, stats: Arc<Stats>) -> Result<Measured> {
+    // Defaults otherwise: timeout 10 s, retries 3, jitter min(interval, 10 s).
+    let config = Arc::new(HealthCheckConfig {
+        interval: spec.interval(),
+        ..Default::default()
+    });
+    let inner: Arc<dyn Probe> = match spec.proto {
+        Proto::Http => {
+            let client = HttpClient::try_new(&config, &HttpClientConfig::default())?;
+            Arc::new(HttpProbe::try_with_client(&config, client)?)
+        }
+        Proto::Tcp => Arc::new(StreamProbe::try_new(&config, StreamProbeConfig::default())?),
+    };
+    // One check outside the measured set warms the probe (and the HTTP pool's code).
+    let warm_url = Url::parse(&spec.url(0))?;
+    let warm = inner.check(&warm_url).await?;
+    anyhow::ensure!(warm.healthy, "the upstream is not healthy: {}", warm.detail);
+    let probe: Arc<dyn Probe> = Arc::new(LagProbe::new(
+        inner,
+        stats.clone(),
+        spec.monitors,
+        spec.interval(),
+    ));
+    let registry = Arc::new(LastSeenRegistry::new());
+    let scope = Scope::new();
+    let rss_base = baseline().await;
+
+    let mut monitors = Vec::with_capacity(spec.monitors);
+    for i in 0..spec.monitors {
+        let url = Url::parse(&spec.url(i))?;
+        let monitor = Monitor::builder(format!("svc-{i}"), url, probe.clone())
+            .shared_config(config.clone())
+            .last_seen(registry.clone())
+            .build()
+            .context("cannot build a monitor")?;
+        monitor.start(&scope)?;
+        monitors.push(monitor);
+    }
+    let measured = stats.measure(spec, rss_base).await;
+    // The process exits right after reporting; the monitors need no orderly stop.
+    drop(monitors);
+    Ok(measured)
+}
