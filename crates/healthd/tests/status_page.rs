@@ -116,6 +116,10 @@ async fn the_page_renders_every_monitor_with_its_status() {
     );
     assert!(dom.contains("connection refused"), "details render:\n{dom}");
     assert!(dom.contains("1 of 2 up"), "the summary renders:\n{dom}");
+    assert!(
+        !dom.contains(">0 ms<"),
+        "sub-millisecond latency reads <1 ms:\n{dom}"
+    );
     for shot in shots {
         let bytes = std::fs::read(&shot).unwrap();
         assert!(
