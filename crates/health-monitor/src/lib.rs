@@ -59,7 +59,7 @@ pub use self::{
     error::MonitorError,
     last_seen::LastSeenRegistry,
     machine::{Events, StateMachine, Transition},
-    monitor::{HealthMonitor, Monitor, MonitorBuilder, ResultCounts, Snapshot},
+    monitor::{HealthMonitor, Monitor, MonitorBuilder, ResultCounts, Snapshot, check_once},
     scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
 };
 pub use tokio_util::sync::CancellationToken;

@@ -382,7 +382,7 @@ impl HealthMonitor for Monitor {
 
     async fn check_health(&self) -> Result<CheckResult, ProbeError> {
         let url = self.shared.url.load_full();
-        run_probe(&*self.shared.probe, &url, self.shared.config.timeout).await
+        check_once(&*self.shared.probe, &url, self.shared.config.timeout).await
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -693,16 +693,17 @@ pub(crate) async fn run_check(scope: Scope, job: Job, permit: OwnedSemaphorePerm
             shared.stop_by_scope(job.generation);
             return;
         }
-        outcome = run_probe(&*shared.probe, &url, shared.config.timeout) => outcome,
+        outcome = check_once(&*shared.probe, &url, shared.config.timeout) => outcome,
     };
     drop(permit);
     shared.complete(&scope, job.generation, began, outcome);
 }
 
-/// One probe under `timeout`, with panics caught: a late check is dropped and becomes an
-/// unhealthy `timeout` result; a panic becomes an error whose detail starts with
-/// `check panicked`.
-pub(crate) async fn run_probe(
+/// One check with `probe` exactly as a monitor runs it, without a monitor: under
+/// `timeout`, with panics caught. A late check is dropped and becomes an unhealthy
+/// `timeout` result (`timed out after <timeout>`); a panic becomes an error whose detail
+/// starts with `check panicked`. For one-off checks (a CLI, an agent endpoint).
+pub async fn check_once(
     probe: &dyn Probe,
     url: &Url,
     timeout: Duration,

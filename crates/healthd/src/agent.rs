@@ -23,7 +23,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use health_monitor::{HealthMonitor, Monitor, probe_for};
 use health_types::{HealthCheckConfig, Url};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -42,7 +41,10 @@ use tokio_rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::error_chain, daemon::shutdown_signal};
+use crate::{
+    config::error_chain,
+    daemon::{check_url, shutdown_signal},
+};
 
 /// The agent's health endpoint.
 pub const HEALTH_PATH: &str = "/godoxy/agent/health";
@@ -158,18 +160,10 @@ async fn health(Query(params): Query<HashMap<String, String>>) -> Response {
         Ok(target) => target,
         Err(reason) => return bad_request(reason),
     };
-    let monitor = match probe_for(&config, &url).and_then(|probe| {
-        Monitor::builder("agent", url, probe)
-            .config(config)
-            .last_seen(Arc::default())
-            .build()
-    }) {
-        Ok(monitor) => monitor,
-        Err(e) => return bad_request(error_chain(&e)),
-    };
-    match monitor.check_health().await {
-        Ok(result) => axum::Json(result).into_response(),
-        Err(e) => plain(StatusCode::BAD_GATEWAY, e.to_string()),
+    match check_url(&config, &url).await {
+        Err(e) => bad_request(error_chain(&e)),
+        Ok(Ok(result)) => axum::Json(result).into_response(),
+        Ok(Err(e)) => plain(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 

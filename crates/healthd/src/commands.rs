@@ -1,8 +1,7 @@
 //! The body of each CLI command; each returns the process exit code.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
-use health_monitor::{HealthMonitor, Monitor, probe_for};
 use health_types::{CheckResult, HealthCheckConfig, Url};
 
 use crate::{
@@ -126,16 +125,10 @@ pub async fn check(
     if let Some(timeout) = timeout {
         config.timeout = timeout;
     }
-    let monitor = match probe_for(&config, &url).and_then(|probe| {
-        Monitor::builder("check", url.clone(), probe)
-            .config(config)
-            .last_seen(Arc::default())
-            .build()
-    }) {
-        Ok(monitor) => monitor,
+    let outcome = match daemon::check_url(&config, &url).await {
+        Ok(outcome) => outcome,
         Err(e) => return fail(error_chain(&e)),
     };
-    let outcome = monitor.check_health().await;
     let (result, code) = match &outcome {
         Ok(r) if r.healthy => (r.clone(), EXIT_OK),
         Ok(r) => (r.clone(), EXIT_UNHEALTHY),

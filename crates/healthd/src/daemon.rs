@@ -7,9 +7,11 @@ use health_check::{
     AgentProbe, AgentProbeConfig, DOCKER_SCHEME, DockerProbe, DockerProbeConfig, StreamProbe,
     StreamProbeConfig,
 };
-use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope, probe_for};
+use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope, check_once, probe_for};
 use health_notify::{Dispatcher, Notifier, NotifyError};
-use health_types::{ConfigError, EventSink, Probe, Url};
+use health_types::{
+    CheckResult, ConfigError, EventSink, HealthCheckConfig, Probe, ProbeError, Url,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -148,6 +150,19 @@ fn target_probe(entry: &MonitorEntry) -> Result<Arc<dyn Probe>, MonitorError> {
         return Ok(Arc::new(StreamProbe::try_new(&entry.config, options)?));
     }
     probe_for(&entry.config, &entry.url)
+}
+
+/// One check of `url` under `config`, as a monitor would run it, without a monitor
+/// (`healthd check`, the agent endpoint). The outer error is a config or URL the probes
+/// reject; the inner result is the check's own outcome.
+pub async fn check_url(
+    config: &HealthCheckConfig,
+    url: &Url,
+) -> Result<Result<CheckResult, ProbeError>, MonitorError> {
+    config.validate()?;
+    let probe = probe_for(config, url)?;
+    probe.validate_url(url)?;
+    Ok(check_once(&*probe, url, config.timeout).await)
 }
 
 /// Starts everything in `config`, plus `extra` notifiers that every event reaches (the
