@@ -1,27 +1,33 @@
-//! HTTP, HTTPS and H2C probes on a pooled keep-alive hyper client (SPEC §5).
+//! HTTP, HTTPS and H2C probes on a pooled keep-alive client (SPEC §5): HTTP/1.1 on our own
+//! small exchange (see `h1`), HTTP/2 on hyper.
 //!
 //! One [`HttpClient`] holds two keep-alive pools: HTTP/1.1 with HTTP/2 by ALPN over TLS
 //! (`http://`, `https://`), and HTTP/2 with prior knowledge over cleartext (`h2c://`).
 //! Probes built with [`HttpProbe::try_with_client`] and [`H2cProbe::try_with_client`]
 //! share them.
 
-use std::{error::Error as StdError, path::PathBuf, sync::Arc, time::Duration};
+use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use health_types::{
     CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
-    header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, USER_AGENT},
+    header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, HOST, USER_AGENT},
     uri::PathAndQuery,
 };
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http_body_util::Empty;
+use hyper::{body::Incoming, client::conn::http2};
 use tokio::time::Instant;
 use url::Url;
 
-use self::pool::{Connector, Outgoing, Pool};
+use self::{
+    h1::ExchangeError,
+    pool::{Conn, Connector, Endpoint, Outgoing, Pool, Sender},
+};
 use crate::{
     failure::{
         Failure, bad_url, classify_chain, classify_stream_io, error_chain, unsupported_scheme,
@@ -29,6 +35,7 @@ use crate::{
     net::{USER_AGENT_VALUE, join_path},
 };
 
+mod h1;
 mod pool;
 
 /// The `Accept` header of every HTTP check.
@@ -136,17 +143,23 @@ impl HttpProbe {
 #[async_trait]
 impl Probe for HttpProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
-        self.validate_url(url).map_err(|err| bad_url(&err))?;
-        self.spec
-            .run(&self.client.inner.auto, url, url.scheme())
-            .await
+        let scheme = http_scheme(url).map_err(|err| bad_url(&err))?;
+        self.spec.run(&self.client.inner.auto, url, scheme).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
-        if !HTTP_SCHEMES.contains(&url.scheme()) {
-            return Err(unsupported_scheme(url, HTTP_SCHEMES));
-        }
-        self.spec.uri(url, url.scheme()).map(drop)
+        let scheme = http_scheme(url)?;
+        self.spec.target(url, scheme).map(drop)
+    }
+}
+
+/// The scheme of an [`HttpProbe`] URL, or why it is not one.
+fn http_scheme(url: &Url) -> Result<&'static str, ConfigError> {
+    match url.scheme() {
+        "http" => Ok("http"),
+        #[cfg(feature = "tls")]
+        "https" => Ok("https"),
+        _ => Err(unsupported_scheme(url, HTTP_SCHEMES)),
     }
 }
 
@@ -195,7 +208,9 @@ impl H2cProbe {
 #[async_trait]
 impl Probe for H2cProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
-        self.validate_url(url).map_err(|err| bad_url(&err))?;
+        if url.scheme() != "h2c" {
+            return Err(bad_url(&unsupported_scheme(url, &["h2c"])));
+        }
         self.spec.run(&self.client.inner.h2c, url, "http").await
     }
 
@@ -203,7 +218,7 @@ impl Probe for H2cProbe {
         if url.scheme() != "h2c" {
             return Err(unsupported_scheme(url, &["h2c"]));
         }
-        self.spec.uri(url, "http").map(drop)
+        self.spec.target(url, "http").map(drop)
     }
 }
 
@@ -212,8 +227,45 @@ impl Probe for H2cProbe {
 struct RequestSpec {
     config: HealthCheckConfig,
     method: http::Method,
+    /// The headers of an HTTP/2 request.
     headers: HeaderMap,
+    /// The same headers as HTTP/1.1 header lines, `Host` left out unless configured.
+    h1_headers: Vec<u8>,
+    /// A `Host` header is configured (it then replaces the URL's authority).
+    host_configured: bool,
 }
+
+/// Where one check goes.
+#[derive(Debug)]
+struct Target<'u> {
+    /// `scheme://authority`: the pool key.
+    key: String,
+    /// Where the authority (`host[:port]`, as in the URL) starts in `key`.
+    authority_at: usize,
+    /// The host to connect to: a name or an IP literal (IPv6 in brackets).
+    host: &'u str,
+    port: u16,
+    https: bool,
+    /// The request target: the URL's path joined with the configured path, and query.
+    path: String,
+}
+
+impl Target<'_> {
+    fn authority(&self) -> &str {
+        &self.key[self.authority_at..]
+    }
+
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            host: self.host,
+            port: self.port,
+            https: self.https,
+        }
+    }
+}
+
+/// The outcome of one attempt on one connection.
+type Attempt = Result<(StatusCode, Duration), ExchangeError>;
 
 impl RequestSpec {
     fn try_new(config: &HealthCheckConfig, client: &HttpClient) -> Result<Self, ConfigError> {
@@ -232,67 +284,182 @@ impl RequestSpec {
                 reason: "is not a valid request path".to_owned(),
             });
         }
+        let headers = request_headers(config)?;
+        let mut h1_headers = Vec::new();
+        for (name, value) in &headers {
+            h1_headers.extend_from_slice(name.as_str().as_bytes());
+            h1_headers.extend_from_slice(b": ");
+            h1_headers.extend_from_slice(value.as_bytes());
+            h1_headers.extend_from_slice(b"\r\n");
+        }
         Ok(RequestSpec {
             config: config.clone(),
             method: match config.method {
                 Method::Get => http::Method::GET,
                 Method::Head => http::Method::HEAD,
             },
-            headers: request_headers(config)?,
+            host_configured: headers.contains_key(HOST),
+            headers,
+            h1_headers,
         })
     }
 
-    /// The request URI: `url` with `scheme`, its path joined with the configured path.
-    fn uri(&self, url: &Url, scheme: &str) -> Result<Uri, ConfigError> {
+    /// Where a check of `url` goes, sent as `scheme` (`http` or `https`).
+    fn target<'u>(&self, url: &'u Url, scheme: &'static str) -> Result<Target<'u>, ConfigError> {
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host,
             _ => return Err(ConfigError::url(url, "no host")),
         };
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_owned(),
-        };
+        let https = scheme == "https";
+        let mut key = String::with_capacity(scheme.len() + 3 + host.len() + 6);
+        key.push_str(scheme);
+        key.push_str("://");
+        let authority_at = key.len();
+        key.push_str(host);
+        if let Some(port) = url.port() {
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{port}");
+        }
         let path = join_path(url.path(), url.query(), &self.config.path);
-        Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|err| ConfigError::url(url, err.to_string()))
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(ConfigError::url(
+                url,
+                "the request path has spaces or control characters",
+            ));
+        }
+        Ok(Target {
+            key,
+            authority_at,
+            host,
+            port: url.port().unwrap_or(if https { 443 } else { 80 }),
+            https,
+            path,
+        })
     }
 
-    async fn run(&self, pool: &Pool, url: &Url, scheme: &str) -> Result<CheckResult, ProbeError> {
+    async fn run(
+        &self,
+        pool: &Pool,
+        url: &Url,
+        scheme: &'static str,
+    ) -> Result<CheckResult, ProbeError> {
         let start = Instant::now();
-        let uri = self.uri(url, scheme).map_err(|err| bad_url(&err))?;
-        let key = format!("{scheme}://{}", uri.authority().map_or("", |a| a.as_str()));
-        let outgoing = Outgoing {
-            method: &self.method,
-            uri: &uri,
-            headers: &self.headers,
-        };
+        let target = self.target(url, scheme).map_err(|err| bad_url(&err))?;
         let timeout = self.config.timeout;
-        let deadline = start + timeout;
-        let exchange = async {
-            let (response, sender) = pool.send(&key, &outgoing).await?;
-            let latency = start.elapsed();
-            let status = response.status();
-            let complete = drain(response.into_body())
-                .await
-                .map_err(|err| classify_http_error(&err))?;
-            Ok::<_, Failure>((status, latency, complete.then_some(sender)))
-        };
-        match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Ok((status, latency, sender))) => {
-                if let Some(sender) = sender {
-                    // Best effort, inside the check's deadline: past it, the connection
-                    // is dropped instead of pooled and the answer still counts.
-                    let _ = tokio::time::timeout_at(deadline, pool.checkin(&key, sender)).await;
-                }
-                Ok(self.verdict(status, latency))
-            }
+        match tokio::time::timeout_at(start + timeout, self.exchange(pool, &target, start)).await {
+            Ok(Ok((status, latency))) => Ok(self.verdict(status, latency)),
             Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
             Err(_) => Failure::timed_out(timeout).into_outcome(start.elapsed()),
         }
+    }
+
+    /// Sends the request on a pooled connection, or a new one; a pooled connection that
+    /// fails before any answer (the server closed it while it was idle) is replaced by a
+    /// new one once: checks are `GET` or `HEAD`, which are safe to repeat.
+    async fn exchange(
+        &self,
+        pool: &Pool,
+        target: &Target<'_>,
+        start: Instant,
+    ) -> Result<(StatusCode, Duration), Failure> {
+        let mut pooled = pool.checkout(&target.key);
+        loop {
+            let reused = pooled.is_some();
+            let sender = match pooled.take() {
+                Some(sender) => sender,
+                None => pool.connect(&target.key, target.endpoint()).await?,
+            };
+            let attempt = match sender {
+                Sender::H1(conn) => self.exchange_h1(pool, target, conn, start).await,
+                Sender::H2(sender) => self.exchange_h2(target, sender, start).await,
+            };
+            match attempt {
+                Err(err) if reused && err.before_answer => {
+                    tracing::debug!(key = target.key, failure = %err.failure, "pooled connection failed; retrying on a new one");
+                }
+                Err(err) => return Err(err.failure),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    /// One HTTP/1.1 exchange, in this task; the connection goes back to the pool when
+    /// its response ended cleanly.
+    async fn exchange_h1(
+        &self,
+        pool: &Pool,
+        target: &Target<'_>,
+        mut conn: Conn,
+        start: Instant,
+    ) -> Attempt {
+        let authority = target.authority();
+        let mut request = Vec::with_capacity(
+            self.method.as_str().len()
+                + target.path.len()
+                + authority.len()
+                + self.h1_headers.len()
+                + 24,
+        );
+        request.extend_from_slice(self.method.as_str().as_bytes());
+        request.push(b' ');
+        request.extend_from_slice(target.path.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\n");
+        if !self.host_configured {
+            request.extend_from_slice(b"host: ");
+            request.extend_from_slice(authority.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(&self.h1_headers);
+        request.extend_from_slice(b"\r\n");
+
+        let mut buf = Vec::new();
+        let head_request = self.method == http::Method::HEAD;
+        let head = h1::send(&mut conn, &request, head_request, &mut buf).await?;
+        let latency = start.elapsed();
+        if h1::drain(&mut conn, &head, &mut buf).await? {
+            pool.checkin(&target.key, conn);
+        }
+        Ok((head.status, latency))
+    }
+
+    /// One HTTP/2 exchange on a shared connection.
+    async fn exchange_h2(
+        &self,
+        target: &Target<'_>,
+        mut sender: http2::SendRequest<Empty<Bytes>>,
+        start: Instant,
+    ) -> Attempt {
+        // A failure to send (not to answer) may be retried on a new connection.
+        let unsent = |failure: Failure| ExchangeError {
+            before_answer: failure.kind == CheckKind::Reset,
+            failure,
+        };
+        let uri = Uri::builder()
+            .scheme(if target.https { "https" } else { "http" })
+            .authority(target.authority())
+            .path_and_query(target.path.as_str())
+            .build()
+            .map_err(|err| Failure::checker(CheckKind::Config, format!("request URI: {err}")))?;
+        let request = Outgoing {
+            method: &self.method,
+            uri: &uri,
+            headers: &self.headers,
+        }
+        .build()?;
+        sender
+            .ready()
+            .await
+            .map_err(|err| unsent(classify_http_error(&err)))?;
+        let response = sender
+            .try_send_request(request)
+            .await
+            .map_err(|err| unsent(classify_http_error(err.error())))?;
+        let latency = start.elapsed();
+        let status = response.status();
+        drain(response.into_body())
+            .await
+            .map_err(|err| classify_http_error(&err))?;
+        Ok((status, latency))
     }
 
     fn verdict(&self, status: StatusCode, latency: Duration) -> CheckResult {

@@ -460,6 +460,100 @@ async fn a_pooled_connection_the_server_dropped_is_replaced() {
     assert_eq!(server.connections(), 5);
 }
 
+/// A raw server that answers every request of a connection with `answer`.
+async fn answering_server(answer: &'static [u8]) -> support::Server {
+    raw_server("127.0.0.1:0", move |mut stream| async move {
+        // Bounded: a test sends a handful of requests.
+        for _ in 0..100 {
+            if read_head(&mut stream).await.is_empty() {
+                return;
+            }
+            write(&mut stream, answer).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn interim_answers_chunked_bodies_and_trailers_keep_the_connection() {
+    let server = answering_server(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+          HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4;x=y\r\ndown\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    )
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    for _ in 0..3 {
+        let result = check(&probe, &server.url("http")).await;
+        assert_eq!(result.kind, CheckKind::Status, "{result:?}");
+        assert_eq!(result.detail, "HTTP 503 Service Unavailable");
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_head_answer_has_no_body_whatever_its_content_length() {
+    let server = answering_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await;
+    let probe = HttpProbe::try_new(&HealthCheckConfig {
+        method: Method::Head,
+        ..config(2000)
+    })
+    .unwrap();
+    for _ in 0..3 {
+        assert!(check(&probe, &server.url("http")).await.healthy);
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn http_1_0_answers_and_bodies_to_the_close_are_not_reused() {
+    for answer in [
+        &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ] {
+        let server = answering_server(answer).await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        for _ in 0..3 {
+            let result = check(&probe, &server.url("http")).await;
+            assert!(result.healthy, "{result:?}");
+        }
+        assert_eq!(
+            server.connections(),
+            3,
+            "{}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+    // No framing: the body runs to the close, which the probe waits for.
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(&mut stream, b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    for _ in 0..2 {
+        assert!(check(&probe, &server.url("http")).await.healthy);
+    }
+    assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_response_head_over_64_kib_is_a_protocol_failure() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..50 {
+            head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(2000)).as_bytes());
+        }
+        write(&mut stream, &head).await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("http")).await;
+    assert_eq!(result.kind, CheckKind::Protocol, "{result:?}");
+    assert_eq!(result.detail, "protocol: response head larger than 64 KiB");
+}
+
 #[tokio::test]
 async fn probes_sharing_a_client_share_its_connections() {
     let server = http_server("127.0.0.1:0", None, ok_handler()).await;

@@ -1,11 +1,10 @@
-//! The keep-alive connection pool of the HTTP probes, on hyper's connection API.
+//! The keep-alive connection pool of the HTTP probes.
 //!
-//! hyper-util's legacy client hands an HTTP/1 connection back to its pool from a task of
-//! its own after the body ends, and races a new connect against that hand-back; on a
-//! multi-threaded runtime a probe's next check then sometimes opens a second connection.
-//! This pool is small and deterministic instead: a check that read its response to the
-//! end waits (within its deadline) until the connection is ready again and puts it back
-//! itself, so back-to-back checks of one target reuse one connection.
+//! HTTP/1.1 connections are bare sockets here: a check takes one out, runs its exchange
+//! on it in its own task ([`super::h1`]) and puts it back only when the response ended
+//! cleanly, so back-to-back checks of one target reuse one connection and an idle one
+//! costs a socket, no task and no buffers. HTTP/2 connections (h2c, or `h2` by ALPN) are
+//! hyper's, with a driver task each, and shared by every check of their target.
 
 use std::{
     collections::HashMap,
@@ -18,15 +17,15 @@ use std::{
 
 use bytes::Bytes;
 use health_types::{CheckKind, ConfigError, HealthCheckConfig};
-use http::{HeaderMap, Request, Response, Uri, header::HOST};
+use http::{HeaderMap, Request, Uri, header::HOST};
 use http_body_util::Empty;
-use hyper::{
-    body::Incoming,
-    client::conn::{TrySendError, http1, http2},
-    rt::{Read, ReadBufCursor, Write},
-};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
 
 use super::{HttpClientConfig, classify_http_error};
 use crate::{failure::Failure, net};
@@ -37,7 +36,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per target: one serves a monitor, a few cover a shared client.
 const POOL_MAX_IDLE_PER_HOST: usize = 4;
 
-/// The request of one check, built anew for each connection it is tried on.
+/// An HTTP/2 request of one check, built anew for each connection it is tried on.
 #[derive(Debug)]
 pub(super) struct Outgoing<'a> {
     pub(super) method: &'a http::Method,
@@ -47,39 +46,26 @@ pub(super) struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
-    /// The request in the form the connection's protocol wants: origin-form with a
-    /// `Host` header for HTTP/1, absolute (`:authority`) for HTTP/2.
-    fn build(&self, h2: bool) -> Result<Request<Empty<Bytes>>, Failure> {
-        let internal = |err: http::Error| {
-            Failure::checker(CheckKind::Internal, format!("http request: {err}"))
-        };
+    /// The request in HTTP/2's absolute form (`:authority`, no `Host` header).
+    pub(super) fn build(&self) -> Result<Request<Empty<Bytes>>, Failure> {
         let mut request = Request::builder()
             .method(self.method.clone())
+            .uri(self.uri.clone())
             .body(Empty::new())
-            .map_err(internal)?;
+            .map_err(|err| Failure::checker(CheckKind::Internal, format!("http request: {err}")))?;
         *request.headers_mut() = self.headers.clone();
-        if h2 {
-            *request.uri_mut() = self.uri.clone();
-        } else {
-            let origin = self
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .parse::<Uri>()
-                .map_err(|err| internal(err.into()))?;
-            *request.uri_mut() = origin;
-            if let Some(authority) = self.uri.authority()
-                && !request.headers().contains_key(HOST)
-            {
-                let host = authority
-                    .as_str()
-                    .parse()
-                    .map_err(|err: http::header::InvalidHeaderValue| internal(err.into()))?;
-                request.headers_mut().insert(HOST, host);
-            }
-        }
+        request.headers_mut().remove(HOST);
         Ok(request)
     }
+}
+
+/// Where a check connects: host, port, TLS or not.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Endpoint<'a> {
+    /// A name or an IP literal (an IPv6 one in brackets).
+    pub(super) host: &'a str,
+    pub(super) port: u16,
+    pub(super) https: bool,
 }
 
 /// A keep-alive pool of HTTP/1 and HTTP/2 connections, keyed by scheme and authority.
@@ -104,51 +90,10 @@ impl Pool {
         }
     }
 
-    /// Sends `outgoing` on a pooled connection, or a new one; returns the response and
-    /// the connection's sender for [`checkin`](Self::checkin).
-    ///
-    /// A pooled connection that fails before answering (the server closed it while it
-    /// was idle) is replaced by a new one once: checks are `GET` or `HEAD`, which are
-    /// safe to repeat.
-    pub(super) async fn send(
-        &self,
-        key: &str,
-        outgoing: &Outgoing<'_>,
-    ) -> Result<(Response<Incoming>, Sender), Failure> {
-        if let Some(mut sender) = self.checkout(key) {
-            match sender.try_send(outgoing.build(sender.is_h2())?).await {
-                Ok(response) => return Ok((response, sender)),
-                Err(err) => {
-                    let failure = classify_http_error(err.error());
-                    if failure.kind != CheckKind::Reset {
-                        return Err(failure);
-                    }
-                    tracing::debug!(key, %failure, "pooled connection failed; retrying on a new one");
-                }
-            }
-        }
-        let mut sender = self.connect(key, outgoing.uri).await?;
-        sender
-            .ready()
-            .await
-            .map_err(|err| classify_http_error(&err))?;
-        match sender.try_send(outgoing.build(sender.is_h2())?).await {
-            Ok(response) => Ok((response, sender)),
-            Err(err) => Err(classify_http_error(err.error())),
-        }
-    }
-
-    /// Puts an HTTP/1 connection whose response was read to the end back into the pool,
-    /// once it is ready for the next request. HTTP/2 connections stay pooled while in use.
-    pub(super) async fn checkin(&self, key: &str, sender: Sender) {
-        if let Sender::H1(mut sender) = sender
-            && sender.ready().await.is_ok()
-        {
-            self.put(key, Sender::H1(sender));
-        }
-    }
-
-    fn checkout(&self, key: &str) -> Option<Sender> {
+    /// A pooled connection for `key`, if one is idle and still open. An HTTP/2 one stays
+    /// pooled for other checks to share; an HTTP/1 one is the caller's until
+    /// [`checkin`](Self::checkin).
+    pub(super) fn checkout(&self, key: &str) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
         // Most recently used first: the likeliest to be still open.
@@ -171,10 +116,23 @@ impl Pool {
         None
     }
 
+    /// Puts an HTTP/1 connection whose response ended cleanly back into the pool.
+    pub(super) fn checkin(&self, key: &str, conn: Conn) {
+        self.put(key, Sender::H1(conn));
+    }
+
     fn put(&self, key: &str, sender: Sender) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(key.to_owned()).or_default();
-        list.retain(|entry| entry.sender.is_usable());
+        let list = match idle.get_mut(key) {
+            Some(list) => list,
+            None => idle.entry(key.to_owned()).or_default(),
+        };
+        if list.len() >= POOL_MAX_IDLE_PER_HOST {
+            list.retain(|entry| match &entry.sender {
+                Sender::H2(s) => s.is_ready() && !s.is_closed(),
+                Sender::H1(_) => entry.since.elapsed() < POOL_IDLE_TIMEOUT,
+            });
+        }
         if list.len() < POOL_MAX_IDLE_PER_HOST {
             list.push(Idle {
                 sender,
@@ -183,72 +141,47 @@ impl Pool {
         }
     }
 
-    /// Opens a connection and starts its HTTP/1 or HTTP/2 driver task; an HTTP/2 one is
-    /// pooled at once, for other checks to share.
-    async fn connect(&self, key: &str, uri: &Uri) -> Result<Sender, Failure> {
-        let (io, alpn_h2) = self.connector.connect(uri).await?;
-        if self.prior_knowledge || alpn_h2 {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
-                .await
-                .map_err(|err| classify_http_error(&err))?;
-            // The driver ends when the connection closes or every sender is dropped.
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "http/2 connection ended");
-                }
-            });
-            self.put(key, Sender::H2(sender.clone()));
-            Ok(Sender::H2(sender))
-        } else {
-            let (sender, connection) = http1::handshake(io)
-                .await
-                .map_err(|err| classify_http_error(&err))?;
-            // The driver ends when the connection closes or its sender is dropped
-            // (including mid-request, when a check is cancelled).
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "http/1 connection ended");
-                }
-            });
-            Ok(Sender::H1(sender))
+    /// Opens a connection to `endpoint`. An HTTP/2 one (h2c, or ALPN `h2`) gets its
+    /// driver task and is pooled at once, for other checks to share; an HTTP/1 one is a
+    /// bare connection, driven by the check that uses it.
+    pub(super) async fn connect(
+        &self,
+        key: &str,
+        endpoint: Endpoint<'_>,
+    ) -> Result<Sender, Failure> {
+        let (io, alpn_h2) = self.connector.connect(endpoint).await?;
+        if !(self.prior_knowledge || alpn_h2) {
+            return Ok(Sender::H1(io));
         }
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|err| classify_http_error(&err))?;
+        // The driver ends when the connection closes or every sender is dropped.
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "http/2 connection ended");
+            }
+        });
+        self.put(key, Sender::H2(sender.clone()));
+        Ok(Sender::H2(sender))
     }
 }
 
-/// The sending half of a pooled connection.
+/// A connection of the pool.
 pub(super) enum Sender {
-    H1(http1::SendRequest<Empty<Bytes>>),
+    /// An HTTP/1.1 connection, idle between checks (see [`super::h1`]).
+    H1(Conn),
+    /// A shared HTTP/2 connection.
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 impl Sender {
-    fn is_h2(&self) -> bool {
-        matches!(self, Sender::H2(_))
-    }
-
     fn is_usable(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_ready() && !s.is_closed(),
+            Sender::H1(conn) => conn.is_open(),
             Sender::H2(s) => s.is_ready() && !s.is_closed(),
-        }
-    }
-
-    async fn ready(&mut self) -> hyper::Result<()> {
-        match self {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
-        }
-    }
-
-    async fn try_send(
-        &mut self,
-        request: Request<Empty<Bytes>>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Empty<Bytes>>>> {
-        match self {
-            Sender::H1(s) => s.try_send_request(request).await,
-            Sender::H2(s) => s.try_send_request(request).await,
         }
     }
 }
@@ -310,25 +243,20 @@ impl Connector {
         }
     }
 
-    /// Connects to the authority of `uri`; `true` when TLS chose HTTP/2 by ALPN.
-    async fn connect(&self, uri: &Uri) -> Result<(Conn, bool), Failure> {
-        let host = uri
-            .host()
-            .ok_or_else(|| Failure::checker(CheckKind::Config, "request URI has no host"))?;
-        let https = uri.scheme_str() == Some("https");
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = net::resolve_and_connect(host, port).await?;
-        if https {
-            return self.secure(host, tcp).await;
+    /// Connects to `endpoint`; `true` when TLS chose HTTP/2 by ALPN.
+    async fn connect(&self, endpoint: Endpoint<'_>) -> Result<(Conn, bool), Failure> {
+        let tcp = net::resolve_and_connect(endpoint.host, endpoint.port).await?;
+        if endpoint.https {
+            return self.secure(endpoint.host, tcp).await;
         }
-        Ok((Conn::Plain(TokioIo::new(tcp)), false))
+        Ok((Conn::Plain(tcp), false))
     }
 
     #[cfg(feature = "tls")]
     async fn secure(&self, host: &str, tcp: TcpStream) -> Result<(Conn, bool), Failure> {
         let tls = crate::tls::handshake(self.tls.clone(), host, tcp).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        Ok((Conn::Tls(Box::new(TokioIo::new(tls))), h2))
+        Ok((Conn::Tls(Box::new(tls)), h2))
     }
 
     #[cfg(not(feature = "tls"))]
@@ -341,18 +269,34 @@ impl Connector {
 }
 
 /// A connection: plain TCP or TLS.
-enum Conn {
-    Plain(TokioIo<TcpStream>),
+pub(super) enum Conn {
+    Plain(TcpStream),
     /// Boxed: a TLS stream is over a kilobyte, a TCP one a few words.
     #[cfg(feature = "tls")]
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl Read for Conn {
+impl Conn {
+    /// Whether an idle connection is still open: the server sent nothing since the last
+    /// response (no close, no stray bytes). A non-blocking read of the socket; on a
+    /// connection that is fine it also clears the readiness that the last read left, so
+    /// it costs the next check no extra system call.
+    fn is_open(&self) -> bool {
+        let tcp = match self {
+            Conn::Plain(tcp) => tcp,
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.get_ref().0,
+        };
+        let mut byte = [0u8; 1];
+        matches!(tcp.try_read(&mut byte), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
@@ -362,7 +306,7 @@ impl Read for Conn {
     }
 }
 
-impl Write for Conn {
+impl AsyncWrite for Conn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -417,20 +361,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http1_requests_are_origin_form_with_a_host_and_http2_ones_absolute() {
+    fn http2_requests_are_absolute_without_a_host_header() {
         let uri: Uri = "http://[::1]:8080/api/health?full=1".parse().unwrap();
-        let headers = HeaderMap::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, http::HeaderValue::from_static("example.test"));
         let outgoing = Outgoing {
             method: &http::Method::HEAD,
             uri: &uri,
             headers: &headers,
         };
-        let h1 = outgoing.build(false).unwrap();
-        assert_eq!(h1.uri(), "/api/health?full=1");
-        assert_eq!(h1.headers()[HOST], "[::1]:8080");
-        assert_eq!(h1.method(), http::Method::HEAD);
-        let h2 = outgoing.build(true).unwrap();
+        let h2 = outgoing.build().unwrap();
         assert_eq!(h2.uri(), &uri);
+        assert_eq!(h2.method(), http::Method::HEAD);
         assert!(!h2.headers().contains_key(HOST));
     }
 }
