@@ -1,4 +1,4 @@
-//! Our monitors: `n` monitors on one `Scope` (one heap, one timer, 4096 check slots),
+//! Our monitors: `n` monitors on one `Scope` (one heap, one timer, default check slots),
 //! one shared config, one shared probe (an `HttpProbe` on one pooled `HttpClient`, or a
 //! `StreamProbe`) wrapped to time each check's start.
 

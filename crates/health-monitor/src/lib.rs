@@ -60,7 +60,7 @@ pub use self::{
     last_seen::LastSeenRegistry,
     machine::{Events, StateMachine, Transition},
     monitor::{HealthMonitor, Monitor, MonitorBuilder, ResultCounts, Snapshot, check_once},
-    scope::{DEFAULT_MAX_IN_FLIGHT, SchedulerOptions, Scope},
+    scope::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STARTS_PER_TICK, SchedulerOptions, Scope},
 };
 pub use tokio_util::sync::CancellationToken;
 

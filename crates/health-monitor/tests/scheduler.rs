@@ -550,7 +550,10 @@ async fn subscribers_see_every_change_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn check_slots_bound_the_checks_in_flight() {
-    let scope = Scope::with_options(SchedulerOptions { max_in_flight: 3 });
+    let scope = Scope::with_options(SchedulerOptions {
+        max_in_flight: 3,
+        ..Default::default()
+    });
     let probe = FakeProbe::always(Act::Slow(Duration::from_secs(5)));
     let monitors: Vec<_> = (0..10)
         .map(|i| {
@@ -574,6 +577,63 @@ async fn check_slots_bound_the_checks_in_flight() {
         [0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 10.0, 10.0, 10.0, 15.0]
     );
     assert!(monitors.iter().all(|m| m.status() == Status::Healthy));
+    scope.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn starts_per_tick_are_limited_and_the_rest_go_in_the_next_ticks() {
+    let scope = Scope::with_options(SchedulerOptions {
+        max_starts_per_tick: 3,
+        ..Default::default()
+    });
+    let probe = FakeProbe::always(Act::Healthy);
+    let config = Arc::new(no_jitter(HealthCheckConfig {
+        interval: Duration::from_secs(60),
+        ..Default::default()
+    }));
+    let _monitors: Vec<_> = (0..10)
+        .map(|i| {
+            let m = Monitor::builder(format!("m{i}"), url("http://svc.test/"), probe.clone())
+                .shared_config(config.clone())
+                .last_seen(Arc::new(LastSeenRegistry::new()))
+                .build()
+                .unwrap();
+            m.start(&scope).unwrap();
+            m
+        })
+        .collect();
+    run_for(Duration::from_secs(1)).await;
+    let millis: Vec<u128> = {
+        let calls = probe.calls.lock().unwrap();
+        calls
+            .iter()
+            .map(|(at, _)| (*at - probe.t0).as_millis())
+            .collect()
+    };
+    assert_eq!(millis, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);
+    scope.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_monitor_started_while_the_scheduler_sleeps_is_checked_at_once() {
+    let scope = Scope::new();
+    let config = no_jitter(HealthCheckConfig {
+        interval: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    let first = FakeProbe::always(Act::Healthy);
+    let a = monitor(first.clone(), config.clone());
+    a.start(&scope).unwrap();
+    // The scheduler now sleeps on a timer an hour away.
+    run_for(Duration::from_secs(10)).await;
+    assert_eq!(first.call_count(), 1);
+    let second = FakeProbe::always(Act::Healthy);
+    let b = monitor(second.clone(), config);
+    let started = Instant::now();
+    b.start(&scope).unwrap();
+    run_for(Duration::from_secs(1)).await;
+    assert_eq!(second.call_times().len(), 1);
+    assert_eq!(second.calls.lock().unwrap()[0].0, started);
     scope.shutdown().await;
 }
 
