@@ -25,6 +25,7 @@ use tokio::{
 
 use crate::{
     LastSeenRegistry, MonitorError, StateMachine,
+    last_seen::Slot,
     machine::Transition,
     scope::{Job, Scope},
 };
@@ -244,6 +245,7 @@ impl MonitorBuilder {
         self.probe.validate_url(&self.url)?;
         let url = Arc::new(self.url);
         let last_seen = self.last_seen.unwrap_or_else(LastSeenRegistry::global);
+        let seen = last_seen.slot(&self.name);
         let snapshot = Snapshot {
             name: self.name.clone(),
             url: url.clone(),
@@ -275,6 +277,7 @@ impl MonitorBuilder {
                 probe: self.probe,
                 sink: self.sink,
                 clock: self.clock,
+                seen,
                 last_seen,
                 snapshot: ArcSwap::from_pointee(snapshot),
                 watch: OnceLock::new(),
@@ -407,6 +410,8 @@ pub(crate) struct Shared {
     sink: Option<Arc<dyn EventSink>>,
     clock: Arc<dyn Clock>,
     last_seen: Arc<LastSeenRegistry>,
+    /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
+    seen: Arc<Slot>,
     snapshot: ArcSwap<Snapshot>,
     /// Created on the first `subscribe`, so that monitors nobody watches pay nothing.
     watch: OnceLock<watch::Sender<Arc<Snapshot>>>,
@@ -551,7 +556,7 @@ impl Shared {
             }
             let transition = run.machine.observe(verdict, ended);
             if verdict == Verdict::Healthy {
-                self.last_seen.record(&self.name, wall);
+                self.last_seen.record_in(&self.seen, &self.name, wall);
             }
             let next = if transition.events.stopped {
                 self.generation.fetch_add(1, Ordering::SeqCst);
