@@ -107,7 +107,7 @@ pub(crate) async fn resolve(
     Ok(addrs)
 }
 
-/// Connects to the first of `addrs` that accepts, with `TCP_NODELAY` set.
+/// Connects to the first of `addrs` that accepts.
 ///
 /// When none accepts, the failure reported is the last target-side one (refused beats a
 /// local error on another address family), else the last one.
@@ -115,11 +115,7 @@ pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> 
     let mut failure: Option<Failure> = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                // Probes send one small request; Nagle's delay would only add latency.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
+            Ok(stream) => return Ok(stream),
             Err(err) => {
                 let next = classify_io(&err);
                 let keep_previous = matches!(&failure, Some(prev) if prev.side == Side::Target)
@@ -136,7 +132,10 @@ pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> 
 /// Resolves and connects in one step.
 pub(crate) async fn resolve_and_connect(host: &str, port: u16) -> Result<TcpStream, Failure> {
     let addrs = resolve(host, port, Family::Any).await?;
-    connect(&addrs).await
+    let stream = connect(&addrs).await?;
+    // Probes send one small request; Nagle's delay would only add latency.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Joins the configured `path` (which may carry a query) onto a URL's path and query.
