@@ -282,6 +282,8 @@ impl Conn {
     /// connection that is fine it also clears the readiness that the last read left, so
     /// it costs the next check no extra system call.
     fn is_open(&self) -> bool {
+        // Without `tls` the match has one arm.
+        #[cfg_attr(not(feature = "tls"), allow(clippy::infallible_destructuring_match))]
         let tcp = match self {
             Conn::Plain(tcp) => tcp,
             #[cfg(feature = "tls")]
