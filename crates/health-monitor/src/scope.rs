@@ -4,7 +4,9 @@
 //!
 //! A scope owns one *driver* task, a binary heap of `(due time, monitor)` entries and a
 //! semaphore of check slots. The driver keeps one timer armed for the earliest entry;
-//! when entries come due it spawns a short-lived task for each check (bounded by
+//! when entries come due (to the nearest millisecond tick: a check starts within half
+//! a tick of its due time, not up to a whole tick late as a plain tokio timer would
+//! have it) it spawns a short-lived task for each check (bounded by
 //! [`SchedulerOptions::max_in_flight`], and by
 //! [`SchedulerOptions::max_starts_per_tick`] per millisecond). The check task runs the
 //! probe under the monitor's timeout, feeds the state machine, publishes a snapshot,
@@ -54,6 +56,13 @@ pub const DEFAULT_MAX_STARTS_PER_TICK: usize = 256;
 
 /// The scheduler's tick: tokio's timer resolution.
 const TICK: Duration = Duration::from_millis(1);
+/// How early a check may start: half a tick. tokio fires a timer in the first tick at
+/// or after its deadline, so a timer armed for the due time is late by up to a whole
+/// tick (half a tick on average). Armed half a tick early instead, with checks due
+/// within half a tick started on wake, a check starts within half a tick of its due
+/// time, before or after (plus the time to reach a worker). Due times on whole
+/// milliseconds, as under a paused clock in tests, start exactly on time.
+const EARLY: Duration = Duration::from_micros(500);
 
 /// Options of a [`Scope`]'s scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,9 +296,10 @@ async fn drive(scope: Scope) {
         // Take the inbox, then start what is due, as far as the limits allow.
         heap.extend(scope.inbox().jobs.drain(..));
         let now = Instant::now();
+        let horizon = now + EARLY;
         let mut started = 0;
         let mut need_permit = false;
-        while heap.peek().is_some_and(|job| job.at <= now) {
+        while heap.peek().is_some_and(|job| job.at <= horizon) {
             if started == inner.max_starts_per_tick {
                 break;
             }
@@ -307,9 +317,9 @@ async fn drive(scope: Scope) {
         // Due checks left by the per-tick limit go in the next tick; ones waiting for a
         // slot go when one frees up.
         let wake_at = match heap.peek() {
-            Some(job) if job.at <= now && !need_permit => Some(now + TICK),
+            Some(job) if job.at <= horizon && !need_permit => Some(now + TICK),
             Some(_) if need_permit => None,
-            Some(job) => Some(job.at),
+            Some(job) => Some(job.at.checked_sub(EARLY).unwrap_or(job.at)),
             None => None,
         };
         {
