@@ -367,9 +367,7 @@ impl RequestSpec {
             let reused = pooled.is_some();
             let sender = match pooled.take() {
                 Some(sender) => sender,
-                // Boxed: connecting (TCP, TLS, an HTTP/2 handshake) takes a large future
-                // that most checks, on a pooled connection, would carry for nothing.
-                None => Box::pin(pool.connect(&target.key, target.endpoint())).await?,
+                None => pool.connect(&target.key, target.endpoint()).await?,
             };
             let attempt = match sender {
                 Sender::H1(conn) => self.exchange_h1(pool, target, conn, start).await,

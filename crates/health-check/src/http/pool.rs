@@ -153,9 +153,12 @@ impl Pool {
         if !(self.prior_knowledge || alpn_h2) {
             return Ok(Sender::H1(io));
         }
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        // Boxed, as the TLS handshake below: large futures that plain HTTP/1.1 checks
+        // would otherwise carry.
+        let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(io))
+            .handshake(TokioIo::new(io));
+        let (sender, connection) = Box::pin(handshake)
             .await
             .map_err(|err| classify_http_error(&err))?;
         // The driver ends when the connection closes or every sender is dropped.
@@ -247,7 +250,7 @@ impl Connector {
     async fn connect(&self, endpoint: Endpoint<'_>) -> Result<(Conn, bool), Failure> {
         let tcp = net::resolve_and_connect(endpoint.host, endpoint.port).await?;
         if endpoint.https {
-            return self.secure(endpoint.host, tcp).await;
+            return Box::pin(self.secure(endpoint.host, tcp)).await;
         }
         Ok((Conn::Plain(tcp), false))
     }
