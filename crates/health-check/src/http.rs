@@ -393,13 +393,13 @@ impl RequestSpec {
         start: Instant,
     ) -> Attempt {
         let authority = target.authority();
-        let mut request = Vec::with_capacity(
-            self.method.as_str().len()
-                + target.path.len()
-                + authority.len()
-                + self.h1_headers.len()
-                + 24,
-        );
+        // One buffer for the request, then for the answer.
+        let length = self.method.as_str().len()
+            + target.path.len()
+            + authority.len()
+            + self.h1_headers.len()
+            + 24;
+        let mut request = Vec::with_capacity(length.max(h1::FIRST_READ));
         request.extend_from_slice(self.method.as_str().as_bytes());
         request.push(b' ');
         request.extend_from_slice(target.path.as_bytes());
@@ -412,9 +412,9 @@ impl RequestSpec {
         request.extend_from_slice(&self.h1_headers);
         request.extend_from_slice(b"\r\n");
 
-        let mut buf = Vec::new();
+        let mut buf = request;
         let head_request = self.method == http::Method::HEAD;
-        let head = h1::send(&mut conn, &request, head_request, &mut buf).await?;
+        let head = h1::send(&mut conn, head_request, &mut buf).await?;
         let latency = start.elapsed();
         if h1::drain(&mut conn, &head, &mut buf).await? {
             pool.checkin(&target.key, conn);

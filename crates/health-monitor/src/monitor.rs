@@ -445,6 +445,26 @@ impl Shared {
     fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
         let mut next = Snapshot::clone(&self.snapshot.load());
         change(&mut next);
+        self.store(next);
+    }
+
+    /// As [`publish`](Self::publish), with a new detail moved in rather than the current
+    /// one copied and then overwritten (a check's result: one allocation less).
+    fn publish_result(&self, detail: String, change: impl FnOnce(&mut Snapshot)) {
+        let mut next = {
+            let current = self.snapshot.load();
+            Snapshot {
+                name: current.name.clone(),
+                url: current.url.clone(),
+                detail,
+                ..**current
+            }
+        };
+        change(&mut next);
+        self.store(next);
+    }
+
+    fn store(&self, next: Snapshot) {
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
         if let Some(tx) = self.watch.get() {
@@ -571,10 +591,9 @@ impl Shared {
             };
             let machine = &run.machine;
             let transition = &transition;
-            self.publish(|s| {
+            self.publish_result(result.detail, |s| {
                 s.status = machine.status();
                 s.kind = Some(result.kind);
-                s.detail.clone_from(&result.detail);
                 s.latency = result.latency;
                 if verdict == Verdict::Healthy {
                     s.last_seen = Some(wall);

@@ -33,7 +33,7 @@ const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with extensions).
 const MAX_CHUNK_LINE: usize = 4096;
 /// The first read buffer of a check; most response heads fit.
-const FIRST_READ: usize = 1024;
+pub(super) const FIRST_READ: usize = 1024;
 /// Read buffer while draining a body.
 const DRAIN_READ: usize = 8 * 1024;
 
@@ -80,11 +80,10 @@ pub(super) struct Head {
     keep_alive: bool,
 }
 
-/// Writes `request` to `io` and reads the answer's head into `buf` (which keeps the bytes
-/// that followed the head, for [`drain`]).
+/// Writes the request that `buf` holds to `io`, then reads the answer's head into the
+/// same buffer (which keeps the bytes that followed the head, for [`drain`]).
 pub(super) async fn send<S>(
     io: &mut S,
-    request: &[u8],
     head_request: bool,
     buf: &mut Vec<u8>,
 ) -> Result<Head, ExchangeError>
@@ -95,7 +94,7 @@ where
         failure: classify_stream_io(&err),
         before_answer: true,
     };
-    io.write_all(request).await.map_err(before_answer)?;
+    io.write_all(buf).await.map_err(before_answer)?;
     io.flush().await.map_err(before_answer)?;
     buf.clear();
     let mut received = false;
