@@ -66,7 +66,13 @@
 //!   `Accept-Encoding: identity`, `Cache-Control: no-cache`), `expected_status` (default:
 //!   anything but 5xx), `tls_verify` (default false: any certificate is accepted; true:
 //!   system and webpki roots, plus [`HttpClientConfig::ca_file`]). Probes built with
-//!   [`HttpProbe::try_with_client`] share one pooled keep-alive [`HttpClient`].
+//!   [`HttpProbe::try_with_client`] share one pooled keep-alive [`HttpClient`]. An
+//!   HTTP/1.1 check runs its exchange in its own task on a pooled socket (no connection
+//!   task, no buffers kept between checks): interim 1xx answers are skipped, the body is
+//!   framed as RFC 9112 says and read to its end or 64 KiB, and the connection is
+//!   reused only when the answer ended cleanly and the server did not ask to close it.
+//!   HTTP/2 (`h2c://`, or `h2` chosen by ALPN) runs on hyper, one shared connection per
+//!   target.
 //! - [`StreamProbe`]: `timeout`, plus [`StreamProbeConfig`]: `payload` (the UDP
 //!   datagram, default empty) and `expect_reply` (default false).
 //! - [`FileProbe`]: only `timeout`.
@@ -106,7 +112,7 @@
 //! | silence with `expect_reply` (UDP) | unhealthy | `timeout` | `no reply (udp): timed out after 2s` |
 //! | name does not resolve | unhealthy | `dns` | `dns: no such host` |
 //! | TLS handshake or certificate failure | unhealthy | `tls` | `tls: invalid peer certificate: UnknownIssuer` |
-//! | not HTTP (garbage bytes, bad HTTP/2) | unhealthy | `protocol` | `protocol: invalid HTTP version parsed` |
+//! | not HTTP (garbage bytes, a head over 64 KiB or with over 100 headers, a bad chunked body, bad HTTP/2) | unhealthy | `protocol` | `protocol: invalid HTTP version` |
 //! | file not found (`ENOENT` only) | unhealthy | `not_found` | `/srv/www: no such file or directory` |
 //! | container running, health `healthy` (detail: the last health-log output, at most 256 chars, `…` when cut; latency: that run's `End` − `Start`) | healthy | `ok` | `ready` |
 //! | container `dead`, `exited`, `paused`, `restarting`, `removing` | unhealthy | `container` | `container is <status>` | `container is exited` |
