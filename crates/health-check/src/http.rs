@@ -429,9 +429,10 @@ impl RequestSpec {
         mut sender: http2::SendRequest<Empty<Bytes>>,
         start: Instant,
     ) -> Attempt {
-        // A failure to send (not to answer) may be retried on a new connection.
+        // A request that never left (the connection was closing) may be retried on a
+        // new connection; a stream the server reset was an answer.
         let unsent = |failure: Failure| ExchangeError {
-            before_answer: failure.kind == CheckKind::Reset,
+            before_answer: true,
             failure,
         };
         let uri = Uri::builder()
@@ -450,10 +451,16 @@ impl RequestSpec {
             .ready()
             .await
             .map_err(|err| unsent(classify_http_error(&err)))?;
-        let response = sender
-            .try_send_request(request)
-            .await
-            .map_err(|err| unsent(classify_http_error(err.error())))?;
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                let failure = classify_http_error(err.error());
+                return Err(match err.message() {
+                    Some(_) => unsent(failure),
+                    None => failure.into(),
+                });
+            }
+        };
         let latency = start.elapsed();
         let status = response.status();
         drain(response.into_body())

@@ -15,7 +15,7 @@ use http::Version;
 use support::{
     Handler, closed_port, config, http_server, ok_handler, raw_server, read_head, respond, write,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{io::AsyncWriteExt, sync::mpsc, time::Instant};
 use url::Url;
 
 /// A handler answering the status named by the first path segment (`/503/` → 503).
@@ -281,7 +281,6 @@ async fn an_endless_body_is_drained_to_64_kib_then_dropped() {
     let server = raw_server("127.0.0.1:0", move |mut stream| {
         let done = done.clone();
         async move {
-            use tokio::io::AsyncWriteExt;
             read_head(&mut stream).await;
             write(
                 &mut stream,
@@ -552,6 +551,116 @@ async fn a_response_head_over_64_kib_is_a_protocol_failure() {
     let result = check(&probe, &server.url("http")).await;
     assert_eq!(result.kind, CheckKind::Protocol, "{result:?}");
     assert_eq!(result.detail, "protocol: response head larger than 64 KiB");
+}
+
+#[tokio::test]
+async fn framing_edge_cases_decide_reuse() {
+    // (answer, healthy, connections after three checks)
+    let cases: [(&'static [u8], bool, usize); 5] = [
+        // A list of identical lengths is one length.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", true, 1),
+        // More bytes than announced: the extra could be read as the next answer.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", true, 3),
+        // Longer than the drain bound: not read, the connection is dropped.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", true, 3),
+        // HTTP/1.0 has no transfer codings: badly framed, never reused.
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            true,
+            3,
+        ),
+        // Interim answers without end.
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            false,
+            3,
+        ),
+    ];
+    for (answer, healthy, connections) in cases {
+        let server = answering_server(answer).await;
+        let probe = HttpProbe::try_new(&config(2000)).unwrap();
+        let started = Instant::now();
+        for _ in 0..3 {
+            let result = check(&probe, &server.url("http")).await;
+            assert_eq!(result.healthy, healthy, "{result:?}");
+            if !healthy {
+                assert_eq!(result.detail, "protocol: too many interim (1xx) answers");
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let text = String::from_utf8_lossy(answer);
+        assert_eq!(server.connections(), connections, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn chunk_framing_without_end_is_bounded() {
+    // Endless leading zeros of a chunk size: a protocol failure, not a timeout.
+    let zeros = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await;
+        for _ in 0..10_000 {
+            if stream.write_all(&[b'0'; 1024]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    // One-byte chunks under 4 KiB extensions: the framing bound stops the reading, the
+    // status counts, the connection is dropped.
+    let extensions = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+        write(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await;
+        let chunk = format!("1;{}\r\nx\r\n", "e".repeat(4000));
+        for _ in 0..10_000 {
+            if stream.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(3000)).unwrap();
+    let started = Instant::now();
+    let result = check(&probe, &zeros.url("http")).await;
+    assert_eq!(result.kind, CheckKind::Protocol, "{result:?}");
+    assert!(
+        result.detail.contains("chunk size line too long"),
+        "{result:?}"
+    );
+    let result = check(&probe, &extensions.url("http")).await;
+    assert!(result.healthy, "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(check(&probe, &extensions.url("http")).await.healthy);
+    assert_eq!(extensions.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_new_connection_closed_before_any_answer_is_not_retried() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        read_head(&mut stream).await;
+    })
+    .await;
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("http")).await;
+    assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+    assert_eq!(
+        result.detail,
+        "connection closed before the response was complete"
+    );
+    assert_eq!(server.connections(), 1);
 }
 
 #[tokio::test]

@@ -72,7 +72,7 @@ impl LastSeenRegistry {
     /// Forgets `name`.
     pub fn remove(&self, name: &str) {
         if let Some(slot) = self.map().remove(name) {
-            slot.listed.store(false, Ordering::Relaxed);
+            slot.listed.store(false, Ordering::SeqCst);
         }
     }
 
@@ -93,9 +93,10 @@ impl LastSeenRegistry {
     /// Records `at` into `slot`, the slot of `name` that a monitor holds; when the name
     /// was removed since, it is listed again with this time.
     pub(crate) fn record_in(&self, slot: &Slot, name: &Arc<str>, at: SystemTime) {
-        if slot.listed.load(Ordering::Relaxed) {
-            slot.set(at);
-        } else {
+        slot.set(at);
+        // Checked after the store: a remove() before it is seen here and the name is
+        // listed again; one after it removes this record too, as it should.
+        if !slot.listed.load(Ordering::SeqCst) {
             self.record(name, at);
         }
     }

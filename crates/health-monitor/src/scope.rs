@@ -291,16 +291,22 @@ async fn drive(scope: Scope) {
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut timer_at: Option<Instant> = None;
+    // The current tick, and the checks started in it (over every pass of the loop).
+    let mut tick = Instant::now();
+    let mut started = 0;
 
-    loop {
+    while !inner.token.is_cancelled() {
         // Take the inbox, then start what is due, as far as the limits allow.
         heap.extend(scope.inbox().jobs.drain(..));
         let now = Instant::now();
+        if now >= tick + TICK {
+            tick = now;
+            started = 0;
+        }
         let horizon = now + EARLY;
-        let mut started = 0;
         let mut need_permit = false;
         while heap.peek().is_some_and(|job| job.at <= horizon) {
-            if started == inner.max_starts_per_tick {
+            if started >= inner.max_starts_per_tick {
                 break;
             }
             let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
@@ -317,19 +323,25 @@ async fn drive(scope: Scope) {
         // Due checks left by the per-tick limit go in the next tick; ones waiting for a
         // slot go when one frees up.
         let wake_at = match heap.peek() {
-            Some(job) if job.at <= horizon && !need_permit => Some(now + TICK),
+            Some(job) if job.at <= horizon && !need_permit => Some(tick + TICK),
             Some(_) if need_permit => None,
             Some(job) => Some(job.at.checked_sub(EARLY).unwrap_or(job.at)),
             None => None,
         };
-        {
+        let arrived = {
             let mut inbox = scope.inbox();
-            if !inbox.jobs.is_empty() {
-                // Arrived meanwhile: look again before sleeping.
-                continue;
+            let arrived = !inbox.jobs.is_empty();
+            if !arrived {
+                inbox.armed = wake_at;
+                inbox.idle = wake_at.is_none() && !need_permit;
             }
-            inbox.armed = wake_at;
-            inbox.idle = wake_at.is_none() && !need_permit;
+            arrived
+        };
+        if arrived {
+            // Arrived meanwhile: look again before sleeping (yielding if this task has
+            // run long, so that a stream of arrivals cannot hog its worker).
+            tokio::task::consume_budget().await;
+            continue;
         }
         if let Some(at) = wake_at
             && timer_at != Some(at)
@@ -346,6 +358,7 @@ async fn drive(scope: Scope) {
             permit = inner.permits.clone().acquire_owned(), if need_permit => {
                 // A slot freed up: start the earliest due check with it.
                 if let (Ok(permit), Some(job)) = (permit, heap.pop()) {
+                    started += 1;
                     inner
                         .tracker
                         .spawn(crate::monitor::run_check(scope.clone(), job, permit));

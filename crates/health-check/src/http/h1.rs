@@ -32,6 +32,11 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with extensions).
 const MAX_CHUNK_LINE: usize = 4096;
+/// Interim (1xx) answers skipped before the final one; more is a protocol failure.
+const MAX_INTERIM: usize = 16;
+/// Bytes of a chunked body read (data, sizes, extensions, trailers) before the
+/// connection is dropped: the data bound plus room for the framing of small chunks.
+const MAX_CHUNKED_READ: u64 = 2 * MAX_BODY_DRAIN as u64;
 /// The first read buffer of a check; most response heads fit.
 pub(super) const FIRST_READ: usize = 1024;
 /// Read buffer while draining a body.
@@ -98,26 +103,44 @@ where
     io.flush().await.map_err(before_answer)?;
     buf.clear();
     let mut received = false;
+    let mut interim = 0;
+    // Where the search for the end of the head resumes: a head is parsed when its end
+    // may have arrived (and once at first, to reject what is not HTTP at once), not
+    // after every read, so a head that trickles in costs linear work.
+    let mut searched = 0usize;
     loop {
-        if !buf.is_empty() {
-            if let Some((len, head)) = parse_head(buf, head_request)? {
-                buf.drain(..len);
-                match head {
-                    Some(head) => return Ok(head),
-                    // An interim 1xx answer: the final one follows.
-                    None => continue,
+        let complete = buf[searched.saturating_sub(3)..]
+            .windows(2)
+            .any(|w| w == b"\n\n" || w == b"\n\r")
+            || (searched == 0 && !buf.is_empty());
+        searched = buf.len();
+        if complete && let Some((len, head)) = parse_head(buf, head_request)? {
+            if len > MAX_HEAD {
+                return Err(head_too_large().into());
+            }
+            buf.drain(..len);
+            searched = 0;
+            match head {
+                Some(head) => return Ok(head),
+                // An interim 1xx answer: the final one follows.
+                None if interim < MAX_INTERIM => {
+                    interim += 1;
+                    if !buf.is_empty() {
+                        continue;
+                    }
                 }
+                None => return Err(protocol("too many interim (1xx) answers").into()),
             }
-            if buf.len() >= MAX_HEAD {
-                return Err(
-                    protocol(format!("response head larger than {} KiB", MAX_HEAD / 1024)).into(),
-                );
-            }
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(head_too_large().into());
         }
         if buf.capacity() - buf.len() < FIRST_READ / 2 {
             buf.reserve(buf.capacity().max(FIRST_READ));
         }
-        match io.read_buf(buf).await {
+        // Never read past the head limit: the rest waits in the socket.
+        let room = MAX_HEAD + 1 - buf.len();
+        match (&mut *io).take(room as u64).read_buf(buf).await {
             Ok(0) => {
                 return Err(ExchangeError {
                     failure: Failure::target(CheckKind::Reset, CLOSED_EARLY),
@@ -129,6 +152,13 @@ where
             Err(err) => return Err(classify_stream_io(&err).into()),
         }
     }
+}
+
+fn head_too_large() -> Failure {
+    protocol(format_args!(
+        "response head larger than {} KiB",
+        MAX_HEAD / 1024
+    ))
 }
 
 /// Parses the head at the start of `buf`: `None` while incomplete, else its length and
@@ -161,16 +191,19 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     for header in response.headers.iter() {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| protocol("invalid content-length"))?;
-            if content_length.is_some_and(|seen| seen != value) {
-                return Err(protocol("conflicting content-length headers"));
+            // A list of identical values is allowed (RFC 9110 §8.6).
+            for value in header.value.split(|&b| b == b',') {
+                let value = value.trim_ascii();
+                let value = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| protocol("invalid content-length"))?;
+                if content_length.is_some_and(|seen| seen != value) {
+                    return Err(protocol("conflicting content-length values"));
+                }
+                content_length = Some(value);
             }
-            content_length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_encoding = true;
             // The last coding of the last header decides.
@@ -206,8 +239,10 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     let keep_alive = persistent
         && framing != Framing::UntilClose
         && status != StatusCode::SWITCHING_PROTOCOLS
-        // Both framings at once is a smuggling sign: never reuse such a connection.
-        && !(transfer_encoding && content_length.is_some());
+        // Both framings at once is a smuggling sign, and HTTP/1.0 has no transfer
+        // codings (RFC 9112 §6.1): never reuse such a connection.
+        && !(transfer_encoding && content_length.is_some())
+        && !(transfer_encoding && response.version == Some(0));
     Ok(Some((
         len,
         Some(Head {
@@ -260,11 +295,15 @@ where
         Framing::Chunked => {
             let mut decoder = Chunked::default();
             let mut used = decoder.feed(buf)?;
+            let mut read = buf.len() as u64;
             while !decoder.is_done() {
-                if decoder.body > limit {
+                // Data past the bound, or framing past its own (endless zeros, huge
+                // extensions on tiny chunks): stop reading, drop the connection.
+                if decoder.body > limit || read > MAX_CHUNKED_READ {
                     return Ok(false);
                 }
                 let n = fill(io, buf).await?;
+                read += n as u64;
                 used = decoder.feed(&buf[..n])?;
             }
             used == buf.len()
@@ -357,6 +396,9 @@ impl Chunked {
                 }
                 ChunkState::Size => {
                     self.line += 1;
+                    if self.line > MAX_CHUNK_LINE {
+                        return Err(bad("chunk size line too long"));
+                    }
                     if let Some(digit) = (b as char).to_digit(16) {
                         self.size = self
                             .size

@@ -97,7 +97,7 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
         // Most recently used first: the likeliest to be still open.
-        while let Some(entry) = list.pop() {
+        while let Some(mut entry) = list.pop() {
             if entry.since.elapsed() >= POOL_IDLE_TIMEOUT || !entry.sender.is_usable() {
                 continue;
             }
@@ -181,7 +181,7 @@ pub(super) enum Sender {
 }
 
 impl Sender {
-    fn is_usable(&self) -> bool {
+    fn is_usable(&mut self) -> bool {
         match self {
             Sender::H1(conn) => conn.is_open(),
             Sender::H2(s) => s.is_ready() && !s.is_closed(),
@@ -281,19 +281,26 @@ pub(super) enum Conn {
 
 impl Conn {
     /// Whether an idle connection is still open: the server sent nothing since the last
-    /// response (no close, no stray bytes). A non-blocking read of the socket; on a
-    /// connection that is fine it also clears the readiness that the last read left, so
-    /// it costs the next check no extra system call.
-    fn is_open(&self) -> bool {
-        // Without `tls` the match has one arm.
-        #[cfg_attr(not(feature = "tls"), allow(clippy::infallible_destructuring_match))]
-        let tcp = match self {
-            Conn::Plain(tcp) => tcp,
-            #[cfg(feature = "tls")]
-            Conn::Tls(tls) => tls.get_ref().0,
-        };
+    /// response (no close, no stray bytes). A non-blocking read; on a connection that is
+    /// fine it also clears the readiness that the last read left, so it costs the next
+    /// check no extra system call.
+    fn is_open(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        matches!(tcp.try_read(&mut byte), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+        match self {
+            Conn::Plain(tcp) => {
+                matches!(tcp.try_read(&mut byte), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+            }
+            // Through the TLS stream, not its socket: rustls may hold decrypted bytes (or
+            // a close_notify) that the socket no longer shows.
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut buf = ReadBuf::new(&mut byte);
+                Pin::new(tls.as_mut())
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
+            }
+        }
     }
 }
 
