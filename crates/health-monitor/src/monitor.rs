@@ -510,13 +510,10 @@ impl Shared {
             generation
         };
         tracing::debug!(monitor = %self.name, url = %self.url.load(), "monitor started");
-        let job = Job {
-            at: now,
-            seq: 0,
-            generation,
-            monitor: Arc::downgrade(self),
-        };
-        if scope.schedule(job).is_err() {
+        if scope
+            .schedule(now, generation, Arc::downgrade(self))
+            .is_err()
+        {
             self.stop_by_scope(generation);
             return Err(MonitorError::ScopeClosed(self.name.to_string()));
         }
@@ -622,16 +619,12 @@ impl Shared {
                 }
             }
         }
-        if let Some(at) = next {
-            let job = Job {
-                at,
-                seq: 0,
-                generation,
-                monitor: Arc::downgrade(self),
-            };
-            if scope.schedule(job).is_err() {
-                self.stop_by_scope(generation);
-            }
+        if let Some(at) = next
+            && scope
+                .schedule(at, generation, Arc::downgrade(self))
+                .is_err()
+        {
+            self.stop_by_scope(generation);
         }
     }
 

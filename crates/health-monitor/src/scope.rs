@@ -12,7 +12,7 @@
 //! probe under the monitor's timeout, feeds the state machine, publishes a snapshot,
 //! emits events and puts the monitor's next entry into the scope's inbox.
 //!
-//! An idle monitor is therefore a heap entry (40 bytes) plus its own state, not a parked
+//! An idle monitor is therefore a heap entry (32 bytes) plus its own state, not a parked
 //! task with a timer each: 100k monitors cost 100k heap entries and one timer. A check
 //! that ends wakes the driver only when its next entry is due before the timer the driver
 //! armed (almost never: the next check is an interval away); otherwise the driver finds
@@ -121,6 +121,8 @@ struct ScopeInner {
     tracker: TaskTracker,
     permits: Arc<Semaphore>,
     max_starts_per_tick: usize,
+    /// Due times are kept as nanoseconds since this instant.
+    epoch: Instant,
     inbox: Mutex<Inbox>,
     /// Wakes the driver for an inbox entry due before its timer.
     wake: Notify,
@@ -133,19 +135,22 @@ struct ScopeInner {
 #[derive(Debug, Default)]
 struct Inbox {
     jobs: Vec<Job>,
-    /// The time the driver's timer is armed for; `None` while it is not sleeping on one
-    /// (it will look at the inbox before it sleeps again).
-    armed: Option<Instant>,
+    /// The due time (scope nanoseconds) the driver's timer is armed for; `None` while it
+    /// is not sleeping on one (it will look at the inbox before it sleeps again).
+    armed: Option<u64>,
     /// The driver is asleep with no timer (its heap is empty).
     idle: bool,
     /// The driver has ended: nothing is scheduled any more.
     closed: bool,
 }
 
-/// One scheduled check: which monitor, which run of it, when.
+/// One scheduled check: which monitor, which run of it, when. 32 bytes: the due time is
+/// kept as nanoseconds since the scope was created.
 #[derive(Debug)]
 pub(crate) struct Job {
-    pub(crate) at: Instant,
+    /// Due time, in nanoseconds since the scope's epoch.
+    pub(crate) at: u64,
+    /// Order of scheduling, so that checks due at the same instant start in that order.
     pub(crate) seq: u64,
     pub(crate) generation: u64,
     pub(crate) monitor: Weak<Shared>,
@@ -198,6 +203,7 @@ impl Scope {
                 tracker: TaskTracker::new(),
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
                 max_starts_per_tick: options.max_starts_per_tick.max(1),
+                epoch: Instant::now(),
                 inbox: Mutex::new(Inbox::default()),
                 wake: Notify::new(),
                 driving: AtomicBool::new(false),
@@ -233,17 +239,28 @@ impl Scope {
         self.inner.tracker.len()
     }
 
-    /// Hands a check to the scheduler, spawning it on first use. Gives the job back when
-    /// the scope no longer schedules (cancelled, or no runtime to run on).
-    pub(crate) fn schedule(&self, mut job: Job) -> Result<(), Job> {
+    /// Schedules a check of `monitor`'s run `generation` at `at`, spawning the scheduler
+    /// on first use. Fails when the scope no longer schedules (cancelled, or its
+    /// scheduler ended).
+    pub(crate) fn schedule(
+        &self,
+        at: Instant,
+        generation: u64,
+        monitor: Weak<Shared>,
+    ) -> Result<(), ()> {
         if self.is_cancelled() {
-            return Err(job);
+            return Err(());
         }
-        job.seq = self.inner.seq.fetch_add(1, AtomicOrdering::Relaxed);
+        let job = Job {
+            at: self.nanos(at),
+            seq: self.inner.seq.fetch_add(1, AtomicOrdering::Relaxed),
+            generation,
+            monitor,
+        };
         let wake = {
             let mut inbox = self.inbox();
             if inbox.closed {
-                return Err(job);
+                return Err(());
             }
             // The driver looks at the inbox before it sleeps and when its timer fires:
             // only an entry due before that timer needs it now.
@@ -260,6 +277,16 @@ impl Scope {
         }
         self.ensure_driver();
         Ok(())
+    }
+
+    /// `at` in nanoseconds since the scope's epoch (0 before it).
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.inner.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `nanos` stands for.
+    fn instant(&self, nanos: u64) -> Instant {
+        self.inner.epoch + Duration::from_nanos(nanos)
     }
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
@@ -303,7 +330,7 @@ async fn drive(scope: Scope) {
             tick = now;
             started = 0;
         }
-        let horizon = now + EARLY;
+        let horizon = scope.nanos(now + EARLY);
         let mut need_permit = false;
         while heap.peek().is_some_and(|job| job.at <= horizon) {
             if started >= inner.max_starts_per_tick {
@@ -323,11 +350,18 @@ async fn drive(scope: Scope) {
         // Due checks left by the per-tick limit go in the next tick; ones waiting for a
         // slot go when one frees up.
         let wake_at = match heap.peek() {
-            Some(job) if job.at <= horizon && !need_permit => Some(tick + TICK),
+            Some(job) if job.at <= horizon && !need_permit => {
+                Some(scope.nanos(tick + TICK + EARLY))
+            }
             Some(_) if need_permit => None,
-            Some(job) => Some(job.at.checked_sub(EARLY).unwrap_or(job.at)),
+            Some(job) => Some(job.at),
             None => None,
         };
+        // The timer itself runs half a tick ahead (see EARLY).
+        let timer_due = wake_at.map(|at| {
+            let at = scope.instant(at);
+            at.checked_sub(EARLY).unwrap_or(at)
+        });
         let arrived = {
             let mut inbox = scope.inbox();
             let arrived = !inbox.jobs.is_empty();
@@ -343,7 +377,7 @@ async fn drive(scope: Scope) {
             tokio::task::consume_budget().await;
             continue;
         }
-        if let Some(at) = wake_at
+        if let Some(at) = timer_due
             && timer_at != Some(at)
         {
             timer.as_mut().reset(at);
