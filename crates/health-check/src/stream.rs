@@ -1,14 +1,14 @@
 //! TCP and UDP probes: `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` (SPEC §5).
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
 use async_trait::async_trait;
 use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError};
 use tokio::{net::UdpSocket, time::Instant};
-use url::Url;
+use url::{Host, Url};
 
 use crate::{
     failure::{Failure, bad_url, classify_io, timed_out_detail, unsupported_scheme},
@@ -68,9 +68,16 @@ impl StreamProbe {
     }
 
     async fn probe(&self, target: &Target, start: Instant) -> Result<CheckResult, Failure> {
-        let addrs = net::resolve(&target.host, target.port, target.family).await?;
+        let resolved;
+        let addrs: &[SocketAddr] = match target.ip {
+            Some(ip) => &[SocketAddr::new(ip, target.port)],
+            None => {
+                resolved = net::resolve(&target.host, target.port, target.family).await?;
+                &resolved
+            }
+        };
         if !target.udp {
-            let stream = net::connect(&addrs).await?;
+            let stream = net::connect(addrs).await?;
             drop(stream);
             return Ok(CheckResult::healthy("connected", start.elapsed()));
         }
@@ -145,6 +152,9 @@ fn udp_failure(err: &std::io::Error) -> Failure {
 pub(crate) struct Target {
     udp: bool,
     family: Family,
+    /// The address when the URL names one (no lookup, nothing allocated per check).
+    ip: Option<IpAddr>,
+    /// The name to look up otherwise (empty with `ip`).
     host: String,
     port: u16,
 }
@@ -160,7 +170,16 @@ impl Target {
             "udp6" => (true, Family::V6),
             _ => return Err(unsupported_scheme(url, STREAM_SCHEMES)),
         };
-        let host = net::url_host(url).ok_or_else(|| ConfigError::url(url, "no host"))?;
+        let (ip, host) = match url.host() {
+            None | Some(Host::Domain("")) => return Err(ConfigError::url(url, "no host")),
+            Some(Host::Ipv4(ip)) => (Some(IpAddr::V4(ip)), String::new()),
+            Some(Host::Ipv6(ip)) => (Some(IpAddr::V6(ip)), String::new()),
+            // Non-special schemes (`tcp://`) keep IPv4 literals as domains.
+            Some(Host::Domain(name)) => match net::ip_literal(name) {
+                Some(ip) => (Some(ip), String::new()),
+                None => (None, name.to_owned()),
+            },
+        };
         let port = match url.port() {
             Some(0) => return Err(ConfigError::url(url, "port 0 cannot be checked")),
             Some(port) => port,
@@ -171,7 +190,7 @@ impl Target {
                 ));
             }
         };
-        if let Some(ip) = net::ip_literal(&host) {
+        if let Some(ip) = ip {
             let fits = match family {
                 Family::Any => true,
                 Family::V4 => ip.is_ipv4(),
@@ -187,6 +206,7 @@ impl Target {
         Ok(Target {
             udp,
             family,
+            ip,
             host,
             port,
         })
@@ -205,7 +225,11 @@ mod tests {
     fn stream_urls_need_a_host_and_a_port() {
         let target = parse("udp6://[::1]:53").unwrap();
         assert_eq!((target.udp, target.family), (true, Family::V6));
-        assert_eq!((target.host.as_str(), target.port), ("::1", 53));
+        assert_eq!((target.ip, target.port), (Some("::1".parse().unwrap()), 53));
+        let target = parse("tcp://127.0.0.2:80").unwrap();
+        assert_eq!(target.ip, Some("127.0.0.2".parse().unwrap()));
+        let target = parse("tcp://db.internal:5432").unwrap();
+        assert_eq!((target.ip, target.host.as_str()), (None, "db.internal"));
         let err = parse("tcp://db.internal").unwrap_err();
         assert!(
             err.contains("tcp://db.internal") && err.contains("port"),
