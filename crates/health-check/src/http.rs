@@ -6,7 +6,7 @@
 //! Probes built with [`HttpProbe::try_with_client`] and [`H2cProbe::try_with_client`]
 //! share them.
 
-use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
+use std::{error::Error as StdError, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -317,8 +317,8 @@ impl RequestSpec {
         let authority_at = key.len();
         key.push_str(host);
         if let Some(port) = url.port() {
-            // Writing to a String cannot fail.
-            let _ = write!(key, ":{port}");
+            key.push(':');
+            push_decimal(&mut key, port);
         }
         let path = join_path(url.path(), url.query(), &self.config.path);
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -498,12 +498,36 @@ async fn drain(mut body: Incoming) -> Result<bool, hyper::Error> {
     Ok(true)
 }
 
+/// Appends `n` in decimal, without the formatting machinery (every check builds a key).
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 /// `HTTP 503 Service Unavailable`.
 fn status_detail(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
-        None => format!("HTTP {}", status.as_u16()),
+    // Built by hand, not with format!: this runs on every check.
+    let reason = status.canonical_reason().unwrap_or_default();
+    let mut detail = String::with_capacity(9 + reason.len());
+    detail.push_str("HTTP ");
+    detail.push_str(status.as_str());
+    if !reason.is_empty() {
+        detail.push(' ');
+        detail.push_str(reason);
     }
+    detail
 }
 
 /// The §5 request headers, then the configured ones (which win over the defaults).
@@ -561,6 +585,15 @@ mod tests {
     use std::{fmt, io};
 
     use super::*;
+
+    #[test]
+    fn ports_are_written_in_decimal() {
+        for port in [0u16, 7, 80, 443, 8080, 65535] {
+            let mut out = String::from("x:");
+            push_decimal(&mut out, port);
+            assert_eq!(out, format!("x:{port}"));
+        }
+    }
 
     #[test]
     fn status_details_carry_code_and_reason() {
