@@ -28,7 +28,8 @@ const NEVER: u64 = u64::MAX;
 ///
 /// The monitor's next check is due one interval after the previous one began (the
 /// jitter offsets only the second check), so from the third check on
-/// `lag = start − (previous start + interval)`. The monitor is named by its URL's last
+/// `lag = |start − (previous start + interval)|` (our scheduler may start a check up to
+/// half a millisecond early; that counts as lag too). The monitor is named by its URL's last
 /// path segment; its slot holds the previous start and how many checks it has seen.
 #[derive(Debug)]
 struct LagProbe {
