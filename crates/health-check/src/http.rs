@@ -6,7 +6,7 @@
 //! Probes built with [`HttpProbe::try_with_client`] and [`H2cProbe::try_with_client`]
 //! share them.
 
-use std::{error::Error as StdError, path::PathBuf, sync::Arc, time::Duration};
+use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use health_types::{
     CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
 };
 use http::{
-    HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
+    HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri,
     header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, HOST, USER_AGENT},
     uri::PathAndQuery,
 };
@@ -26,7 +26,7 @@ use url::Url;
 
 use self::{
     h1::ExchangeError,
-    pool::{Conn, Connector, Endpoint, Outgoing, Pool, Sender},
+    pool::{Conn, Connector, Pool, Sender},
 };
 use crate::{
     failure::{
@@ -227,8 +227,8 @@ impl Probe for H2cProbe {
 struct RequestSpec {
     config: HealthCheckConfig,
     method: http::Method,
-    /// The headers of an HTTP/2 request.
-    headers: HeaderMap,
+    /// The headers of an HTTP/2 request (`Host` left out: `:authority` carries it).
+    h2_headers: HeaderMap,
     /// The same headers as HTTP/1.1 header lines, `Host` left out unless configured.
     h1_headers: Vec<u8>,
     /// A `Host` header is configured (it then replaces the URL's authority).
@@ -254,14 +254,6 @@ impl Target<'_> {
     fn authority(&self) -> &str {
         &self.key[self.authority_at..]
     }
-
-    fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint {
-            host: self.host,
-            port: self.port,
-            https: self.https,
-        }
-    }
 }
 
 /// The outcome of one attempt on one connection.
@@ -284,23 +276,24 @@ impl RequestSpec {
                 reason: "is not a valid request path".to_owned(),
             });
         }
-        let headers = request_headers(config)?;
+        let mut h2_headers = request_headers(config)?;
         let mut h1_headers = Vec::new();
-        for (name, value) in &headers {
+        for (name, value) in &h2_headers {
             h1_headers.extend_from_slice(name.as_str().as_bytes());
             h1_headers.extend_from_slice(b": ");
             h1_headers.extend_from_slice(value.as_bytes());
             h1_headers.extend_from_slice(b"\r\n");
         }
+        let host_configured = h2_headers.remove(HOST).is_some();
         Ok(RequestSpec {
             config: config.clone(),
             method: match config.method {
                 Method::Get => http::Method::GET,
                 Method::Head => http::Method::HEAD,
             },
-            host_configured: headers.contains_key(HOST),
-            headers,
+            h2_headers,
             h1_headers,
+            host_configured,
         })
     }
 
@@ -317,8 +310,8 @@ impl RequestSpec {
         let authority_at = key.len();
         key.push_str(host);
         if let Some(port) = url.port() {
-            key.push(':');
-            push_decimal(&mut key, port);
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{port}");
         }
         let path = join_path(url.path(), url.query(), &self.config.path);
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -367,7 +360,7 @@ impl RequestSpec {
             let reused = pooled.is_some();
             let sender = match pooled.take() {
                 Some(sender) => sender,
-                None => pool.connect(&target.key, target.endpoint()).await?,
+                None => pool.connect(target).await?,
             };
             let attempt = match sender {
                 Sender::H1(conn) => self.exchange_h1(pool, target, conn, start).await,
@@ -435,18 +428,7 @@ impl RequestSpec {
             before_answer: true,
             failure,
         };
-        let uri = Uri::builder()
-            .scheme(if target.https { "https" } else { "http" })
-            .authority(target.authority())
-            .path_and_query(target.path.as_str())
-            .build()
-            .map_err(|err| Failure::checker(CheckKind::Config, format!("request URI: {err}")))?;
-        let request = Outgoing {
-            method: &self.method,
-            uri: &uri,
-            headers: &self.headers,
-        }
-        .build()?;
+        let request = self.h2_request(target)?;
         sender
             .ready()
             .await
@@ -463,10 +445,27 @@ impl RequestSpec {
         };
         let latency = start.elapsed();
         let status = response.status();
-        drain(response.into_body())
+        drain_h2(response.into_body())
             .await
             .map_err(|err| classify_http_error(&err))?;
         Ok((status, latency))
+    }
+
+    /// The HTTP/2 request of a check: absolute URI (`:authority`), no `Host` header.
+    fn h2_request(&self, target: &Target<'_>) -> Result<Request<Empty<Bytes>>, Failure> {
+        let uri = Uri::builder()
+            .scheme(if target.https { "https" } else { "http" })
+            .authority(target.authority())
+            .path_and_query(target.path.as_str())
+            .build()
+            .map_err(|err| Failure::checker(CheckKind::Config, format!("request URI: {err}")))?;
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(uri)
+            .body(Empty::new())
+            .map_err(|err| Failure::checker(CheckKind::Internal, format!("http request: {err}")))?;
+        *request.headers_mut() = self.h2_headers.clone();
+        Ok(request)
     }
 
     fn verdict(&self, status: StatusCode, latency: Duration) -> CheckResult {
@@ -479,41 +478,19 @@ impl RequestSpec {
     }
 }
 
-/// Reads and discards up to [`MAX_BODY_DRAIN`] bytes of `body`; `true` when it was read
-/// to its end.
-///
-/// Only a body read to its end leaves the connection reusable. A longer one is dropped
-/// unread, which closes an HTTP/1 connection (and resets an HTTP/2 stream), so an
-/// endless body costs at most 64 KiB and never returns a dirty connection to the pool.
-async fn drain(mut body: Incoming) -> Result<bool, hyper::Error> {
+/// Reads and discards up to [`MAX_BODY_DRAIN`] bytes of an HTTP/2 `body`; a longer one is
+/// dropped unread, which resets its stream, so an endless body costs at most 64 KiB.
+async fn drain_h2(mut body: Incoming) -> Result<(), hyper::Error> {
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame?.data_ref() {
             seen = seen.saturating_add(data.len());
             if seen > MAX_BODY_DRAIN {
-                return Ok(false);
+                break;
             }
         }
     }
-    Ok(true)
-}
-
-/// Appends `n` in decimal, without the formatting machinery (every check builds a key).
-fn push_decimal(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
+    Ok(())
 }
 
 /// `HTTP 503 Service Unavailable`.
@@ -587,12 +564,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_are_written_in_decimal() {
-        for port in [0u16, 7, 80, 443, 8080, 65535] {
-            let mut out = String::from("x:");
-            push_decimal(&mut out, port);
-            assert_eq!(out, format!("x:{port}"));
-        }
+    fn http2_requests_are_absolute_without_a_host_header() {
+        let config = HealthCheckConfig {
+            method: Method::Head,
+            headers: [("Host".to_owned(), "example.test".to_owned())].into(),
+            path: "/health?full=1".to_owned(),
+            ..Default::default()
+        };
+        let client = HttpClient::try_new(&config, &HttpClientConfig::default()).unwrap();
+        let spec = RequestSpec::try_new(&config, &client).unwrap();
+        let url = Url::parse("h2c://[::1]:8080/api").unwrap();
+        let h2 = spec
+            .h2_request(&spec.target(&url, "http").unwrap())
+            .unwrap();
+        assert_eq!(h2.uri(), "http://[::1]:8080/api/health?full=1");
+        assert_eq!(h2.method(), http::Method::HEAD);
+        assert!(!h2.headers().contains_key(HOST));
     }
 
     #[test]

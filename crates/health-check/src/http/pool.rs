@@ -16,8 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use health_types::{CheckKind, ConfigError, HealthCheckConfig};
-use http::{HeaderMap, Request, Uri, header::HOST};
+use health_types::{ConfigError, HealthCheckConfig};
 use http_body_util::Empty;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,7 +26,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{HttpClientConfig, classify_http_error};
+use super::{HttpClientConfig, Target, classify_http_error};
 use crate::{failure::Failure, net};
 
 /// How long an idle connection is kept. Below the common 60 s server keep-alive
@@ -35,38 +34,6 @@ use crate::{failure::Failure, net};
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per target: one serves a monitor, a few cover a shared client.
 const POOL_MAX_IDLE_PER_HOST: usize = 4;
-
-/// An HTTP/2 request of one check, built anew for each connection it is tried on.
-#[derive(Debug)]
-pub(super) struct Outgoing<'a> {
-    pub(super) method: &'a http::Method,
-    /// Absolute: scheme, authority, path and query.
-    pub(super) uri: &'a Uri,
-    pub(super) headers: &'a HeaderMap,
-}
-
-impl Outgoing<'_> {
-    /// The request in HTTP/2's absolute form (`:authority`, no `Host` header).
-    pub(super) fn build(&self) -> Result<Request<Empty<Bytes>>, Failure> {
-        let mut request = Request::builder()
-            .method(self.method.clone())
-            .uri(self.uri.clone())
-            .body(Empty::new())
-            .map_err(|err| Failure::checker(CheckKind::Internal, format!("http request: {err}")))?;
-        *request.headers_mut() = self.headers.clone();
-        request.headers_mut().remove(HOST);
-        Ok(request)
-    }
-}
-
-/// Where a check connects: host, port, TLS or not.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Endpoint<'a> {
-    /// A name or an IP literal (an IPv6 one in brackets).
-    pub(super) host: &'a str,
-    pub(super) port: u16,
-    pub(super) https: bool,
-}
 
 /// A keep-alive pool of HTTP/1 and HTTP/2 connections, keyed by scheme and authority.
 pub(super) struct Pool {
@@ -141,15 +108,11 @@ impl Pool {
         }
     }
 
-    /// Opens a connection to `endpoint`. An HTTP/2 one (h2c, or ALPN `h2`) gets its
+    /// Opens a connection to `target`. An HTTP/2 one (h2c, or ALPN `h2`) gets its
     /// driver task and is pooled at once, for other checks to share; an HTTP/1 one is a
     /// bare connection, driven by the check that uses it.
-    pub(super) async fn connect(
-        &self,
-        key: &str,
-        endpoint: Endpoint<'_>,
-    ) -> Result<Sender, Failure> {
-        let (io, alpn_h2) = self.connector.connect(endpoint).await?;
+    pub(super) async fn connect(&self, target: &Target<'_>) -> Result<Sender, Failure> {
+        let (io, alpn_h2) = self.connector.connect(target).await?;
         if !(self.prior_knowledge || alpn_h2) {
             return Ok(Sender::H1(io));
         }
@@ -167,7 +130,7 @@ impl Pool {
                 tracing::debug!(error = %err, "http/2 connection ended");
             }
         });
-        self.put(key, Sender::H2(sender.clone()));
+        self.put(&target.key, Sender::H2(sender.clone()));
         Ok(Sender::H2(sender))
     }
 }
@@ -246,11 +209,11 @@ impl Connector {
         }
     }
 
-    /// Connects to `endpoint`; `true` when TLS chose HTTP/2 by ALPN.
-    async fn connect(&self, endpoint: Endpoint<'_>) -> Result<(Conn, bool), Failure> {
-        let tcp = net::resolve_and_connect(endpoint.host, endpoint.port).await?;
-        if endpoint.https {
-            return Box::pin(self.secure(endpoint.host, tcp)).await;
+    /// Connects to `target`; `true` when TLS chose HTTP/2 by ALPN.
+    async fn connect(&self, target: &Target<'_>) -> Result<(Conn, bool), Failure> {
+        let tcp = net::resolve_and_connect(target.host, target.port).await?;
+        if target.https {
+            return Box::pin(self.secure(target.host, tcp)).await;
         }
         Ok((Conn::Plain(tcp), false))
     }
@@ -365,26 +328,5 @@ impl AsyncWrite for Conn {
             #[cfg(feature = "tls")]
             Conn::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http2_requests_are_absolute_without_a_host_header() {
-        let uri: Uri = "http://[::1]:8080/api/health?full=1".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(HOST, http::HeaderValue::from_static("example.test"));
-        let outgoing = Outgoing {
-            method: &http::Method::HEAD,
-            uri: &uri,
-            headers: &headers,
-        };
-        let h2 = outgoing.build().unwrap();
-        assert_eq!(h2.uri(), &uri);
-        assert_eq!(h2.method(), http::Method::HEAD);
-        assert!(!h2.headers().contains_key(HOST));
     }
 }
