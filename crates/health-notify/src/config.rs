@@ -154,10 +154,6 @@ impl NotifierConfig {
         };
         let name = take_string(&mut keys, "name");
         let shown_name = name.as_ref().map(String::clone).unwrap_or_default();
-        let wrap = |name: &str, source| NotifyError::Notifier {
-            name: name.to_owned(),
-            source: Box::new(source),
-        };
         let config = (|| {
             let name = name?;
             let provider = take_string(&mut keys, "provider")?;
@@ -178,7 +174,7 @@ impl NotifierConfig {
             config.validate()?;
             Ok(config)
         })();
-        config.map_err(|err| wrap(&shown_name, err))
+        config.map_err(|err| NotifyError::notifier(shown_name, err))
     }
 
     /// Checks the name and every key of the provider.
@@ -203,10 +199,8 @@ impl NotifierConfig {
         &self,
         http: Option<Arc<dyn HttpSend>>,
     ) -> Result<Arc<dyn Notifier>, NotifyError> {
-        self.validate().map_err(|err| NotifyError::Notifier {
-            name: self.name.clone(),
-            source: Box::new(err),
-        })?;
+        self.validate()
+            .map_err(|err| NotifyError::notifier(self.name.as_str(), err))?;
         let name = self.name.clone();
         let format = self.format;
         macro_rules! http {
@@ -312,71 +306,62 @@ mod tests {
 
     #[test]
     fn errors_name_the_notifier_and_the_key() {
-        let err = parse(
-            r#"name = "ops"
-               provider = "discord"
-               url = "ftp://nope""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("invalid notifier \"ops\""), "{err}");
-        assert!(err.contains("invalid `url`"), "{err}");
-
-        let err = parse(
-            r#"name = "ops"
-               provider = "ntfy"
-               url = "https://ntfy.sh"
-               topic = "a"
-               colour = "red""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("unknown field `colour`"), "{err}");
-
-        let err = parse(
-            r#"name = "ops"
-               provider = "webhook"
-               url = "http://x.test/"
-               method = "GET""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("invalid `method`"), "{err}");
-        assert!(err.contains("\"GET\""), "{err}");
-
-        let err = parse(
-            r#"name = "ops"
-               provider = "telegram"
-               token = "1:a"
-               chat_id = "1"
-               url = 5"#,
-        )
-        .unwrap_err();
-        assert!(err.contains("invalid `url`"), "{err}");
-
-        let err = parse(r#"provider = "slack""#).unwrap_err();
-        assert!(err.contains("invalid `name`: is required"), "{err}");
-
-        let err = parse(
-            r#"name = "x"
-               provider = "carrier-pigeon""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("unknown provider \"carrier-pigeon\""), "{err}");
-
-        let err = parse(
-            r#"name = "x"
-               provider = "slack"
-               format = "html"
-               url = "https://hooks.slack.com/x""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("invalid `format`"), "{err}");
-
-        let err = parse(
-            r#"name = "x"
-               provider = "gotify"
-               url = "https://gotify.test""#,
-        )
-        .unwrap_err();
-        assert!(err.contains("missing field `token`"), "{err}");
+        let cases: [(&str, &[&str]); 8] = [
+            (
+                r#"name = "ops"
+                   provider = "discord"
+                   url = "ftp://nope""#,
+                &["invalid notifier \"ops\"", "invalid `url`"],
+            ),
+            (
+                r#"name = "ops"
+                   provider = "ntfy"
+                   url = "https://ntfy.sh"
+                   topic = "a"
+                   colour = "red""#,
+                &["unknown field `colour`"],
+            ),
+            (
+                r#"name = "ops"
+                   provider = "webhook"
+                   url = "http://x.test/"
+                   method = "GET""#,
+                &["invalid `method`", "\"GET\""],
+            ),
+            (
+                r#"name = "ops"
+                   provider = "telegram"
+                   token = "1:a"
+                   chat_id = "1"
+                   url = 5"#,
+                &["invalid `url`"],
+            ),
+            (r#"provider = "slack""#, &["invalid `name`: is required"]),
+            (
+                r#"name = "x"
+                   provider = "carrier-pigeon""#,
+                &["unknown provider \"carrier-pigeon\""],
+            ),
+            (
+                r#"name = "x"
+                   provider = "slack"
+                   format = "html"
+                   url = "https://hooks.slack.com/x""#,
+                &["invalid `format`"],
+            ),
+            (
+                r#"name = "x"
+                   provider = "gotify"
+                   url = "https://gotify.test""#,
+                &["missing field `token`"],
+            ),
+        ];
+        for (table, expected) in cases {
+            let err = parse(table).unwrap_err();
+            for needle in expected {
+                assert!(err.contains(needle), "{err}");
+            }
+        }
     }
 
     #[test]

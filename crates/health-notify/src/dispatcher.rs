@@ -452,7 +452,7 @@ async fn run(worker: Arc<Worker>, notifier: Arc<dyn Notifier>, delivery: Arc<Del
 
 /// Tries one message until it is sent, fails for good, or runs out of attempts.
 async fn deliver(worker: &Worker, notifier: &dyn Notifier, delivery: &Delivery, message: &Message) {
-    let attempts = delivery.retry.attempts.max(1);
+    let attempts = delivery.retry.attempts;
     let mut attempt = 1;
     loop {
         let outcome = match tokio::time::timeout(delivery.timeout, notifier.send(message)).await {

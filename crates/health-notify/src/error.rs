@@ -78,6 +78,15 @@ impl NotifyError {
         }
     }
 
+    /// A [`Notifier`](Self::Notifier) error: the notifier `name` was rejected because of
+    /// `source`.
+    pub(crate) fn notifier(name: impl Into<String>, source: NotifyError) -> Self {
+        NotifyError::Notifier {
+            name: name.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// A [`Transport`](Self::Transport) error wrapping `source`.
     pub fn transport(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         NotifyError::Transport(source.into())

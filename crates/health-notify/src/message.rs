@@ -119,7 +119,7 @@ impl Color {
 
     /// `#rrggbb` in lower case.
     pub fn hex(self) -> String {
-        format!("#{:06x}", self.0)
+        self.to_string()
     }
 }
 
@@ -253,9 +253,8 @@ impl Message {
             Field::new("Time", &time),
             Field::new("URL", &url),
         ];
-        let (event_kind, level, title, color, extra) = match event.kind {
+        let (level, title, color, extra) = match event.kind {
             EventKind::Down => (
-                MessageEvent::Down,
                 Level::Error,
                 format!("Service down: {service}"),
                 Color::RED,
@@ -268,7 +267,6 @@ impl Message {
                 ],
             ),
             EventKind::Up => (
-                MessageEvent::Up,
                 Level::Info,
                 format!("Service up: {service}"),
                 Color::GREEN,
@@ -283,7 +281,6 @@ impl Message {
                 ],
             ),
             EventKind::Stopped => (
-                MessageEvent::Stopped,
                 Level::Warning,
                 format!("Monitor stopped: {service}"),
                 Color::ORANGE,
@@ -291,7 +288,7 @@ impl Message {
             ),
         };
         Message {
-            event: event_kind,
+            event: MessageEvent::from(event.kind),
             level,
             title,
             fields: common.into_iter().chain(extra).collect(),

@@ -10,7 +10,7 @@ use url::Url;
 use crate::{
     Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
-    providers::{base_url, join, post_json, to_json, webhook::check_token},
+    providers::{base_url, check_token, join, post_json, to_json, token_header},
 };
 
 /// Gotify priority for down and stopped.
@@ -73,7 +73,8 @@ pub struct GotifyNotifier {
     name: String,
     format: Format,
     endpoint: Url,
-    token: Secret,
+    /// The `X-Gotify-Key` value, built once from the checked token.
+    key: HeaderValue,
     http: Arc<dyn HttpSend>,
 }
 
@@ -88,7 +89,7 @@ impl GotifyNotifier {
             name: name.into(),
             format,
             endpoint: config.endpoint()?,
-            token: config.token.clone(),
+            key: token_header("", &config.token)?,
             http: default_sender(),
         })
     }
@@ -119,15 +120,12 @@ impl GotifyNotifier {
         })
     }
 
-    fn request(&self, message: &Message) -> Result<HttpRequest, NotifyError> {
+    fn request(&self, message: &Message) -> HttpRequest {
         let mut request = post_json(self.endpoint.clone(), self.body(message));
-        let mut key = HeaderValue::from_str(self.token.expose())
-            .map_err(|_| NotifyError::config("token", "must be visible ASCII"))?;
-        key.set_sensitive(true);
         request
             .headers
-            .insert(HeaderName::from_static("x-gotify-key"), key);
-        Ok(request)
+            .insert(HeaderName::from_static("x-gotify-key"), self.key.clone());
+        request
     }
 }
 
@@ -152,7 +150,7 @@ impl Notifier for GotifyNotifier {
     }
 
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let request = self.request(message)?;
+        let request = self.request(message);
         self.http.send(request).await?.into_result()
     }
 }

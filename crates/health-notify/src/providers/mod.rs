@@ -14,7 +14,7 @@ use http::{HeaderValue, Method};
 use serde::Serialize;
 use url::Url;
 
-use crate::{HttpRequest, NotifyError};
+use crate::{HttpRequest, Message, NotifyError, Secret};
 
 /// Parses a base URL from a config key: absolute, `http` or `https`, with a host, no
 /// query or fragment (paths are appended to it).
@@ -32,9 +32,7 @@ pub(crate) fn base_url(key: &str, value: &str) -> Result<Url, NotifyError> {
 /// Parses a complete endpoint URL from a config key: absolute, `http` or `https`, with a
 /// host.
 pub(crate) fn http_url(key: &str, value: &str) -> Result<Url, NotifyError> {
-    if value.trim().is_empty() {
-        return Err(NotifyError::config(key, "is required"));
-    }
+    required(key, value)?;
     let url =
         Url::parse(value).map_err(|err| NotifyError::config(key, format!("{value:?}: {err}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -62,6 +60,48 @@ pub(crate) fn required(key: &str, value: &str) -> Result<(), NotifyError> {
     } else {
         Ok(())
     }
+}
+
+/// Escapes `&`, `<` and `>` (Telegram's HTML mode and Slack's mrkdwn need no more).
+pub(crate) fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `text`, or the message's title when `text` is empty (a message with no fields);
+/// providers that reject an empty body send the title instead.
+pub(crate) fn or_title(text: String, message: &Message) -> String {
+    if text.is_empty() {
+        message.title.clone()
+    } else {
+        text
+    }
+}
+
+/// Fails unless `token` is non-empty visible ASCII without spaces, so it can be sent in
+/// a header.
+pub(crate) fn check_token(token: &Secret) -> Result<(), NotifyError> {
+    if token.is_empty() {
+        return Err(NotifyError::config("token", "must not be empty"));
+    }
+    if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(NotifyError::config(
+            "token",
+            "must be visible ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The header value `<prefix><token>` (e.g. `Bearer <token>`), marked sensitive so it
+/// never shows in `Debug`; fails like [`check_token`].
+pub(crate) fn token_header(prefix: &str, token: &Secret) -> Result<HeaderValue, NotifyError> {
+    check_token(token)?;
+    let mut value = HeaderValue::try_from(format!("{prefix}{}", token.expose()))
+        .expect("a visible ASCII prefix and checked token make a valid header value");
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// A POST of `body` (already JSON text) as `application/json`.

@@ -4,14 +4,14 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, header::AUTHORIZATION};
 use serde::Deserialize;
 use url::Url;
 
 use crate::{
     Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
-    providers::{base_url, join, text_header, webhook::check_token},
+    providers::{base_url, check_token, join, or_title, text_header, token_header},
 };
 
 /// `ntfy` keys: `url` (the server), `topic`, `token` (optional access token).
@@ -63,7 +63,8 @@ pub struct NtfyNotifier {
     name: String,
     format: Format,
     endpoint: Url,
-    token: Option<Secret>,
+    /// `Authorization: Bearer <token>`, built once from the checked token.
+    bearer: Option<HeaderValue>,
     http: Arc<dyn HttpSend>,
 }
 
@@ -78,7 +79,11 @@ impl NtfyNotifier {
             name: name.into(),
             format,
             endpoint: config.endpoint()?,
-            token: config.token.clone(),
+            bearer: config
+                .token
+                .as_ref()
+                .map(|token| token_header("Bearer ", token))
+                .transpose()?,
             http: default_sender(),
         })
     }
@@ -91,12 +96,7 @@ impl NtfyNotifier {
 
     /// The request sent for `message`.
     pub fn request(&self, message: &Message) -> Result<HttpRequest, NotifyError> {
-        let body = message.render_fields(self.format);
-        let body = if body.is_empty() {
-            message.title.clone()
-        } else {
-            body
-        };
+        let body = or_title(message.render_fields(self.format), message);
         let mut request = HttpRequest::new(Method::POST, self.endpoint.clone())
             .with_body("text/plain; charset=utf-8", body);
         let priority = if message.level.is_urgent() {
@@ -119,8 +119,8 @@ impl NtfyNotifier {
                 HeaderValue::from_static("yes"),
             );
         }
-        if let Some(token) = &self.token {
-            request = request.with_bearer(token.expose())?;
+        if let Some(bearer) = &self.bearer {
+            headers.insert(AUTHORIZATION, bearer.clone());
         }
         Ok(request)
     }

@@ -11,7 +11,7 @@ use crate::{
     Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
     message::truncate,
-    providers::{base_url, join},
+    providers::{base_url, join, or_title, required},
 };
 
 /// Pushover's default address.
@@ -48,9 +48,7 @@ impl PushoverConfig {
     fn endpoint(&self) -> Result<Url, NotifyError> {
         let base = base_url("url", &self.url)?;
         for (key, value) in [("token", &self.token), ("user", &self.user)] {
-            if value.expose().trim().is_empty() {
-                return Err(NotifyError::config(key, "is required"));
-            }
+            required(key, value.expose())?;
         }
         join(&base, "/1/messages.json")
     }
@@ -91,13 +89,8 @@ impl PushoverNotifier {
 
     /// The exact form body sent for `message`.
     pub fn body(&self, message: &Message) -> String {
-        let text = message.render_fields(Format::Plain);
         // Pushover rejects an empty message.
-        let text = if text.is_empty() {
-            message.title.clone()
-        } else {
-            text
-        };
+        let text = or_title(message.render_fields(Format::Plain), message);
         let priority = if message.level.is_urgent() { "1" } else { "0" };
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", self.token.expose())

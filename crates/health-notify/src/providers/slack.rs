@@ -10,7 +10,7 @@ use crate::{
     Format, HttpSend, Message, Notifier, NotifyError,
     http::default_sender,
     message::truncate,
-    providers::{http_url, post_json, to_json},
+    providers::{escape_html, http_url, or_title, post_json, to_json},
 };
 
 /// Slack's limit on a header block's text, in characters.
@@ -94,18 +94,14 @@ impl SlackNotifier {
                 let lines: Vec<String> = message
                     .fields
                     .iter()
-                    .map(|f| format!("*{}:* {}", escape(&f.name), escape(&f.value)))
+                    .map(|f| format!("*{}:* {}", escape_html(&f.name), escape_html(&f.value)))
                     .collect();
                 ("mrkdwn", lines.join("\n"))
             }
             Format::Plain => ("plain_text", message.render_fields(Format::Plain)),
         };
         // A section's text may not be empty.
-        let section = if section.is_empty() {
-            message.title.clone()
-        } else {
-            section
-        };
+        let section = or_title(section, message);
         let body = Body {
             text: &message.title,
             blocks: [
@@ -127,13 +123,6 @@ impl SlackNotifier {
         };
         to_json(&body)
     }
-}
-
-/// Slack's mrkdwn escaping: `&`, `<` and `>` only.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 impl fmt::Debug for SlackNotifier {

@@ -10,7 +10,7 @@ use crate::{
     Format, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
     message::truncate,
-    providers::{base_url, join, post_json, to_json},
+    providers::{base_url, escape_html, join, post_json, to_json},
 };
 
 /// The Bot API's default address.
@@ -178,13 +178,6 @@ fn escape_markdown_v2(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Escapes the three characters Telegram's HTML mode needs escaped.
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 impl fmt::Debug for TelegramNotifier {

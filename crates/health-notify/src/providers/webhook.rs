@@ -4,13 +4,14 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use async_trait::async_trait;
-use http::Method;
+use http::{HeaderValue, Method, header::AUTHORIZATION};
 use serde::{Deserialize, Deserializer, Serialize, de};
 use url::Url;
 
 use crate::{
     Field, Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
-    http::default_sender, providers::http_url,
+    http::default_sender,
+    providers::{check_token, http_url, token_header},
 };
 
 /// `webhook` keys: `url`, `method` (`POST`), `mime_type` (`application/json`),
@@ -84,19 +85,6 @@ impl WebhookConfig {
         }
         Ok((url, template))
     }
-}
-
-pub(crate) fn check_token(token: &Secret) -> Result<(), NotifyError> {
-    if token.is_empty() {
-        return Err(NotifyError::config("token", "must not be empty"));
-    }
-    if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(NotifyError::config(
-            "token",
-            "must be visible ASCII without spaces",
-        ));
-    }
-    Ok(())
 }
 
 /// The webhook's HTTP method.
@@ -374,7 +362,8 @@ pub struct WebhookNotifier {
     method: WebhookMethod,
     mime_type: MimeType,
     template: Option<Template>,
-    token: Option<Secret>,
+    /// `Authorization: Bearer <token>`, built once from the checked token.
+    bearer: Option<HeaderValue>,
     color_mode: ColorMode,
     http: Arc<dyn HttpSend>,
 }
@@ -394,7 +383,11 @@ impl WebhookNotifier {
             method: config.method,
             mime_type: config.mime_type,
             template,
-            token: config.token.clone(),
+            bearer: config
+                .token
+                .as_ref()
+                .map(|token| token_header("Bearer ", token))
+                .transpose()?,
             color_mode: config.color_mode,
             http: default_sender(),
         })
@@ -458,8 +451,8 @@ impl Notifier for WebhookNotifier {
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {
         let mut request = HttpRequest::new(self.method.method(), self.url.clone())
             .with_body(self.mime_type.as_str(), self.body(message));
-        if let Some(token) = &self.token {
-            request = request.with_bearer(token.expose())?;
+        if let Some(bearer) = &self.bearer {
+            request.headers.insert(AUTHORIZATION, bearer.clone());
         }
         self.http.send(request).await?.into_result()
     }
