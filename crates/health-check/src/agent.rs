@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::{
-    failure::{Failure, bad_url, truncate, unsupported_scheme},
+    failure::{Failure, bad_url, margin, truncate, unsupported_scheme},
     file::file_path,
     net::{self, USER_AGENT_VALUE, join_path},
     stream::Target,
@@ -29,8 +29,6 @@ pub const AGENT_HEALTH_PATH: &str = "/godoxy/agent/health";
 const MAX_AGENT_ANSWER: usize = 64 * 1024;
 /// How much of a non-200 answer goes into the detail.
 const MAX_DETAIL_BODY: usize = 200;
-/// The largest share of the timeout kept back from the agent.
-const MAX_MARGIN: Duration = Duration::from_millis(100);
 /// The target schemes an agent checks.
 const TARGET_SCHEMES: &[&str] = &[
     "http", "https", "h2c", "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "file",
@@ -113,12 +111,7 @@ impl AgentProbe {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| ConfigError::url(url, "no port"))?;
-        let authority = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(ConfigError::url(url, "no host")),
-        };
-        let authority = HeaderValue::from_str(&authority)
+        let authority = HeaderValue::from_str(&authority(url)?)
             .map_err(|_| ConfigError::url(url, "host is not a valid header value"))?;
         let mut endpoint = url.clone();
         endpoint.set_path(&join_path(url.path(), None, AGENT_HEALTH_PATH));
@@ -264,11 +257,6 @@ impl Probe for AgentProbe {
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
         self.endpoint(url).map(drop)
     }
-}
-
-/// `min(timeout / 10, 100ms)`.
-fn margin(timeout: Duration) -> Duration {
-    (timeout / 10).min(MAX_MARGIN)
 }
 
 /// `host[:port]` of a target, as GoDoxy's agent takes it (IPv6 in brackets).

@@ -10,7 +10,7 @@ use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe
 use tokio::time::Instant;
 use url::Url;
 
-use crate::failure::{timed_out_detail, truncate};
+use crate::failure::{margin, timed_out_detail, truncate};
 
 pub use self::engine::{BollardDockerApi, DEFAULT_DOCKER_HOST};
 
@@ -20,9 +20,6 @@ pub const DOCKER_SCHEME: &str = "docker";
 pub const MAX_HEALTH_OUTPUT: usize = 256;
 /// The detail of a running container without a healthcheck, when no fallback is used.
 pub const HEALTH_CHECK_NOT_AVAILABLE: &str = "docker health check not available";
-/// The longest share of the timeout kept back when there is no fallback, so that a slow
-/// engine ends as this probe's error rather than as the monitor's timeout.
-const MAX_MARGIN: Duration = Duration::from_millis(100);
 
 /// A container's `State`, as far as a health check reads it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -245,7 +242,7 @@ impl DockerProbe {
         if self.usable_fallback().is_some() {
             self.timeout / 2
         } else {
-            self.timeout - (self.timeout / 10).min(MAX_MARGIN)
+            self.timeout - margin(self.timeout)
         }
     }
 

@@ -77,6 +77,13 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What a probe that asks another party (an agent, the Docker engine) keeps back from
+/// its `timeout`, so that the other side's answer, or its timeout, arrives inside it:
+/// `min(timeout / 10, 100ms)`.
+pub(crate) fn margin(timeout: Duration) -> Duration {
+    (timeout / 10).min(Duration::from_millis(100))
+}
+
 /// `timed out after 10s`, in the same words the monitor uses.
 pub(crate) fn timed_out_detail(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))

@@ -35,7 +35,7 @@ pub(crate) enum Family {
 }
 
 impl Family {
-    fn accepts(self, ip: IpAddr) -> bool {
+    pub(crate) fn accepts(self, ip: IpAddr) -> bool {
         match self {
             Family::Any => true,
             Family::V4 => ip.is_ipv4(),

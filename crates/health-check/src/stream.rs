@@ -190,18 +190,13 @@ impl Target {
                 ));
             }
         };
-        if let Some(ip) = ip {
-            let fits = match family {
-                Family::Any => true,
-                Family::V4 => ip.is_ipv4(),
-                Family::V6 => ip.is_ipv6(),
-            };
-            if !fits {
-                return Err(ConfigError::url(
-                    url,
-                    format!("{ip} is not an address of the {} family", url.scheme()),
-                ));
-            }
+        if let Some(ip) = ip
+            && !family.accepts(ip)
+        {
+            return Err(ConfigError::url(
+                url,
+                format!("{ip} is not an address of the {} family", url.scheme()),
+            ));
         }
         Ok(Target {
             udp,

@@ -228,7 +228,7 @@ impl Connector {
     #[cfg(not(feature = "tls"))]
     async fn secure(&self, _host: &str, _tcp: TcpStream) -> Result<(Conn, bool), Failure> {
         Err(Failure::checker(
-            CheckKind::Config,
+            health_types::CheckKind::Config,
             "https needs the `tls` feature of health-check",
         ))
     }
