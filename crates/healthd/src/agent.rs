@@ -46,8 +46,8 @@ use crate::{
     daemon::{check_url, shutdown_signal},
 };
 
-/// The agent's health endpoint.
-pub const HEALTH_PATH: &str = "/godoxy/agent/health";
+/// The agent's health endpoint (the path health-check's `AgentProbe` asks).
+pub use health_check::AGENT_HEALTH_PATH as HEALTH_PATH;
 /// Timeout used when the request gives none (or zero, or garbage).
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Schemes the agent checks (`file` and `fileserver` take `path`, the rest `host`).
@@ -97,7 +97,6 @@ fn plain(status: StatusCode, text: String) -> Response {
 
 /// Builds the target URL and config of one agent request.
 fn target(params: &HashMap<String, String>) -> Result<(Url, HealthCheckConfig), String> {
-    let supported = AGENT_SCHEMES.join(", ");
     let scheme = params
         .get("scheme")
         .filter(|s| !s.is_empty())
@@ -147,7 +146,8 @@ fn target(params: &HashMap<String, String>) -> Result<(Url, HealthCheckConfig), 
         }
         other => {
             return Err(format!(
-                "unsupported `scheme` = {other:?}: supported schemes are {supported}"
+                "unsupported `scheme` = {other:?}: supported schemes are {}",
+                AGENT_SCHEMES.join(", ")
             ));
         }
     };

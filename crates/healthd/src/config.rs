@@ -125,8 +125,6 @@ pub struct MonitorEntry {
     pub payload: Option<String>,
     /// UDP: silence is unhealthy.
     pub expect_reply: Option<bool>,
-    /// 1-based line of the `[[monitor]]` table, for later errors.
-    pub line: usize,
 }
 
 #[derive(Deserialize)]
@@ -299,20 +297,18 @@ impl DaemonConfig {
 
         let listen = parse_server(raw.server.as_ref(), &mut problems);
         let defaults = match &raw.defaults {
-            Some(table) => {
-                let defaults = overrides(table, &mut problems, "[defaults]").unwrap_or_default();
-                if let Err(e) = defaults.resolve() {
-                    let message = e.to_string();
-                    problems.at(
-                        &table.span(),
-                        named_key(&message),
-                        format!("[defaults]: {message}"),
-                    );
-                }
-                defaults
-            }
+            Some(table) => overrides(table, &mut problems, "[defaults]").unwrap_or_default(),
             None => HealthCheckOverrides::default(),
         };
+        let defaults_error = defaults.resolve().err();
+        if let (Some(table), Some(e)) = (&raw.defaults, &defaults_error) {
+            let message = e.to_string();
+            problems.at(
+                &table.span(),
+                named_key(&message),
+                format!("[defaults]: {message}"),
+            );
+        }
         let notify = parse_notify(&raw.notify, &mut problems);
         let names: BTreeSet<&str> = notify.iter().map(|n| n.name.as_str()).collect();
         let mut monitors = Vec::new();
@@ -329,7 +325,8 @@ impl DaemonConfig {
                     ),
                 );
             }
-            if let Some(m) = parse_monitor(table, &defaults, &names, &mut problems) {
+            let with_defaults = (&defaults, defaults_error.as_ref());
+            if let Some(m) = parse_monitor(table, with_defaults, &names, &mut problems) {
                 // Build the probe once now, so that what only a probe can tell (a stream
                 // URL without a port, a missing certificate file) is reported here too.
                 let probe = crate::daemon::probe_for_entry(&m)
@@ -472,9 +469,10 @@ fn parse_notify(tables: &[Spanned<toml::Table>], problems: &mut Problems<'_>) ->
     entries
 }
 
+/// `defaults`: the `[defaults]` table, and its own error (reported once, at the table).
 fn parse_monitor(
     table: &Spanned<toml::Table>,
-    defaults: &HealthCheckOverrides,
+    (defaults, defaults_error): (&HealthCheckOverrides, Option<&ConfigError>),
     notifiers: &BTreeSet<&str>,
     problems: &mut Problems<'_>,
 ) -> Option<MonitorEntry> {
@@ -498,11 +496,10 @@ fn parse_monitor(
     let mut check_keys = table.get_ref().clone();
     check_keys.retain(|k, _| !MONITOR_KEYS.contains(&k));
     let own = overrides(&Spanned::new(span.clone(), check_keys), problems, &section);
-    let defaults_error = defaults.resolve().err();
     let config = own.and_then(|own| match own.over(defaults).resolve() {
         Ok(config) => Some(config),
         // Already reported once, at `[defaults]`.
-        Err(e) if Some(&e) == defaults_error.as_ref() => None,
+        Err(e) if Some(&e) == defaults_error => None,
         Err(e) => {
             let message = e.to_string();
             problems.at(&span, named_key(&message), format!("{section}: {message}"));
@@ -548,7 +545,6 @@ fn parse_monitor(
         notify,
         payload,
         expect_reply,
-        line: problems.locator.line_col(span.start).0,
     })
 }
 

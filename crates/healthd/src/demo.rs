@@ -39,7 +39,6 @@ pub fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
         notify: Vec::new(),
         payload: None,
         expect_reply: None,
-        line: 0,
     };
     DaemonConfig {
         listen,
