@@ -49,12 +49,7 @@ const PORTS_PER_ADDRESS: usize = 4;
 
 /// Runs the server: `http` HTTP listeners and `tcp` accept-and-close listeners.
 pub(crate) fn serve(http: usize, tcp: usize) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the server's runtime")?;
-    runtime.block_on(async move {
+    crate::runtime()?.block_on(async move {
         // HTTP on 127.0.0.2.., TCP on 127.0.1.2.. (127.0.0.1 is left to everything else).
         let http_listeners = bind(0, http).await?;
         let tcp_listeners = bind(1, tcp).await?;

@@ -98,11 +98,7 @@ impl Spec {
     /// The URL of monitor `i`: its target, and a path that names the monitor (so a
     /// shared probe can tell monitors apart; the upstream answers any path).
     pub(crate) fn url(&self, i: usize) -> String {
-        let scheme = match self.proto {
-            Proto::Http => "http",
-            Proto::Tcp => "tcp",
-        };
-        format!("{scheme}://{}/m/{i}", self.target(i))
+        format!("{}://{}/m/{i}", self.proto.name(), self.target(i))
     }
 }
 
