@@ -20,6 +20,9 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_MAX_ERRORS: u32 = 5;
 /// The largest default jitter: 10 s.
 const MAX_DEFAULT_JITTER: Duration = Duration::from_secs(10);
+/// The longest duration any key accepts: 365 days (SPEC §9.3), so that no accepted
+/// config can overflow an `Instant`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A config value that was rejected: names the key, the value and the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -267,12 +270,16 @@ pub struct HealthCheckConfig {
     pub headers: BTreeMap<String, String>,
     /// Verify upstream TLS certificates (default false).
     pub tls_verify: bool,
+    /// UDP: the datagram a check sends (default: empty).
+    pub payload: Option<String>,
+    /// UDP: silence is unhealthy rather than healthy `no reply (udp)` (default false).
+    pub expect_reply: bool,
 }
 
 impl Default for HealthCheckConfig {
     /// interval 30s, timeout 10s, path `/`, GET, retries 3, rise 1, jitter
     /// `min(interval, 10s)`, max_errors 5, anything but 5xx expected, no extra headers,
-    /// no certificate verification.
+    /// no certificate verification, an empty UDP payload and no reply required.
     fn default() -> Self {
         HealthCheckConfig {
             interval: DEFAULT_INTERVAL,
@@ -289,6 +296,8 @@ impl Default for HealthCheckConfig {
             expected_status: None,
             headers: BTreeMap::new(),
             tls_verify: false,
+            payload: None,
+            expect_reply: false,
         }
     }
 }
@@ -331,6 +340,18 @@ impl HealthCheckConfig {
         }
         if let Some(down) = self.down_interval {
             positive("down_interval", down)?;
+        }
+        let durations = [
+            ("interval", Some(self.interval)),
+            ("timeout", Some(self.timeout)),
+            ("jitter", self.jitter),
+            ("fast_interval", self.fast_interval),
+            ("down_interval", self.down_interval),
+        ];
+        for (key, value) in durations {
+            if let Some(value) = value {
+                bounded(key, value)?;
+            }
         }
         if !self.path.starts_with('/') {
             return Err(ConfigError::invalid(
@@ -394,6 +415,18 @@ fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
     }
 }
 
+fn bounded(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        Err(ConfigError::invalid(
+            key,
+            format!("\"{}\"", humantime::format_duration(value)),
+            "must be at most 365d",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
@@ -448,6 +481,10 @@ pub struct HealthCheckOverrides {
     pub headers: Option<BTreeMap<String, String>>,
     /// See [`HealthCheckConfig::tls_verify`].
     pub tls_verify: Option<bool>,
+    /// See [`HealthCheckConfig::payload`].
+    pub payload: Option<String>,
+    /// See [`HealthCheckConfig::expect_reply`].
+    pub expect_reply: Option<bool>,
 }
 
 impl HealthCheckOverrides {
@@ -481,6 +518,8 @@ impl HealthCheckOverrides {
                 .or_else(|| base.expected_status.clone()),
             headers,
             tls_verify: self.tls_verify.or(base.tls_verify),
+            payload: self.payload.clone().or_else(|| base.payload.clone()),
+            expect_reply: self.expect_reply.or(base.expect_reply),
         }
     }
 
@@ -502,6 +541,8 @@ impl HealthCheckOverrides {
             expected_status: self.expected_status.clone().or(d.expected_status),
             headers: self.headers.clone().unwrap_or(d.headers),
             tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
+            payload: self.payload.clone().or(d.payload),
+            expect_reply: self.expect_reply.unwrap_or(d.expect_reply),
         };
         config.validate()?;
         Ok(config)
@@ -509,14 +550,23 @@ impl HealthCheckOverrides {
 }
 
 /// Parses a duration string such as `"30s"`, `"250ms"` or `"1m30s"` for `key`.
+/// At most [`MAX_DURATION`].
 pub(crate) fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim()).map_err(|err| {
+    let value = humantime::parse_duration(text.trim()).map_err(|err| {
         ConfigError::invalid(
             key,
             format!("{text:?}"),
             format!("{err}; expected a duration like \"30s\", \"250ms\" or \"1m30s\""),
         )
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?}"),
+            "must be at most 365d",
+        ));
+    }
+    Ok(value)
 }
 
 /// Per-key duration deserializers, so a bad value's message names its key.
@@ -693,6 +743,21 @@ mod tests {
             ("expected_status = []", "`expected_status`"),
             ("headers = { \"Bad Name\" = \"x\" }", "`headers`"),
         ];
+        for text in ["interval = \"366d\"", "timeout = \"8761h\""] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("at most 365d"), "{text}: {err}");
+        }
+        let err = HealthCheckConfig {
+            fast_interval: Some(Duration::from_secs(u64::MAX)),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`fast_interval`") && err.contains("365d"),
+            "{err}"
+        );
         for (text, key) in cases {
             let err = parse(text).unwrap().resolve().unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

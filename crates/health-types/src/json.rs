@@ -1,10 +1,10 @@
 //! The GoDoxy-compatible JSON form of a monitor (SPEC §4).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{HealthCheckConfig, Status};
+use crate::{HealthCheckConfig, Status, duration_nanos};
 
 /// A monitor's config in JSON: durations are integer nanoseconds (GoDoxy's wire format).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,23 +43,19 @@ pub struct ConfigJson {
     pub tls_verify: bool,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl From<&HealthCheckConfig> for ConfigJson {
     fn from(c: &HealthCheckConfig) -> Self {
         ConfigJson {
-            interval: nanos(c.interval),
-            timeout: nanos(c.timeout),
+            interval: duration_nanos(c.interval),
+            timeout: duration_nanos(c.timeout),
             path: c.path.clone(),
             method: c.method.as_str().to_owned(),
             retries: c.retries,
             disable: c.disable,
             rise: c.rise,
-            jitter: nanos(c.effective_jitter()),
-            fast_interval: c.fast_interval.map(nanos),
-            down_interval: c.down_interval.map(nanos),
+            jitter: duration_nanos(c.effective_jitter()),
+            fast_interval: c.fast_interval.map(duration_nanos),
+            down_interval: c.down_interval.map(duration_nanos),
             max_errors: c.max_errors,
             expected_status: c
                 .expected_status

@@ -1,9 +1,12 @@
 //! Shared vocabulary of the health toolkit: statuses, check results, the health-check
-//! config with its defaults and validation, monitor events, and the port traits
-//! ([`Probe`], [`EventSink`], [`Clock`]) that the other crates implement or consume.
+//! config with its defaults and validation, the [`Scheme`]s and [`Target`]s a monitor
+//! checks, monitor events, the port traits ([`Probe`], [`EventSink`], [`Clock`]) that
+//! the other crates implement or consume, and the few helpers they all share.
 //!
-//! This crate does no I/O. `health-check` implements [`Probe`], `health-notify`
-//! implements [`EventSink`], and `health-monitor` drives both.
+//! This crate does no I/O, but for one thing behind the `tls` feature: [`tls`] reads
+//! the PEM files a config names (CA, certificate, key) and builds every rustls config
+//! of the toolkit, on the ring provider. `health-check` implements [`Probe`],
+//! `health-notify` implements [`EventSink`], and `health-monitor` drives both.
 
 mod clock;
 mod config;
@@ -11,19 +14,27 @@ mod event;
 mod json;
 mod probe;
 mod result;
+mod scheme;
 mod status;
+mod target;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod util;
 
 pub use self::{
     clock::{Clock, SystemClock, TokioClock},
     config::{
         ConfigError, DEFAULT_INTERVAL, DEFAULT_MAX_ERRORS, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-        ExpectedStatus, HealthCheckConfig, HealthCheckOverrides, Method, StatusRange,
+        ExpectedStatus, HealthCheckConfig, HealthCheckOverrides, MAX_DURATION, Method, StatusRange,
     },
     event::{Event, EventKind, EventSink},
     json::{ConfigJson, MonitorJson},
     probe::Probe,
     result::{CheckKind, CheckResult, ProbeError, Verdict},
+    scheme::{Scheme, UnknownScheme, unsupported_reason, unsupported_scheme},
     status::{ParseStatusError, Status},
+    target::{AgentSpec, DockerSpec, Target},
+    util::{ErrorChain, TRUNCATION_MARKER, duration_nanos, timed_out_after, truncate},
 };
 
 pub use url::Url;
