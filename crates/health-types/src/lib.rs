@@ -17,6 +17,8 @@ mod result;
 mod scheme;
 mod status;
 mod target;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod util;
