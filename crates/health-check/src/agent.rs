@@ -303,14 +303,16 @@ impl AgentAnswer {
 fn agent_tls(
     options: &AgentProbeConfig,
 ) -> Result<tokio_rustls::rustls::ClientConfig, ConfigError> {
-    use crate::tls::{
+    use health_types::tls::{
         ClientAuth, Trust, client_config, load_certificates, load_private_key, load_roots,
     };
 
-    let invalid = |key: &'static str, path: &PathBuf, reason: String| ConfigError::Invalid {
-        key,
-        value: format!("{:?}", path.display().to_string()),
-        reason,
+    let invalid = |key: &'static str, path: &PathBuf, reason: health_types::tls::TlsError| {
+        ConfigError::Invalid {
+            key,
+            value: format!("{:?}", path.display().to_string()),
+            reason: reason.to_string(),
+        }
     };
     let trust = match &options.ca_file {
         Some(path) => Trust::Roots(std::sync::Arc::new(
@@ -328,14 +330,16 @@ fn agent_tls(
             return Err(invalid(
                 "cert",
                 path,
-                "mutual TLS needs both a client certificate and its key".to_owned(),
+                health_types::tls::TlsError::from(
+                    "mutual TLS needs both a client certificate and its key",
+                ),
             ));
         }
     };
     client_config(&trust, &[b"http/1.1"], auth).map_err(|reason| ConfigError::Invalid {
         key: "cert",
         value: format!("{:?}", options.url.as_str()),
-        reason,
+        reason: reason.to_string(),
     })
 }
 

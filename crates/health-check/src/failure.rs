@@ -160,12 +160,27 @@ pub(crate) fn error_chain<'a>(
 pub(crate) fn classify_stream_io(err: &io::Error) -> Failure {
     #[cfg(feature = "tls")]
     {
-        crate::tls::classify_tls(err)
+        classify_tls(err)
     }
     #[cfg(not(feature = "tls"))]
     {
         classify_io(err)
     }
+}
+
+/// Classifies an I/O error from a TLS stream: rustls errors (bad certificate, protocol
+/// mismatch) are kind `tls`; socket errors keep their own kind.
+#[cfg(feature = "tls")]
+pub(crate) fn classify_tls(err: &io::Error) -> Failure {
+    use tokio_rustls::rustls;
+
+    if let Some(tls) = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return Failure::target(CheckKind::Tls, format!("tls: {tls}"));
+    }
+    classify_io(err)
 }
 
 /// The error for a URL whose scheme a probe does not check, listing the ones it does.
@@ -210,6 +225,20 @@ mod tests {
         assert_eq!((reset.side, reset.kind), (Side::Target, CheckKind::Reset));
         let denied = classify_io(&io::Error::from(io::ErrorKind::PermissionDenied));
         assert_eq!((denied.side, denied.kind), (Side::Checker, CheckKind::Io));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn rustls_errors_are_tls_failures() {
+        use tokio_rustls::rustls;
+
+        let err = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let failure = classify_tls(&err);
+        assert_eq!(failure.kind, CheckKind::Tls);
+        assert!(failure.detail.starts_with("tls: "), "{}", failure.detail);
     }
 
     #[test]

@@ -150,6 +150,8 @@ mod file;
 mod http;
 mod net;
 mod stream;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -26,6 +26,12 @@ use rustls::{
 #[error("{0}")]
 pub struct TlsError(String);
 
+impl From<&str> for TlsError {
+    fn from(reason: &str) -> Self {
+        TlsError(reason.to_owned())
+    }
+}
+
 impl TlsError {
     fn at(path: &Path, reason: impl std::fmt::Display) -> Self {
         TlsError(format!("{}: {reason}", path.display()))

@@ -166,7 +166,7 @@ impl Connector {
         config: &HealthCheckConfig,
         options: &HttpClientConfig,
     ) -> Result<Self, ConfigError> {
-        use crate::tls::{Trust, client_config, load_roots, system_roots};
+        use health_types::tls::{Trust, client_config, load_roots, system_roots};
 
         let trust = match (&options.ca_file, config.tls_verify) {
             (_, false) => Trust::AnyCertificate,
@@ -176,7 +176,7 @@ impl Connector {
                 let extra = load_roots(path).map_err(|reason| ConfigError::Invalid {
                     key: "ca_file",
                     value: format!("{:?}", path.display().to_string()),
-                    reason,
+                    reason: reason.to_string(),
                 })?;
                 roots.roots.extend(extra.roots);
                 Trust::Roots(std::sync::Arc::new(roots))
@@ -186,7 +186,7 @@ impl Connector {
             ConfigError::Invalid {
                 key: "tls_verify",
                 value: config.tls_verify.to_string(),
-                reason,
+                reason: reason.to_string(),
             }
         })?;
         Ok(Connector {
