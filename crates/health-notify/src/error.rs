@@ -2,9 +2,10 @@
 
 use std::{
     error::Error as StdError,
-    fmt,
     time::{Duration, SystemTime},
 };
+
+use health_types::ErrorChain;
 
 /// Why a notifier could not be built or a notification could not be delivered.
 ///
@@ -130,22 +131,6 @@ impl NotifyError {
     /// serde errors that can carry only a string.
     pub fn chain(&self) -> ErrorChain<'_> {
         ErrorChain(self)
-    }
-}
-
-/// Displays an error followed by each of its sources: `a: b: c`.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorChain<'a>(&'a (dyn StdError + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
     }
 }
 

@@ -16,10 +16,14 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tokio_rustls::rustls;
 use url::Url;
 
-use crate::{NotifyError, RetryAfter, message::clean_bytes, message::truncate};
+use health_types::{
+    tls::{Trust, client_config},
+    truncate,
+};
+
+use crate::{NotifyError, RetryAfter, message::clean_bytes};
 
 /// The `User-Agent` sent unless a provider sets one.
 const USER_AGENT: &str = concat!("health-notify/", env!("CARGO_PKG_VERSION"));
@@ -148,17 +152,10 @@ pub struct HyperSend {
 impl HyperSend {
     /// A client that verifies certificates against the Mozilla roots (webpki-roots).
     pub fn new() -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        // An explicit provider: never rely on a process-wide default, which panics when
-        // two providers are compiled in.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        // The toolkit's one TLS setup: an explicit ring provider, never a process-wide
+        // default (which panics when two providers are compiled in).
+        let tls = client_config(&Trust::WebpkiRoots, &[], None)
+            .expect("the webpki roots and the ring provider's default versions make a config");
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -141,11 +141,11 @@ pub use self::{
         DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, Dispatcher, DispatcherBuilder,
         NotifierStats, ShutdownReport, Stats, TargetedSink,
     },
-    error::{ErrorChain, NotifyError, RetryAfter},
+    error::{NotifyError, RetryAfter},
     http::{HttpRequest, HttpResponse, HttpSend, HyperSend},
     message::{
-        Color, Field, Format, Level, Message, MessageEvent, TRUNCATION_MARKER, clean, clean_bytes,
-        escape_markdown, format_downtime, format_latency, rfc3339, truncate,
+        Color, Field, Format, Level, Message, MessageEvent, clean, clean_bytes, escape_markdown,
+        format_downtime, format_latency, rfc3339,
     },
     notifier::{Notifier, Secret},
     providers::{

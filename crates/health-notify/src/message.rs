@@ -11,9 +11,6 @@ use std::{
 use health_types::{Event, EventKind};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// The marker appended to a value cut to fit a provider's limit.
-pub const TRUNCATION_MARKER: char = '…';
-
 /// What a message is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MessageEvent {
@@ -477,25 +474,6 @@ pub fn clean_bytes(bytes: &[u8]) -> String {
     clean(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
-/// Cuts `text` to at most `max_chars` characters, ending in [`TRUNCATION_MARKER`] when
-/// something was cut. Borrowed when it already fits.
-pub fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
-    match text.char_indices().nth(max_chars) {
-        None => Cow::Borrowed(text),
-        Some(_) if max_chars == 0 => Cow::Borrowed(""),
-        Some(_) => {
-            let end = text
-                .char_indices()
-                .nth(max_chars - 1)
-                .map_or(text.len(), |(i, _)| i);
-            let mut cut = String::with_capacity(end + TRUNCATION_MARKER.len_utf8());
-            cut.push_str(&text[..end]);
-            cut.push(TRUNCATION_MARKER);
-            Cow::Owned(cut)
-        }
-    }
-}
-
 /// Backslash-escapes the characters that change meaning in common markdown dialects
 /// (`\ * _ ` ~ [ ] < >`), so a value shows as written.
 pub fn escape_markdown(text: &str) -> Cow<'_, str> {
@@ -642,18 +620,6 @@ mod tests {
         let custom = Message::custom("x", UNIX_EPOCH).with_detail(b"ok \xff\xfe end\x07");
         assert_eq!(custom.detail, "ok \u{fffd}\u{fffd} end\u{fffd}");
         assert!(matches!(clean("tab\tnew\nline"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn truncation_keeps_the_limit_and_marks_the_cut() {
-        assert_eq!(truncate("hello", 5), "hello");
-        assert_eq!(truncate("hello!", 5), "hell…");
-        assert_eq!(truncate("ééééé", 3).chars().count(), 3);
-        assert_eq!(truncate("abc", 0), "");
-        let long = "x".repeat(5000);
-        let cut = truncate(&long, 1024);
-        assert_eq!(cut.chars().count(), 1024);
-        assert!(cut.ends_with(TRUNCATION_MARKER));
     }
 
     #[test]

@@ -3,13 +3,13 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use health_types::truncate;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
     HttpSend, Message, Notifier, NotifyError,
     http::default_sender,
-    message::truncate,
     providers::{http_url, post_json, to_json},
 };
 

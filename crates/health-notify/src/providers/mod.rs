@@ -158,6 +158,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn provider_limits_cut_to_the_limit_with_a_marker() {
+        assert_eq!(health_types::truncate("hello", 5), "hello");
+        assert_eq!(health_types::truncate("hello!", 5), "hell…");
+        assert_eq!(health_types::truncate("ééééé", 3).chars().count(), 3);
+        assert_eq!(health_types::truncate("abc", 0), "");
+        let long = "x".repeat(5000);
+        let cut = health_types::truncate(&long, 1024);
+        assert_eq!(cut.chars().count(), 1024);
+        assert!(cut.ends_with(health_types::TRUNCATION_MARKER));
+    }
+
+    #[test]
     fn base64_matches_rfc_4648_vectors() {
         let vectors = [
             ("", ""),

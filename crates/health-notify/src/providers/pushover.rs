@@ -3,6 +3,7 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use health_types::truncate;
 use http::Method;
 use serde::Deserialize;
 use url::Url;
@@ -10,7 +11,6 @@ use url::Url;
 use crate::{
     Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
-    message::truncate,
     providers::{base_url, join, or_title, required},
 };
 

@@ -3,13 +3,13 @@
 use std::{borrow::Cow, fmt, sync::Arc};
 
 use async_trait::async_trait;
+use health_types::truncate;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
     Format, HttpSend, Message, Notifier, NotifyError,
     http::default_sender,
-    message::truncate,
     providers::{escape_html, http_url, or_title, post_json, to_json},
 };
 

@@ -3,13 +3,13 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use health_types::truncate;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
     Format, HttpSend, Message, Notifier, NotifyError, Secret,
     http::default_sender,
-    message::truncate,
     providers::{base_url, escape_html, join, post_json, to_json},
 };
 
