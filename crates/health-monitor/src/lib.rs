@@ -47,20 +47,29 @@
 //! bursted, and the monitor cuts a check at `timeout` (an unhealthy `timeout` result). See
 //! [`Scope`] for how 100k monitors share one timer.
 
+// Imports run one way, down this list's layers (see `monitor`'s docs): monitor; scope
+// and check; lifecycle; snapshot; and the leaves (scheduler, machine, last_seen, error).
+mod check;
 mod error;
 #[cfg(feature = "probes")]
 pub mod factory;
 mod last_seen;
+mod lifecycle;
 mod machine;
 mod monitor;
+mod scheduler;
 mod scope;
+mod snapshot;
 
 pub use self::{
+    check::check_once,
     error::MonitorError,
     last_seen::LastSeenRegistry,
     machine::{Events, StateMachine, Transition},
-    monitor::{HealthMonitor, Monitor, MonitorBuilder, ResultCounts, Snapshot, check_once},
-    scope::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STARTS_PER_TICK, SchedulerOptions, Scope},
+    monitor::{HealthMonitor, Monitor, MonitorBuilder},
+    scheduler::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STARTS_PER_TICK, SchedulerOptions},
+    scope::Scope,
+    snapshot::{ResultCounts, Snapshot},
 };
 pub use tokio_util::sync::CancellationToken;
 
