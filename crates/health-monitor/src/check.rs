@@ -8,7 +8,7 @@
 use std::{any::Any, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
-use health_types::{CheckKind, CheckResult, Probe, ProbeError, Url};
+use health_types::{CheckKind, CheckResult, Probe, ProbeError, Url, timed_out_after};
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
 use crate::{
@@ -74,7 +74,7 @@ pub async fn check_once(
     match tokio::time::timeout(timeout, check).await {
         Err(_) => Ok(CheckResult::unhealthy(
             CheckKind::Timeout,
-            format!("timed out after {}", humantime::format_duration(timeout)),
+            timed_out_after(timeout),
             timeout,
         )),
         Ok(Err(panic)) => Err(ProbeError::new(

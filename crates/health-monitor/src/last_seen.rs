@@ -9,6 +9,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use health_types::duration_nanos;
+
 /// Maps a service name to the wall-clock time of its last healthy result.
 ///
 /// Monitors record into the [process-wide default](Self::global) unless built with their
@@ -40,9 +42,8 @@ impl Slot {
     }
 
     fn set(&self, at: SystemTime) {
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1));
+        // Saturating: a time past 2554 is kept as the latest time the slot can hold.
+        let nanos = at.duration_since(UNIX_EPOCH).map_or(0, duration_nanos);
         self.at.store(nanos.saturating_add(1), Ordering::Relaxed);
     }
 }

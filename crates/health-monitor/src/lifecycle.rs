@@ -20,7 +20,7 @@ use std::{
 use arc_swap::ArcSwap;
 use health_types::{
     CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, Probe, ProbeError, Status,
-    Url, Verdict,
+    Url, Verdict, duration_nanos,
 };
 use tokio::{
     sync::{Notify, futures::Notified, watch},
@@ -392,7 +392,7 @@ impl Shared {
 
 /// A uniformly random duration in `[0, bound)` (zero when `bound` is zero).
 fn random_below(bound: Duration) -> Duration {
-    let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = duration_nanos(bound);
     if nanos == 0 {
         Duration::ZERO
     } else {

@@ -45,6 +45,7 @@ use std::{
     time::Duration,
 };
 
+use health_types::duration_nanos;
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
@@ -287,7 +288,7 @@ impl<T: Runner> Scheduler<T> {
 
     /// `at` in nanoseconds since the epoch (0 before it).
     fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.inner.epoch).as_nanos()).unwrap_or(u64::MAX)
+        duration_nanos(at.saturating_duration_since(self.inner.epoch))
     }
 
     /// The instant `nanos` stands for.
