@@ -20,7 +20,7 @@ use std::{
 use arc_swap::ArcSwap;
 use health_types::{
     CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, Probe, ProbeError, Status,
-    Url, Verdict, duration_nanos,
+    SystemClock, Url, Verdict, duration_nanos,
 };
 use tokio::{
     sync::{Notify, futures::Notified, watch},
@@ -59,6 +59,35 @@ pub(crate) struct Shared {
     run: Mutex<RunState>,
 }
 
+/// What a monitor is built from, as its builder collects it.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) name: Arc<str>,
+    pub(crate) url: Url,
+    pub(crate) probe: Arc<dyn Probe>,
+    pub(crate) config: Arc<HealthCheckConfig>,
+    pub(crate) sink: Option<Arc<dyn EventSink>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// `None`: the process-wide [`LastSeenRegistry::global`].
+    pub(crate) last_seen: Option<Arc<LastSeenRegistry>>,
+}
+
+impl Parts {
+    /// A monitor named `name` that checks `url` with `probe`, with the default config, no
+    /// sink, the system clock and the process-wide last-seen registry.
+    pub(crate) fn new(name: Arc<str>, url: Url, probe: Arc<dyn Probe>) -> Self {
+        Parts {
+            name,
+            url,
+            probe,
+            config: Arc::default(),
+            sink: None,
+            clock: Arc::new(SystemClock),
+            last_seen: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct RunState {
     machine: StateMachine,
@@ -68,17 +97,19 @@ struct RunState {
 }
 
 impl Shared {
-    /// A monitor named `name` that checks `url` with `probe` (not started). The config and
-    /// the URL were validated by the caller.
-    pub(crate) fn new(
-        name: Arc<str>,
-        url: Url,
-        probe: Arc<dyn Probe>,
-        config: Arc<HealthCheckConfig>,
-        sink: Option<Arc<dyn EventSink>>,
-        clock: Arc<dyn Clock>,
-        last_seen: Arc<LastSeenRegistry>,
-    ) -> Self {
+    /// A monitor made of `parts` (not started). The config and the URL were validated by
+    /// the caller.
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts {
+            name,
+            url,
+            probe,
+            config,
+            sink,
+            clock,
+            last_seen,
+        } = parts;
+        let last_seen = last_seen.unwrap_or_else(LastSeenRegistry::global);
         let url = Arc::new(url);
         let snapshot = Snapshot::fresh(name.clone(), url.clone(), last_seen.get(&name));
         Shared {

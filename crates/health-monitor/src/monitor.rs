@@ -21,14 +21,17 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CheckResult, Clock, EventSink, HealthCheckConfig, MonitorJson, Probe, ProbeError, Status,
-    SystemClock, Url,
+    CheckResult, Clock, EventSink, HealthCheckConfig, MonitorJson, Probe, ProbeError, Status, Url,
 };
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    check::check_once, error::MonitorError, last_seen::LastSeenRegistry, lifecycle::Shared,
-    scope::Scope, snapshot::Snapshot,
+    check::check_once,
+    error::MonitorError,
+    last_seen::LastSeenRegistry,
+    lifecycle::{Parts, Shared},
+    scope::Scope,
+    snapshot::Snapshot,
 };
 
 /// The monitor API of SPEC §4, equivalent to the seed's `HealthMonitor` interface.
@@ -94,20 +97,14 @@ pub struct Monitor {
 /// Builds a [`Monitor`]; see [`Monitor::builder`].
 #[derive(Debug)]
 pub struct MonitorBuilder {
-    name: Arc<str>,
-    url: Url,
-    probe: Arc<dyn Probe>,
-    config: Arc<HealthCheckConfig>,
-    sink: Option<Arc<dyn EventSink>>,
-    clock: Arc<dyn Clock>,
-    last_seen: Option<Arc<LastSeenRegistry>>,
+    parts: Parts,
 }
 
 impl MonitorBuilder {
     /// The health-check config (default: [`HealthCheckConfig::default`]).
     #[must_use]
     pub fn config(mut self, config: HealthCheckConfig) -> Self {
-        self.config = Arc::new(config);
+        self.parts.config = Arc::new(config);
         self
     }
 
@@ -115,45 +112,37 @@ impl MonitorBuilder {
     /// table then hold one copy between them.
     #[must_use]
     pub fn shared_config(mut self, config: Arc<HealthCheckConfig>) -> Self {
-        self.config = config;
+        self.parts.config = config;
         self
     }
 
     /// Where `down`, `up` and `stopped` events go (default: nowhere).
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.sink = Some(sink);
+        self.parts.sink = Some(sink);
         self
     }
 
-    /// The wall clock for time stamps (default: [`SystemClock`]).
+    /// The wall clock for time stamps (default: [`SystemClock`](health_types::SystemClock)).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.parts.clock = clock;
         self
     }
 
     /// The last-seen registry (default: [`LastSeenRegistry::global`]).
     #[must_use]
     pub fn last_seen(mut self, registry: Arc<LastSeenRegistry>) -> Self {
-        self.last_seen = Some(registry);
+        self.parts.last_seen = Some(registry);
         self
     }
 
     /// Validates the config and the URL and builds the monitor (not started).
     pub fn build(self) -> Result<Monitor, MonitorError> {
-        self.config.validate()?;
-        self.probe.validate_url(&self.url)?;
+        self.parts.config.validate()?;
+        self.parts.probe.validate_url(&self.parts.url)?;
         Ok(Monitor {
-            shared: Arc::new(Shared::new(
-                self.name,
-                self.url,
-                self.probe,
-                self.config,
-                self.sink,
-                self.clock,
-                self.last_seen.unwrap_or_else(LastSeenRegistry::global),
-            )),
+            shared: Arc::new(Shared::new(self.parts)),
         })
     }
 }
@@ -162,13 +151,7 @@ impl Monitor {
     /// Starts building a monitor named `name` that checks `url` with `probe`.
     pub fn builder(name: impl Into<Arc<str>>, url: Url, probe: Arc<dyn Probe>) -> MonitorBuilder {
         MonitorBuilder {
-            name: name.into(),
-            url,
-            probe,
-            config: Arc::default(),
-            sink: None,
-            clock: Arc::new(SystemClock),
-            last_seen: None,
+            parts: Parts::new(name.into(), url, probe),
         }
     }
 
