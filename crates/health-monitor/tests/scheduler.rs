@@ -11,13 +11,16 @@ use std::{
 
 use async_trait::async_trait;
 use health_monitor::{
-    HealthMonitor, LastSeenRegistry, Monitor, MonitorError, SchedulerOptions, Scope,
+    HealthMonitor, LastSeenRegistry, Monitor, MonitorBuilder, MonitorError, SchedulerOptions, Scope,
 };
 use health_types::{
     CheckKind, CheckResult, ConfigError, Event, EventKind, HealthCheckConfig, Probe, ProbeError,
     Status, TokioClock, Url,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::mpsc::{self, UnboundedReceiver},
+    time::Instant,
+};
 
 /// What a [`FakeProbe`] does on one call.
 #[derive(Clone, Copy, Debug)]
@@ -65,11 +68,13 @@ impl FakeProbe {
 
     /// Seconds since creation at which each call began.
     fn call_times(&self) -> Vec<f64> {
+        self.call_offsets(Duration::as_secs_f64)
+    }
+
+    /// Each call's start since creation, measured by `unit`.
+    fn call_offsets<T>(&self, unit: impl Fn(&Duration) -> T) -> Vec<T> {
         let calls = self.calls.lock().unwrap();
-        calls
-            .iter()
-            .map(|(at, _)| (*at - self.t0).as_secs_f64())
-            .collect()
+        calls.iter().map(|(at, _)| unit(&(*at - self.t0))).collect()
     }
 
     fn call_count(&self) -> usize {
@@ -139,15 +144,66 @@ fn no_jitter(config: HealthCheckConfig) -> HealthCheckConfig {
     }
 }
 
-fn monitor(probe: Arc<FakeProbe>, config: HealthCheckConfig) -> Monitor {
-    Monitor::builder("svc", url("http://svc.test/"), probe)
-        .config(config)
+/// A config that checks every `secs` seconds, without jitter; other keys default.
+fn every(secs: u64) -> HealthCheckConfig {
+    no_jitter(HealthCheckConfig {
+        interval: Duration::from_secs(secs),
+        ..Default::default()
+    })
+}
+
+/// The wall-clock time the tests' monitors start at.
+const BASE_SECS: u64 = 1_700_000_000;
+
+/// A monitor named `name` of `target` with `probe`, a wall clock that follows the paused
+/// clock from [`BASE_SECS`], and a last-seen registry of its own.
+fn builder_of(name: &str, target: &str, probe: Arc<FakeProbe>) -> MonitorBuilder {
+    Monitor::builder(name, url(target), probe)
         .clock(Arc::new(TokioClock::starting_at(
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            UNIX_EPOCH + Duration::from_secs(BASE_SECS),
         )))
         .last_seen(Arc::new(LastSeenRegistry::new()))
-        .build()
-        .unwrap()
+}
+
+/// [`builder_of`] `svc` at `http://svc.test/`.
+fn builder(probe: Arc<FakeProbe>) -> MonitorBuilder {
+    builder_of("svc", "http://svc.test/", probe)
+}
+
+fn monitor(probe: Arc<FakeProbe>, config: HealthCheckConfig) -> Monitor {
+    builder(probe).config(config).build().unwrap()
+}
+
+/// Builds the monitor with its events going to the returned receiver.
+fn with_events(builder: MonitorBuilder) -> (Monitor, UnboundedReceiver<Event>) {
+    let (tx, events) = mpsc::unbounded_channel::<Event>();
+    (builder.sink(Arc::new(tx)).build().unwrap(), events)
+}
+
+/// Starts `m` under a new scope.
+fn start(m: &Monitor) -> Scope {
+    let scope = Scope::new();
+    m.start(&scope).unwrap();
+    scope
+}
+
+/// Starts ten monitors `m0` to `m9`, checked every 60 s by one probe that does `act`,
+/// under a new scope with `options`.
+fn start_ten(options: SchedulerOptions, act: Act) -> (Scope, Arc<FakeProbe>, Vec<Monitor>) {
+    let scope = Scope::with_options(options);
+    let probe = FakeProbe::always(act);
+    let config = Arc::new(every(60));
+    let monitors = (0..10)
+        .map(|i| {
+            let m = builder_of(&format!("m{i}"), "http://svc.test/", probe.clone())
+                .shared_config(config.clone())
+                .build()
+                .unwrap();
+            m.start(&scope).unwrap();
+            m
+        })
+        .collect();
+    (scope, probe, monitors)
 }
 
 /// Lets paused time run for `d` (timers fire in order as the clock auto-advances).
@@ -158,15 +214,8 @@ async fn run_for(d: Duration) {
 #[tokio::test(start_paused = true)]
 async fn first_check_is_immediate_then_periodic() {
     let probe = FakeProbe::always(Act::Healthy);
-    let m = monitor(
-        probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            ..Default::default()
-        }),
-    );
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let m = monitor(probe.clone(), every(10));
+    let scope = start(&m);
     assert_eq!(m.status(), Status::Starting);
     run_for(Duration::from_millis(35_500)).await;
     assert_eq!(probe.call_times(), [0.0, 10.0, 20.0, 30.0]);
@@ -182,14 +231,12 @@ async fn a_slow_check_delays_the_next_and_checks_never_overlap() {
     let probe = FakeProbe::always(Act::Slow(Duration::from_secs(25)));
     let m = monitor(
         probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
+        HealthCheckConfig {
             timeout: Duration::from_secs(60),
-            ..Default::default()
-        }),
+            ..every(10)
+        },
     );
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(80)).await;
     assert_eq!(probe.call_times(), [0.0, 25.0, 50.0, 75.0]);
     assert_eq!(probe.max_in_flight.load(Ordering::SeqCst), 1);
@@ -201,15 +248,13 @@ async fn the_monitor_cuts_a_late_check_at_its_timeout() {
     let probe = FakeProbe::always(Act::Hang);
     let m = monitor(
         probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
+        HealthCheckConfig {
             timeout: Duration::from_secs(3),
             retries: -1,
-            ..Default::default()
-        }),
+            ..every(10)
+        },
     );
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(4)).await;
     let s = m.snapshot();
     assert_eq!(s.status, Status::Unhealthy);
@@ -227,15 +272,8 @@ async fn the_monitor_cuts_a_late_check_at_its_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_check_is_an_error_and_the_monitor_goes_on() {
     let probe = FakeProbe::new(|i| if i == 1 { Act::Panic } else { Act::Healthy });
-    let m = monitor(
-        probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            ..Default::default()
-        }),
-    );
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let m = monitor(probe.clone(), every(10));
+    let scope = start(&m);
     run_for(Duration::from_secs(11)).await;
     let s = m.snapshot();
     assert_eq!(s.status, Status::Error);
@@ -250,20 +288,12 @@ async fn a_panicking_check_is_an_error_and_the_monitor_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn max_errors_stops_with_an_event_and_no_more_checks() {
     let probe = FakeProbe::always(Act::Error);
-    let (tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let m = Monitor::builder("svc", url("http://svc.test/"), probe.clone())
-        .config(no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            retries: 10,
-            max_errors: 3,
-            ..Default::default()
-        }))
-        .sink(Arc::new(tx))
-        .last_seen(Arc::new(LastSeenRegistry::new()))
-        .build()
-        .unwrap();
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let (m, mut events) = with_events(builder(probe.clone()).config(HealthCheckConfig {
+        retries: 10,
+        max_errors: 3,
+        ..every(10)
+    }));
+    let scope = start(&m);
     m.stopped().await;
     assert_eq!(m.status(), Status::Error);
     let event = events.try_recv().unwrap();
@@ -282,21 +312,14 @@ async fn down_and_up_events_carry_what_notifications_need() {
         1 | 2 => Act::Unhealthy,
         _ => Act::Healthy,
     });
-    let (tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let base = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let m = Monitor::builder("api", url("http://api.test/"), probe)
-        .config(no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
+    let base = UNIX_EPOCH + Duration::from_secs(BASE_SECS);
+    let (m, mut events) = with_events(builder_of("api", "http://api.test/", probe).config(
+        HealthCheckConfig {
             retries: 2,
-            ..Default::default()
-        }))
-        .sink(Arc::new(tx))
-        .clock(Arc::new(TokioClock::starting_at(base)))
-        .last_seen(Arc::new(LastSeenRegistry::new()))
-        .build()
-        .unwrap();
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+            ..every(10)
+        },
+    ));
+    let scope = start(&m);
     run_for(Duration::from_secs(35)).await;
     let down = events.try_recv().unwrap();
     assert_eq!(down.kind, EventKind::Down);
@@ -363,16 +386,14 @@ async fn intervals_switch_with_the_phase() {
     });
     let m = monitor(
         probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(30),
+        HealthCheckConfig {
             fast_interval: Some(Duration::from_secs(2)),
             down_interval: Some(Duration::from_secs(60)),
             retries: 3,
-            ..Default::default()
-        }),
+            ..every(30)
+        },
     );
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(160)).await;
     assert_eq!(
         probe.call_times(),
@@ -385,14 +406,9 @@ async fn intervals_switch_with_the_phase() {
 #[tokio::test(start_paused = true)]
 async fn finish_mid_check_drops_the_check_and_sends_nothing() {
     let probe = FakeProbe::always(Act::Slow(Duration::from_secs(5)));
-    let (tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let m = Monitor::builder("svc", url("http://svc.test/"), probe.clone())
-        .sink(Arc::new(tx))
-        .last_seen(Arc::new(LastSeenRegistry::new()))
-        .build()
-        .unwrap();
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    // The default config, jitter included.
+    let (m, mut events) = with_events(builder(probe.clone()));
+    let scope = start(&m);
     run_for(Duration::from_secs(1)).await;
     assert_eq!(probe.in_flight.load(Ordering::SeqCst), 1);
     m.finish("test");
@@ -444,13 +460,7 @@ async fn cancelling_the_scope_stops_every_monitor_mid_check_or_mid_wait() {
 #[tokio::test(start_paused = true)]
 async fn restart_resets_counters_and_checks_at_once() {
     let probe = FakeProbe::new(|i| if i < 2 { Act::Unhealthy } else { Act::Healthy });
-    let m = monitor(
-        probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            ..Default::default()
-        }),
-    );
+    let m = monitor(probe.clone(), every(10));
     assert!(matches!(m.restart(), Err(MonitorError::NotStarted(_))));
     let scope = Scope::new();
     m.start(&scope).unwrap();
@@ -476,16 +486,12 @@ async fn restart_resets_counters_and_checks_at_once() {
 async fn update_url_is_used_next_and_keeps_last_seen() {
     let probe = FakeProbe::always(Act::Healthy);
     let registry = Arc::new(LastSeenRegistry::new());
-    let m = Monitor::builder("svc", url("http://old.test/"), probe.clone())
-        .config(no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            ..Default::default()
-        }))
+    let m = builder_of("svc", "http://old.test/", probe.clone())
+        .config(every(10))
         .last_seen(registry.clone())
         .build()
         .unwrap();
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(1)).await;
     let seen = m.last_seen().unwrap();
     assert_eq!(registry.get("svc"), Some(seen));
@@ -519,11 +525,10 @@ async fn subscribers_see_every_change_in_order() {
     let probe = FakeProbe::new(|i| if i == 0 { Act::Healthy } else { Act::Error });
     let m = monitor(
         probe,
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
+        HealthCheckConfig {
             max_errors: 2,
-            ..Default::default()
-        }),
+            ..every(10)
+        },
     );
     let mut rx = m.subscribe();
     let scope = Scope::new();
@@ -548,79 +553,76 @@ async fn subscribers_see_every_change_in_order() {
     scope.shutdown().await;
 }
 
+/// Ten monitors started together under a tight limit of a scope: the limit spreads
+/// their checks.
 #[tokio::test(start_paused = true)]
-async fn check_slots_bound_the_checks_in_flight() {
-    let scope = Scope::with_options(SchedulerOptions {
-        max_in_flight: 3,
-        ..Default::default()
-    });
-    let probe = FakeProbe::always(Act::Slow(Duration::from_secs(5)));
-    let monitors: Vec<_> = (0..10)
-        .map(|i| {
-            let m = Monitor::builder(format!("m{i}"), url("http://svc.test/"), probe.clone())
-                .config(no_jitter(HealthCheckConfig {
-                    interval: Duration::from_secs(60),
-                    ..Default::default()
-                }))
-                .last_seen(Arc::new(LastSeenRegistry::new()))
-                .build()
-                .unwrap();
-            m.start(&scope).unwrap();
-            m
-        })
-        .collect();
-    run_for(Duration::from_secs(30)).await;
-    assert_eq!(probe.max_in_flight.load(Ordering::SeqCst), 3);
-    // Ten 5 s checks through three slots: 0, 0, 0, 5, 5, 5, 10, 10, 10, 15.
-    assert_eq!(
-        probe.call_times(),
-        [0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 10.0, 10.0, 10.0, 15.0]
-    );
-    assert!(monitors.iter().all(|m| m.status() == Status::Healthy));
-    scope.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn starts_per_tick_are_limited_and_the_rest_go_in_the_next_ticks() {
-    let scope = Scope::with_options(SchedulerOptions {
-        max_starts_per_tick: 3,
-        ..Default::default()
-    });
-    let probe = FakeProbe::always(Act::Healthy);
-    let config = Arc::new(no_jitter(HealthCheckConfig {
-        interval: Duration::from_secs(60),
-        ..Default::default()
-    }));
-    let _monitors: Vec<_> = (0..10)
-        .map(|i| {
-            let m = Monitor::builder(format!("m{i}"), url("http://svc.test/"), probe.clone())
-                .shared_config(config.clone())
-                .last_seen(Arc::new(LastSeenRegistry::new()))
-                .build()
-                .unwrap();
-            m.start(&scope).unwrap();
-            m
-        })
-        .collect();
-    run_for(Duration::from_secs(1)).await;
-    let millis: Vec<u128> = {
-        let calls = probe.calls.lock().unwrap();
-        calls
-            .iter()
-            .map(|(at, _)| (*at - probe.t0).as_millis())
-            .collect()
-    };
-    assert_eq!(millis, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);
-    scope.shutdown().await;
+async fn scope_limits_spread_checks_started_together() {
+    struct Case {
+        name: &'static str,
+        options: SchedulerOptions,
+        act: Act,
+        run_for: Duration,
+        /// When each check began, since the monitors started.
+        starts: Vec<Duration>,
+        /// The most checks in flight at once.
+        max_in_flight: usize,
+    }
+    let secs = |s: &[u64]| s.iter().map(|&s| Duration::from_secs(s)).collect();
+    let millis = |ms: &[u64]| ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
+    let cases = [
+        Case {
+            name: "check slots bound the checks in flight",
+            options: SchedulerOptions {
+                max_in_flight: 3,
+                ..Default::default()
+            },
+            act: Act::Slow(Duration::from_secs(5)),
+            run_for: Duration::from_secs(30),
+            // Ten 5 s checks through three slots.
+            starts: secs(&[0, 0, 0, 5, 5, 5, 10, 10, 10, 15]),
+            max_in_flight: 3,
+        },
+        Case {
+            name: "starts per tick are limited and the rest go in the next ticks",
+            options: SchedulerOptions {
+                max_starts_per_tick: 3,
+                ..Default::default()
+            },
+            act: Act::Healthy,
+            run_for: Duration::from_secs(1),
+            starts: millis(&[0, 0, 0, 1, 1, 1, 2, 2, 2, 3]),
+            // Each check answers within the poll that starts it.
+            max_in_flight: 1,
+        },
+    ];
+    for case in cases {
+        let (scope, probe, monitors) = start_ten(case.options, case.act);
+        run_for(case.run_for).await;
+        assert_eq!(
+            probe.call_offsets(Duration::clone),
+            case.starts,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            probe.max_in_flight.load(Ordering::SeqCst),
+            case.max_in_flight,
+            "{}",
+            case.name
+        );
+        assert!(
+            monitors.iter().all(|m| m.status() == Status::Healthy),
+            "{}",
+            case.name
+        );
+        scope.shutdown().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_monitor_started_while_the_scheduler_sleeps_is_checked_at_once() {
     let scope = Scope::new();
-    let config = no_jitter(HealthCheckConfig {
-        interval: Duration::from_secs(3600),
-        ..Default::default()
-    });
+    let config = every(3600);
     let first = FakeProbe::always(Act::Healthy);
     let a = monitor(first.clone(), config.clone());
     a.start(&scope).unwrap();
@@ -640,15 +642,8 @@ async fn a_monitor_started_while_the_scheduler_sleeps_is_checked_at_once() {
 #[tokio::test(start_paused = true)]
 async fn dropping_every_handle_ends_the_monitor() {
     let probe = FakeProbe::always(Act::Healthy);
-    let scope = Scope::new();
-    let m = monitor(
-        probe.clone(),
-        no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
-            ..Default::default()
-        }),
-    );
-    m.start(&scope).unwrap();
+    let m = monitor(probe.clone(), every(10));
+    let scope = start(&m);
     run_for(Duration::from_secs(15)).await;
     assert_eq!(probe.call_count(), 2);
     drop(m);
@@ -661,8 +656,7 @@ async fn dropping_every_handle_ends_the_monitor() {
 async fn json_form_matches_the_snapshot() {
     let probe = FakeProbe::always(Act::Healthy);
     let m = monitor(probe, no_jitter(HealthCheckConfig::default()));
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(2)).await;
     let json = m.to_json();
     assert_eq!(json.name, "svc");
@@ -694,14 +688,10 @@ fn invalid_config_and_url_are_rejected_at_build() {
         interval: Duration::ZERO,
         ..Default::default()
     };
-    let err = Monitor::builder(
-        "svc",
-        url("http://svc.test/"),
-        FakeProbe::always(Act::Healthy),
-    )
-    .config(bad)
-    .build()
-    .unwrap_err();
+    let err = builder(FakeProbe::always(Act::Healthy))
+        .config(bad)
+        .build()
+        .unwrap_err();
     assert!(matches!(
         err,
         MonitorError::Config(ConfigError::Invalid {
@@ -709,7 +699,7 @@ fn invalid_config_and_url_are_rejected_at_build() {
             ..
         })
     ));
-    let err = Monitor::builder("svc", url("file:///x"), FakeProbe::always(Act::Healthy))
+    let err = builder_of("svc", "file:///x", FakeProbe::always(Act::Healthy))
         .build()
         .unwrap_err();
     assert!(matches!(err, MonitorError::Config(ConfigError::Url { .. })));
@@ -728,18 +718,15 @@ impl health_types::EventSink for PanickingSink {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_sink_does_not_stop_the_schedule() {
     let probe = FakeProbe::always(Act::Unhealthy);
-    let m = Monitor::builder("svc", url("http://svc.test/"), probe.clone())
-        .config(no_jitter(HealthCheckConfig {
-            interval: Duration::from_secs(10),
+    let m = builder(probe.clone())
+        .config(HealthCheckConfig {
             retries: -1,
-            ..Default::default()
-        }))
+            ..every(10)
+        })
         .sink(Arc::new(PanickingSink))
-        .last_seen(Arc::new(LastSeenRegistry::new()))
         .build()
         .unwrap();
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
+    let scope = start(&m);
     run_for(Duration::from_secs(25)).await;
     assert_eq!(
         probe.call_count(),
