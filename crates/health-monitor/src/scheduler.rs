@@ -78,7 +78,7 @@ const EARLY: Duration = Duration::from_micros(500);
 /// median 0.39 ms from their due time instead of 0.73 ms.
 const LEAD: Duration = TICK;
 
-/// Options of a [`Scope`]'s scheduler.
+/// Options of a [`Scope`](crate::Scope)'s scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedulerOptions {
     /// Checks that may run at the same time; at least 1. Default
