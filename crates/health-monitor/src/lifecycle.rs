@@ -8,7 +8,6 @@
 //! scheduler's [`Runner`](crate::scheduler::Runner) is said in `check`.
 
 use std::{
-    fmt::Debug,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
