@@ -7,16 +7,89 @@ use serde::{Deserialize, Deserializer, de};
 use serde_json::{Map, Value};
 
 use crate::{
-    DiscordConfig, DiscordNotifier, EmailConfig, EmailNotifier, Format, GotifyConfig,
-    GotifyNotifier, HttpSend, Notifier, NotifyError, NtfyConfig, NtfyNotifier, PushoverConfig,
-    PushoverNotifier, SlackConfig, SlackNotifier, TelegramConfig, TelegramNotifier, WebhookConfig,
-    WebhookNotifier,
+    DiscordConfig, EmailConfig, Format, GotifyConfig, HttpSend, Notifier, NotifyError, NtfyConfig,
+    PushoverConfig, SlackConfig, TelegramConfig, WebhookConfig,
+    providers::{
+        Provider, Setup, discord::DiscordProvider, email::EmailNotifier, gotify::GotifyProvider,
+        ntfy::NtfyProvider, pushover::PushoverProvider, slack::SlackProvider,
+        telegram::TelegramProvider, webhook::WebhookProvider,
+    },
 };
 
-/// The provider keys, as written in `provider = "..."`.
-pub const PROVIDERS: [&str; 8] = [
-    "webhook", "discord", "slack", "ntfy", "gotify", "telegram", "pushover", "email",
-];
+/// Defines the provider registry from one table: each line is a provider's key, its
+/// [`ProviderConfig`] variant, its config type and the [`Provider`] that checks the
+/// config and builds the notifier. [`PROVIDERS`], [`ProviderConfig`] and its key, parsing,
+/// validation and building, and each config's `validate`, all come from it.
+macro_rules! registry {
+    ($($key:literal => $variant:ident($config:ty, $provider:ty),)*) => {
+        /// The provider keys, as written in `provider = "..."`.
+        pub const PROVIDERS: [&str; [$($key),*].len()] = [$($key),*];
+
+        /// A provider and its keys.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum ProviderConfig {
+            $(
+                #[doc = concat!("`provider = \"", $key, "\"`.")]
+                $variant($config),
+            )*
+        }
+
+        impl ProviderConfig {
+            /// The provider key (`webhook`, `discord`, ...).
+            pub const fn key(&self) -> &'static str {
+                match self {
+                    $(ProviderConfig::$variant(_) => $key,)*
+                }
+            }
+
+            /// Checks every key of the provider.
+            pub fn validate(&self) -> Result<(), NotifyError> {
+                match self {
+                    $(ProviderConfig::$variant(config) => config.validate(),)*
+                }
+            }
+
+            fn from_keys(provider: &str, keys: Value) -> Result<Self, NotifyError> {
+                match provider {
+                    $($key => Ok(ProviderConfig::$variant(keys_into(keys)?)),)*
+                    other => Err(NotifyError::config(
+                        "provider",
+                        format!(
+                            "unknown provider {other:?}: expected one of {}",
+                            PROVIDERS.join(", ")
+                        ),
+                    )),
+                }
+            }
+
+            fn notifier(&self, setup: Setup) -> Result<Arc<dyn Notifier>, NotifyError> {
+                match self {
+                    $(ProviderConfig::$variant(config) => <$provider>::notifier(config, setup),)*
+                }
+            }
+        }
+
+        $(
+            impl $config {
+                /// Checks every key, as reading a `[[notify]]` table does.
+                pub fn validate(&self) -> Result<(), NotifyError> {
+                    <$provider>::check(self)
+                }
+            }
+        )*
+    };
+}
+
+registry! {
+    "webhook" => Webhook(WebhookConfig, WebhookProvider),
+    "discord" => Discord(DiscordConfig, DiscordProvider),
+    "slack" => Slack(SlackConfig, SlackProvider),
+    "ntfy" => Ntfy(NtfyConfig, NtfyProvider),
+    "gotify" => Gotify(GotifyConfig, GotifyProvider),
+    "telegram" => Telegram(TelegramConfig, TelegramProvider),
+    "pushover" => Pushover(PushoverConfig, PushoverProvider),
+    "email" => Email(EmailConfig, EmailNotifier),
+}
 
 /// One `[[notify]]` table: a named, validated notifier config.
 ///
@@ -47,79 +120,6 @@ pub struct NotifierConfig {
     pub format: Format,
     /// The provider and its keys.
     pub provider: ProviderConfig,
-}
-
-/// A provider and its keys.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProviderConfig {
-    /// `provider = "webhook"`.
-    Webhook(WebhookConfig),
-    /// `provider = "discord"`.
-    Discord(DiscordConfig),
-    /// `provider = "slack"`.
-    Slack(SlackConfig),
-    /// `provider = "ntfy"`.
-    Ntfy(NtfyConfig),
-    /// `provider = "gotify"`.
-    Gotify(GotifyConfig),
-    /// `provider = "telegram"`.
-    Telegram(TelegramConfig),
-    /// `provider = "pushover"`.
-    Pushover(PushoverConfig),
-    /// `provider = "email"`.
-    Email(EmailConfig),
-}
-
-impl ProviderConfig {
-    /// The provider key (`webhook`, `discord`, ...).
-    pub const fn key(&self) -> &'static str {
-        match self {
-            ProviderConfig::Webhook(_) => "webhook",
-            ProviderConfig::Discord(_) => "discord",
-            ProviderConfig::Slack(_) => "slack",
-            ProviderConfig::Ntfy(_) => "ntfy",
-            ProviderConfig::Gotify(_) => "gotify",
-            ProviderConfig::Telegram(_) => "telegram",
-            ProviderConfig::Pushover(_) => "pushover",
-            ProviderConfig::Email(_) => "email",
-        }
-    }
-
-    /// Checks every key of the provider.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        match self {
-            ProviderConfig::Webhook(c) => c.validate(),
-            ProviderConfig::Discord(c) => c.validate(),
-            ProviderConfig::Slack(c) => c.validate(),
-            ProviderConfig::Ntfy(c) => c.validate(),
-            ProviderConfig::Gotify(c) => c.validate(),
-            ProviderConfig::Telegram(c) => c.validate(),
-            ProviderConfig::Pushover(c) => c.validate(),
-            ProviderConfig::Email(c) => c.validate(),
-        }
-    }
-
-    fn from_keys(provider: &str, keys: Value) -> Result<Self, NotifyError> {
-        Ok(match provider {
-            "webhook" => ProviderConfig::Webhook(keys_into(keys)?),
-            "discord" => ProviderConfig::Discord(keys_into(keys)?),
-            "slack" => ProviderConfig::Slack(keys_into(keys)?),
-            "ntfy" => ProviderConfig::Ntfy(keys_into(keys)?),
-            "gotify" => ProviderConfig::Gotify(keys_into(keys)?),
-            "telegram" => ProviderConfig::Telegram(keys_into(keys)?),
-            "pushover" => ProviderConfig::Pushover(keys_into(keys)?),
-            "email" => ProviderConfig::Email(keys_into(keys)?),
-            other => {
-                return Err(NotifyError::config(
-                    "provider",
-                    format!(
-                        "unknown provider {other:?}: expected one of {}",
-                        PROVIDERS.join(", ")
-                    ),
-                ));
-            }
-        })
-    }
 }
 
 /// Deserializes a provider's keys, naming the key in type errors.
@@ -201,28 +201,12 @@ impl NotifierConfig {
     ) -> Result<Arc<dyn Notifier>, NotifyError> {
         self.validate()
             .map_err(|err| NotifyError::notifier(self.name.as_str(), err))?;
-        let name = self.name.clone();
-        let format = self.format;
-        macro_rules! http {
-            ($notifier:expr) => {{
-                let notifier = $notifier;
-                match http {
-                    Some(http) => Arc::new(notifier.with_sender(http)) as Arc<dyn Notifier>,
-                    None => Arc::new(notifier),
-                }
-            }};
-        }
-        let notifier = match &self.provider {
-            ProviderConfig::Webhook(c) => http!(WebhookNotifier::try_new(name, format, c)?),
-            ProviderConfig::Discord(c) => http!(DiscordNotifier::try_new(name, c)?),
-            ProviderConfig::Slack(c) => http!(SlackNotifier::try_new(name, format, c)?),
-            ProviderConfig::Ntfy(c) => http!(NtfyNotifier::try_new(name, format, c)?),
-            ProviderConfig::Gotify(c) => http!(GotifyNotifier::try_new(name, format, c)?),
-            ProviderConfig::Telegram(c) => http!(TelegramNotifier::try_new(name, format, c)?),
-            ProviderConfig::Pushover(c) => http!(PushoverNotifier::try_new(name, c)?),
-            ProviderConfig::Email(c) => Arc::new(EmailNotifier::try_new(name, c)?),
-        };
-        Ok(notifier)
+        self.provider.notifier(Setup {
+            name: self.name.clone(),
+            provider: self.provider.key(),
+            format: self.format,
+            http,
+        })
     }
 }
 

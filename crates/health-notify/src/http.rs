@@ -1,15 +1,16 @@
 //! The narrow HTTP port under the HTTP providers ([`HttpSend`]) and its hyper + rustls
 //! implementation ([`HyperSend`]).
 //!
-//! Providers build an [`HttpRequest`], hand it to an `Arc<dyn HttpSend>` and turn the
-//! [`HttpResponse`] into a result with [`HttpResponse::into_result`]. Tests put a fake
-//! sender in its place to drive retries under tokio's paused clock.
+//! HTTP providers build an [`HttpRequest`]; the generic notifier hands it to an
+//! `Arc<dyn HttpSend>` and turns the [`HttpResponse`] into a result. Tests put a fake
+//! sender in its place (`NotifierConfig::build_with`) to drive retries under tokio's
+//! paused clock.
 
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -48,7 +49,7 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     /// A request with no headers and an empty body.
-    pub fn new(method: Method, url: Url) -> Self {
+    pub(crate) fn new(method: Method, url: Url) -> Self {
         HttpRequest {
             method,
             url,
@@ -58,20 +59,23 @@ impl HttpRequest {
     }
 
     /// Sets the body and its `Content-Type`.
-    pub fn with_body(mut self, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+    pub(crate) fn with_body(mut self, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         self.headers
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         self.body = body.into();
         self
     }
 
-    /// Adds `Authorization: Bearer <token>`, marked sensitive so it never shows in `Debug`.
-    pub fn with_bearer(mut self, token: &str) -> Result<Self, NotifyError> {
-        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| NotifyError::config("token", "must be visible ASCII"))?;
-        value.set_sensitive(true);
-        self.headers.insert(header::AUTHORIZATION, value);
-        Ok(self)
+    /// Sets each of `headers`, replacing a value already set (an `Option` sets one or
+    /// none).
+    pub(crate) fn with_headers(
+        mut self,
+        headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+    ) -> Self {
+        for (name, value) in headers {
+            self.headers.insert(name, value);
+        }
+        self
     }
 }
 
@@ -111,7 +115,7 @@ impl HttpResponse {
 
     /// `Ok` for 2xx; otherwise a [`NotifyError::Status`] with the `Retry-After` and the
     /// start of the body.
-    pub fn into_result(self) -> Result<(), NotifyError> {
+    pub(crate) fn into_result(self) -> Result<(), NotifyError> {
         if self.status.is_success() {
             return Ok(());
         }
@@ -145,13 +149,13 @@ pub trait HttpSend: Send + Sync + fmt::Debug {
 /// [`HttpSend`] over hyper's pooled client, HTTP/1.1, with rustls (ring provider, Mozilla
 /// roots) for `https` URLs. Requests without a `User-Agent` get `health-notify/<version>`.
 #[derive(Clone)]
-pub struct HyperSend {
+pub(crate) struct HyperSend {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl HyperSend {
     /// A client that verifies certificates against the Mozilla roots (webpki-roots).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // The toolkit's one TLS setup: an explicit ring provider, never a process-wide
         // default (which panics when two providers are compiled in).
         let tls = client_config(&Trust::WebpkiRoots, &[], None)
@@ -164,13 +168,6 @@ impl HyperSend {
         HyperSend {
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
-    }
-}
-
-impl Default for HyperSend {
-    /// Same as [`HyperSend::new`].
-    fn default() -> Self {
-        HyperSend::new()
     }
 }
 
@@ -225,7 +222,7 @@ impl HttpSend for HyperSend {
     }
 }
 
-/// Shared by the providers: a sender when none is given.
+/// The sender of an HTTP notifier built without one.
 pub(crate) fn default_sender() -> Arc<dyn HttpSend> {
     Arc::new(HyperSend::new())
 }
@@ -263,9 +260,8 @@ mod tests {
     #[test]
     fn debug_hides_paths_and_tokens() {
         let url = Url::parse("https://api.telegram.org/bot123:secret/sendMessage").unwrap();
-        let request = HttpRequest::new(Method::POST, url)
-            .with_bearer("hunter2")
-            .unwrap();
+        let bearer = crate::providers::bearer(Some(&"hunter2".into())).unwrap();
+        let request = HttpRequest::new(Method::POST, url).with_headers(bearer);
         let debug = format!("{request:?}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(!debug.contains("hunter2"), "{debug}");

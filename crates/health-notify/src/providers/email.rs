@@ -1,7 +1,7 @@
 //! The `email` provider: SMTP with STARTTLS, implicit TLS or no encryption, via lettre
 //! (tokio, rustls with the ring provider, Mozilla roots).
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use async_trait::async_trait;
 use lettre::{
@@ -14,7 +14,10 @@ use lettre::{
 };
 use serde::{Deserialize, Deserializer, de};
 
-use crate::{Format, Message, Notifier, NotifyError, Secret, providers::required};
+use crate::{
+    Format, Message, Notifier, NotifyError, Secret,
+    providers::{Provider, Setup, required},
+};
 
 /// `email` keys: `host`, `port` (587 for `starttls`, 465 for `tls`, 25 for `none`), `tls`
 /// (`starttls`), `username`, `password`, `from`, `to` (a list).
@@ -59,11 +62,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 }
 
 impl EmailConfig {
-    /// Checks every key.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        self.addresses().map(drop)
-    }
-
     /// The port in force: the configured one or the default for `tls`.
     pub fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.tls {
@@ -145,24 +143,30 @@ impl<'de> Deserialize<'de> for EmailTls {
     }
 }
 
-/// Sends messages by email: `Subject` is the title, the body is the plain rendering
+/// Sends messages by email (SMTP speaks no HTTP, so email is a notifier of its own):
+/// `Subject` is the title, the body is the plain rendering
 /// (title, blank line, `Name: value` lines) as `text/plain; charset=utf-8`, and `Date`
 /// is the message's time. Email has no markdown, so `format` does not apply.
 ///
 /// SMTP replies 5xx fail at once; 4xx replies and connection failures are retried by the
 /// dispatcher.
-#[derive(Clone)]
-pub struct EmailNotifier {
+pub(crate) struct EmailNotifier {
     name: String,
+    provider: &'static str,
     from: Mailbox,
     to: Vec<Mailbox>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     server: String,
 }
 
-impl EmailNotifier {
-    /// An email notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(name: impl Into<String>, config: &EmailConfig) -> Result<Self, NotifyError> {
+impl Provider for EmailNotifier {
+    type Config = EmailConfig;
+
+    fn check(config: &EmailConfig) -> Result<(), NotifyError> {
+        config.addresses().map(drop)
+    }
+
+    fn notifier(config: &EmailConfig, setup: Setup) -> Result<Arc<dyn Notifier>, NotifyError> {
         let (from, to) = config.addresses()?;
         let host = config.host.trim();
         let tls_parameters = || {
@@ -184,17 +188,20 @@ impl EmailNotifier {
                 password.expose().to_owned(),
             ));
         }
-        Ok(EmailNotifier {
-            name: name.into(),
+        Ok(Arc::new(EmailNotifier {
+            name: setup.name,
+            provider: setup.provider,
             from,
             to,
             transport: builder.build(),
             server: format!("{host}:{port}"),
-        })
+        }))
     }
+}
 
+impl EmailNotifier {
     /// The email sent for `message`.
-    pub fn email(&self, message: &Message) -> Result<lettre::Message, NotifyError> {
+    fn email(&self, message: &Message) -> Result<lettre::Message, NotifyError> {
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
             .subject(message.title.clone())
@@ -228,7 +235,7 @@ impl Notifier for EmailNotifier {
     }
 
     fn provider(&self) -> &'static str {
-        "email"
+        self.provider
     }
 
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {

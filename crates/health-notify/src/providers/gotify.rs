@@ -1,16 +1,12 @@
 //! The `gotify` provider: `POST <url>/message` with an application token.
 
-use std::{fmt, sync::Arc};
-
-use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
-    http::default_sender,
-    providers::{base_url, check_token, join, post_json, to_json, token_header},
+    Format, HttpRequest, Message, NotifyError, Secret,
+    providers::{HttpProvider, base_url, join, post_json, token_header},
 };
 
 /// Gotify priority for down and stopped.
@@ -26,19 +22,6 @@ pub struct GotifyConfig {
     pub url: String,
     /// The application token, sent as `X-Gotify-Key`.
     pub token: Secret,
-}
-
-impl GotifyConfig {
-    /// Checks every key.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        self.endpoint().map(drop)
-    }
-
-    fn endpoint(&self) -> Result<Url, NotifyError> {
-        let base = base_url("url", &self.url)?;
-        check_token(&self.token)?;
-        join(&base, "/message")
-    }
 }
 
 #[derive(Serialize)]
@@ -62,46 +45,34 @@ struct Display {
     content_type: &'static str,
 }
 
-/// Pushes messages to a Gotify server as `{"title","message","priority"}` with
+/// Gotify: `{"title","message","priority"}` to `<url>/message` with
 /// `X-Gotify-Key: <token>`.
 ///
 /// Priority is 8 for down and stopped, 4 otherwise. With the markdown format the body
 /// also carries `"extras":{"client::display":{"contentType":"text/markdown"}}` so clients
 /// render it.
-#[derive(Clone)]
-pub struct GotifyNotifier {
-    name: String,
-    format: Format,
+pub(crate) struct GotifyProvider {
+    /// `<url>/message`.
     endpoint: Url,
+    format: Format,
     /// The `X-Gotify-Key` value, built once from the checked token.
     key: HeaderValue,
-    http: Arc<dyn HttpSend>,
 }
 
-impl GotifyNotifier {
-    /// A Gotify notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(
-        name: impl Into<String>,
-        format: Format,
-        config: &GotifyConfig,
-    ) -> Result<Self, NotifyError> {
-        Ok(GotifyNotifier {
-            name: name.into(),
+impl HttpProvider for GotifyProvider {
+    type Config = GotifyConfig;
+
+    fn try_new(config: &GotifyConfig, format: Format) -> Result<Self, NotifyError> {
+        let base = base_url("url", &config.url)?;
+        let key = token_header("", &config.token)?;
+        Ok(GotifyProvider {
+            endpoint: join(&base, "/message")?,
             format,
-            endpoint: config.endpoint()?,
-            key: token_header("", &config.token)?,
-            http: default_sender(),
+            key,
         })
     }
 
-    /// Sends through `http` instead of the default hyper client.
-    pub fn with_sender(mut self, http: Arc<dyn HttpSend>) -> Self {
-        self.http = http;
-        self
-    }
-
-    /// The exact JSON body sent for `message`.
-    pub fn body(&self, message: &Message) -> String {
+    fn request(&self, message: &Message) -> HttpRequest {
         let priority = if message.level.is_urgent() {
             URGENT_PRIORITY
         } else {
@@ -112,45 +83,17 @@ impl GotifyNotifier {
                 content_type: "text/markdown",
             },
         });
-        to_json(&Body {
+        let body = Body {
             title: &message.title,
             message: message.render_fields(self.format),
             priority,
             extras,
-        })
+        };
+        post_json(&self.endpoint, &body)
+            .with_headers([(HeaderName::from_static("x-gotify-key"), self.key.clone())])
     }
 
-    fn request(&self, message: &Message) -> HttpRequest {
-        let mut request = post_json(self.endpoint.clone(), self.body(message));
-        request
-            .headers
-            .insert(HeaderName::from_static("x-gotify-key"), self.key.clone());
-        request
-    }
-}
-
-impl fmt::Debug for GotifyNotifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GotifyNotifier")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("endpoint", &self.endpoint.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Notifier for GotifyNotifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn provider(&self) -> &'static str {
-        "gotify"
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let request = self.request(message);
-        self.http.send(request).await?.into_result()
+    fn url(&self) -> &Url {
+        &self.endpoint
     }
 }

@@ -1,5 +1,11 @@
-//! The providers, one module each, and the small helpers they share (URL checks, header
-//! encoding, JSON posting).
+//! The providers, one module each, the seam they plug into and the small helpers they
+//! share (URL checks, header encoding, JSON bodies).
+//!
+//! An HTTP provider is a request builder ([`HttpProvider`]): it checks its keys once and
+//! turns each [`Message`] into one [`HttpRequest`]. The generic [`HttpNotifier`] owns the
+//! rest: the name, the provider key, the sender and `Debug`. Email speaks SMTP and is a
+//! notifier of its own. Both are built through [`Provider`], which is all the registry in
+//! `config.rs` needs of a provider, so adding one is a module here and a registry line.
 
 pub(crate) mod discord;
 pub(crate) mod email;
@@ -10,11 +16,115 @@ pub(crate) mod slack;
 pub(crate) mod telegram;
 pub(crate) mod webhook;
 
-use http::{HeaderValue, Method};
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue, Method, header::AUTHORIZATION};
 use serde::Serialize;
 use url::Url;
 
-use crate::{HttpRequest, Message, NotifyError, Secret};
+use crate::{
+    Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret, http::default_sender,
+};
+
+/// What every notifier is built from besides its provider's keys.
+pub(crate) struct Setup {
+    /// The notifier's name.
+    pub(crate) name: String,
+    /// The provider key (`webhook`, `discord`, ...).
+    pub(crate) provider: &'static str,
+    /// How providers that render text format it.
+    pub(crate) format: Format,
+    /// The sender under HTTP providers; a new hyper client when `None`.
+    pub(crate) http: Option<Arc<dyn HttpSend>>,
+}
+
+/// How a provider's keys are checked and become a notifier: what the registry in
+/// `config.rs` needs of each provider.
+pub(crate) trait Provider {
+    /// The provider's `[[notify]]` keys.
+    type Config;
+
+    /// Checks every key.
+    fn check(config: &Self::Config) -> Result<(), NotifyError>;
+
+    /// Builds the notifier `setup` names from checked keys.
+    fn notifier(config: &Self::Config, setup: Setup) -> Result<Arc<dyn Notifier>, NotifyError>;
+}
+
+/// An HTTP provider: a request builder. It checks its keys once, then turns each message
+/// into the one request that delivers it; [`HttpNotifier`] sends it.
+pub(crate) trait HttpProvider: Sized + Send + Sync + 'static {
+    /// The provider's `[[notify]]` keys.
+    type Config;
+
+    /// Checks the keys and prepares what every request needs (URL, headers); `format` is
+    /// the notifier's.
+    fn try_new(config: &Self::Config, format: Format) -> Result<Self, NotifyError>;
+
+    /// The one request that delivers `message`.
+    fn request(&self, message: &Message) -> HttpRequest;
+
+    /// Where the requests go. `Debug` shows only its origin: paths can carry tokens.
+    fn url(&self) -> &Url;
+}
+
+impl<P: HttpProvider> Provider for P {
+    type Config = P::Config;
+
+    fn check(config: &P::Config) -> Result<(), NotifyError> {
+        // The format changes how text is rendered, never whether the keys are valid.
+        P::try_new(config, Format::default()).map(drop)
+    }
+
+    fn notifier(config: &P::Config, setup: Setup) -> Result<Arc<dyn Notifier>, NotifyError> {
+        let requests = P::try_new(config, setup.format)?;
+        Ok(Arc::new(HttpNotifier {
+            name: setup.name,
+            provider: setup.provider,
+            http: setup.http.unwrap_or_else(default_sender),
+            requests,
+        }))
+    }
+}
+
+/// The notifier of every HTTP provider: it owns the name, the provider key and the
+/// sender, and makes one attempt per call with the request its provider builds.
+pub(crate) struct HttpNotifier<P> {
+    name: String,
+    provider: &'static str,
+    http: Arc<dyn HttpSend>,
+    requests: P,
+}
+
+impl<P: HttpProvider> fmt::Debug for HttpNotifier<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpNotifier")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field(
+                "origin",
+                &self.requests.url().origin().ascii_serialization(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<P: HttpProvider> Notifier for HttpNotifier<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
+        let request = self.requests.request(message);
+        self.http.send(request).await?.into_result()
+    }
+}
 
 /// Parses a base URL from a config key: absolute, `http` or `https`, with a host, no
 /// query or fragment (paths are appended to it).
@@ -79,9 +189,10 @@ pub(crate) fn or_title(text: String, message: &Message) -> String {
     }
 }
 
-/// Fails unless `token` is non-empty visible ASCII without spaces, so it can be sent in
-/// a header.
-pub(crate) fn check_token(token: &Secret) -> Result<(), NotifyError> {
+/// The header value `<prefix><token>` (e.g. `Bearer <token>`), marked sensitive so it
+/// never shows in `Debug`; fails unless the token is non-empty visible ASCII without
+/// spaces.
+pub(crate) fn token_header(prefix: &str, token: &Secret) -> Result<HeaderValue, NotifyError> {
     if token.is_empty() {
         return Err(NotifyError::config("token", "must not be empty"));
     }
@@ -91,22 +202,25 @@ pub(crate) fn check_token(token: &Secret) -> Result<(), NotifyError> {
             "must be visible ASCII without spaces",
         ));
     }
-    Ok(())
-}
-
-/// The header value `<prefix><token>` (e.g. `Bearer <token>`), marked sensitive so it
-/// never shows in `Debug`; fails like [`check_token`].
-pub(crate) fn token_header(prefix: &str, token: &Secret) -> Result<HeaderValue, NotifyError> {
-    check_token(token)?;
     let mut value = HeaderValue::try_from(format!("{prefix}{}", token.expose()))
         .expect("a visible ASCII prefix and checked token make a valid header value");
     value.set_sensitive(true);
     Ok(value)
 }
 
-/// A POST of `body` (already JSON text) as `application/json`.
-pub(crate) fn post_json(url: Url, body: String) -> HttpRequest {
-    HttpRequest::new(Method::POST, url).with_body("application/json", body)
+/// `Authorization: Bearer <token>` for an optional `token` key, checked like
+/// [`token_header`].
+pub(crate) fn bearer(
+    token: Option<&Secret>,
+) -> Result<Option<(HeaderName, HeaderValue)>, NotifyError> {
+    token
+        .map(|token| Ok((AUTHORIZATION, token_header("Bearer ", token)?)))
+        .transpose()
+}
+
+/// A POST of `body` as `application/json`.
+pub(crate) fn post_json(url: &Url, body: &impl Serialize) -> HttpRequest {
+    HttpRequest::new(Method::POST, url.clone()).with_body("application/json", to_json(body))
 }
 
 /// Serializes a provider's body; the body types hold only strings and numbers.

@@ -1,17 +1,13 @@
 //! The `ntfy` provider: `POST <url>/<topic>` with the rendered fields as the body and the
 //! title, priority and markdown flag in headers.
 
-use std::{fmt, sync::Arc};
-
-use async_trait::async_trait;
-use http::{HeaderName, HeaderValue, Method, header::AUTHORIZATION};
+use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use url::Url;
 
 use crate::{
-    Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
-    http::default_sender,
-    providers::{base_url, check_token, join, or_title, text_header, token_header},
+    Format, HttpRequest, Message, NotifyError, Secret,
+    providers::{HttpProvider, base_url, bearer, join, or_title, text_header},
 };
 
 /// `ntfy` keys: `url` (the server), `topic`, `token` (optional access token).
@@ -27,127 +23,71 @@ pub struct NtfyConfig {
     pub token: Option<Secret>,
 }
 
-impl NtfyConfig {
-    /// Checks every key.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        self.endpoint().map(drop)
-    }
-
-    fn endpoint(&self) -> Result<Url, NotifyError> {
-        let base = base_url("url", &self.url)?;
-        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
-        if self.topic.is_empty() || self.topic.len() > 64 || !self.topic.bytes().all(valid) {
-            return Err(NotifyError::config(
-                "topic",
-                format!(
-                    "{:?} must be 1 to 64 letters, digits, `_` or `-`",
-                    self.topic
-                ),
-            ));
-        }
-        if let Some(token) = &self.token {
-            check_token(token)?;
-        }
-        join(&base, &format!("/{}", self.topic))
-    }
-}
-
-/// Publishes messages to an ntfy topic.
+/// ntfy: publishes to a topic.
 ///
 /// The body is the fields rendered in the notifier's format; headers: `Title`,
 /// `Priority` (`high` for down and stopped, `default` otherwise), `Markdown: yes` for the
 /// markdown format, and `Authorization: Bearer <token>` when a token is set. A title that
 /// is not plain ASCII is sent RFC 2047-encoded, which ntfy decodes.
-#[derive(Clone)]
-pub struct NtfyNotifier {
-    name: String,
-    format: Format,
+pub(crate) struct NtfyProvider {
+    /// `<url>/<topic>`.
     endpoint: Url,
+    format: Format,
     /// `Authorization: Bearer <token>`, built once from the checked token.
-    bearer: Option<HeaderValue>,
-    http: Arc<dyn HttpSend>,
+    bearer: Option<(HeaderName, HeaderValue)>,
 }
 
-impl NtfyNotifier {
-    /// An ntfy notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(
-        name: impl Into<String>,
-        format: Format,
-        config: &NtfyConfig,
-    ) -> Result<Self, NotifyError> {
-        Ok(NtfyNotifier {
-            name: name.into(),
+impl HttpProvider for NtfyProvider {
+    type Config = NtfyConfig;
+
+    fn try_new(config: &NtfyConfig, format: Format) -> Result<Self, NotifyError> {
+        let base = base_url("url", &config.url)?;
+        let topic = &config.topic;
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        if topic.is_empty() || topic.len() > 64 || !topic.bytes().all(valid) {
+            return Err(NotifyError::config(
+                "topic",
+                format!("{topic:?} must be 1 to 64 letters, digits, `_` or `-`"),
+            ));
+        }
+        let bearer = bearer(config.token.as_ref())?;
+        Ok(NtfyProvider {
+            endpoint: join(&base, &format!("/{topic}"))?,
             format,
-            endpoint: config.endpoint()?,
-            bearer: config
-                .token
-                .as_ref()
-                .map(|token| token_header("Bearer ", token))
-                .transpose()?,
-            http: default_sender(),
+            bearer,
         })
     }
 
-    /// Sends through `http` instead of the default hyper client.
-    pub fn with_sender(mut self, http: Arc<dyn HttpSend>) -> Self {
-        self.http = http;
-        self
-    }
-
-    /// The request sent for `message`.
-    pub fn request(&self, message: &Message) -> Result<HttpRequest, NotifyError> {
+    fn request(&self, message: &Message) -> HttpRequest {
         let body = or_title(message.render_fields(self.format), message);
-        let mut request = HttpRequest::new(Method::POST, self.endpoint.clone())
-            .with_body("text/plain; charset=utf-8", body);
         let priority = if message.level.is_urgent() {
             "high"
         } else {
             "default"
         };
-        let headers = &mut request.headers;
-        headers.insert(
-            HeaderName::from_static("title"),
-            text_header(&message.title),
-        );
-        headers.insert(
-            HeaderName::from_static("priority"),
-            HeaderValue::from_static(priority),
-        );
-        if self.format == Format::Markdown {
-            headers.insert(
+        let markdown = (self.format == Format::Markdown).then(|| {
+            (
                 HeaderName::from_static("markdown"),
                 HeaderValue::from_static("yes"),
-            );
-        }
-        if let Some(bearer) = &self.bearer {
-            headers.insert(AUTHORIZATION, bearer.clone());
-        }
-        Ok(request)
-    }
-}
-
-impl fmt::Debug for NtfyNotifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NtfyNotifier")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("endpoint", &self.endpoint.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Notifier for NtfyNotifier {
-    fn name(&self) -> &str {
-        &self.name
+            )
+        });
+        HttpRequest::new(Method::POST, self.endpoint.clone())
+            .with_body("text/plain; charset=utf-8", body)
+            .with_headers([
+                (
+                    HeaderName::from_static("title"),
+                    text_header(&message.title),
+                ),
+                (
+                    HeaderName::from_static("priority"),
+                    HeaderValue::from_static(priority),
+                ),
+            ])
+            .with_headers(markdown)
+            .with_headers(self.bearer.clone())
     }
 
-    fn provider(&self) -> &'static str {
-        "ntfy"
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let request = self.request(message)?;
-        self.http.send(request).await?.into_result()
+    fn url(&self) -> &Url {
+        &self.endpoint
     }
 }

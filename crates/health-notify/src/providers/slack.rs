@@ -1,16 +1,14 @@
 //! The `slack` provider: a Slack incoming webhook with a header block and a text section.
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use std::borrow::Cow;
 
-use async_trait::async_trait;
 use health_types::truncate;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Format, HttpSend, Message, Notifier, NotifyError,
-    http::default_sender,
-    providers::{escape_html, http_url, or_title, post_json, to_json},
+    Format, HttpRequest, Message, NotifyError,
+    providers::{HttpProvider, escape_html, http_url, or_title, post_json},
 };
 
 /// Slack's limit on a header block's text, in characters.
@@ -24,13 +22,6 @@ const SECTION_LIMIT: usize = 3000;
 pub struct SlackConfig {
     /// The incoming-webhook URL (`https://hooks.slack.com/services/...`).
     pub url: String,
-}
-
-impl SlackConfig {
-    /// Checks every key.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        http_url("url", &self.url).map(drop)
-    }
 }
 
 #[derive(Serialize)]
@@ -53,43 +44,27 @@ struct Text<'a> {
     text: Cow<'a, str>,
 }
 
-/// Sends messages to a Slack incoming webhook as `{"text", "blocks"}`.
+/// Slack: an incoming webhook, `{"text", "blocks"}`.
 ///
 /// `text` (the notification fallback) is the title; the blocks are a `header` with the
 /// title and a `section` with the fields: `mrkdwn` (`*Name:* value`) for markdown,
 /// `plain_text` for plain.
-#[derive(Clone)]
-pub struct SlackNotifier {
-    name: String,
-    format: Format,
+pub(crate) struct SlackProvider {
+    /// The incoming-webhook URL; its path holds the webhook's secret.
     url: Url,
-    http: Arc<dyn HttpSend>,
+    format: Format,
 }
 
-impl SlackNotifier {
-    /// A Slack notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(
-        name: impl Into<String>,
-        format: Format,
-        config: &SlackConfig,
-    ) -> Result<Self, NotifyError> {
-        Ok(SlackNotifier {
-            name: name.into(),
-            format,
-            url: http_url("url", &config.url)?,
-            http: default_sender(),
-        })
+impl HttpProvider for SlackProvider {
+    type Config = SlackConfig;
+
+    fn try_new(config: &SlackConfig, format: Format) -> Result<Self, NotifyError> {
+        let url = http_url("url", &config.url)?;
+        Ok(SlackProvider { url, format })
     }
 
-    /// Sends through `http` instead of the default hyper client.
-    pub fn with_sender(mut self, http: Arc<dyn HttpSend>) -> Self {
-        self.http = http;
-        self
-    }
-
-    /// The exact JSON body sent for `message`.
-    pub fn body(&self, message: &Message) -> String {
-        let (kind, section) = match self.format {
+    fn request(&self, message: &Message) -> HttpRequest {
+        let (kind, fields) = match self.format {
             Format::Markdown => {
                 let lines: Vec<String> = message
                     .fields
@@ -101,53 +76,29 @@ impl SlackNotifier {
             Format::Plain => ("plain_text", message.render_fields(Format::Plain)),
         };
         // A section's text may not be empty.
-        let section = or_title(section, message);
+        let fields = or_title(fields, message);
+        let header = Block {
+            kind: "header",
+            text: Text {
+                kind: "plain_text",
+                text: truncate(&message.title, HEADER_LIMIT),
+            },
+        };
+        let section = Block {
+            kind: "section",
+            text: Text {
+                kind,
+                text: truncate(&fields, SECTION_LIMIT),
+            },
+        };
         let body = Body {
             text: &message.title,
-            blocks: [
-                Block {
-                    kind: "header",
-                    text: Text {
-                        kind: "plain_text",
-                        text: truncate(&message.title, HEADER_LIMIT),
-                    },
-                },
-                Block {
-                    kind: "section",
-                    text: Text {
-                        kind,
-                        text: Cow::Owned(truncate(&section, SECTION_LIMIT).into_owned()),
-                    },
-                },
-            ],
+            blocks: [header, section],
         };
-        to_json(&body)
-    }
-}
-
-impl fmt::Debug for SlackNotifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL's path holds the webhook's secret.
-        f.debug_struct("SlackNotifier")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("url", &self.url.origin().ascii_serialization())
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Notifier for SlackNotifier {
-    fn name(&self) -> &str {
-        &self.name
+        post_json(&self.url, &body)
     }
 
-    fn provider(&self) -> &'static str {
-        "slack"
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let request = post_json(self.url.clone(), self.body(message));
-        self.http.send(request).await?.into_result()
+    fn url(&self) -> &Url {
+        &self.url
     }
 }

@@ -1,20 +1,16 @@
 //! The `telegram` provider: the Bot API's `sendMessage`.
 
-use std::{fmt, sync::Arc};
-
-use async_trait::async_trait;
 use health_types::truncate;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Format, HttpSend, Message, Notifier, NotifyError, Secret,
-    http::default_sender,
-    providers::{base_url, escape_html, join, post_json, to_json},
+    Format, HttpRequest, Message, NotifyError, Secret,
+    providers::{HttpProvider, base_url, escape_html, join, post_json},
 };
 
 /// The Bot API's default address.
-pub const TELEGRAM_DEFAULT_URL: &str = "https://api.telegram.org";
+const DEFAULT_URL: &str = "https://api.telegram.org";
 /// Telegram's limit on a message's text, in characters.
 const TEXT_LIMIT: usize = 4096;
 /// Values are cut to this many characters before escaping, which keeps the usual
@@ -36,32 +32,7 @@ pub struct TelegramConfig {
 }
 
 fn default_url() -> String {
-    TELEGRAM_DEFAULT_URL.to_owned()
-}
-
-impl TelegramConfig {
-    /// Checks every key.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        self.endpoint().map(drop)
-    }
-
-    fn endpoint(&self) -> Result<Url, NotifyError> {
-        let base = base_url("url", &self.url)?;
-        let token = self.token.expose();
-        let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-');
-        if token.is_empty() || !token.bytes().all(valid) {
-            return Err(NotifyError::config(
-                "token",
-                "must be a bot token like `123456:ABC-DEF...`",
-            ));
-        }
-        if let ChatId::Name(name) = &self.chat_id
-            && name.trim().is_empty()
-        {
-            return Err(NotifyError::config("chat_id", "must not be empty"));
-        }
-        join(&base, &format!("/bot{token}/sendMessage"))
-    }
+    DEFAULT_URL.to_owned()
 }
 
 /// A Telegram chat: a numeric id or a name, sent as given.
@@ -81,45 +52,62 @@ struct Body<'a> {
     parse_mode: &'static str,
 }
 
-/// Sends messages through a Telegram bot as `{"chat_id","text","parse_mode"}` to
+/// Telegram: a bot's `sendMessage`, `{"chat_id","text","parse_mode"}` to
 /// `<url>/bot<token>/sendMessage`.
 ///
 /// Markdown uses `parse_mode` `MarkdownV2` (title and field names in bold, every special
 /// character escaped); plain uses `HTML` with the plain text escaped, so it shows exactly
 /// as written.
-#[derive(Clone)]
-pub struct TelegramNotifier {
-    name: String,
-    format: Format,
+pub(crate) struct TelegramProvider {
+    /// `<url>/bot<token>/sendMessage`: its path holds the bot token.
     endpoint: Url,
+    format: Format,
     chat_id: ChatId,
-    http: Arc<dyn HttpSend>,
 }
 
-impl TelegramNotifier {
-    /// A Telegram notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(
-        name: impl Into<String>,
-        format: Format,
-        config: &TelegramConfig,
-    ) -> Result<Self, NotifyError> {
-        Ok(TelegramNotifier {
-            name: name.into(),
+impl HttpProvider for TelegramProvider {
+    type Config = TelegramConfig;
+
+    fn try_new(config: &TelegramConfig, format: Format) -> Result<Self, NotifyError> {
+        let base = base_url("url", &config.url)?;
+        let token = config.token.expose();
+        let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-');
+        if token.is_empty() || !token.bytes().all(valid) {
+            return Err(NotifyError::config(
+                "token",
+                "must be a bot token like `123456:ABC-DEF...`",
+            ));
+        }
+        if let ChatId::Name(name) = &config.chat_id
+            && name.trim().is_empty()
+        {
+            return Err(NotifyError::config("chat_id", "must not be empty"));
+        }
+        Ok(TelegramProvider {
+            endpoint: join(&base, &format!("/bot{token}/sendMessage"))?,
             format,
-            endpoint: config.endpoint()?,
             chat_id: config.chat_id.clone(),
-            http: default_sender(),
         })
     }
 
-    /// Sends through `http` instead of the default hyper client.
-    pub fn with_sender(mut self, http: Arc<dyn HttpSend>) -> Self {
-        self.http = http;
-        self
+    fn request(&self, message: &Message) -> HttpRequest {
+        let (parse_mode, text) = self.text(message);
+        let body = Body {
+            chat_id: &self.chat_id,
+            text,
+            parse_mode,
+        };
+        post_json(&self.endpoint, &body)
     }
 
-    /// The exact JSON body sent for `message`.
-    pub fn body(&self, message: &Message) -> String {
+    fn url(&self) -> &Url {
+        &self.endpoint
+    }
+}
+
+impl TelegramProvider {
+    /// The `parse_mode` and the text for `message`, inside Telegram's limit.
+    fn text(&self, message: &Message) -> (&'static str, String) {
         let (parse_mode, title) = match self.format {
             Format::Markdown => (
                 "MarkdownV2",
@@ -159,11 +147,7 @@ impl TelegramNotifier {
         } else {
             format!("{title}\n\n{}", lines.join("\n"))
         };
-        to_json(&Body {
-            chat_id: &self.chat_id,
-            text,
-            parse_mode,
-        })
+        (parse_mode, text)
     }
 }
 
@@ -180,47 +164,21 @@ fn escape_markdown_v2(text: &str) -> String {
     out
 }
 
-impl fmt::Debug for TelegramNotifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The endpoint's path holds the bot token.
-        f.debug_struct("TelegramNotifier")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .field("url", &self.endpoint.origin().ascii_serialization())
-            .field("chat_id", &self.chat_id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Notifier for TelegramNotifier {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn provider(&self) -> &'static str {
-        "telegram"
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let request = post_json(self.endpoint.clone(), self.body(message));
-        self.http.send(request).await?.into_result()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
 
-    fn notifier(format: Format) -> TelegramNotifier {
+    /// The JSON body sent for `message` to chat -42 in `format`.
+    fn body(format: Format, message: &Message) -> serde_json::Value {
         let config = TelegramConfig {
             token: Secret::from("123:abc"),
             chat_id: ChatId::Id(-42),
             url: default_url(),
         };
-        TelegramNotifier::try_new("tg", format, &config).unwrap()
+        let provider = TelegramProvider::try_new(&config, format).unwrap();
+        serde_json::from_slice(&provider.request(message).body).unwrap()
     }
 
     #[test]
@@ -228,8 +186,7 @@ mod tests {
         let message = Message::custom("Service down: my-api", UNIX_EPOCH)
             .with_field("URL", "http://a.test/x_y")
             .with_field("Detail", "HTTP 503 (down)!");
-        let body: serde_json::Value =
-            serde_json::from_str(&notifier(Format::Markdown).body(&message)).unwrap();
+        let body = body(Format::Markdown, &message);
         assert_eq!(body["parse_mode"], "MarkdownV2");
         assert_eq!(body["chat_id"], -42);
         assert_eq!(
@@ -241,8 +198,7 @@ mod tests {
     #[test]
     fn plain_is_html_escaped() {
         let message = Message::custom("a <b> & c", UNIX_EPOCH).with_field("Detail", "x<y");
-        let body: serde_json::Value =
-            serde_json::from_str(&notifier(Format::Plain).body(&message)).unwrap();
+        let body = body(Format::Plain, &message);
         assert_eq!(body["parse_mode"], "HTML");
         assert_eq!(body["text"], "a &lt;b&gt; &amp; c\n\nDetail: x&lt;y");
     }
@@ -253,8 +209,7 @@ mod tests {
         for i in 0..10 {
             message = message.with_field(format!("F{i}"), "v".repeat(2000));
         }
-        let body: serde_json::Value =
-            serde_json::from_str(&notifier(Format::Plain).body(&message)).unwrap();
+        let body = body(Format::Plain, &message);
         let text = body["text"].as_str().unwrap();
         assert!(text.chars().count() <= TEXT_LIMIT);
         assert!(text.contains("F2: "), "{text}");

@@ -1,21 +1,21 @@
 //! The generic `webhook` provider: the default JSON body of SPEC §6 or a custom `payload`
 //! template, POST or PUT, JSON, form or text, optional bearer token.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::str::FromStr;
 
-use async_trait::async_trait;
-use http::{HeaderValue, Method, header::AUTHORIZATION};
+use http::{HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Deserializer, Serialize, de};
 use url::Url;
 
 use crate::{
-    Field, Format, HttpRequest, HttpSend, Message, Notifier, NotifyError, Secret,
-    http::default_sender,
-    providers::{check_token, http_url, token_header},
+    Field, Format, HttpRequest, Message, NotifyError, Secret,
+    providers::{HttpProvider, bearer, http_url, to_json},
 };
 
 /// `webhook` keys: `url`, `method` (`POST`), `mime_type` (`application/json`),
 /// `payload` (a template; the default body when absent), `token`, `color_mode` (`hex`).
+///
+/// `validate` also checks that a JSON `payload` is valid JSON after substitution.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -50,40 +50,6 @@ impl WebhookConfig {
             token: None,
             color_mode: ColorMode::default(),
         }
-    }
-
-    /// Checks every key; a JSON `payload` must be valid JSON after substitution.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        self.check().map(drop)
-    }
-
-    fn check(&self) -> Result<(Url, Option<Template>), NotifyError> {
-        let url = http_url("url", &self.url)?;
-        if let Some(token) = &self.token {
-            check_token(token)?;
-        }
-        let template = self.payload.as_deref().map(Template::parse);
-        if let Some(template) = &template
-            && self.mime_type == MimeType::Json
-        {
-            // Every string placeholder becomes a complete literal, so one message with
-            // awkward text shows whether the template's own structure is valid.
-            let body = template.render(
-                &Message::sample(),
-                self.mime_type,
-                self.color_mode,
-                Format::Markdown,
-            );
-            if let Err(err) = serde_json::from_str::<serde_json::Value>(&body) {
-                return Err(NotifyError::config(
-                    "payload",
-                    format!(
-                        "is not valid JSON after substitution ({err}); string placeholders are inserted with their quotes, `$color` without"
-                    ),
-                ));
-            }
-        }
-        Ok((url, template))
     }
 }
 
@@ -347,114 +313,97 @@ struct DefaultBody<'a> {
     time: String,
 }
 
-/// Sends messages to a generic webhook.
+/// The generic webhook.
 ///
 /// Without a `payload`, the body is the JSON object of §6:
 /// `{"event","title","message","fields":[{"name","value"}],"service","url","detail",
 /// "level","color","time"}`, where `message` is the fields rendered in the notifier's
 /// format and `color` is `"#rrggbb"` (hex) or an integer (dec). The default body is JSON
 /// whatever `mime_type` says; only a `payload` follows the MIME type.
-#[derive(Clone)]
-pub struct WebhookNotifier {
-    name: String,
-    format: Format,
+pub(crate) struct WebhookProvider {
     url: Url,
     method: WebhookMethod,
     mime_type: MimeType,
     template: Option<Template>,
     /// `Authorization: Bearer <token>`, built once from the checked token.
-    bearer: Option<HeaderValue>,
+    bearer: Option<(HeaderName, HeaderValue)>,
     color_mode: ColorMode,
-    http: Arc<dyn HttpSend>,
+    format: Format,
 }
 
-impl WebhookNotifier {
-    /// A webhook notifier named `name`; fails when the config breaks a rule.
-    pub fn try_new(
-        name: impl Into<String>,
-        format: Format,
-        config: &WebhookConfig,
-    ) -> Result<Self, NotifyError> {
-        let (url, template) = config.check()?;
-        Ok(WebhookNotifier {
-            name: name.into(),
-            format,
-            url,
-            method: config.method,
-            mime_type: config.mime_type,
-            template,
-            bearer: config
-                .token
-                .as_ref()
-                .map(|token| token_header("Bearer ", token))
-                .transpose()?,
-            color_mode: config.color_mode,
-            http: default_sender(),
-        })
-    }
-
-    /// Sends through `http` instead of the default hyper client.
-    pub fn with_sender(mut self, http: Arc<dyn HttpSend>) -> Self {
-        self.http = http;
-        self
-    }
-
+impl WebhookProvider {
     /// The exact body sent for `message`.
-    pub fn body(&self, message: &Message) -> String {
+    fn body(&self, message: &Message) -> String {
         match &self.template {
             Some(template) => {
                 template.render(message, self.mime_type, self.color_mode, self.format)
             }
-            None => {
-                let body = DefaultBody {
-                    event: message.event.as_str(),
-                    title: &message.title,
-                    message: message.render_fields(self.format),
-                    fields: &message.fields,
-                    service: &message.service,
-                    url: &message.url,
-                    detail: &message.detail,
-                    level: message.level.as_str(),
-                    color: match self.color_mode {
-                        ColorMode::Hex => message.color.hex().into(),
-                        ColorMode::Dec => message.color.rgb().into(),
-                    },
-                    time: message.time_rfc3339(),
-                };
-                serde_json::to_string(&body).expect("the default body serializes to JSON")
+            None => to_json(&DefaultBody {
+                event: message.event.as_str(),
+                title: &message.title,
+                message: message.render_fields(self.format),
+                fields: &message.fields,
+                service: &message.service,
+                url: &message.url,
+                detail: &message.detail,
+                level: message.level.as_str(),
+                color: match self.color_mode {
+                    ColorMode::Hex => message.color.hex().into(),
+                    ColorMode::Dec => message.color.rgb().into(),
+                },
+                time: message.time_rfc3339(),
+            }),
+        }
+    }
+}
+
+impl HttpProvider for WebhookProvider {
+    type Config = WebhookConfig;
+
+    /// Checks every key; a JSON `payload` must be valid JSON after substitution.
+    fn try_new(config: &WebhookConfig, format: Format) -> Result<Self, NotifyError> {
+        let url = http_url("url", &config.url)?;
+        let bearer = bearer(config.token.as_ref())?;
+        let template = config.payload.as_deref().map(Template::parse);
+        if let Some(template) = &template
+            && config.mime_type == MimeType::Json
+        {
+            // Every string placeholder becomes a complete literal, so one message with
+            // awkward text shows whether the template's own structure is valid.
+            let body = template.render(
+                &Message::sample(),
+                config.mime_type,
+                config.color_mode,
+                Format::Markdown,
+            );
+            if let Err(err) = serde_json::from_str::<serde_json::Value>(&body) {
+                return Err(NotifyError::config(
+                    "payload",
+                    format!(
+                        "is not valid JSON after substitution ({err}); string placeholders are inserted with their quotes, `$color` without"
+                    ),
+                ));
             }
         }
-    }
-}
-
-impl fmt::Debug for WebhookNotifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookNotifier")
-            .field("name", &self.name)
-            .field("url", &self.url.origin().ascii_serialization())
-            .field("method", &self.method)
-            .field("mime_type", &self.mime_type)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl Notifier for WebhookNotifier {
-    fn name(&self) -> &str {
-        &self.name
+        Ok(WebhookProvider {
+            url,
+            method: config.method,
+            mime_type: config.mime_type,
+            template,
+            bearer,
+            color_mode: config.color_mode,
+            format,
+        })
     }
 
-    fn provider(&self) -> &'static str {
-        "webhook"
+    fn request(&self, message: &Message) -> HttpRequest {
+        HttpRequest::new(self.method.method(), self.url.clone())
+            .with_body(self.mime_type.as_str(), self.body(message))
+            .with_headers(self.bearer.clone())
     }
 
-    async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        let mut request = HttpRequest::new(self.method.method(), self.url.clone())
-            .with_body(self.mime_type.as_str(), self.body(message));
-        if let Some(bearer) = &self.bearer {
-            request.headers.insert(AUTHORIZATION, bearer.clone());
-        }
-        self.http.send(request).await?.into_result()
+    fn url(&self) -> &Url {
+        &self.url
     }
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use health_notify::{
     Format, HttpRequest, HttpResponse, HttpSend, Notifier, NotifierConfig, NotifyError,
-    WebhookConfig, WebhookNotifier,
+    ProviderConfig, WebhookConfig,
 };
 use health_types::{Event, EventKind};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -307,12 +307,10 @@ impl HttpSend for FakeSend {
 
 /// A webhook notifier named `name` that sends through `http`.
 pub(crate) fn fake_webhook(name: &str, http: Arc<FakeSend>) -> Arc<dyn Notifier> {
-    let config = WebhookConfig::new("http://fake.test/hook");
-    Arc::new(
-        WebhookNotifier::try_new(name, Format::Plain, &config)
-            .unwrap()
-            .with_sender(http),
-    )
+    let webhook = WebhookConfig::new("http://fake.test/hook");
+    NotifierConfig::new(name, Format::Plain, ProviderConfig::Webhook(webhook))
+        .build_with(http)
+        .unwrap()
 }
 
 /// One mail as the SMTP responder saw it.
