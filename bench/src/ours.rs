@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use health_check::{HttpClient, HttpClientConfig, HttpProbe, StreamProbe, StreamProbeConfig};
+use health_check::{HttpClient, HttpClientConfig, HttpProbe, StreamProbe};
 use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, Scope};
 use health_types::{CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Url};
 
@@ -102,7 +102,7 @@ pub(crate) async fn run(spec: &Spec, stats: Arc<Stats>) -> Result<Measured> {
             let client = HttpClient::try_new(&config, &HttpClientConfig::default())?;
             Arc::new(HttpProbe::try_with_client(&config, client)?)
         }
-        Proto::Tcp => Arc::new(StreamProbe::try_new(&config, StreamProbeConfig::default())?),
+        Proto::Tcp => Arc::new(StreamProbe::try_new(&config)?),
     };
     // One check outside the measured set warms the probe (and the HTTP pool's code).
     let warm_url = Url::parse(&spec.url(0))?;

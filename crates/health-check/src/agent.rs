@@ -1,65 +1,30 @@
-//! The agent-proxied probe: asks a GoDoxy-compatible agent to check a target (SPEC §5).
+//! The agent-proxied probe: asks a GoDoxy-compatible agent to check a target (SPEC §5),
+//! over the HTTP probes' own transport (connector, TLS, keep-alive pool, exchange).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use health_types::{
-    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
+    AgentSpec, CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
+    Scheme, truncate,
 };
-use http::{
-    HeaderValue, Request, StatusCode,
-    header::{ACCEPT, HOST, USER_AGENT},
-};
-use http_body_util::Empty;
+use http::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
 use crate::{
-    failure::{Failure, bad_url, margin, truncate, unsupported_scheme},
+    failure::{bad_url, margin},
     file::file_path,
-    net::{self, USER_AGENT_VALUE, join_path},
-    stream::Target,
+    http::{Fetcher, HttpClient, HttpClientConfig},
+    net::{self, join_path},
+    stream::StreamTarget,
 };
 
 /// The path of the agent's health endpoint (GoDoxy's agent protocol).
 pub const AGENT_HEALTH_PATH: &str = "/godoxy/agent/health";
-/// The largest agent answer read.
-const MAX_AGENT_ANSWER: usize = 64 * 1024;
 /// How much of a non-200 answer goes into the detail.
 const MAX_DETAIL_BODY: usize = 200;
-/// The target schemes an agent checks.
-const TARGET_SCHEMES: &[&str] = &[
-    "http", "https", "h2c", "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "file",
-];
-
-/// Where the agent is and how to reach it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentProbeConfig {
-    /// The agent's base URL, `http://` or `https://` (the latter needs the `tls`
-    /// feature). A base path is kept: the endpoint is `<url path>/godoxy/agent/health`.
-    pub url: Url,
-    /// A PEM file of the CA that signed the agent's certificate. Default: none, which
-    /// trusts the system and webpki roots.
-    pub ca_file: Option<PathBuf>,
-    /// A PEM file with the client certificate chain for mutual TLS. Default: none.
-    pub cert_file: Option<PathBuf>,
-    /// A PEM file with the client certificate's private key. Default: none.
-    pub key_file: Option<PathBuf>,
-}
-
-impl AgentProbeConfig {
-    /// The agent at `url`, without mutual TLS or a custom CA.
-    pub fn new(url: Url) -> Self {
-        AgentProbeConfig {
-            url,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-        }
-    }
-}
 
 /// Checks a target through an agent: `GET <agent>/godoxy/agent/health?scheme=…&host=…
 /// &path=…&timeout=<ms>&method=…` (SPEC §5).
@@ -71,74 +36,62 @@ impl AgentProbeConfig {
 /// - 200 with `{"healthy", "detail", "latency" (ns)[, "kind"]}`: that result. An
 ///   unhealthy answer without a known `kind` (GoDoxy's agent sends none) gets `status`.
 /// - Another status: unhealthy, kind `status`, detail `agent HTTP <code>: <body>`.
-/// - Agent unreachable, TLS refused, no answer in time, or a bad answer: an error.
+/// - Agent unreachable, TLS refused, no answer in time, or a bad answer (not JSON, over
+///   64 KiB): an error.
 ///
-/// One HTTP/1.1 connection per check; nothing outlives a dropped check.
+/// The requests go through one keep-alive [`HttpClient`] per probe (HTTP/1.1; over TLS
+/// with the agent's CA and client certificate), so back-to-back checks reuse one
+/// connection to the agent; a dropped check leaves at most that idle connection.
 #[derive(Clone, Debug)]
 pub struct AgentProbe {
     timeout: Duration,
     method: Method,
     path: String,
     endpoint: Url,
-    host: String,
-    port: u16,
-    authority: HeaderValue,
-    #[cfg(feature = "tls")]
-    tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    fetcher: Fetcher,
 }
 
 impl AgentProbe {
-    /// A probe asking the agent of `options` with `config`'s timeout, method and path.
+    /// A probe asking the agent of `spec` with `config`'s timeout, method and path.
     ///
     /// Fails when `config` is invalid, the agent URL is not `http`/`https` with a host,
-    /// the TLS files cannot be read, or only one of `cert_file`/`key_file` is given.
-    pub fn try_new(
-        config: &HealthCheckConfig,
-        options: AgentProbeConfig,
-    ) -> Result<Self, ConfigError> {
+    /// the TLS files cannot be read, or only one of `cert`/`key` is given.
+    pub fn try_new(config: &HealthCheckConfig, spec: AgentSpec) -> Result<Self, ConfigError> {
         config.validate()?;
-        let url = &options.url;
-        let https = match url.scheme() {
-            "http" => false,
-            #[cfg(feature = "tls")]
-            "https" => true,
-            #[cfg(feature = "tls")]
-            _ => return Err(unsupported_scheme(url, &["http", "https"])),
-            #[cfg(not(feature = "tls"))]
-            _ => return Err(unsupported_scheme(url, &["http"])),
-        };
-        let host = net::url_host(url).ok_or_else(|| ConfigError::url(url, "no host"))?;
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| ConfigError::url(url, "no port"))?;
-        let authority = HeaderValue::from_str(&authority(url)?)
-            .map_err(|_| ConfigError::url(url, "host is not a valid header value"))?;
+        let url = &spec.url;
+        #[cfg(feature = "tls")]
+        let schemes = [Scheme::Http, Scheme::Https];
+        #[cfg(not(feature = "tls"))]
+        let schemes = [Scheme::Http];
+        let https = Scheme::of_among(url, &schemes)? == Scheme::Https;
+        if net::url_host(url).is_none() {
+            return Err(ConfigError::url(url, "no host"));
+        }
         let mut endpoint = url.clone();
         endpoint.set_path(&join_path(url.path(), None, AGENT_HEALTH_PATH));
         endpoint.set_query(None);
         endpoint.set_fragment(None);
-        let has_tls_files =
-            options.ca_file.is_some() || options.cert_file.is_some() || options.key_file.is_some();
+        let has_tls_files = spec.ca.is_some() || spec.cert.is_some() || spec.key.is_some();
         if !https && has_tls_files {
             return Err(ConfigError::url(
                 url,
                 "a CA, client certificate or key needs an https:// agent URL",
             ));
         }
+        #[cfg(feature = "tls")]
+        let client = if https {
+            HttpClient::with_tls(std::sync::Arc::new(agent_tls(&spec)?))
+        } else {
+            plain_client()?
+        };
+        #[cfg(not(feature = "tls"))]
+        let client = plain_client()?;
         Ok(AgentProbe {
             timeout: config.timeout,
             method: config.method,
             path: config.path.clone(),
             endpoint,
-            host,
-            port,
-            authority,
-            #[cfg(feature = "tls")]
-            tls: if https {
-                Some(std::sync::Arc::new(agent_tls(&options)?))
-            } else {
-                None
-            },
+            fetcher: Fetcher::new(client, "application/json"),
         })
     }
 
@@ -155,23 +108,21 @@ impl AgentProbe {
     /// The agent URL that checks `target`, query included.
     pub fn endpoint(&self, target: &Url) -> Result<Url, ConfigError> {
         let mut pairs: Vec<(&str, String)> = Vec::with_capacity(6);
-        match target.scheme() {
-            "file" => {
+        let scheme = Scheme::of(target)?;
+        match scheme {
+            Scheme::File => {
                 let path = file_path(target)?;
                 pairs.push(("scheme", "fileserver".to_owned()));
                 pairs.push(("path", path.to_string_lossy().into_owned()));
             }
-            scheme @ ("http" | "https" | "h2c") => {
-                pairs.push(("scheme", scheme.to_owned()));
+            Scheme::Http | Scheme::Https | Scheme::H2c => {
+                pairs.push(("scheme", scheme.as_str().to_owned()));
                 pairs.push(("host", authority(target)?));
                 pairs.push(("path", join_path(target.path(), target.query(), &self.path)));
             }
-            scheme => {
-                if !TARGET_SCHEMES.contains(&scheme) {
-                    return Err(unsupported_scheme(target, TARGET_SCHEMES));
-                }
-                Target::parse(target)?;
-                pairs.push(("scheme", scheme.to_owned()));
+            _ => {
+                StreamTarget::parse(target)?;
+                pairs.push(("scheme", scheme.as_str().to_owned()));
                 pairs.push(("host", authority(target)?));
             }
         }
@@ -185,26 +136,6 @@ impl AgentProbe {
         Ok(url)
     }
 
-    async fn ask(&self, endpoint: &Url) -> Result<(StatusCode, Bytes, bool), Failure> {
-        let path_and_query = match endpoint.query() {
-            Some(query) => format!("{}?{query}", endpoint.path()),
-            None => endpoint.path().to_owned(),
-        };
-        let request = Request::get(path_and_query)
-            .header(HOST, self.authority.clone())
-            .header(USER_AGENT, USER_AGENT_VALUE)
-            .header(ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|err| Failure::checker(CheckKind::Internal, format!("request: {err}")))?;
-        let tcp = net::resolve_and_connect(&self.host, self.port).await?;
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let stream = crate::tls::handshake(tls.clone(), &self.host, tcp).await?;
-            return net::exchange(stream, request, MAX_AGENT_ANSWER).await;
-        }
-        net::exchange(tcp, request, MAX_AGENT_ANSWER).await
-    }
-
     fn interpret(
         status: StatusCode,
         body: &[u8],
@@ -216,7 +147,7 @@ impl AgentProbe {
             let detail = format!(
                 "agent HTTP {}: {}",
                 status.as_u16(),
-                truncate(&text, MAX_DETAIL_BODY)
+                truncate(text.trim(), MAX_DETAIL_BODY)
             );
             return Ok(CheckResult::unhealthy(CheckKind::Status, detail, latency));
         }
@@ -233,16 +164,24 @@ impl AgentProbe {
     }
 }
 
+/// The client of an `http://` agent (its TLS setup is never used).
+fn plain_client() -> Result<HttpClient, ConfigError> {
+    HttpClient::try_new(&HealthCheckConfig::default(), &HttpClientConfig::default())
+}
+
 #[async_trait]
 impl Probe for AgentProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let endpoint = self.endpoint(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
         let wait = self.wait();
-        match tokio::time::timeout(wait, self.ask(&endpoint)).await {
-            Ok(Ok((status, body, truncated))) => {
-                Self::interpret(status, &body, truncated, start.elapsed())
-            }
+        match tokio::time::timeout(wait, self.fetcher.get(&endpoint)).await {
+            Ok(Ok(answer)) => Self::interpret(
+                answer.status,
+                &answer.body.bytes,
+                answer.body.truncated,
+                start.elapsed(),
+            ),
             Ok(Err(failure)) => Err(failure.prefixed("agent: ").into_error()),
             Err(_) => Err(ProbeError::new(
                 CheckKind::Timeout,
@@ -298,47 +237,42 @@ impl AgentAnswer {
 }
 
 /// The TLS setup for an `https://` agent: its CA (or the system roots), and a client
-/// certificate when one is configured.
+/// certificate when one is configured; HTTP/1.1 only.
 #[cfg(feature = "tls")]
-fn agent_tls(
-    options: &AgentProbeConfig,
-) -> Result<tokio_rustls::rustls::ClientConfig, ConfigError> {
-    use health_types::tls::{
-        ClientAuth, Trust, client_config, load_certificates, load_private_key, load_roots,
-    };
+fn agent_tls(spec: &AgentSpec) -> Result<tokio_rustls::rustls::ClientConfig, ConfigError> {
+    use health_types::tls::{ClientAuth, TlsError, Trust, client_config, load_roots};
 
-    let invalid = |key: &'static str, path: &PathBuf, reason: health_types::tls::TlsError| {
-        ConfigError::Invalid {
+    let invalid =
+        |key: &'static str, path: &std::path::Path, reason: TlsError| ConfigError::Invalid {
             key,
             value: format!("{:?}", path.display().to_string()),
             reason: reason.to_string(),
-        }
-    };
-    let trust = match &options.ca_file {
+        };
+    let trust = match &spec.ca {
         Some(path) => Trust::Roots(std::sync::Arc::new(
             load_roots(path).map_err(|reason| invalid("ca", path, reason))?,
         )),
         None => Trust::SystemRoots,
     };
-    let auth = match (&options.cert_file, &options.key_file) {
+    let auth = match (&spec.cert, &spec.key) {
         (Some(cert), Some(key)) => Some(ClientAuth {
-            chain: load_certificates(cert).map_err(|reason| invalid("cert", cert, reason))?,
-            key: load_private_key(key).map_err(|reason| invalid("key", key, reason))?,
+            chain: health_types::tls::load_certificates(cert)
+                .map_err(|reason| invalid("cert", cert, reason))?,
+            key: health_types::tls::load_private_key(key)
+                .map_err(|reason| invalid("key", key, reason))?,
         }),
         (None, None) => None,
         (Some(path), None) | (None, Some(path)) => {
             return Err(invalid(
                 "cert",
                 path,
-                health_types::tls::TlsError::from(
-                    "mutual TLS needs both a client certificate and its key",
-                ),
+                TlsError::from("mutual TLS needs both a client certificate and its key"),
             ));
         }
     };
     client_config(&trust, &[b"http/1.1"], auth).map_err(|reason| ConfigError::Invalid {
         key: "cert",
-        value: format!("{:?}", options.url.as_str()),
+        value: format!("{:?}", spec.url.as_str()),
         reason: reason.to_string(),
     })
 }
@@ -354,7 +288,7 @@ mod tests {
             method: Method::Head,
             ..Default::default()
         };
-        let agent = AgentProbeConfig::new(Url::parse("http://agent.test:8890/base").unwrap());
+        let agent = AgentSpec::new(Url::parse("http://agent.test:8890/base").unwrap());
         AgentProbe::try_new(&config, agent).unwrap()
     }
 
@@ -443,8 +377,8 @@ mod tests {
 
     #[test]
     fn tls_files_need_an_https_agent() {
-        let mut agent = AgentProbeConfig::new(Url::parse("http://agent.test").unwrap());
-        agent.ca_file = Some("/tmp/ca.pem".into());
+        let mut agent = AgentSpec::new(Url::parse("http://agent.test").unwrap());
+        agent.ca = Some("/tmp/ca.pem".into());
         let err = AgentProbe::try_new(&HealthCheckConfig::default(), agent).unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
     }

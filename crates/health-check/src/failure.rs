@@ -3,8 +3,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use health_types::{CheckKind, CheckResult, ConfigError, ProbeError};
-use url::Url;
+use health_types::{CheckKind, CheckResult, ConfigError, ProbeError, timed_out_after};
 
 /// Which side of the check failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +43,11 @@ impl Failure {
 
     /// The target did not answer within `timeout`.
     pub(crate) fn timed_out(timeout: Duration) -> Self {
-        Failure::target(CheckKind::Timeout, timed_out_detail(timeout))
+        Failure::target(CheckKind::Timeout, timed_out_after(timeout))
     }
 
     /// The same failure with `prefix` put before its detail.
+    #[cfg(feature = "http")]
     #[must_use]
     pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
         self.detail = format!("{prefix}{}", self.detail);
@@ -62,6 +62,7 @@ impl Failure {
         }
     }
 
+    #[cfg(feature = "http")]
     /// This failure as an error, whichever side it came from (the agent probe reports
     /// every failure to reach the agent as an error).
     pub(crate) fn into_error(self) -> ProbeError {
@@ -77,16 +78,12 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+#[cfg(any(feature = "http", feature = "docker"))]
 /// What a probe that asks another party (an agent, the Docker engine) keeps back from
 /// its `timeout`, so that the other side's answer, or its timeout, arrives inside it:
 /// `min(timeout / 10, 100ms)`.
 pub(crate) fn margin(timeout: Duration) -> Duration {
     (timeout / 10).min(Duration::from_millis(100))
-}
-
-/// `timed out after 10s`, in the same words the monitor uses.
-pub(crate) fn timed_out_detail(timeout: Duration) -> String {
-    format!("timed out after {}", humantime::format_duration(timeout))
 }
 
 /// Classifies a socket error.
@@ -109,6 +106,7 @@ pub(crate) fn classify_io(err: &io::Error) -> Failure {
     }
 }
 
+#[cfg(any(feature = "http", feature = "docker"))]
 /// Classifies an error of a hyper exchange by the most specific cause in its chain: a
 /// [`Failure`] (from a connector), a socket or TLS error, then hyper's own kinds.
 pub(crate) fn classify_chain(err: &(dyn std::error::Error + 'static)) -> Failure {
@@ -143,6 +141,7 @@ pub(crate) fn classify_chain(err: &(dyn std::error::Error + 'static)) -> Failure
     Failure::target(CheckKind::Protocol, format!("http: {cause}"))
 }
 
+#[cfg(any(feature = "http", feature = "docker"))]
 /// `err` and its sources, outermost first.
 pub(crate) fn error_chain<'a>(
     err: &'a (dyn std::error::Error + 'static),
@@ -156,6 +155,7 @@ pub(crate) fn error_chain<'a>(
     chain
 }
 
+#[cfg(any(feature = "http", feature = "docker"))]
 /// Classifies an I/O error on an established (maybe TLS) connection.
 pub(crate) fn classify_stream_io(err: &io::Error) -> Failure {
     #[cfg(feature = "tls")]
@@ -183,30 +183,9 @@ pub(crate) fn classify_tls(err: &io::Error) -> Failure {
     classify_io(err)
 }
 
-/// The error for a URL whose scheme a probe does not check, listing the ones it does.
-pub(crate) fn unsupported_scheme(url: &Url, supported: &[&str]) -> ConfigError {
-    ConfigError::url(
-        url,
-        format!(
-            "unsupported scheme {:?}; supported schemes: {}",
-            url.scheme(),
-            supported.join(", ")
-        ),
-    )
-}
-
 /// A URL that a probe rejects, as an error of kind `config` from `check`.
 pub(crate) fn bad_url(err: &ConfigError) -> ProbeError {
     ProbeError::new(CheckKind::Config, err.to_string())
-}
-
-/// Up to `max` characters of `text`, trimmed, with `…` when something was cut.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -239,24 +218,5 @@ mod tests {
         let failure = classify_tls(&err);
         assert_eq!(failure.kind, CheckKind::Tls);
         assert!(failure.detail.starts_with("tls: "), "{}", failure.detail);
-    }
-
-    #[test]
-    fn timeouts_read_like_the_monitors() {
-        assert_eq!(
-            timed_out_detail(Duration::from_secs(10)),
-            "timed out after 10s"
-        );
-        assert_eq!(
-            timed_out_detail(Duration::from_millis(250)),
-            "timed out after 250ms"
-        );
-    }
-
-    #[test]
-    fn truncation_keeps_short_text_and_marks_a_cut() {
-        assert_eq!(truncate("  bad gateway \n", 50), "bad gateway");
-        assert_eq!(truncate("abcdef", 3), "abc…");
-        assert_eq!(truncate("äöüß", 2), "äö…");
     }
 }

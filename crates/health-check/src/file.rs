@@ -7,7 +7,7 @@ use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe
 use tokio::time::Instant;
 use url::Url;
 
-use crate::failure::{Failure, bad_url, unsupported_scheme};
+use crate::failure::{Failure, bad_url};
 
 /// Checks that the path of a `file://` URL exists, as a file server's root must.
 ///
@@ -35,7 +35,10 @@ impl FileProbe {
 /// The local path a `file://` URL names.
 pub(crate) fn file_path(url: &Url) -> Result<PathBuf, ConfigError> {
     if url.scheme() != "file" {
-        return Err(unsupported_scheme(url, &["file"]));
+        return Err(health_types::unsupported_scheme(
+            url,
+            &[health_types::Scheme::File],
+        ));
     }
     url.to_file_path()
         .map_err(|()| ConfigError::url(url, "not a local absolute path (file:///path)"))

@@ -11,7 +11,8 @@ use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, t
 use async_trait::async_trait;
 use bytes::Bytes;
 use health_types::{
-    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
+    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError, Scheme,
+    unsupported_scheme,
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri,
@@ -25,13 +26,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use self::{
-    h1::ExchangeError,
+    h1::{ExchangeError, Kept},
     pool::{Conn, Connector, Pool, Sender},
 };
 use crate::{
-    failure::{
-        Failure, bad_url, classify_chain, classify_stream_io, error_chain, unsupported_scheme,
-    },
+    failure::{Failure, bad_url, classify_chain, classify_stream_io, error_chain},
     net::{USER_AGENT_VALUE, join_path},
 };
 
@@ -97,6 +96,53 @@ impl HttpClient {
     /// Whether this client verifies server certificates.
     pub fn tls_verify(&self) -> bool {
         self.inner.tls_verify
+    }
+
+    /// A client whose `https` connections use `tls` (its trust, client certificate and
+    /// ALPN), for a probe that asks another party (an agent).
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        let connector = Connector::with_tls(tls);
+        HttpClient {
+            inner: Arc::new(ClientInner {
+                tls_verify: true,
+                auto: Pool::new(connector.clone(), false),
+                h2c: Pool::new(connector, true),
+            }),
+        }
+    }
+}
+
+/// `GET`s of whole URLs on one client's keep-alive pool that keep the answer's body (at
+/// most [`MAX_BODY_DRAIN`]): how the agent probe asks its agent, over the same
+/// connector, pool and HTTP/1.1 exchange as an HTTP check.
+#[derive(Clone, Debug)]
+pub(crate) struct Fetcher {
+    client: HttpClient,
+    spec: RequestSpec,
+}
+
+impl Fetcher {
+    /// Fetches with `client`, accepting `accept`.
+    pub(crate) fn new(client: HttpClient, accept: &'static str) -> Self {
+        Fetcher {
+            client,
+            spec: RequestSpec::fetch(accept),
+        }
+    }
+
+    /// `GET url` (path and query as they are). A pooled connection the server closed
+    /// while idle is replaced once, as for a check.
+    pub(crate) async fn get(&self, url: &Url) -> Result<Answer, Failure> {
+        let scheme =
+            http_scheme(url).map_err(|err| Failure::checker(CheckKind::Config, err.to_string()))?;
+        let target = self
+            .spec
+            .target(url, scheme)
+            .map_err(|err| Failure::checker(CheckKind::Config, err.to_string()))?;
+        self.spec
+            .exchange(&self.client.inner.auto, &target, Instant::now())
+            .await
     }
 }
 
@@ -165,9 +211,9 @@ fn http_scheme(url: &Url) -> Result<&'static str, ConfigError> {
 
 /// The schemes [`HttpProbe`] checks.
 #[cfg(feature = "tls")]
-const HTTP_SCHEMES: &[&str] = &["http", "https"];
+const HTTP_SCHEMES: &[Scheme] = &[Scheme::Http, Scheme::Https];
 #[cfg(not(feature = "tls"))]
-const HTTP_SCHEMES: &[&str] = &["http"];
+const HTTP_SCHEMES: &[Scheme] = &[Scheme::Http];
 
 /// Checks `h2c://` targets: HTTP/2 with prior knowledge over cleartext, with the same
 /// rules as [`HttpProbe`].
@@ -209,14 +255,14 @@ impl H2cProbe {
 impl Probe for H2cProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         if url.scheme() != "h2c" {
-            return Err(bad_url(&unsupported_scheme(url, &["h2c"])));
+            return Err(bad_url(&unsupported_scheme(url, &[Scheme::H2c])));
         }
         self.spec.run(&self.client.inner.h2c, url, "http").await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
         if url.scheme() != "h2c" {
-            return Err(unsupported_scheme(url, &["h2c"]));
+            return Err(unsupported_scheme(url, &[Scheme::H2c]));
         }
         self.spec.target(url, "http").map(drop)
     }
@@ -233,6 +279,8 @@ struct RequestSpec {
     h1_headers: Vec<u8>,
     /// A `Host` header is configured (it then replaces the URL's authority).
     host_configured: bool,
+    /// A fetch ([`RequestSpec::fetch`]): the URL's path as it is, the body kept.
+    fetch: bool,
 }
 
 /// Where one check goes.
@@ -256,8 +304,16 @@ impl Target<'_> {
     }
 }
 
+/// An answer: its status, the time to its head, and its body when the request keeps it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) latency: Duration,
+    pub(crate) body: Kept,
+}
+
 /// The outcome of one attempt on one connection.
-type Attempt = Result<(StatusCode, Duration), ExchangeError>;
+type Attempt = Result<Answer, ExchangeError>;
 
 impl RequestSpec {
     fn try_new(config: &HealthCheckConfig, client: &HttpClient) -> Result<Self, ConfigError> {
@@ -294,7 +350,32 @@ impl RequestSpec {
             h2_headers,
             h1_headers,
             host_configured,
+            fetch: false,
         })
+    }
+
+    /// A `GET` that sends the URL's own path and query (nothing joined), only the
+    /// `User-Agent` and `accept` headers, and keeps the answer's body: how a probe asks
+    /// another party (an agent) over the same transport as a check.
+    fn fetch(accept: &'static str) -> Self {
+        let mut h2_headers = HeaderMap::new();
+        h2_headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        h2_headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        let mut h1_headers = Vec::new();
+        for (name, value) in &h2_headers {
+            h1_headers.extend_from_slice(name.as_str().as_bytes());
+            h1_headers.extend_from_slice(b": ");
+            h1_headers.extend_from_slice(value.as_bytes());
+            h1_headers.extend_from_slice(b"\r\n");
+        }
+        RequestSpec {
+            config: HealthCheckConfig::default(),
+            method: http::Method::GET,
+            h2_headers,
+            h1_headers,
+            host_configured: false,
+            fetch: true,
+        }
     }
 
     /// Where a check of `url` goes, sent as `scheme` (`http` or `https`).
@@ -313,7 +394,14 @@ impl RequestSpec {
             // Writing to a String cannot fail.
             let _ = write!(key, ":{port}");
         }
-        let path = join_path(url.path(), url.query(), &self.config.path);
+        let path = if self.fetch {
+            match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            }
+        } else {
+            join_path(url.path(), url.query(), &self.config.path)
+        };
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ConfigError::url(
                 url,
@@ -340,7 +428,7 @@ impl RequestSpec {
         let target = self.target(url, scheme).map_err(|err| bad_url(&err))?;
         let timeout = self.config.timeout;
         match tokio::time::timeout_at(start + timeout, self.exchange(pool, &target, start)).await {
-            Ok(Ok((status, latency))) => Ok(self.verdict(status, latency)),
+            Ok(Ok(answer)) => Ok(self.verdict(answer.status, answer.latency)),
             Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
             Err(_) => Failure::timed_out(timeout).into_outcome(start.elapsed()),
         }
@@ -354,7 +442,7 @@ impl RequestSpec {
         pool: &Pool,
         target: &Target<'_>,
         start: Instant,
-    ) -> Result<(StatusCode, Duration), Failure> {
+    ) -> Result<Answer, Failure> {
         let mut pooled = pool.checkout(&target.key);
         loop {
             let reused = pooled.is_some();
@@ -409,10 +497,18 @@ impl RequestSpec {
         let head_request = self.method == http::Method::HEAD;
         let head = h1::send(&mut conn, head_request, &mut buf).await?;
         let latency = start.elapsed();
-        if h1::drain(&mut conn, &head, &mut buf).await? {
+        let mut body = Kept {
+            keep: self.fetch,
+            ..Kept::default()
+        };
+        if h1::drain(&mut conn, &head, &mut buf, &mut body).await? {
             pool.checkin(&target.key, conn);
         }
-        Ok((head.status, latency))
+        Ok(Answer {
+            status: head.status,
+            latency,
+            body,
+        })
     }
 
     /// One HTTP/2 exchange on a shared connection.
@@ -445,10 +541,18 @@ impl RequestSpec {
         };
         let latency = start.elapsed();
         let status = response.status();
-        drain_h2(response.into_body())
+        let mut body = Kept {
+            keep: self.fetch,
+            ..Kept::default()
+        };
+        drain_h2(response.into_body(), &mut body)
             .await
             .map_err(|err| classify_http_error(&err))?;
-        Ok((status, latency))
+        Ok(Answer {
+            status,
+            latency,
+            body,
+        })
     }
 
     /// The HTTP/2 request of a check: absolute URI (`:authority`), no `Host` header.
@@ -478,13 +582,15 @@ impl RequestSpec {
     }
 }
 
-/// Reads and discards up to [`MAX_BODY_DRAIN`] bytes of an HTTP/2 `body`; a longer one is
-/// dropped unread, which resets its stream, so an endless body costs at most 64 KiB.
-async fn drain_h2(mut body: Incoming) -> Result<(), hyper::Error> {
+/// Reads up to [`MAX_BODY_DRAIN`] bytes of an HTTP/2 `body` into `kept` (when it keeps
+/// bodies); a longer one is dropped unread, which resets its stream, so an endless body
+/// costs at most 64 KiB.
+async fn drain_h2(mut body: Incoming, kept: &mut Kept) -> Result<(), hyper::Error> {
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame?.data_ref() {
             seen = seen.saturating_add(data.len());
+            kept.push(data);
             if seen > MAX_BODY_DRAIN {
                 break;
             }

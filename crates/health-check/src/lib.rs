@@ -8,7 +8,13 @@
 //! | [`StreamProbe`] | `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` | always |
 //! | [`FileProbe`] | `file` | always |
 //! | [`DockerProbe`] | a container (display URL `docker://<host>/containers/<id>`) | `docker` |
-//! | [`AgentProbe`] | any of the above, through an agent | always (`tls` for `https` agents) |
+//! | [`AgentProbe`] | any of the above, through an agent | `http` (`tls` for `https` agents) |
+//!
+//! [`build_probe`] is the one way in: it picks the probe for a
+//! [`Target`](health_types::Target) (a URL by its [`Scheme`](health_types::Scheme), a
+//! Docker container, or a URL through an agent) and validates the URL against it. The
+//! HTTP, H2C and agent probes share one transport: a connector (DNS, TCP, rustls), a
+//! keep-alive pool, an HTTP/1.1 exchange of our own and HTTP/2 on hyper.
 //!
 //! Default features: `http`, `tls`, `docker`. TLS is rustls with the ring provider only;
 //! every client config is built with an explicit provider, and aws-lc-rs is not a
@@ -18,8 +24,8 @@
 //! # Example
 //!
 //! ```no_run
-//! use health_check::{FileProbe, StreamProbe, StreamProbeConfig};
-//! use health_types::{HealthCheckConfig, Probe, Url};
+//! use health_check::{FileProbe, StreamProbe, build_probe};
+//! use health_types::{HealthCheckConfig, Probe, Target, Url};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = HealthCheckConfig {
@@ -36,15 +42,16 @@
 //!     let result = probe.check(&Url::parse("http://127.0.0.1:8080/api")?).await?;
 //!     println!("healthy: {}, {} in {:?}", result.healthy, result.detail, result.latency);
 //! }
-//! let udp = StreamProbe::try_new(
-//!     &config,
-//!     StreamProbeConfig {
-//!         payload: b"ping".to_vec(),
-//!         expect_reply: true,
-//!     },
-//! )?;
+//! let udp = StreamProbe::try_new(&HealthCheckConfig {
+//!     payload: Some("ping".into()),
+//!     expect_reply: true,
+//!     ..config.clone()
+//! })?;
 //! // A stream URL without a port is rejected before any check runs.
 //! assert!(udp.validate_url(&Url::parse("udp://dns.internal")?).is_err());
+//! // The probe for any target, by its scheme:
+//! let built = build_probe(&config, &Target::Url(Url::parse("h2c://127.0.0.1:8080/")?))?;
+//! let result = built.probe.check(&built.url).await;
 //! let file = FileProbe::try_new(&config)?;
 //! match file.check(&Url::parse("file:///srv/www")?).await {
 //!     Ok(result) => println!("{}: {}", result.kind, result.detail),
@@ -73,15 +80,17 @@
 //!   reused only when the answer ended cleanly and the server did not ask to close it.
 //!   HTTP/2 (`h2c://`, or `h2` chosen by ALPN) runs on hyper, one shared connection per
 //!   target.
-//! - [`StreamProbe`]: `timeout`, plus [`StreamProbeConfig`]: `payload` (the UDP
-//!   datagram, default empty) and `expect_reply` (default false).
+//! - [`StreamProbe`]: `timeout`, `payload` (the UDP datagram, default empty) and
+//!   `expect_reply` (default false); either one makes a `tcp` URL a config error.
 //! - [`FileProbe`]: only `timeout`.
-//! - [`AgentProbe`]: `timeout`, `method`, `path`, plus [`AgentProbeConfig`]: the agent's
-//!   `url` and, for mutual TLS, `ca_file`, `cert_file`, `key_file` (PEM).
+//! - [`AgentProbe`]: `timeout`, `method`, `path`, plus an
+//!   [`AgentSpec`](health_types::AgentSpec): the agent's `url` and, for mutual TLS,
+//!   `ca`, `cert`, `key` (PEM). One keep-alive connection to the agent serves its
+//!   checks.
 //! - [`DockerProbe`]: `timeout` (the engine gets it less a 10 % margin of at most 100 ms,
 //!   or half of it when a fallback waits) and `disable` (true: never use the fallback;
 //!   the container's own state and health are still checked), plus
-//!   [`DockerProbeConfig`]: `container` (id or name) and `host` (`unix:///path` or
+//!   a [`DockerSpec`](health_types::DockerSpec): `container` (id or name) and `host` (`unix:///path` or
 //!   `tcp://host:port`; default `DOCKER_HOST`, else [`DEFAULT_DOCKER_HOST`]). An optional
 //!   fallback probe and its target come from [`DockerProbe::try_with_fallback`]. The
 //!   engine is reached through the [`DockerApi`] port; [`BollardDockerApi`] is the real
@@ -141,7 +150,9 @@
 //! with one narrow exception: a Docker check dropped while its client is being created
 //! leaves bollard's version request to finish on bollard's own connection task.
 
+#[cfg(feature = "http")]
 mod agent;
+mod build;
 #[cfg(feature = "docker")]
 mod docker;
 mod failure;
@@ -156,18 +167,20 @@ pub mod test_util;
 mod tls;
 
 pub use self::{
-    agent::{AGENT_HEALTH_PATH, AgentProbe, AgentProbeConfig},
+    build::{BuiltProbe, build_probe},
     file::FileProbe,
     net::USER_AGENT_VALUE,
-    stream::{StreamProbe, StreamProbeConfig, UDP_MAX_WAIT},
+    stream::{StreamProbe, UDP_MAX_WAIT},
 };
-// A `use` group cannot carry `#[cfg]` on one of its members, so the feature-gated
+// A `use` group cannot carry `#[cfg]` on one of its members, so each feature-gated
 // module gets a block of its own.
 #[cfg(feature = "docker")]
 pub use self::docker::{
     BollardDockerApi, ContainerHealth, ContainerState, DEFAULT_DOCKER_HOST, DOCKER_SCHEME,
-    DockerApi, DockerProbe, DockerProbeConfig, HEALTH_CHECK_NOT_AVAILABLE, HealthLogEntry,
-    MAX_HEALTH_OUTPUT,
+    DockerApi, DockerProbe, HEALTH_CHECK_NOT_AVAILABLE, HealthLogEntry, MAX_HEALTH_OUTPUT,
 };
 #[cfg(feature = "http")]
-pub use self::http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN};
+pub use self::{
+    agent::{AGENT_HEALTH_PATH, AgentProbe},
+    http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN},
+};

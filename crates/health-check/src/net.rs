@@ -1,21 +1,14 @@
-//! Name resolution, TCP connects, one-shot HTTP/1 exchanges and URL helpers shared by
-//! the probes, with their failures classified.
+//! Name resolution, TCP connects and URL helpers shared by the probes, with their
+//! failures classified.
 
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::Bytes;
 use health_types::CheckKind;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
+#[cfg(any(feature = "http", feature = "docker"))]
 use url::{Host, Url};
 
-use crate::failure::{Failure, Side, classify_chain, classify_io};
+use crate::failure::{Failure, Side, classify_io};
 
 /// The `User-Agent` of every HTTP check and agent request: `healthd/<version>`.
 pub const USER_AGENT_VALUE: &str = concat!("healthd/", env!("CARGO_PKG_VERSION"));
@@ -52,6 +45,7 @@ impl Family {
     }
 }
 
+#[cfg(any(feature = "http", feature = "docker"))]
 /// The host of `url` without IPv6 brackets, or `None` when it has none.
 ///
 /// URLs of non-special schemes (`tcp://`, `h2c://`) keep IPv4 literals as domains; they
@@ -129,6 +123,7 @@ pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> 
     Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, NO_SUCH_HOST)))
 }
 
+#[cfg(feature = "http")]
 /// Resolves and connects in one step.
 pub(crate) async fn resolve_and_connect(host: &str, port: u16) -> Result<TcpStream, Failure> {
     let addrs = resolve(host, port, Family::Any).await?;
@@ -138,6 +133,7 @@ pub(crate) async fn resolve_and_connect(host: &str, port: u16) -> Result<TcpStre
     Ok(stream)
 }
 
+#[cfg(feature = "http")]
 /// Joins the configured `path` (which may carry a query) onto a URL's path and query.
 ///
 /// The base path is kept, the join never produces `//`, and `/` onto an empty path is
@@ -167,63 +163,11 @@ pub(crate) fn join_path(base: &str, base_query: Option<&str>, path: &str) -> Str
     joined
 }
 
-/// Sends `request` over `io` with hyper's HTTP/1 client and reads up to `limit` bytes of
-/// the answer; the flag is `true` when the body was longer. The connection is driven
-/// inside this future, so dropping it closes it (nothing is spawned).
-pub(crate) async fn exchange<S>(
-    io: S,
-    request: Request<Empty<Bytes>>,
-    limit: usize,
-) -> Result<(StatusCode, Bytes, bool), Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|err| classify_chain(&err))?;
-    let answer = async move {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| classify_chain(&err))?;
-        let status = response.status();
-        let (body, truncated) = read_limited(response.into_body(), limit)
-            .await
-            .map_err(|err| classify_chain(&err))?;
-        Ok::<_, Failure>((status, body, truncated))
-    };
-    tokio::pin!(answer, connection);
-    tokio::select! {
-        biased;
-        result = &mut answer => result,
-        ended = &mut connection => match ended {
-            Err(err) => Err(classify_chain(&err)),
-            // The connection ended cleanly: the answer is complete or failing by now.
-            Ok(()) => answer.await,
-        },
-    }
-}
-
-/// Reads `body` up to `limit` bytes; `true` when more was left.
-async fn read_limited(mut body: Incoming, limit: usize) -> Result<(Bytes, bool), hyper::Error> {
-    let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            let room = limit - buf.len();
-            if data.len() > room {
-                buf.extend_from_slice(&data[..room]);
-                return Ok((Bytes::from(buf), true));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok((Bytes::from(buf), false))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[cfg(feature = "http")]
     #[test]
     fn paths_join_without_double_slashes() {
         let cases = [
@@ -248,6 +192,7 @@ mod tests {
         }
     }
 
+    #[cfg(any(feature = "http", feature = "docker"))]
     #[test]
     fn hosts_lose_their_brackets() {
         let url = Url::parse("tcp://[::1]:80").unwrap();

@@ -6,60 +6,71 @@ use std::{
 };
 
 use async_trait::async_trait;
-use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError};
+use health_types::{
+    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Scheme,
+    timed_out_after,
+};
 use tokio::{net::UdpSocket, time::Instant};
 use url::{Host, Url};
 
 use crate::{
-    failure::{Failure, bad_url, classify_io, timed_out_detail, unsupported_scheme},
+    failure::{Failure, bad_url, classify_io},
     net::{self, Family},
 };
 
-/// The schemes [`StreamProbe`] checks.
-const STREAM_SCHEMES: &[&str] = &["tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"];
 /// The longest a UDP check waits for a reply.
 pub const UDP_MAX_WAIT: Duration = Duration::from_secs(2);
 /// The largest reply read; a longer datagram is cut, which is fine for a health check.
 const UDP_REPLY_BUFFER: usize = 2048;
 
-/// Options of a [`StreamProbe`] beyond the [`HealthCheckConfig`] keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StreamProbeConfig {
-    /// The datagram a UDP check sends. Default: empty.
-    pub payload: Vec<u8>,
-    /// Whether a UDP target must reply; when false (the default), silence is healthy
-    /// with detail `no reply (udp)`.
-    pub expect_reply: bool,
-}
-
 /// Checks stream targets: a TCP connect, or a UDP datagram and its answer.
 ///
 /// - TCP: the connect succeeding is healthy; latency is the connect time.
-/// - UDP: sends [`payload`](StreamProbeConfig::payload) on a connected socket and waits
-///   `min(timeout / 2, 2s)` for a reply. A reply is healthy; an ICMP port unreachable is
-///   unhealthy `port unreachable` (kind `refused`); silence is healthy `no reply (udp)`
-///   unless [`expect_reply`](StreamProbeConfig::expect_reply) is set.
+/// - UDP: sends the config's [`payload`](HealthCheckConfig::payload) (default empty) on a
+///   connected socket and waits `min(timeout / 2, 2s)` for a reply. A reply is healthy;
+///   an ICMP port unreachable is unhealthy `port unreachable` (kind `refused`); silence
+///   is healthy `no reply (udp)` unless
+///   [`expect_reply`](HealthCheckConfig::expect_reply) is set.
+///
+/// `payload` and `expect_reply` apply to UDP only: with either set, a `tcp` URL is
+/// rejected.
 ///
 /// `tcp4`/`udp4` and `tcp6`/`udp6` use only addresses of that family.
 #[derive(Clone, Debug)]
 pub struct StreamProbe {
     timeout: Duration,
-    options: StreamProbeConfig,
+    /// The UDP datagram.
+    payload: Vec<u8>,
+    /// UDP silence is unhealthy.
+    expect_reply: bool,
+    /// `payload` or `expect_reply` was configured: only UDP URLs are accepted.
+    udp_only: bool,
 }
 
 impl StreamProbe {
-    /// A probe with `config`'s timeout and the given UDP options.
+    /// A probe with `config`'s timeout, `payload` and `expect_reply`.
     ///
     /// Fails when `config` is invalid.
-    pub fn try_new(
-        config: &HealthCheckConfig,
-        options: StreamProbeConfig,
-    ) -> Result<Self, ConfigError> {
+    pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(StreamProbe {
             timeout: config.timeout,
-            options,
+            payload: config.payload.clone().unwrap_or_default().into_bytes(),
+            expect_reply: config.expect_reply,
+            udp_only: config.payload.is_some() || config.expect_reply,
         })
+    }
+
+    /// The target of `url`, or why this probe cannot check it.
+    fn target(&self, url: &Url) -> Result<StreamTarget, ConfigError> {
+        let target = StreamTarget::parse(url)?;
+        if self.udp_only && !target.udp {
+            return Err(ConfigError::url(
+                url,
+                "`payload` and `expect_reply` apply to udp targets only",
+            ));
+        }
+        Ok(target)
     }
 
     /// How long a UDP check waits for a reply: `min(timeout / 2, 2s)`.
@@ -67,7 +78,7 @@ impl StreamProbe {
         (self.timeout / 2).min(UDP_MAX_WAIT)
     }
 
-    async fn probe(&self, target: &Target, start: Instant) -> Result<CheckResult, Failure> {
+    async fn probe(&self, target: &StreamTarget, start: Instant) -> Result<CheckResult, Failure> {
         let resolved;
         let addrs: &[SocketAddr] = match target.ip {
             Some(ip) => &[SocketAddr::new(ip, target.port)],
@@ -104,7 +115,7 @@ impl StreamProbe {
             .await
             .map_err(|err| udp_failure(&err))?;
         socket
-            .send(&self.options.payload)
+            .send(&self.payload)
             .await
             .map_err(|err| udp_failure(&err))?;
         let wait = self.udp_wait();
@@ -112,9 +123,9 @@ impl StreamProbe {
         match tokio::time::timeout(wait, socket.recv(&mut reply)).await {
             Ok(Ok(_)) => Ok(CheckResult::healthy("reply (udp)", start.elapsed())),
             Ok(Err(err)) => Err(udp_failure(&err)),
-            Err(_) if self.options.expect_reply => Err(Failure::target(
+            Err(_) if self.expect_reply => Err(Failure::target(
                 CheckKind::Timeout,
-                format!("no reply (udp): {}", timed_out_detail(wait)),
+                format!("no reply (udp): {}", timed_out_after(wait)),
             )),
             Err(_) => Ok(CheckResult::healthy("no reply (udp)", start.elapsed())),
         }
@@ -124,7 +135,7 @@ impl StreamProbe {
 #[async_trait]
 impl Probe for StreamProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
-        let target = Target::parse(url).map_err(|err| bad_url(&err))?;
+        let target = self.target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
         match tokio::time::timeout(self.timeout, self.probe(&target, start)).await {
             Ok(Ok(result)) => Ok(result),
@@ -134,7 +145,7 @@ impl Probe for StreamProbe {
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
-        Target::parse(url).map(drop)
+        self.target(url).map(drop)
     }
 }
 
@@ -149,7 +160,7 @@ fn udp_failure(err: &std::io::Error) -> Failure {
 
 /// A stream URL taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Target {
+pub(crate) struct StreamTarget {
     udp: bool,
     family: Family,
     /// The address when the URL names one (no lookup, nothing allocated per check).
@@ -159,17 +170,15 @@ pub(crate) struct Target {
     port: u16,
 }
 
-impl Target {
-    pub(crate) fn parse(url: &Url) -> Result<Target, ConfigError> {
-        let (udp, family) = match url.scheme() {
-            "tcp" => (false, Family::Any),
-            "tcp4" => (false, Family::V4),
-            "tcp6" => (false, Family::V6),
-            "udp" => (true, Family::Any),
-            "udp4" => (true, Family::V4),
-            "udp6" => (true, Family::V6),
-            _ => return Err(unsupported_scheme(url, STREAM_SCHEMES)),
+impl StreamTarget {
+    pub(crate) fn parse(url: &Url) -> Result<StreamTarget, ConfigError> {
+        let scheme = Scheme::of_among(url, &Scheme::STREAM)?;
+        let family = match scheme {
+            Scheme::Tcp4 | Scheme::Udp4 => Family::V4,
+            Scheme::Tcp6 | Scheme::Udp6 => Family::V6,
+            _ => Family::Any,
         };
+        let udp = scheme.is_udp();
         let (ip, host) = match url.host() {
             None | Some(Host::Domain("")) => return Err(ConfigError::url(url, "no host")),
             Some(Host::Ipv4(ip)) => (Some(IpAddr::V4(ip)), String::new()),
@@ -198,7 +207,7 @@ impl Target {
                 format!("{ip} is not an address of the {} family", url.scheme()),
             ));
         }
-        Ok(Target {
+        Ok(StreamTarget {
             udp,
             family,
             ip,
@@ -212,8 +221,8 @@ impl Target {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Target, String> {
-        Target::parse(&Url::parse(text).unwrap()).map_err(|err| err.to_string())
+    fn parse(text: &str) -> Result<StreamTarget, String> {
+        StreamTarget::parse(&Url::parse(text).unwrap()).map_err(|err| err.to_string())
     }
 
     #[test]
@@ -246,13 +255,10 @@ mod tests {
     #[test]
     fn udp_waits_half_the_timeout_at_most_two_seconds() {
         let probe = |timeout| {
-            StreamProbe::try_new(
-                &HealthCheckConfig {
-                    timeout,
-                    ..Default::default()
-                },
-                StreamProbeConfig::default(),
-            )
+            StreamProbe::try_new(&HealthCheckConfig {
+                timeout,
+                ..Default::default()
+            })
             .unwrap()
         };
         assert_eq!(

@@ -6,7 +6,8 @@ mod support;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use health_check::{AGENT_HEALTH_PATH, AgentProbe, AgentProbeConfig};
+use health_check::{AGENT_HEALTH_PATH, AgentProbe};
+use health_types::AgentSpec;
 use health_types::{CheckKind, HealthCheckConfig, Method, Probe};
 use support::{Handler, closed_port, config, http_server, raw_server, read_head, respond, write};
 use tokio::{sync::mpsc, time::Instant};
@@ -24,7 +25,28 @@ fn agent(status: u16, body: &'static str) -> Handler {
 }
 
 fn probe(agent_url: Url, config: &HealthCheckConfig) -> AgentProbe {
-    AgentProbe::try_new(config, AgentProbeConfig::new(agent_url)).unwrap()
+    AgentProbe::try_new(config, AgentSpec::new(agent_url)).unwrap()
+}
+
+#[tokio::test]
+async fn checks_reuse_one_keep_alive_connection_to_the_agent() {
+    let server = http_server(
+        "127.0.0.1:0",
+        None,
+        agent(200, r#"{"healthy":true,"detail":"ok","latency":1}"#),
+    )
+    .await;
+    let probe = probe(server.url("http"), &config(1000));
+    let target = Url::parse("tcp://10.0.0.5:5432").unwrap();
+    for _ in 0..3 {
+        assert!(probe.check(&target).await.unwrap().healthy);
+    }
+    assert_eq!(server.seen().len(), 3);
+    assert_eq!(
+        server.connections(),
+        1,
+        "one pooled connection serves every check"
+    );
 }
 
 fn query(uri: &str) -> HashMap<String, String> {
@@ -215,12 +237,14 @@ async fn an_unreachable_agent_is_an_error() {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use crate::support::{TestCa, server_tls, write_file};
+    use crate::support::{TestCa, write_file};
 
     /// A TLS agent whose certificate `ca` signed, requiring client certificates from
     /// `ca` when `mutual`.
     async fn tls_agent(ca: &TestCa, mutual: bool) -> support::Server {
-        let tls = server_tls(&ca.server(), &[b"http/1.1"], mutual.then(|| ca.roots()));
+        let tls = ca
+            .server()
+            .server_config(&[b"http/1.1"], mutual.then(|| ca.roots()));
         http_server(
             "127.0.0.1:0",
             Some(tls),
@@ -238,11 +262,11 @@ mod tls {
         let server = tls_agent(&ca, true).await;
         let dir = tempfile::tempdir().unwrap();
         let client = ca.client();
-        let options = AgentProbeConfig {
-            ca_file: Some(write_file(dir.path(), "ca.pem", &ca.pem())),
-            cert_file: Some(write_file(dir.path(), "client.pem", &client.cert_pem)),
-            key_file: Some(write_file(dir.path(), "client.key", &client.key_pem)),
-            ..AgentProbeConfig::new(server.url("https"))
+        let options = AgentSpec {
+            ca: Some(write_file(dir.path(), "ca.pem", &ca.pem())),
+            cert: Some(write_file(dir.path(), "client.pem", &client.cert_pem)),
+            key: Some(write_file(dir.path(), "client.key", &client.key_pem)),
+            ..AgentSpec::new(server.url("https"))
         };
         let probe = AgentProbe::try_new(&config(2000), options).unwrap();
         let result = probe
@@ -261,9 +285,9 @@ mod tls {
         let ca_file = write_file(dir.path(), "ca.pem", &ca.pem());
         let target = Url::parse("http://app.internal/").unwrap();
 
-        let without = AgentProbeConfig {
-            ca_file: Some(ca_file.clone()),
-            ..AgentProbeConfig::new(server.url("https"))
+        let without = AgentSpec {
+            ca: Some(ca_file.clone()),
+            ..AgentSpec::new(server.url("https"))
         };
         let err = AgentProbe::try_new(&config(2000), without)
             .unwrap()
@@ -273,11 +297,11 @@ mod tls {
         assert!(err.detail().starts_with("agent: "), "{err}");
 
         let stranger = TestCa::new().client();
-        let foreign = AgentProbeConfig {
-            ca_file: Some(ca_file),
-            cert_file: Some(write_file(dir.path(), "other.pem", &stranger.cert_pem)),
-            key_file: Some(write_file(dir.path(), "other.key", &stranger.key_pem)),
-            ..AgentProbeConfig::new(server.url("https"))
+        let foreign = AgentSpec {
+            ca: Some(ca_file),
+            cert: Some(write_file(dir.path(), "other.pem", &stranger.cert_pem)),
+            key: Some(write_file(dir.path(), "other.key", &stranger.key_pem)),
+            ..AgentSpec::new(server.url("https"))
         };
         let err = AgentProbe::try_new(&config(2000), foreign)
             .unwrap()
@@ -292,9 +316,9 @@ mod tls {
     async fn an_agent_certificate_from_an_unknown_ca_is_rejected() {
         let server = tls_agent(&TestCa::new(), false).await;
         let dir = tempfile::tempdir().unwrap();
-        let options = AgentProbeConfig {
-            ca_file: Some(write_file(dir.path(), "ca.pem", &TestCa::new().pem())),
-            ..AgentProbeConfig::new(server.url("https"))
+        let options = AgentSpec {
+            ca: Some(write_file(dir.path(), "ca.pem", &TestCa::new().pem())),
+            ..AgentSpec::new(server.url("https"))
         };
         let err = AgentProbe::try_new(&config(2000), options)
             .unwrap()
@@ -309,9 +333,9 @@ mod tls {
     async fn a_client_certificate_needs_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new();
-        let options = AgentProbeConfig {
-            cert_file: Some(write_file(dir.path(), "client.pem", &ca.client().cert_pem)),
-            ..AgentProbeConfig::new(Url::parse("https://agent.internal:8890").unwrap())
+        let options = AgentSpec {
+            cert: Some(write_file(dir.path(), "client.pem", &ca.client().cert_pem)),
+            ..AgentSpec::new(Url::parse("https://agent.internal:8890").unwrap())
         };
         let err = AgentProbe::try_new(&config(1000), options).unwrap_err();
         assert!(err.to_string().contains("key"), "{err}");

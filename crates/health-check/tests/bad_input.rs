@@ -6,18 +6,19 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use health_check::{AgentProbe, AgentProbeConfig, FileProbe, StreamProbe, StreamProbeConfig};
+use health_check::{AgentProbe, FileProbe, StreamProbe};
+use health_types::AgentSpec;
 use health_types::{CheckKind, ConfigError, HealthCheckConfig, Probe};
 use support::config;
 use url::Url;
 
 fn probes(config: &HealthCheckConfig) -> Vec<(&'static str, Arc<dyn Probe>)> {
-    let agent = AgentProbeConfig::new(Url::parse("http://127.0.0.1:1").expect("a valid URL"));
+    let agent = AgentSpec::new(Url::parse("http://127.0.0.1:1").expect("a valid URL"));
     #[cfg_attr(not(feature = "http"), allow(unused_mut))]
     let mut probes: Vec<(&'static str, Arc<dyn Probe>)> = vec![
         (
             "stream",
-            Arc::new(StreamProbe::try_new(config, StreamProbeConfig::default()).expect("valid")),
+            Arc::new(StreamProbe::try_new(config).expect("valid")),
         ),
         ("file", Arc::new(FileProbe::try_new(config).expect("valid"))),
         (
@@ -83,7 +84,7 @@ fn an_unsupported_scheme_lists_the_supported_ones() {
 #[test]
 fn a_url_without_host_or_port_names_the_url() {
     let config = config(1000);
-    let stream = StreamProbe::try_new(&config, StreamProbeConfig::default()).unwrap();
+    let stream = StreamProbe::try_new(&config).unwrap();
     let message = url_error(&stream, "tcp://db.internal");
     assert!(
         message.contains("tcp://db.internal") && message.contains("port"),
@@ -111,11 +112,11 @@ fn invalid_configs_are_rejected_at_construction() {
         timeout: Duration::ZERO,
         ..Default::default()
     };
-    assert!(StreamProbe::try_new(&zero, StreamProbeConfig::default()).is_err());
+    assert!(StreamProbe::try_new(&zero).is_err());
     assert!(FileProbe::try_new(&zero).is_err());
-    let agent = AgentProbeConfig::new(Url::parse("http://127.0.0.1:1").unwrap());
+    let agent = AgentSpec::new(Url::parse("http://127.0.0.1:1").unwrap());
     assert!(AgentProbe::try_new(&zero, agent).is_err());
-    let ftp_agent = AgentProbeConfig::new(Url::parse("ftp://agent.internal").unwrap());
+    let ftp_agent = AgentSpec::new(Url::parse("ftp://agent.internal").unwrap());
     let err = AgentProbe::try_new(&config(1000), ftp_agent).unwrap_err();
     assert!(err.to_string().contains("supported schemes"), "{err}");
     #[cfg(feature = "http")]

@@ -767,12 +767,12 @@ mod tls {
     use health_check::HttpClientConfig;
 
     use super::*;
-    use crate::support::{TestCa, self_signed, server_tls, write_file};
+    use crate::support::{TestCa, self_signed, write_file};
 
     #[tokio::test]
     async fn a_self_signed_certificate_passes_without_verification() {
         let identity = self_signed();
-        let tls = server_tls(&identity, &[b"http/1.1"], None);
+        let tls = identity.server_config(&[b"http/1.1"], None);
         let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
         let probe = HttpProbe::try_new(&config(2000)).unwrap();
         let result = check(&probe, &server.url("https")).await;
@@ -783,7 +783,7 @@ mod tls {
     #[tokio::test]
     async fn a_self_signed_certificate_fails_verification_as_unhealthy_tls() {
         let identity = self_signed();
-        let tls = server_tls(&identity, &[b"http/1.1"], None);
+        let tls = identity.server_config(&[b"http/1.1"], None);
         let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
         let probe = HttpProbe::try_new(&HealthCheckConfig {
             tls_verify: true,
@@ -800,7 +800,7 @@ mod tls {
     #[tokio::test]
     async fn a_configured_ca_makes_verification_pass() {
         let ca = TestCa::new();
-        let tls = server_tls(&ca.server(), &[b"http/1.1"], None);
+        let tls = ca.server().server_config(&[b"http/1.1"], None);
         let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
         let dir = tempfile::tempdir().unwrap();
         let ca_file = write_file(dir.path(), "ca.pem", &ca.pem());
@@ -826,7 +826,7 @@ mod tls {
     #[tokio::test]
     async fn alpn_negotiates_http2() {
         let identity = self_signed();
-        let tls = server_tls(&identity, &[b"h2", b"http/1.1"], None);
+        let tls = identity.server_config(&[b"h2", b"http/1.1"], None);
         let server = http_server("127.0.0.1:0", Some(tls), ok_handler()).await;
         let probe = HttpProbe::try_new(&config(2000)).unwrap();
         for _ in 0..3 {

@@ -5,7 +5,7 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
-use health_check::{FileProbe, StreamProbe, StreamProbeConfig};
+use health_check::{FileProbe, StreamProbe};
 use health_types::{CheckKind, CheckResult, Probe};
 use support::{closed_port, config};
 use tokio::{
@@ -19,8 +19,15 @@ fn url(text: &str) -> Url {
     Url::parse(text).unwrap()
 }
 
-fn stream_probe(timeout_ms: u64, options: StreamProbeConfig) -> StreamProbe {
-    StreamProbe::try_new(&config(timeout_ms), options).unwrap()
+/// A stream probe with a `timeout_ms` timeout; `udp` sets the datagram and whether a
+/// reply is required.
+fn stream_probe(timeout_ms: u64, udp: Option<(&str, bool)>) -> StreamProbe {
+    let mut config = config(timeout_ms);
+    if let Some((payload, expect_reply)) = udp {
+        config.payload = Some(payload.to_owned());
+        config.expect_reply = expect_reply;
+    }
+    StreamProbe::try_new(&config).unwrap()
 }
 
 async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
@@ -31,7 +38,7 @@ async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
 async fn tcp_connect_is_healthy_and_a_closed_port_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let open = listener.local_addr().unwrap();
-    let probe = stream_probe(1000, StreamProbeConfig::default());
+    let probe = stream_probe(1000, None);
     for scheme in ["tcp", "tcp4"] {
         let result = check(&probe, &url(&format!("{scheme}://{open}"))).await;
         assert!(result.healthy, "{scheme}: {result:?}");
@@ -52,7 +59,7 @@ async fn tcp_connect_is_healthy_and_a_closed_port_is_refused() {
 async fn tcp6_and_ipv6_literals_are_checked() {
     let listener = TcpListener::bind("[::1]:0").await.unwrap();
     let open = listener.local_addr().unwrap();
-    let probe = stream_probe(1000, StreamProbeConfig::default());
+    let probe = stream_probe(1000, None);
     for scheme in ["tcp", "tcp6"] {
         let result = check(&probe, &url(&format!("{scheme}://{open}"))).await;
         assert!(result.healthy, "{scheme}: {result:?}");
@@ -65,7 +72,7 @@ async fn tcp6_and_ipv6_literals_are_checked() {
 
 #[tokio::test]
 async fn a_name_that_does_not_resolve_is_unhealthy_dns() {
-    let probe = stream_probe(3000, StreamProbeConfig::default());
+    let probe = stream_probe(3000, None);
     let result = check(&probe, &url("tcp://no-such-host.invalid:5432")).await;
     assert_eq!(
         (result.healthy, result.kind, result.detail.as_str()),
@@ -97,13 +104,7 @@ async fn udp_with_a_responder_is_healthy_and_gets_the_payload() {
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let (target, mut received) = udp_responder(bind).await;
         let scheme = if target.is_ipv4() { "udp4" } else { "udp6" };
-        let probe = stream_probe(
-            1000,
-            StreamProbeConfig {
-                payload: b"ping".to_vec(),
-                expect_reply: true,
-            },
-        );
+        let probe = stream_probe(1000, Some(("ping", true)));
         let result = check(&probe, &url(&format!("{scheme}://{target}"))).await;
         assert!(result.healthy, "{bind}: {result:?}");
         assert_eq!(result.detail, "reply (udp)");
@@ -116,7 +117,7 @@ async fn udp_to_a_closed_port_is_port_unreachable() {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let closed = socket.local_addr().unwrap();
     drop(socket);
-    let probe = stream_probe(1000, StreamProbeConfig::default());
+    let probe = stream_probe(1000, None);
     let started = Instant::now();
     let result = check(&probe, &url(&format!("udp://{closed}"))).await;
     assert_eq!(
@@ -131,7 +132,7 @@ async fn udp_silence_is_healthy_unless_a_reply_is_expected() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = url(&format!("udp://{}", silent.local_addr().unwrap()));
     // timeout 400 ms: the probe waits min(400 ms / 2, 2 s) = 200 ms.
-    let probe = stream_probe(400, StreamProbeConfig::default());
+    let probe = stream_probe(400, None);
     assert_eq!(probe.udp_wait(), Duration::from_millis(200));
     let started = Instant::now();
     let result = check(&probe, &target).await;
@@ -142,13 +143,7 @@ async fn udp_silence_is_healthy_unless_a_reply_is_expected() {
         elapsed >= Duration::from_millis(200) && elapsed < Duration::from_millis(400),
         "{elapsed:?}"
     );
-    let strict = stream_probe(
-        400,
-        StreamProbeConfig {
-            payload: Vec::new(),
-            expect_reply: true,
-        },
-    );
+    let strict = stream_probe(400, Some(("", true)));
     let result = check(&strict, &target).await;
     assert_eq!(
         (result.healthy, result.kind),

@@ -53,6 +53,16 @@ pub struct DockerSpec {
     pub host: Option<String>,
 }
 
+impl DockerSpec {
+    /// `container` on the default engine (`DOCKER_HOST`, else the local socket).
+    pub fn new(container: impl Into<String>) -> Self {
+        DockerSpec {
+            container: container.into(),
+            host: None,
+        }
+    }
+}
+
 /// A remote agent (the `agent = { url, ca, cert, key }` table of a monitor).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -261,11 +261,43 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Reads and discards the body of `head` (its first bytes are in `buf`), up to
-/// [`MAX_BODY_DRAIN`] bytes. `true` when the response ended exactly where its framing
-/// said and the connection may carry the next request; `false` when it must be closed
-/// (body too long, read to the close, extra bytes, or the server asked to close).
-pub(super) async fn drain<S>(io: &mut S, head: &Head, buf: &mut Vec<u8>) -> Result<bool, Failure>
+/// Where a body goes: thrown away (a check), or kept up to [`MAX_BODY_DRAIN`] bytes (an
+/// agent's answer).
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    /// Keep the body at all.
+    pub(crate) keep: bool,
+    /// The body's first bytes, at most [`MAX_BODY_DRAIN`].
+    pub(crate) bytes: Vec<u8>,
+    /// The body was longer than what was kept.
+    pub(crate) truncated: bool,
+}
+
+impl Kept {
+    /// Keeps what fits of `data`.
+    pub(super) fn push(&mut self, data: &[u8]) {
+        if !self.keep || data.is_empty() {
+            return;
+        }
+        let room = MAX_BODY_DRAIN - self.bytes.len();
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// Reads the body of `head` (its first bytes are in `buf`), up to [`MAX_BODY_DRAIN`]
+/// bytes, into `kept` when it keeps bodies. `true` when the response ended exactly where
+/// its framing said and the connection may carry the next request; `false` when it must
+/// be closed (body too long, read to the close, extra bytes, or the server asked to
+/// close).
+pub(super) async fn drain<S>(
+    io: &mut S,
+    head: &Head,
+    buf: &mut Vec<u8>,
+    kept: &mut Kept,
+) -> Result<bool, Failure>
 where
     S: AsyncRead + Unpin,
 {
@@ -274,37 +306,48 @@ where
         Framing::Empty => buf.is_empty(),
         Framing::Length(length) => {
             if length > limit {
+                kept.truncated = kept.keep;
                 return Ok(false);
             }
             let mut seen = buf.len() as u64;
+            kept.push(buf);
             while seen < length {
-                seen += fill(io, buf).await? as u64;
+                let n = fill(io, buf).await?;
+                seen += n as u64;
+                kept.push(buf);
+            }
+            if kept.bytes.len() as u64 > length {
+                kept.bytes.truncate(length as usize);
             }
             seen == length
         }
         Framing::UntilClose => {
             let mut seen = buf.len() as u64;
+            kept.push(buf);
             while seen <= limit {
                 match read(io, buf).await? {
                     0 => break,
                     n => seen += n as u64,
                 }
+                kept.push(buf);
             }
+            kept.truncated |= kept.keep && seen > limit;
             false
         }
         Framing::Chunked => {
             let mut decoder = Chunked::default();
-            let mut used = decoder.feed(buf)?;
+            let mut used = decoder.feed(buf, kept)?;
             let mut read = buf.len() as u64;
             while !decoder.is_done() {
                 // Data past the bound, or framing past its own (endless zeros, huge
                 // extensions on tiny chunks): stop reading, drop the connection.
                 if decoder.body > limit || read > MAX_CHUNKED_READ {
+                    kept.truncated = kept.keep;
                     return Ok(false);
                 }
                 let n = fill(io, buf).await?;
                 read += n as u64;
-                used = decoder.feed(&buf[..n])?;
+                used = decoder.feed(&buf[..n], kept)?;
             }
             used == buf.len()
         }
@@ -357,7 +400,7 @@ enum ChunkState {
     Done,
 }
 
-/// A chunked-body decoder that counts data bytes and throws them away.
+/// A chunked-body decoder that counts data bytes and hands them to a [`Kept`].
 #[derive(Debug, Default)]
 struct Chunked {
     state: ChunkState,
@@ -377,7 +420,7 @@ impl Chunked {
     }
 
     /// Feeds `bytes`; returns how many were part of the body (all of them unless it ended).
-    fn feed(&mut self, bytes: &[u8]) -> Result<usize, Failure> {
+    fn feed(&mut self, bytes: &[u8], kept: &mut Kept) -> Result<usize, Failure> {
         let bad = |what: &str| protocol(format_args!("invalid chunked body: {what}"));
         let mut i = 0;
         while i < bytes.len() {
@@ -386,6 +429,7 @@ impl Chunked {
                 ChunkState::Done => break,
                 ChunkState::Data(left) => {
                     let take = left.min((bytes.len() - i) as u64);
+                    kept.push(&bytes[i..i + take as usize]);
                     i += take as usize;
                     self.body += take;
                     self.state = match left - take {
@@ -540,12 +584,17 @@ mod tests {
         let end = body.len() - 4;
         for split in 0..body.len() {
             let mut decoder = Chunked::default();
-            let first = decoder.feed(&body[..split]).unwrap();
+            let mut kept = Kept {
+                keep: true,
+                ..Kept::default()
+            };
+            let first = decoder.feed(&body[..split], &mut kept).unwrap();
             assert_eq!(first, split.min(end));
-            let second = decoder.feed(&body[split..]).unwrap();
+            let second = decoder.feed(&body[split..], &mut kept).unwrap();
             assert!(decoder.is_done(), "split {split}");
             assert_eq!(first + second, end, "split {split}");
             assert_eq!(decoder.body, 21);
+            assert_eq!(kept.bytes, b"hello0123456789abcdef", "split {split}");
         }
     }
 
@@ -558,7 +607,9 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"5\rX",
         ] {
-            let err = Chunked::default().feed(raw).unwrap_err();
+            let err = Chunked::default()
+                .feed(raw, &mut Kept::default())
+                .unwrap_err();
             assert_eq!(err.kind, CheckKind::Protocol, "{raw:?}: {err:?}");
         }
     }

@@ -194,6 +194,12 @@ impl Connector {
         })
     }
 
+    /// A connector whose `https` connections use `tls` as it is.
+    #[cfg(feature = "tls")]
+    pub(super) fn with_tls(tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        Connector { tls }
+    }
+
     #[cfg(not(feature = "tls"))]
     pub(super) fn try_new(
         _config: &HealthCheckConfig,

@@ -1,13 +1,17 @@
 //! Test servers (scripted HTTP, raw TCP, TLS) and generated certificates shared by the
 //! integration tests. Every server binds to loopback on port 0 and lives as long as its
 //! handle.
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a subset")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    unused_imports,
+    reason = "each test binary uses a subset"
+)]
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -24,22 +28,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        RootCertStore, ServerConfig,
-        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
-        server::WebPkiClientVerifier,
-    },
-};
+use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 use url::Url;
 
 /// A config with a short timeout and defaults for the rest.
@@ -219,122 +213,4 @@ pub async fn closed_port(bind: &str) -> SocketAddr {
         .expect("a bound listener has an address")
 }
 
-/// A certificate and its key, DER and PEM.
-pub struct Identity {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key_der: Vec<u8>,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl Identity {
-    pub fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
-    }
-}
-
-/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
-pub fn self_signed() -> Identity {
-    let key = KeyPair::generate().expect("key generation works");
-    let cert = CertificateParams::new(loopback_names())
-        .expect("valid names")
-        .self_signed(&key)
-        .expect("self-signing works");
-    Identity {
-        chain: vec![cert.der().clone()],
-        key_der: key.serialize_der(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
-fn loopback_names() -> Vec<String> {
-    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-}
-
-/// A test certificate authority issuing server and client certificates.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::new()).expect("empty names are valid");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("key generation works");
-        TestCa {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("self-signing works"),
-        }
-    }
-
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(self.issuer.der().clone())
-            .expect("the CA certificate parses");
-        roots
-    }
-
-    fn issue(&self, names: Vec<String>, purpose: ExtendedKeyUsagePurpose) -> Identity {
-        let key = KeyPair::generate().expect("key generation works");
-        let mut params = CertificateParams::new(names).expect("valid names");
-        params.extended_key_usages = vec![purpose];
-        let cert = params.signed_by(&key, &self.issuer).expect("signing works");
-        Identity {
-            chain: vec![cert.der().clone()],
-            key_der: key.serialize_der(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-
-    /// A server certificate for the loopback names.
-    pub fn server(&self) -> Identity {
-        self.issue(loopback_names(), ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    /// A client certificate.
-    pub fn client(&self) -> Identity {
-        self.issue(
-            vec!["client.test".into()],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-    }
-}
-
-/// A TLS server config on the ring provider offering `alpn`, requiring client
-/// certificates from `client_ca` when given.
-pub fn server_tls(
-    identity: &Identity,
-    alpn: &[&[u8]],
-    client_ca: Option<RootCertStore>,
-) -> Arc<ServerConfig> {
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions");
-    let builder = match client_ca {
-        Some(roots) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("a client verifier builds"),
-        ),
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(identity.chain.clone(), identity.key())
-        .expect("the test certificate fits its key");
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
-/// Writes `text` to `dir/name` and returns the path.
-pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("the temp dir is writable");
-    path
-}
+pub use health_types::test_util::{TestCa, self_signed, write_file};
