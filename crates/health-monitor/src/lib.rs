@@ -1,7 +1,7 @@
 //! The health monitor: a sans-IO debouncing [`StateMachine`], the [`Monitor`] lifecycle
 //! and a shared scheduler per [`Scope`].
 //!
-//! With the default `probes` feature the [`factory`] functions (`new_http_monitor`,
+//! With the default `probes` feature the factory functions (`new_http_monitor`,
 //! `new_monitor`, ...) build monitors over `health-check`'s probes; the default `docker`
 //! feature adds `new_docker_monitor` (bollard). A proxy that needs only
 //! the state machine and scheduler builds this crate with `default-features = false`: it
@@ -52,7 +52,7 @@
 mod check;
 mod error;
 #[cfg(feature = "probes")]
-pub mod factory;
+mod factory;
 mod last_seen;
 mod lifecycle;
 mod machine;
@@ -77,11 +77,9 @@ pub use tokio_util::sync::CancellationToken;
 pub use self::factory::new_docker_monitor;
 #[cfg(feature = "probes")]
 pub use self::factory::{
-    SUPPORTED_SCHEMES, new_agent_proxied_monitor, new_file_server_monitor, new_h2c_monitor,
-    new_http_monitor, new_monitor, new_stream_monitor, probe_for,
+    new_agent_proxied_monitor, new_file_server_monitor, new_h2c_monitor, new_http_monitor,
+    new_monitor, new_stream_monitor, new_target_monitor,
 };
-#[cfg(feature = "probes")]
-pub use health_check::{AgentProbeConfig, StreamProbeConfig};
 
 /// The README's examples compile.
 #[cfg(doctest)]

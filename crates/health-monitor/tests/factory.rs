@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use health_monitor::{
-    HealthMonitor, MonitorError, Scope, StreamProbeConfig, new_file_server_monitor,
-    new_http_monitor, new_monitor, new_stream_monitor, probe_for,
+    HealthMonitor, MonitorError, Scope, new_file_server_monitor, new_http_monitor, new_monitor,
+    new_stream_monitor,
 };
 use health_types::{CheckKind, ConfigError, HealthCheckConfig, Status, Url};
 
@@ -74,13 +74,7 @@ fn unsupported_schemes_and_bad_urls_are_errors_that_say_why() {
     for scheme in ["http", "https", "h2c", "tcp", "udp", "file"] {
         assert!(reason.contains(scheme), "{reason}");
     }
-    let err = new_stream_monitor(
-        "x",
-        &config(),
-        Url::parse("tcp://host").unwrap(),
-        StreamProbeConfig::default(),
-    )
-    .unwrap_err();
+    let err = new_stream_monitor("x", &config(), Url::parse("tcp://host").unwrap()).unwrap_err();
     let MonitorError::Config(ConfigError::Url { url, .. }) = &err else {
         panic!("{err:?}");
     };
@@ -90,5 +84,5 @@ fn unsupported_schemes_and_bad_urls_are_errors_that_say_why() {
         matches!(err, MonitorError::Config(ConfigError::Url { .. })),
         "{err:?}"
     );
-    assert!(probe_for(&config(), &Url::parse("gopher://h/").unwrap()).is_err());
+    assert!(new_monitor("x", &config(), Url::parse("gopher://h/").unwrap()).is_err());
 }
