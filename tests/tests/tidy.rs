@@ -174,3 +174,134 @@ fn every_source_file_says_what_it_is_for() {
         );
     }
 }
+
+/// The crates whose public surface is pinned, by directory under `crates/`.
+const PINNED: [&str; 5] = [
+    "health-types",
+    "health-check",
+    "health-monitor",
+    "health-notify",
+    "healthd",
+];
+
+/// Drops `//` comments (line and trailing) and `#[...]` attributes on their own lines.
+fn code_lines(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .filter(|line| !line.trim_start().starts_with("#["))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The names a `use` tree brings in, with their paths below the crate: `self::a::{B, c::D
+/// as E}` gives `B` and `E`.
+fn use_tree_names(tree: &str, out: &mut Vec<String>) {
+    let tree = tree.trim();
+    if let Some(open) = tree.find('{') {
+        let inner = &tree[open + 1..tree.rfind('}').expect("a use group closes")];
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    use_tree_names(&inner[start..i], out);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        use_tree_names(&inner[start..], out);
+        return;
+    }
+    if tree.is_empty() {
+        return;
+    }
+    let name = match tree.split_once(" as ") {
+        Some((_, alias)) => alias.trim(),
+        None => tree.rsplit("::").next().unwrap_or(tree).trim(),
+    };
+    out.push(name.to_owned());
+}
+
+/// The public items a source file declares at its top level (`pub fn`, `pub struct`,
+/// ..., `pub use`, `pub mod`), by name; `pub mod` files are read too, their items
+/// listed as `module::Item`.
+fn public_items(file: &Path, prefix: &str, out: &mut Vec<String>) {
+    let text = code_lines(&std::fs::read_to_string(file).unwrap());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("\npub ").map(|i| i + 1).or_else(|| {
+        if rest.starts_with("pub ") {
+            Some(0)
+        } else {
+            None
+        }
+    }) {
+        let item = &rest[at + 4..];
+        let end = item
+            .find([';', '{', '(', '<', '=', ':'])
+            .unwrap_or(item.len());
+        let words: Vec<&str> = item[..end].split_whitespace().collect();
+        rest = &item[end.min(item.len())..];
+        match words.as_slice() {
+            ["use", ..] => {
+                let statement = &item[4..item.find(';').expect("a use ends with `;`")];
+                let mut names = Vec::new();
+                use_tree_names(statement, &mut names);
+                out.extend(names.into_iter().map(|n| format!("{prefix}{n}")));
+                rest = &item[item.find(';').unwrap()..];
+            }
+            ["mod", name] => {
+                let dir = file.parent().unwrap();
+                let module = [
+                    dir.join(format!("{name}.rs")),
+                    dir.join(name).join("mod.rs"),
+                ]
+                .into_iter()
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("module {name} of {}", file.display()));
+                public_items(&module, &format!("{prefix}{name}::"), out);
+            }
+            [.., name] => out.push(format!("{prefix}{name}")),
+            [] => {}
+        }
+    }
+}
+
+/// Each crate's public surface (every item reachable from its root, with all features)
+/// is the committed `crates/<crate>/public-api.txt`: a change to it is a decision, made
+/// on purpose. Run with `UPDATE_PUBLIC_API=1` to rewrite the lists after one.
+#[test]
+fn public_api_is_pinned() {
+    let update = std::env::var_os("UPDATE_PUBLIC_API").is_some();
+    let mut changed = Vec::new();
+    for krate in PINNED {
+        let dir = root().join("crates").join(krate);
+        let mut items = Vec::new();
+        public_items(&dir.join("src/lib.rs"), "", &mut items);
+        items.sort();
+        items.dedup();
+        let listed = items.join("\n") + "\n";
+        let pinned_path = dir.join("public-api.txt");
+        let pinned = std::fs::read_to_string(&pinned_path).unwrap_or_default();
+        if pinned != listed {
+            if update {
+                std::fs::write(&pinned_path, &listed).unwrap();
+            } else {
+                changed.push(format!(
+                    "{krate}: public items now\n{listed}\nbut {} says\n{pinned}",
+                    pinned_path.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        changed.is_empty(),
+        "public API changed (run with UPDATE_PUBLIC_API=1 if on purpose):\n{}",
+        changed.join("\n")
+    );
+}

@@ -1,9 +1,11 @@
 //! Repository tasks, run as `cargo xtask <task>`:
 //!
-//! - `test`: `cargo fmt --check`, clippy with `-D warnings`, `cargo test --workspace`,
-//!   then the conformance vectors. The bench package (`health-bench`) is left out of
-//!   the workspace build (its Pingora baseline needs cmake) and clippy-checks alone
-//!   without its `pingora` feature;
+//! - `test`: `cargo fmt --check`, clippy with `-D warnings`, every library crate's
+//!   features off and then one at a time (clippy `--lib`, so that
+//!   `cfg(not(feature = ...))` code is compiled and linted too), `cargo test
+//!   --workspace`, then the conformance vectors. The bench package (`health-bench`) is
+//!   left out of the workspace build (its Pingora baseline needs cmake) and
+//!   clippy-checks alone without its `pingora` feature;
 //! - `conformance [DIR...]`: runs the conformance vectors of SPEC §8 (default
 //!   `tests/conformance`);
 //! - `bench [--quick]`: builds the bench in release and runs it: a table on stdout,
@@ -103,6 +105,8 @@ fn test() -> Result<ExitCode> {
         bench_clippy,
     )?;
 
+    feature_matrix()?;
+
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--exclude", BENCH]);
     run("cargo test --workspace --exclude health-bench", tests)?;
@@ -112,6 +116,65 @@ fn test() -> Result<ExitCode> {
         bail!("conformance vectors failed");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Clippy on each library crate under `crates/` with its default features off, then
+/// with each of its features alone: the feature list comes from `cargo metadata`, so a
+/// new feature is covered without an edit here.
+fn feature_matrix() -> Result<()> {
+    let mut metadata = cargo();
+    metadata.args(["metadata", "--format-version", "1", "--no-deps", "--locked"]);
+    let out = metadata.output().context("cannot run cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed bad JSON")?;
+    let crates_dir = root().join("crates");
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        let in_crates = package["manifest_path"]
+            .as_str()
+            .is_some_and(|path| Path::new(path).starts_with(&crates_dir));
+        let features: Vec<&str> = package["features"]
+            .as_object()
+            .into_iter()
+            .flat_map(|features| features.keys())
+            .map(String::as_str)
+            .filter(|feature| *feature != "default")
+            .collect();
+        let Some(name) = package["name"].as_str() else {
+            continue;
+        };
+        if !in_crates || features.is_empty() {
+            continue;
+        }
+        let sets = std::iter::once(None).chain(features.iter().map(Some));
+        for feature in sets {
+            let mut clippy = cargo();
+            clippy.args([
+                "clippy",
+                "--package",
+                name,
+                "--lib",
+                "--no-default-features",
+            ]);
+            if let Some(feature) = feature {
+                clippy.args(["--features", feature]);
+            }
+            clippy.args(["--", "-D", "warnings"]);
+            let step = match feature {
+                Some(feature) => {
+                    format!("cargo clippy -p {name} --no-default-features --features {feature}")
+                }
+                None => format!("cargo clippy -p {name} --no-default-features"),
+            };
+            run(&step, clippy)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds and runs the bench in release; it writes `target/bench/`.
