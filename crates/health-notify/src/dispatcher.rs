@@ -18,9 +18,9 @@ use tracing::{Instrument, debug, error, info_span, warn};
 use crate::{Message, Notifier, NotifyError, RetryPolicy};
 
 /// Default per-notifier queue capacity: 256 messages.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+pub(crate) const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// Default per-request timeout: 10 s.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delivery counters, per notifier or summed over all of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -72,7 +72,7 @@ fn body_suffix(body: &str) -> String {
 
 impl NotifyError {
     /// A [`Config`](Self::Config) error for `key`.
-    pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         NotifyError::Config {
             key: key.into(),
             reason: reason.into(),

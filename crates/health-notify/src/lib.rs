@@ -138,15 +138,11 @@ mod retry;
 pub use self::{
     config::{NotifierConfig, PROVIDERS, ProviderConfig},
     dispatcher::{
-        DEFAULT_QUEUE_CAPACITY, DEFAULT_REQUEST_TIMEOUT, Dispatcher, DispatcherBuilder,
-        NotifierStats, ShutdownReport, Stats, TargetedSink,
+        Dispatcher, DispatcherBuilder, NotifierStats, ShutdownReport, Stats, TargetedSink,
     },
     error::{NotifyError, RetryAfter},
     http::{HttpRequest, HttpResponse, HttpSend},
-    message::{
-        Color, Field, Format, Level, Message, MessageEvent, clean, clean_bytes, escape_markdown,
-        format_downtime, format_latency, rfc3339,
-    },
+    message::{Color, Field, Format, Level, Message, MessageEvent},
     notifier::{Notifier, Secret},
     providers::{
         discord::DiscordConfig,

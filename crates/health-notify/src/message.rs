@@ -1,5 +1,6 @@
 //! The notification message model (SPEC §6): titles, ordered fields, colours, levels, and
-//! the text helpers (cleaning, truncation, markdown and plain renderings) providers share.
+//! the text helpers (cleaning, markdown escaping, markdown and plain renderings) providers
+//! share.
 
 use std::{
     borrow::Cow,
@@ -192,7 +193,8 @@ pub struct Field {
 }
 
 impl Field {
-    /// A field; both parts are [cleaned](clean).
+    /// A field; both parts are cleaned (`\r\n` becomes `\n`, other control characters but
+    /// tabs become `U+FFFD`).
     pub fn new(name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         Field {
             name: clean(name.as_ref()).into_owned(),
@@ -205,8 +207,9 @@ impl Field {
 ///
 /// Build one from a monitor [`Event`] with [`from_event`](Self::from_event) (the titles,
 /// fields and colours of SPEC §6) or a custom one with [`custom`](Self::custom). Text
-/// that goes in through the constructors is [cleaned](clean); code that sets the public
-/// fields directly should clean what it puts there.
+/// that goes in through the constructors and `with_*` methods is cleaned (`\r\n` becomes
+/// `\n`, other control characters but tabs become `U+FFFD`); code that sets the public
+/// fields directly should put only such text there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     /// What the message is about.
@@ -415,7 +418,7 @@ impl Message {
 ///
 /// Times before 1970 show as the epoch and times after 9999 as the end of 9999, rather
 /// than failing.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     // humantime can only format 1970-01-01 .. 9999-12-31.
     let latest = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
     let time = time.clamp(UNIX_EPOCH, latest);
@@ -423,13 +426,13 @@ pub fn rfc3339(time: SystemTime) -> String {
 }
 
 /// Formats a latency in whole milliseconds: `12 ms`.
-pub fn format_latency(latency: Duration) -> String {
+pub(crate) fn format_latency(latency: Duration) -> String {
     format!("{} ms", latency.as_millis())
 }
 
 /// Formats a downtime in days, hours, minutes and seconds, skipping zero parts:
 /// `3m 12s`, `1h 5s`, `2d 3h`; under a second it is `0s`.
-pub fn format_downtime(downtime: Duration) -> String {
+pub(crate) fn format_downtime(downtime: Duration) -> String {
     let secs = downtime.as_secs();
     if secs == 0 {
         return "0s".to_owned();
@@ -450,7 +453,7 @@ pub fn format_downtime(downtime: Duration) -> String {
 
 /// Makes text safe to put in any message: `\r\n` becomes `\n`, and control characters
 /// other than `\n` and `\t` become `U+FFFD`. Borrowed when nothing changes.
-pub fn clean(text: &str) -> Cow<'_, str> {
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
     let keep = |c: char| !c.is_control() || c == '\n' || c == '\t';
     if text.chars().all(keep) {
         return Cow::Borrowed(text);
@@ -470,13 +473,13 @@ pub fn clean(text: &str) -> Cow<'_, str> {
 }
 
 /// [`clean`] for bytes that may not be UTF-8: invalid sequences become `U+FFFD`.
-pub fn clean_bytes(bytes: &[u8]) -> String {
+pub(crate) fn clean_bytes(bytes: &[u8]) -> String {
     clean(&String::from_utf8_lossy(bytes)).into_owned()
 }
 
 /// Backslash-escapes the characters that change meaning in common markdown dialects
 /// (`\ * _ ` ~ [ ] < >`), so a value shows as written.
-pub fn escape_markdown(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_markdown(text: &str) -> Cow<'_, str> {
     const SPECIAL: &[char] = &['\\', '*', '_', '`', '~', '[', ']', '<', '>'];
     if !text.contains(SPECIAL) {
         return Cow::Borrowed(text);

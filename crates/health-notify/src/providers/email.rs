@@ -63,7 +63,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 
 impl EmailConfig {
     /// The port in force: the configured one or the default for `tls`.
-    pub fn effective_port(&self) -> u16 {
+    pub(crate) fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.tls {
             EmailTls::Starttls => 587,
             EmailTls::Tls => 465,

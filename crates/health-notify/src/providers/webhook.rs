@@ -102,7 +102,7 @@ pub enum MimeType {
 
 impl MimeType {
     /// The `Content-Type` sent.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             MimeType::Json => "application/json",
             MimeType::Form => "application/x-www-form-urlencoded",
