@@ -146,44 +146,63 @@ impl Fetcher {
     }
 }
 
-/// Checks `http://` and `https://` targets (SPEC §5).
-///
-/// Sends `method` to the URL joined with `path`, with the §5 headers plus `headers`;
-/// healthy iff the status is in `expected_status`. Redirects are not followed. The body
-/// is drained up to 64 KiB, then the connection is dropped. HTTPS offers HTTP/2 by ALPN.
-/// Latency is the time to the response headers; the whole check is bounded by `timeout`.
-#[derive(Clone, Debug)]
-pub struct HttpProbe {
-    spec: RequestSpec,
-    client: HttpClient,
+/// Defines an HTTP-speaking probe type: a request spec and a client, and the
+/// constructors both probe types have.
+macro_rules! http_probe {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            spec: RequestSpec,
+            client: HttpClient,
+        }
+
+        impl $name {
+            /// A probe with its own [`HttpClient`] (default [`HttpClientConfig`]).
+            ///
+            /// Fails when `config` is invalid.
+            pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
+                let client = HttpClient::try_new(config, &HttpClientConfig::default())?;
+                Self::try_with_client(config, client)
+            }
+
+            /// A probe that shares `client`'s connection pools.
+            ///
+            /// Fails when `config` is invalid or asks for other TLS settings than the
+            /// client's.
+            pub fn try_with_client(
+                config: &HealthCheckConfig,
+                client: HttpClient,
+            ) -> Result<Self, ConfigError> {
+                Ok($name {
+                    spec: RequestSpec::try_new(config, &client)?,
+                    client,
+                })
+            }
+
+            /// The client this probe sends its requests with.
+            pub fn client(&self) -> &HttpClient {
+                &self.client
+            }
+        }
+    };
 }
 
-impl HttpProbe {
-    /// A probe with its own [`HttpClient`] (default [`HttpClientConfig`]).
+http_probe! {
+    /// Checks `http://` and `https://` targets (SPEC §5).
     ///
-    /// Fails when `config` is invalid.
-    pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
-        let client = HttpClient::try_new(config, &HttpClientConfig::default())?;
-        Self::try_with_client(config, client)
-    }
+    /// Sends `method` to the URL joined with `path`, with the §5 headers plus `headers`;
+    /// healthy iff the status is in `expected_status`. Redirects are not followed. The
+    /// body is drained up to 64 KiB, then the connection is dropped. HTTPS offers HTTP/2
+    /// by ALPN. Latency is the time to the response headers; the whole check is bounded
+    /// by `timeout`.
+    HttpProbe
+}
 
-    /// A probe that shares `client`'s connection pools.
-    ///
-    /// Fails when `config` is invalid or asks for other TLS settings than the client's.
-    pub fn try_with_client(
-        config: &HealthCheckConfig,
-        client: HttpClient,
-    ) -> Result<Self, ConfigError> {
-        Ok(HttpProbe {
-            spec: RequestSpec::try_new(config, &client)?,
-            client,
-        })
-    }
-
-    /// The client this probe sends its requests with.
-    pub fn client(&self) -> &HttpClient {
-        &self.client
-    }
+http_probe! {
+    /// Checks `h2c://` targets: HTTP/2 with prior knowledge over cleartext, with the same
+    /// rules as [`HttpProbe`].
+    H2cProbe
 }
 
 #[async_trait]
@@ -214,42 +233,6 @@ fn http_scheme(url: &Url) -> Result<&'static str, ConfigError> {
 const HTTP_SCHEMES: &[Scheme] = &[Scheme::Http, Scheme::Https];
 #[cfg(not(feature = "tls"))]
 const HTTP_SCHEMES: &[Scheme] = &[Scheme::Http];
-
-/// Checks `h2c://` targets: HTTP/2 with prior knowledge over cleartext, with the same
-/// rules as [`HttpProbe`].
-#[derive(Clone, Debug)]
-pub struct H2cProbe {
-    spec: RequestSpec,
-    client: HttpClient,
-}
-
-impl H2cProbe {
-    /// A probe with its own [`HttpClient`].
-    ///
-    /// Fails when `config` is invalid.
-    pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
-        let client = HttpClient::try_new(config, &HttpClientConfig::default())?;
-        Self::try_with_client(config, client)
-    }
-
-    /// A probe that shares `client`'s connection pools.
-    ///
-    /// Fails when `config` is invalid or asks for other TLS settings than the client's.
-    pub fn try_with_client(
-        config: &HealthCheckConfig,
-        client: HttpClient,
-    ) -> Result<Self, ConfigError> {
-        Ok(H2cProbe {
-            spec: RequestSpec::try_new(config, &client)?,
-            client,
-        })
-    }
-
-    /// The client this probe sends its requests with.
-    pub fn client(&self) -> &HttpClient {
-        &self.client
-    }
-}
 
 #[async_trait]
 impl Probe for H2cProbe {

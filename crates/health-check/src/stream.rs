@@ -172,7 +172,7 @@ pub(crate) struct StreamTarget {
 
 impl StreamTarget {
     pub(crate) fn parse(url: &Url) -> Result<StreamTarget, ConfigError> {
-        let scheme = Scheme::of_among(url, &Scheme::STREAM)?;
+        let scheme = Scheme::of_among(url, Scheme::STREAM)?;
         let family = match scheme {
             Scheme::Tcp4 | Scheme::Udp4 => Family::V4,
             Scheme::Tcp6 | Scheme::Udp6 => Family::V6,

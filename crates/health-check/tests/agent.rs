@@ -9,8 +9,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use health_check::{AGENT_HEALTH_PATH, AgentProbe};
 use health_types::AgentSpec;
 use health_types::{CheckKind, HealthCheckConfig, Method, Probe};
-use support::{Handler, closed_port, config, http_server, raw_server, read_head, respond, write};
-use tokio::{sync::mpsc, time::Instant};
+use support::{Handler, black_hole, canned, closed_port, config, http_server, respond};
+use tokio::time::Instant;
 use url::Url;
 
 /// A stub agent answering `status` with `body` on the health path (404 elsewhere).
@@ -182,11 +182,7 @@ async fn garbage_from_the_agent_is_an_error() {
     assert_eq!(err.kind(), CheckKind::Protocol, "{err}");
     assert!(err.detail().starts_with("agent: "), "{err}");
 
-    let bytes = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(&mut stream, b"\x16\x03\x01garbage\r\n\r\n").await;
-    })
-    .await;
+    let bytes = canned("127.0.0.1:0", b"\x16\x03\x01garbage\r\n\r\n").await;
     let probe_bytes = probe(bytes.url("http"), &config(1000));
     let err = probe_bytes.check(&target).await.unwrap_err();
     assert_eq!(err.kind(), CheckKind::Protocol, "{err}");
@@ -194,14 +190,8 @@ async fn garbage_from_the_agent_is_an_error() {
 
 #[tokio::test]
 async fn a_hanging_agent_is_an_error_inside_the_deadline() {
-    let (hold, _held) = mpsc::unbounded_channel();
-    let server = raw_server("127.0.0.1:0", move |stream| {
-        let hold = hold.clone();
-        async move {
-            let _ = hold.send(stream);
-        }
-    })
-    .await;
+    // Accepts, never reads, never answers.
+    let server = black_hole("127.0.0.1:0").await;
     let probe = probe(server.url("http"), &config(400));
     let started = Instant::now();
     let err = probe

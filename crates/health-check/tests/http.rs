@@ -13,7 +13,8 @@ use health_types::{
 };
 use http::Version;
 use support::{
-    Handler, closed_port, config, http_server, ok_handler, raw_server, read_head, respond, write,
+    Handler, black_hole, canned, closed_port, config, http_server, ok_handler, raw_server,
+    read_head, respond, trickle, write,
 };
 use tokio::{io::AsyncWriteExt, sync::mpsc, time::Instant};
 use url::Url;
@@ -41,45 +42,45 @@ async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
     probe.check(url).await.expect("the target could be checked")
 }
 
-#[tokio::test]
-async fn success_and_client_error_statuses_are_healthy() {
-    let server = http_server("127.0.0.1:0", None, status_by_path()).await;
-    let probe = HttpProbe::try_new(&config(2000)).unwrap();
-    for (code, detail) in [
-        (200, "HTTP 200 OK"),
-        (204, "HTTP 204 No Content"),
-        (301, "HTTP 301 Moved Permanently"),
-        (404, "HTTP 404 Not Found"),
-    ] {
-        let result = check(&probe, &server.url_with("http", &format!("/{code}"))).await;
-        assert!(result.healthy, "{code}: {result:?}");
-        assert_eq!(
-            (result.kind, result.detail.as_str()),
-            (CheckKind::Ok, detail)
-        );
-        assert!(result.latency > Duration::ZERO);
-    }
-    // The redirect was not followed: one request per check.
-    assert_eq!(server.seen().len(), 4);
+/// The result of `probe` against a server that answers `response` to any request.
+async fn check_canned(probe: &dyn Probe, scheme: &str, response: &'static [u8]) -> CheckResult {
+    let server = canned("127.0.0.1:0", response).await;
+    check(probe, &server.url(scheme)).await
 }
 
 #[tokio::test]
-async fn server_errors_are_unhealthy_with_the_status_in_the_detail() {
+async fn success_and_client_errors_are_healthy_server_errors_unhealthy_with_the_status() {
     let server = http_server("127.0.0.1:0", None, status_by_path()).await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
-    for (code, detail) in [
-        (500, "HTTP 500 Internal Server Error"),
-        (502, "HTTP 502 Bad Gateway"),
-        (503, "HTTP 503 Service Unavailable"),
-        (504, "HTTP 504 Gateway Timeout"),
+    for (code, healthy, kind, detail) in [
+        (200, true, CheckKind::Ok, "HTTP 200 OK"),
+        (204, true, CheckKind::Ok, "HTTP 204 No Content"),
+        (301, true, CheckKind::Ok, "HTTP 301 Moved Permanently"),
+        (404, true, CheckKind::Ok, "HTTP 404 Not Found"),
+        (
+            500,
+            false,
+            CheckKind::Status,
+            "HTTP 500 Internal Server Error",
+        ),
+        (502, false, CheckKind::Status, "HTTP 502 Bad Gateway"),
+        (
+            503,
+            false,
+            CheckKind::Status,
+            "HTTP 503 Service Unavailable",
+        ),
+        (504, false, CheckKind::Status, "HTTP 504 Gateway Timeout"),
     ] {
         let result = check(&probe, &server.url_with("http", &format!("/{code}"))).await;
-        assert!(!result.healthy, "{code}: {result:?}");
-        assert_eq!(
-            (result.kind, result.detail.as_str()),
-            (CheckKind::Status, detail)
-        );
+        assert_eq!(result.healthy, healthy, "{code}: {result:?}");
+        assert_eq!((result.kind, result.detail.as_str()), (kind, detail));
+        if healthy {
+            assert!(result.latency > Duration::ZERO);
+        }
     }
+    // The redirect was not followed: one request per check.
+    assert_eq!(server.seen().len(), 8);
 }
 
 #[tokio::test]
@@ -237,15 +238,8 @@ fn assert_cut_at(result: &CheckResult, started: Instant, timeout_ms: u64) {
 
 #[tokio::test]
 async fn a_black_hole_is_cut_at_the_timeout() {
-    // Accepts, never reads, never answers; the socket is held until the test ends.
-    let (hold, _held) = mpsc::unbounded_channel();
-    let server = raw_server("127.0.0.1:0", move |stream| {
-        let hold = hold.clone();
-        async move {
-            let _ = hold.send(stream);
-        }
-    })
-    .await;
+    // Accepts, never reads, never answers.
+    let server = black_hole("127.0.0.1:0").await;
     let probe = HttpProbe::try_new(&config(300)).unwrap();
     let started = Instant::now();
     let result = check(&probe, &server.url("http")).await;
@@ -254,19 +248,9 @@ async fn a_black_hole_is_cut_at_the_timeout() {
 
 #[tokio::test]
 async fn slow_headers_are_cut_at_the_timeout() {
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(&mut stream, b"HTTP/1.1 200 OK\r\n").await;
-        // One header line every 50 ms, for at most 10 s.
-        for i in 0..200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if stream
-                .try_write(format!("X-Slow-{i}: x\r\n").as_bytes())
-                .is_err()
-            {
-                return;
-            }
-        }
+    // One header line every 50 ms, for at most 10 s.
+    let server = trickle("127.0.0.1:0", b"HTTP/1.1 200 OK\r\n", |i| {
+        format!("X-Slow-{i}: x\r\n").into_bytes()
     })
     .await;
     let probe = HttpProbe::try_new(&config(300)).unwrap();
@@ -319,20 +303,11 @@ async fn an_endless_body_is_drained_to_64_kib_then_dropped() {
 
 #[tokio::test]
 async fn a_trickling_body_is_cut_at_the_timeout() {
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(
-            &mut stream,
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-        )
-        .await;
-        for _ in 0..200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if stream.try_write(b"1\r\nx\r\n").is_err() {
-                return;
-            }
-        }
-    })
+    let server = trickle(
+        "127.0.0.1:0",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        |_| b"1\r\nx\r\n".to_vec(),
+    )
     .await;
     let probe = HttpProbe::try_new(&config(300)).unwrap();
     let started = Instant::now();
@@ -342,17 +317,13 @@ async fn a_trickling_body_is_cut_at_the_timeout() {
 
 #[tokio::test]
 async fn garbage_instead_of_http_is_a_protocol_failure() {
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(
-            &mut stream,
-            b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02garbage\r\n\r\n",
-        )
-        .await;
-    })
-    .await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
-    let result = check(&probe, &server.url("http")).await;
+    let result = check_canned(
+        &probe,
+        "http",
+        b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02garbage\r\n\r\n",
+    )
+    .await;
     assert!(!result.healthy);
     assert_eq!(result.kind, CheckKind::Protocol, "{result:?}");
     assert!(result.detail.starts_with("protocol: "), "{result:?}");
@@ -381,17 +352,13 @@ async fn a_reset_mid_response_is_unhealthy() {
 
 #[tokio::test]
 async fn a_connection_closed_before_the_body_ends_is_unhealthy() {
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(
-            &mut stream,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
-        )
-        .await;
-    })
-    .await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
-    let result = check(&probe, &server.url("http")).await;
+    let result = check_canned(
+        &probe,
+        "http",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+    )
+    .await;
     assert!(!result.healthy, "{result:?}");
     assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
 }
@@ -442,14 +409,10 @@ async fn a_pooled_connection_the_server_dropped_is_replaced() {
     // Keep-alive by the headers, but the server hangs up right after each answer: the
     // pooled connection is dead by the next check, which must not count that against
     // the target.
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(
-            &mut stream,
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        )
-        .await;
-    })
+    let server = canned(
+        "127.0.0.1:0",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
     .await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
     for _ in 0..5 {
@@ -524,11 +487,7 @@ async fn http_1_0_answers_and_bodies_to_the_close_are_not_reused() {
         );
     }
     // No framing: the body runs to the close, which the probe waits for.
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(&mut stream, b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
-    })
-    .await;
+    let server = canned("127.0.0.1:0", b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
     for _ in 0..2 {
         assert!(check(&probe, &server.url("http")).await.healthy);
@@ -744,17 +703,13 @@ async fn an_h2c_stream_reset_is_unhealthy() {
 
 #[tokio::test]
 async fn h2c_against_an_http1_only_server_is_a_protocol_failure() {
-    let server = raw_server("127.0.0.1:0", |mut stream| async move {
-        read_head(&mut stream).await;
-        write(
-            &mut stream,
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
-        )
-        .await;
-    })
-    .await;
     let probe = H2cProbe::try_new(&config(2000)).unwrap();
-    let result = check(&probe, &server.url("h2c")).await;
+    let result = check_canned(
+        &probe,
+        "h2c",
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
     assert!(!result.healthy, "{result:?}");
     assert!(
         matches!(result.kind, CheckKind::Protocol | CheckKind::Reset),

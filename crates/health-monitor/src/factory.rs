@@ -38,41 +38,31 @@ fn url_monitor(
     new_target_monitor(name, config, &Target::Url(url))
 }
 
-/// An HTTP/HTTPS monitor (HTTP/2 by ALPN over TLS).
-pub fn new_http_monitor(
-    name: &str,
-    config: &HealthCheckConfig,
-    url: Url,
-) -> Result<Monitor, MonitorError> {
-    url_monitor(name, config, url, &[Scheme::Http, Scheme::Https])
+/// The factories of one URL family: each checks the URL's scheme, then builds.
+macro_rules! url_factories {
+    ($($(#[$doc:meta])* $factory:ident => $schemes:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $factory(
+            name: &str,
+            config: &HealthCheckConfig,
+            url: Url,
+        ) -> Result<Monitor, MonitorError> {
+            url_monitor(name, config, url, $schemes)
+        }
+    )*};
 }
 
-/// An H2C monitor: HTTP/2 with prior knowledge over cleartext (`h2c://`).
-pub fn new_h2c_monitor(
-    name: &str,
-    config: &HealthCheckConfig,
-    url: Url,
-) -> Result<Monitor, MonitorError> {
-    url_monitor(name, config, url, &[Scheme::H2c])
-}
-
-/// A file-server monitor: healthy while the `file://` path exists.
-pub fn new_file_server_monitor(
-    name: &str,
-    config: &HealthCheckConfig,
-    url: Url,
-) -> Result<Monitor, MonitorError> {
-    url_monitor(name, config, url, &[Scheme::File])
-}
-
-/// A stream monitor (`tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6`); the config's
-/// `payload` and `expect_reply` set the UDP datagram and whether a reply is required.
-pub fn new_stream_monitor(
-    name: &str,
-    config: &HealthCheckConfig,
-    url: Url,
-) -> Result<Monitor, MonitorError> {
-    url_monitor(name, config, url, &Scheme::STREAM)
+url_factories! {
+    /// An HTTP/HTTPS monitor (HTTP/2 by ALPN over TLS).
+    new_http_monitor => &[Scheme::Http, Scheme::Https];
+    /// An H2C monitor: HTTP/2 with prior knowledge over cleartext (`h2c://`).
+    new_h2c_monitor => &[Scheme::H2c];
+    /// A file-server monitor: healthy while the `file://` path exists.
+    new_file_server_monitor => &[Scheme::File];
+    /// A stream monitor (`tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6`); the config's
+    /// `payload` and `expect_reply` set the UDP datagram and whether a reply is
+    /// required.
+    new_stream_monitor => Scheme::STREAM;
 }
 
 /// A monitor whose checks a remote agent runs (GoDoxy's agent protocol); `url` is the

@@ -50,18 +50,13 @@ impl Scheme {
         Scheme::File,
     ];
 
-    /// The schemes of HTTP targets (`http`, `https`, `h2c`).
-    pub const HTTP: [Scheme; 3] = [Scheme::Http, Scheme::Https, Scheme::H2c];
+    /// The schemes of HTTP targets (`http`, `https`, `h2c`): the first three of
+    /// [`ALL`](Self::ALL).
+    pub const HTTP: &[Scheme] = Scheme::ALL.split_at(3).0;
 
-    /// The stream schemes (`tcp`, `udp` and their `4`/`6` forms).
-    pub const STREAM: [Scheme; 6] = [
-        Scheme::Tcp,
-        Scheme::Tcp4,
-        Scheme::Tcp6,
-        Scheme::Udp,
-        Scheme::Udp4,
-        Scheme::Udp6,
-    ];
+    /// The stream schemes (`tcp`, `udp` and their `4`/`6` forms): the six after
+    /// [`HTTP`](Self::HTTP).
+    pub const STREAM: &[Scheme] = Scheme::ALL.split_at(3).1.split_at(6).0;
 
     /// The scheme as written in a URL.
     pub const fn as_str(self) -> &'static str {
@@ -103,12 +98,9 @@ impl Scheme {
         matches!(self, Scheme::Udp | Scheme::Udp4 | Scheme::Udp6)
     }
 
-    /// One of the six stream schemes.
+    /// One of the six [stream](Self::STREAM) schemes.
     pub const fn is_stream(self) -> bool {
-        matches!(
-            self,
-            Scheme::Tcp | Scheme::Tcp4 | Scheme::Tcp6 | Scheme::Udp | Scheme::Udp4 | Scheme::Udp6
-        )
+        !self.is_http() && !matches!(self, Scheme::File)
     }
 }
 
@@ -178,6 +170,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped() {
+        assert_eq!(Scheme::STREAM.len(), 6);
         assert!(Scheme::STREAM.iter().all(|s| s.is_stream() && !s.is_http()));
         assert!(Scheme::HTTP.iter().all(|s| s.is_http()));
         assert_eq!(Scheme::ALL.iter().filter(|s| s.is_udp()).count(), 3);

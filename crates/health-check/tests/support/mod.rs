@@ -186,6 +186,42 @@ where
     }
 }
 
+/// A TCP server on `bind` that reads each request head, answers `response` as it is and
+/// closes the connection.
+pub async fn canned(bind: &str, response: &'static [u8]) -> Server {
+    raw_server(bind, move |mut stream| async move {
+        read_head(&mut stream).await;
+        write(&mut stream, response).await;
+    })
+    .await
+}
+
+/// A TCP server on `bind` that reads each request head, answers `head`, then writes
+/// `piece(i)` every 50 ms (at most 200 times: 10 s) while the client stays.
+pub async fn trickle(bind: &str, head: &'static [u8], piece: fn(usize) -> Vec<u8>) -> Server {
+    raw_server(bind, move |mut stream| async move {
+        read_head(&mut stream).await;
+        write(&mut stream, head).await;
+        for i in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream.try_write(&piece(i)).is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// A TCP server on `bind` that accepts each connection and holds it without reading or
+/// answering (a black hole), until the test's runtime ends.
+pub async fn black_hole(bind: &str) -> Server {
+    raw_server(bind, |stream| async move {
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+    .await
+}
+
 /// Reads one request head (up to the blank line, at most 64 KiB).
 pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
