@@ -6,11 +6,14 @@ mod engine;
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError};
+use health_types::{
+    CheckKind, CheckResult, ConfigError, DockerSpec, HealthCheckConfig, Probe, ProbeError,
+    timed_out_after, truncate,
+};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::failure::{margin, timed_out_detail, truncate};
+use crate::failure::margin;
 
 pub use self::engine::{BollardDockerApi, DEFAULT_DOCKER_HOST};
 
@@ -69,27 +72,6 @@ pub trait DockerApi: Send + Sync + Debug {
     async fn inspect_state(&self, container: &str) -> Result<ContainerState, ProbeError>;
 }
 
-/// Options of a [`DockerProbe`] beyond the [`HealthCheckConfig`] keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DockerProbeConfig {
-    /// The container's id or name (a leading `/`, as `docker inspect` shows names, is
-    /// dropped).
-    pub container: String,
-    /// The engine: `unix:///path/to/docker.sock` or `tcp://host:port`. Default: none,
-    /// which means `DOCKER_HOST` when set, else [`DEFAULT_DOCKER_HOST`].
-    pub host: Option<String>,
-}
-
-impl DockerProbeConfig {
-    /// Options for `container` on the default engine.
-    pub fn new(container: impl Into<String>) -> Self {
-        DockerProbeConfig {
-            container: container.into(),
-            host: None,
-        }
-    }
-}
-
 /// The probe a [`DockerProbe`] falls back to, and the target it checks.
 #[derive(Clone, Debug)]
 struct Fallback {
@@ -121,14 +103,14 @@ struct Fallback {
 /// ```no_run
 /// use std::sync::Arc;
 ///
-/// use health_check::{DockerProbe, DockerProbeConfig, StreamProbe, StreamProbeConfig};
-/// use health_types::{HealthCheckConfig, Probe, Url};
+/// use health_check::{DockerProbe, StreamProbe};
+/// use health_types::{DockerSpec, HealthCheckConfig, Probe, Url};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let config = HealthCheckConfig::default();
 /// // Without a healthcheck in the container, its port is checked instead.
-/// let fallback = StreamProbe::try_new(&config, StreamProbeConfig::default())?;
-/// let probe = DockerProbe::try_new(&config, DockerProbeConfig::new("web"))?
+/// let fallback = StreamProbe::try_new(&config)?;
+/// let probe = DockerProbe::try_new(&config, DockerSpec::new("web"))?
 ///     .try_with_fallback(Arc::new(fallback), Url::parse("tcp://10.0.0.5:8080")?)?;
 /// let result = probe.check(probe.url()).await?;
 /// println!("{}: {} ({})", probe.url(), result.kind, result.detail);
@@ -163,31 +145,31 @@ pub struct DockerProbe {
 }
 
 impl DockerProbe {
-    /// A probe of `options.container` on its engine, through a [`BollardDockerApi`]. No
-    /// connection is made here: the client is created on the first check.
+    /// A probe of `spec.container` (an id or a name; a leading `/`, as `docker inspect`
+    /// shows names, is dropped) on the engine `spec.host` (`unix:///path` or
+    /// `tcp://host:port`; default `DOCKER_HOST`, else [`DEFAULT_DOCKER_HOST`]), through a
+    /// [`BollardDockerApi`]. No connection is made here: the client is created on the
+    /// first check.
     ///
     /// Fails when `config` is invalid, the container name is not a Docker name or id, or
-    /// the host (`options.host`, else `DOCKER_HOST`) is not a `unix://` or `tcp://` URL.
-    pub fn try_new(
-        config: &HealthCheckConfig,
-        options: DockerProbeConfig,
-    ) -> Result<Self, ConfigError> {
-        let api = BollardDockerApi::try_new(options.host.as_deref(), config.timeout)?;
-        Self::try_with_api(config, options, Arc::new(api))
+    /// the host is not a `unix://` or `tcp://` URL.
+    pub fn try_new(config: &HealthCheckConfig, spec: DockerSpec) -> Result<Self, ConfigError> {
+        let api = BollardDockerApi::try_new(spec.host.as_deref(), config.timeout)?;
+        Self::try_with_api(config, spec, Arc::new(api))
     }
 
     /// A probe that asks `api` (for example one [`BollardDockerApi`] shared by the
-    /// probes of one engine); `options.host` only names the engine in [`url`](Self::url).
+    /// probes of one engine); `spec.host` only names the engine in [`url`](Self::url).
     ///
     /// Fails as [`try_new`](Self::try_new) does.
     pub fn try_with_api(
         config: &HealthCheckConfig,
-        options: DockerProbeConfig,
+        spec: DockerSpec,
         api: Arc<dyn DockerApi>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let container = engine::container_name(&options.container)?;
-        let endpoint = engine::Endpoint::from_environment(options.host.as_deref())?;
+        let container = engine::container_name(&spec.container)?;
+        let endpoint = engine::Endpoint::from_environment(spec.host.as_deref())?;
         let url = Url::parse(&format!(
             "{DOCKER_SCHEME}://{}/containers/{container}",
             endpoint.display_host()
@@ -252,7 +234,7 @@ impl DockerProbe {
             Ok(outcome) => outcome,
             Err(_) => Err(ProbeError::new(
                 CheckKind::Timeout,
-                format!("docker: {}", timed_out_detail(budget)),
+                format!("docker: {}", timed_out_after(budget)),
             )),
         }
     }
@@ -334,7 +316,8 @@ fn assess(state: &ContainerState, inspect: Duration) -> Assessment {
     };
     let (output, latency) = match &health.last_log {
         Some(log) => (
-            truncate(&log.output, MAX_HEALTH_OUTPUT),
+            // The output's own whitespace (a trailing newline) is not part of the detail.
+            truncate(log.output.trim(), MAX_HEALTH_OUTPUT + 1).into_owned(),
             log.duration.unwrap_or(inspect),
         ),
         None => (String::new(), inspect),
@@ -453,7 +436,7 @@ mod tests {
             disable,
             ..Default::default()
         };
-        DockerProbe::try_with_api(&config, DockerProbeConfig::new("web"), Arc::new(api)).unwrap()
+        DockerProbe::try_with_api(&config, DockerSpec::new("web"), Arc::new(api)).unwrap()
     }
 
     /// A fallback that must not be asked.
@@ -487,92 +470,83 @@ mod tests {
         probe.check(&url).await
     }
 
+    /// One check by a probe (`disable` false) whose engine answers `outcome`, with
+    /// `fallback`.
+    async fn check_with(
+        outcome: Result<ContainerState, ProbeError>,
+        fallback: MockProbe,
+    ) -> Result<CheckResult, ProbeError> {
+        check(&with_fallback(
+            probe_with(api_returning(outcome), false),
+            fallback,
+        ))
+        .await
+    }
+
+    /// One check by a probe without a fallback whose engine answers `outcome`.
+    async fn check_alone(
+        outcome: Result<ContainerState, ProbeError>,
+    ) -> Result<CheckResult, ProbeError> {
+        check(&probe_with(api_returning(outcome), false)).await
+    }
+
     #[tokio::test]
-    async fn stopped_states_are_final_unhealthy_results_even_with_a_fallback() {
-        for status in ["dead", "exited", "paused", "restarting", "removing"] {
-            let probe = with_fallback(
-                probe_with(api_returning(Ok(state(status))), false),
-                unused_fallback(),
-            );
-            let result = check(&probe).await.unwrap();
+    async fn stopped_and_created_containers_are_final_unhealthy_results_even_with_a_fallback() {
+        let cases = [
+            ("dead", "container is dead"),
+            ("exited", "container is exited"),
+            ("paused", "container is paused"),
+            ("restarting", "container is restarting"),
+            ("removing", "container is removing"),
+            ("created", "container is not started"),
+        ];
+        for (status, detail) in cases {
+            let result = check_with(Ok(state(status)), unused_fallback()).await;
+            let result = result.unwrap();
+            assert!(!result.healthy, "{status}");
             assert_eq!(
-                (result.healthy, result.kind, result.detail.as_str()),
-                (
-                    false,
-                    CheckKind::Container,
-                    format!("container is {status}").as_str()
-                )
+                (result.kind, result.detail.as_str()),
+                (CheckKind::Container, detail)
             );
         }
     }
 
     #[tokio::test]
-    async fn a_created_container_is_not_started() {
-        let probe = with_fallback(
-            probe_with(api_returning(Ok(state("created"))), false),
-            unused_fallback(),
-        );
-        let result = check(&probe).await.unwrap();
-        assert_eq!(
-            (result.healthy, result.kind, result.detail.as_str()),
-            (false, CheckKind::Container, "container is not started")
-        );
-    }
-
-    #[tokio::test]
-    async fn health_healthy_is_healthy_with_the_last_output_and_its_duration() {
-        let probe = with_fallback(
-            probe_with(api_returning(Ok(running("healthy", "ready\n", 250))), false),
-            unused_fallback(),
-        );
-        let result = check(&probe).await.unwrap();
-        assert_eq!(
-            result,
-            CheckResult::healthy("ready", Duration::from_millis(250))
-        );
-    }
-
-    #[tokio::test]
-    async fn health_unhealthy_is_final_with_the_last_output() {
-        let probe = with_fallback(
-            probe_with(
-                api_returning(Ok(running("unhealthy", "HTTP 503 from /health", 40))),
-                false,
+    async fn health_healthy_and_unhealthy_are_final_with_the_last_output_and_its_duration() {
+        let cases = [
+            (
+                running("healthy", "ready\n", 250),
+                CheckResult::healthy("ready", Duration::from_millis(250)),
             ),
-            unused_fallback(),
-        );
-        let result = check(&probe).await.unwrap();
-        assert_eq!(
-            result,
-            CheckResult::unhealthy(
-                CheckKind::Container,
-                "HTTP 503 from /health",
-                Duration::from_millis(40)
-            )
-        );
-        let silent = probe_with(api_returning(Ok(running("unhealthy", "", 40))), false);
-        assert_eq!(
-            check(&silent).await.unwrap().detail,
-            "container is unhealthy"
-        );
+            (
+                running("unhealthy", "HTTP 503 from /health", 40),
+                CheckResult::unhealthy(
+                    CheckKind::Container,
+                    "HTTP 503 from /health",
+                    Duration::from_millis(40),
+                ),
+            ),
+        ];
+        for (state, want) in cases {
+            let result = check_with(Ok(state), unused_fallback()).await;
+            assert_eq!(result.unwrap(), want);
+        }
+        let silent = check_alone(Ok(running("unhealthy", "", 40))).await;
+        assert_eq!(silent.unwrap().detail, "container is unhealthy");
     }
 
     #[tokio::test]
     async fn health_starting_is_unhealthy_and_says_so() {
         let mut starting = running("starting", "", 0);
         starting.health.as_mut().unwrap().last_log = None;
-        let probe = probe_with(api_returning(Ok(starting)), false);
-        let result = check(&probe).await.unwrap();
+        let result = check_alone(Ok(starting)).await.unwrap();
         assert_eq!(
             (result.healthy, result.kind, result.detail.as_str()),
             (false, CheckKind::Container, "container health is starting")
         );
-        let probe = probe_with(
-            api_returning(Ok(running("starting", "connection refused", 5))),
-            false,
-        );
+        let refused = check_alone(Ok(running("starting", "connection refused", 5))).await;
         assert_eq!(
-            check(&probe).await.unwrap().detail,
+            refused.unwrap().detail,
             "container health is starting: connection refused"
         );
     }
@@ -580,8 +554,10 @@ mod tests {
     #[tokio::test]
     async fn long_output_is_cut_with_a_marker() {
         let long = "x".repeat(1000);
-        let probe = probe_with(api_returning(Ok(running("healthy", &long, 1))), false);
-        let detail = check(&probe).await.unwrap().detail;
+        let detail = check_alone(Ok(running("healthy", &long, 1)))
+            .await
+            .unwrap()
+            .detail;
         assert_eq!(detail.chars().count(), MAX_HEALTH_OUTPUT + 1);
         assert!(detail.ends_with('…'), "{detail}");
     }
@@ -597,19 +573,16 @@ mod tests {
             .as_mut()
             .unwrap()
             .duration = None;
-        let probe = probe_with(api_returning(Ok(state)), false);
-        let result = check(&probe).await.unwrap();
+        let result = check_alone(Ok(state)).await.unwrap();
         assert!(result.healthy);
         assert!(result.latency < Duration::from_secs(1), "{result:?}");
     }
 
     #[tokio::test]
     async fn no_healthcheck_uses_the_fallback_on_its_target() {
-        let probe = with_fallback(
-            probe_with(api_returning(Ok(state("running"))), false),
-            fallback_for(TARGET),
-        );
-        let result = check(&probe).await.unwrap();
+        let result = check_with(Ok(state("running")), fallback_for(TARGET))
+            .await
+            .unwrap();
         assert_eq!(
             result,
             CheckResult::healthy("fallback", Duration::from_millis(3))
@@ -620,11 +593,8 @@ mod tests {
     async fn health_none_counts_as_no_healthcheck() {
         let mut state = running("none", "", 0);
         state.health.as_mut().unwrap().last_log = None;
-        let probe = with_fallback(
-            probe_with(api_returning(Ok(state)), false),
-            fallback_for(TARGET),
-        );
-        assert_eq!(check(&probe).await.unwrap().detail, "fallback");
+        let result = check_with(Ok(state), fallback_for(TARGET)).await;
+        assert_eq!(result.unwrap().detail, "fallback");
     }
 
     #[tokio::test]
@@ -660,11 +630,8 @@ mod tests {
     #[tokio::test]
     async fn an_api_failure_uses_the_fallback() {
         let refused = ProbeError::new(CheckKind::Refused, "docker: connection refused");
-        let probe = with_fallback(
-            probe_with(api_returning(Err(refused)), false),
-            fallback_for(TARGET),
-        );
-        assert_eq!(check(&probe).await.unwrap().detail, "fallback");
+        let result = check_with(Err(refused), fallback_for(TARGET)).await;
+        assert_eq!(result.unwrap().detail, "fallback");
     }
 
     #[tokio::test]
@@ -687,57 +654,47 @@ mod tests {
         fallback
             .expect_check()
             .returning(|_| Err(ProbeError::new(CheckKind::Io, "permission denied")));
-        let probe = with_fallback(
-            probe_with(api_returning(Ok(state("running"))), false),
-            fallback,
-        );
-        assert_eq!(check(&probe).await.unwrap_err().kind(), CheckKind::Io);
+        let err = check_with(Ok(state("running")), fallback)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), CheckKind::Io);
     }
 
     #[test]
     fn the_display_url_names_host_and_container() {
-        let config = HealthCheckConfig::default();
-        let api = || Arc::new(MockDockerApi::new()) as Arc<dyn DockerApi>;
-        let probe = DockerProbe::try_with_api(
-            &config,
-            DockerProbeConfig {
-                container: "/web".to_owned(),
-                host: Some("tcp://10.0.0.2:2375".to_owned()),
-            },
-            api(),
-        )
-        .unwrap();
-        assert_eq!(
-            probe.url().as_str(),
-            "docker://10.0.0.2:2375/containers/web"
-        );
-        assert_eq!(probe.container(), "web");
-        let probe = DockerProbe::try_with_api(
-            &config,
-            DockerProbeConfig {
-                container: "0123abcd".to_owned(),
-                host: Some("unix:///run/docker.sock".to_owned()),
-            },
-            api(),
-        )
-        .unwrap();
-        assert_eq!(
-            probe.url().as_str(),
-            "docker://localhost/containers/0123abcd"
-        );
-        let err =
-            DockerProbe::try_with_api(&config, DockerProbeConfig::new("a/b"), api()).unwrap_err();
-        assert!(err.to_string().contains("container"), "{err}");
-        let err = DockerProbe::try_with_api(
-            &config,
-            DockerProbeConfig {
-                container: "web".to_owned(),
-                host: Some("ssh://docker.test".to_owned()),
-            },
-            api(),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("unix, tcp"), "{err}");
+        // (container, host) → Ok((display URL, container)) or Err(part of the message).
+        let cases = [
+            (
+                "/web",
+                Some("tcp://10.0.0.2:2375"),
+                Ok(("docker://10.0.0.2:2375/containers/web", "web")),
+            ),
+            (
+                "0123abcd",
+                Some("unix:///run/docker.sock"),
+                Ok(("docker://localhost/containers/0123abcd", "0123abcd")),
+            ),
+            ("a/b", None, Err("container")),
+            ("web", Some("ssh://docker.test"), Err("unix, tcp")),
+        ];
+        for (container, host, want) in cases {
+            let spec = DockerSpec {
+                container: container.to_owned(),
+                host: host.map(str::to_owned),
+            };
+            let outcome = DockerProbe::try_with_api(
+                &HealthCheckConfig::default(),
+                spec,
+                Arc::new(MockDockerApi::new()),
+            );
+            match (outcome, want) {
+                (Ok(probe), Ok((url, name))) => {
+                    assert_eq!((probe.url().as_str(), probe.container()), (url, name));
+                }
+                (Err(err), Err(part)) => assert!(err.to_string().contains(part), "{err}"),
+                (outcome, want) => panic!("{container} on {host:?}: {outcome:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The bollard-backed [`DockerApi`]: where the engine is (`unix://`, `tcp://`,
 //! `DOCKER_HOST`), the lazily created client with its negotiated API version, and the
-//! inspect request that decodes only `State`.
+//! mapping of bollard's typed inspect answer and errors to ours.
 
 use std::{
     sync::{Mutex, PoisonError},
@@ -8,23 +8,18 @@ use std::{
 };
 
 use async_trait::async_trait;
-use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker, errors::Error as BollardError};
-use bytes::Bytes;
-use health_types::{CheckKind, ConfigError, ProbeError};
-use http::{
-    Request, StatusCode,
-    header::{ACCEPT, HOST, USER_AGENT},
+use bollard::{
+    API_DEFAULT_VERSION, ClientVersion, Docker,
+    errors::Error as BollardError,
+    models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthcheckResult},
 };
-use http_body_util::Empty;
-use serde::Deserialize;
-use tokio::net::UnixStream;
+use health_types::{CheckKind, ConfigError, ProbeError, timed_out_after, truncate};
+use http::{HeaderValue, Request, Uri, header::USER_AGENT, uri::PathAndQuery};
 use url::Url;
 
 use super::{ContainerHealth, ContainerState, DockerApi, HealthLogEntry};
 use crate::{
-    failure::{
-        Failure, Side, classify_chain, classify_io, timed_out_detail, truncate, unsupported_scheme,
-    },
+    failure::{Side, classify_chain},
     net::{self, USER_AGENT_VALUE},
 };
 
@@ -34,9 +29,6 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 const HOST_SCHEMES: &[&str] = &["unix", "tcp"];
 /// The port of a `tcp://` host without one (the engine's plain-HTTP port).
 const DEFAULT_TCP_PORT: u16 = 2375;
-/// The largest inspect answer read. Answers are a few KiB; many mounts, labels and
-/// five health-log entries of 4 KiB each stay far below this.
-const MAX_INSPECT_ANSWER: usize = 4 * 1024 * 1024;
 /// How much of an engine's error message goes into a detail.
 const MAX_ERROR_DETAIL: usize = 200;
 
@@ -65,7 +57,15 @@ impl Endpoint {
         let url = Url::parse(host)
             .map_err(|err| ConfigError::url(host, format!("not a docker host: {err}")))?;
         if url.scheme() != "tcp" {
-            return Err(unsupported_scheme(&url, HOST_SCHEMES));
+            // Not `health_types::unsupported_scheme`: `unix` is no target scheme.
+            return Err(ConfigError::url(
+                host,
+                format!(
+                    "unsupported scheme {:?}; supported schemes: {}",
+                    url.scheme(),
+                    HOST_SCHEMES.join(", ")
+                ),
+            ));
         }
         let name = net::url_host(&url).ok_or_else(|| ConfigError::url(host, "no host"))?;
         if !matches!(url.path(), "" | "/") || url.query().is_some() {
@@ -138,29 +138,56 @@ pub(crate) fn container_name(name: &str) -> Result<String, ConfigError> {
 ///   `negotiate_version`: the lower of the engine's and bollard's). After any failure,
 ///   and after a call its caller cut short, it is dropped, so the next call connects and
 ///   negotiates afresh (the engine may have been restarted or upgraded meanwhile).
-/// - The inspect itself, `GET /v<version>/containers/<id>/json`, is one HTTP/1.1 exchange
-///   on a fresh connection to the same socket, and only `State` is decoded from the
-///   answer. bollard's typed `inspect_container` decodes the whole body, and a field its
-///   generated models do not expect anywhere in it (a new enum value in `HostConfig`, a
-///   type the engine changed) would fail the check of a perfectly healthy container.
-///   Driving the exchange inside the call also makes it cancel safe: dropping it closes
-///   its connection and leaves no task behind.
+/// - The inspect is bollard's `inspect_container`, `GET /v<version>/containers/<id>/json`
+///   with `User-Agent: healthd/<version>` (bollard 0.21 drops the version from its
+///   paths; this client puts the negotiated one back, so the engine answers in a
+///   version bollard's models know). Of the typed answer only `State` is read. bollard
+///   decodes the whole body into its generated models, so an answer they cannot read
+///   anywhere (an enum value its API version 1.53 does not know, a field whose type the
+///   engine changed) fails the check as a `protocol` error, even for a healthy
+///   container; fields they do not know are skipped.
 /// - Engine failures become [`ProbeError`]s prefixed `docker: `: HTTP 404 (no such
-///   container) is kind `not_found`, another status `status`, a body without a readable
-///   `State.Status` `protocol`, and a socket failure the kind of its cause.
+///   container) is kind `not_found`, another status `status` (`docker: HTTP <code>:
+///   <message>`), a body bollard cannot decode or one without a `State.Status`
+///   `protocol`, no answer in time `timeout`, and a socket failure the kind of its cause.
+/// - Every call ends after the `timeout` given to [`try_new`](Self::try_new), body
+///   included (bollard's own timeout, in whole seconds, covers only the answer's head).
+///   The answer's size is not capped: bollard reads the whole body, and the engine is
+///   trusted as far as that goes.
 ///
 /// One `BollardDockerApi` can serve the probes of every container of its engine.
+///
+/// # Cancel safety
+///
+/// Dropping a call drops bollard's request and, when the client was being created or
+/// the call was in flight, the cached client too. bollard's client (hyper-util's pooled
+/// client) drives each connection on a task of its own; that task sees the request gone,
+/// closes its socket and ends. bollard keeps no idle connections, so nothing outlives
+/// the call for longer than that.
 #[derive(Debug)]
 pub struct BollardDockerApi {
     endpoint: Endpoint,
     timeout: Duration,
-    client: Mutex<Option<Client>>,
+    /// bollard's client with its negotiated API version, once created.
+    client: Mutex<Option<Docker>>,
 }
 
-/// A connected client: bollard's, with the negotiated API version.
-#[derive(Clone, Debug)]
-struct Client {
-    docker: Docker,
+/// Which of the engine's answers a failure came with.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// `GET /version`, the API-version negotiation.
+    Version,
+    /// `GET /containers/<id>/json`.
+    Inspect,
+}
+
+impl Call {
+    fn answer(self) -> &'static str {
+        match self {
+            Call::Version => "version answer",
+            Call::Inspect => "inspect answer",
+        }
+    }
 }
 
 impl BollardDockerApi {
@@ -177,19 +204,19 @@ impl BollardDockerApi {
         })
     }
 
-    fn cached(&self) -> Option<Client> {
+    fn cached(&self) -> Option<Docker> {
         self.client
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn store(&self, client: Option<Client>) {
+    fn store(&self, client: Option<Docker>) {
         *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client;
     }
 
     /// Creates bollard's client and negotiates the API version.
-    async fn connect(&self) -> Result<Client, ProbeError> {
+    async fn connect(&self) -> Result<Docker, ProbeError> {
         // bollard counts its request timeout in whole seconds; round up so that a
         // sub-second timeout is not zero. The caller's own deadline is the exact one.
         let seconds = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
@@ -201,50 +228,68 @@ impl BollardDockerApi {
                 API_DEFAULT_VERSION,
             ),
         }
-        .map_err(|err| bollard_error(&err))?;
+        .map_err(|err| self.failure(&err, Call::Version))?
+        .with_request_modifier(named);
         let docker = docker
             .negotiate_version()
             .await
-            .map_err(|err| bollard_error(&err))?;
-        Ok(Client { docker })
+            .map_err(|err| self.failure(&err, Call::Version))?;
+        let prefix = api_prefix(&docker.client_version());
+        Ok(docker.with_request_modifier(move |request| versioned(named(request), &prefix)))
     }
 
-    /// `GET /v<version>/containers/<container>/json`, decoding only `State`.
-    async fn inspect(
-        &self,
-        client: &Client,
-        container: &str,
-    ) -> Result<ContainerState, ProbeError> {
-        let ClientVersion {
-            major_version,
-            minor_version,
-        } = client.docker.client_version();
-        let host = match &self.endpoint {
-            // Any name does for a socket; the engine ignores it.
-            Endpoint::Unix(_) => "localhost".to_owned(),
-            Endpoint::Tcp { .. } => self.endpoint.display_host(),
+    /// A bollard error of `call` as an API failure: `docker: ` and what went wrong.
+    fn failure(&self, err: &BollardError, call: Call) -> ProbeError {
+        let (kind, detail) = match err {
+            BollardError::SocketNotFoundError(path) => {
+                (CheckKind::Io, format!("socket {path} not found"))
+            }
+            BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            } => (
+                if *status_code == 404 {
+                    CheckKind::NotFound
+                } else {
+                    CheckKind::Status
+                },
+                format!(
+                    "HTTP {status_code}: {}",
+                    truncate(message.trim(), MAX_ERROR_DETAIL)
+                ),
+            ),
+            BollardError::RequestTimeoutError => (CheckKind::Timeout, "timed out".to_owned()),
+            // serde's own words, without bollard's "Failed to deserialize JSON".
+            BollardError::JsonDataError { message, .. } => (
+                CheckKind::Protocol,
+                format!(
+                    "bad {}: {}",
+                    call.answer(),
+                    truncate(message.trim(), MAX_ERROR_DETAIL)
+                ),
+            ),
+            BollardError::JsonSerdeError { .. } | BollardError::APIVersionParseError {} => {
+                (CheckKind::Protocol, format!("bad {}: {err}", call.answer()))
+            }
+            _ => {
+                // bollard's `#[error(transparent)]` variants hide their own error from
+                // the source chain (only its sources follow), so classify that one.
+                let failure = match err {
+                    BollardError::IOError { err } => classify_chain(err),
+                    BollardError::HyperResponseError { err } => classify_chain(err),
+                    _ => classify_chain(err),
+                };
+                match (&self.endpoint, failure.side) {
+                    // No such socket, permission denied: say which socket. Refused and
+                    // reset are the engine's side and read like a TCP failure.
+                    (Endpoint::Unix(path), Side::Checker) => {
+                        (failure.kind, format!("{path}: {}", failure.detail))
+                    }
+                    _ => (failure.kind, failure.detail),
+                }
+            }
         };
-        let request = Request::get(format!(
-            "/v{major_version}.{minor_version}/containers/{container}/json"
-        ))
-        .header(HOST, host)
-        .header(USER_AGENT, USER_AGENT_VALUE)
-        .header(ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|err| ProbeError::new(CheckKind::Internal, format!("docker: request: {err}")))?;
-        let answer = match &self.endpoint {
-            Endpoint::Unix(path) => match UnixStream::connect(path).await {
-                Ok(socket) => net::exchange(socket, request, MAX_INSPECT_ANSWER).await,
-                Err(err) => Err(unix_failure(path, &err)),
-            },
-            Endpoint::Tcp { host, port } => match net::resolve_and_connect(host, *port).await {
-                Ok(socket) => net::exchange(socket, request, MAX_INSPECT_ANSWER).await,
-                Err(failure) => Err(failure),
-            },
-        };
-        let (status, body, truncated) =
-            answer.map_err(|failure| failure.prefixed("docker: ").into_error())?;
-        interpret(status, &body, truncated)
+        ProbeError::new(kind, format!("docker: {detail}"))
     }
 }
 
@@ -260,21 +305,25 @@ impl DockerApi for BollardDockerApi {
             armed: true,
         };
         let call = async {
-            let client = match self.cached() {
-                Some(client) => client,
+            let docker = match self.cached() {
+                Some(docker) => docker,
                 None => {
-                    let client = self.connect().await?;
-                    self.store(Some(client.clone()));
-                    client
+                    let docker = self.connect().await?;
+                    self.store(Some(docker.clone()));
+                    docker
                 }
             };
-            self.inspect(&client, &container).await
+            let answer = docker
+                .inspect_container(&container, None)
+                .await
+                .map_err(|err| self.failure(&err, Call::Inspect))?;
+            container_state(answer)
         };
         let outcome = match tokio::time::timeout(self.timeout, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ProbeError::new(
                 CheckKind::Timeout,
-                format!("docker: {}", timed_out_detail(self.timeout)),
+                format!("docker: {}", timed_out_after(self.timeout)),
             )),
         };
         reset.armed = outcome.is_err();
@@ -282,10 +331,52 @@ impl DockerApi for BollardDockerApi {
     }
 }
 
+/// `request` with `User-Agent: healthd/<version>`: the engine's logs name the checker,
+/// as the HTTP probes' targets see it.
+fn named<B>(mut request: Request<B>) -> Request<B> {
+    request
+        .headers_mut()
+        .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    request
+}
+
+/// `/v1.41` for API version 1.41.
+fn api_prefix(version: &ClientVersion) -> String {
+    format!("/v{}.{}", version.major_version, version.minor_version)
+}
+
+/// `request` under the negotiated API version `prefix` (`/v1.41`).
+///
+/// bollard 0.21 builds `<host>/v<version>` and then `Url::join`s the absolute API path
+/// onto it, which replaces the whole path: its requests go out unversioned, and the
+/// engine answers them in its own newest API version, which may hold values bollard's
+/// models do not know. A path that already has a version (a bollard that keeps it) is
+/// left alone.
+fn versioned<B>(mut request: Request<B>, prefix: &str) -> Request<B> {
+    let Some(path) = request.uri().path_and_query() else {
+        return request;
+    };
+    let has_version = path
+        .path()
+        .strip_prefix("/v")
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    if has_version {
+        return request;
+    }
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(format!("{prefix}{path}")).ok();
+    // Both parts come from a valid URI and a path of ASCII digits and dots; should that
+    // ever fail, the request goes out as bollard built it.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
 /// Drops the cached client when dropped armed: on a failure, and when the call is
 /// dropped before it finished.
 struct ResetOnDrop<'a> {
-    client: &'a Mutex<Option<Client>>,
+    client: &'a Mutex<Option<Docker>>,
     armed: bool,
 }
 
@@ -297,154 +388,46 @@ impl Drop for ResetOnDrop<'_> {
     }
 }
 
-/// A failure to connect to the engine's socket at `path`.
-fn unix_failure(path: &str, err: &std::io::Error) -> Failure {
-    let failure = classify_io(err);
-    match failure.side {
-        // Refused, reset: the engine's side; the detail reads like a TCP one.
-        Side::Target => failure,
-        // No such socket, permission denied: say which socket.
-        Side::Checker => Failure::checker(failure.kind, format!("{path}: {err}")),
-    }
-}
-
-/// A bollard error (client creation or version negotiation) as an API failure.
-fn bollard_error(err: &BollardError) -> ProbeError {
-    let (kind, detail) = match err {
-        BollardError::SocketNotFoundError(path) => {
-            (CheckKind::Io, format!("socket {path} not found"))
-        }
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => (
-            if *status_code == 404 {
-                CheckKind::NotFound
-            } else {
-                CheckKind::Status
-            },
-            format!(
-                "HTTP {status_code}: {}",
-                truncate(message, MAX_ERROR_DETAIL)
-            ),
-        ),
-        BollardError::RequestTimeoutError => (CheckKind::Timeout, "timed out".to_owned()),
-        BollardError::JsonDataError { .. }
-        | BollardError::JsonSerdeError { .. }
-        | BollardError::APIVersionParseError {} => {
-            (CheckKind::Protocol, format!("bad version answer: {err}"))
-        }
-        _ => {
-            let failure = classify_chain(err);
-            (failure.kind, failure.detail)
-        }
-    };
-    ProbeError::new(kind, format!("docker: {detail}"))
-}
-
-/// The engine's answer to an inspect.
-fn interpret(
-    status: StatusCode,
-    body: &[u8],
-    truncated: bool,
-) -> Result<ContainerState, ProbeError> {
-    if !status.is_success() {
-        let kind = if status == StatusCode::NOT_FOUND {
-            CheckKind::NotFound
-        } else {
-            CheckKind::Status
-        };
-        return Err(ProbeError::new(
-            kind,
-            format!("docker: HTTP {}: {}", status.as_u16(), engine_message(body)),
-        ));
-    }
-    if truncated {
-        return Err(ProbeError::new(
-            CheckKind::Protocol,
-            "docker: inspect answer larger than 4 MiB",
-        ));
-    }
-    decode_state(body)
-}
-
-/// The `message` of an engine's JSON error, else the start of the body.
-fn engine_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct EngineError {
-        message: String,
-    }
-    match serde_json::from_slice::<EngineError>(body) {
-        Ok(err) => truncate(&err.message, MAX_ERROR_DETAIL),
-        Err(_) => truncate(&String::from_utf8_lossy(body), MAX_ERROR_DETAIL),
-    }
-}
-
-/// The part of an inspect answer that is decoded; everything else is only skipped over.
-#[derive(Deserialize)]
-struct InspectAnswer {
-    #[serde(rename = "State")]
-    state: Option<RawState>,
-}
-
-#[derive(Deserialize)]
-struct RawState {
-    #[serde(rename = "Status")]
-    status: Option<String>,
-    #[serde(rename = "Health")]
-    health: Option<RawHealth>,
-}
-
-#[derive(Deserialize)]
-struct RawHealth {
-    #[serde(rename = "Status")]
-    status: Option<String>,
-    #[serde(rename = "Log")]
-    log: Option<Vec<RawLogEntry>>,
-}
-
-#[derive(Deserialize)]
-struct RawLogEntry {
-    #[serde(rename = "Start")]
-    start: Option<String>,
-    #[serde(rename = "End")]
-    end: Option<String>,
-    #[serde(rename = "Output")]
-    output: Option<String>,
-}
-
-/// Decodes `State` from an inspect answer; other fields are skipped, whatever they hold.
-pub(crate) fn decode_state(body: &[u8]) -> Result<ContainerState, ProbeError> {
-    let answer: InspectAnswer = serde_json::from_slice(body).map_err(|err| {
-        ProbeError::new(
-            CheckKind::Protocol,
-            format!("docker: bad inspect answer: {err}"),
-        )
-    })?;
-    let state = answer
-        .state
-        .and_then(|state| {
-            let status = state.status.filter(|status| !status.is_empty())?;
-            Some((status, state.health))
-        })
+/// The `State` of an inspect answer, as far as a health check reads it. An answer
+/// without a `State.Status` (or an empty one) is a `protocol` error: nothing can be
+/// said about the container.
+fn container_state(answer: ContainerInspectResponse) -> Result<ContainerState, ProbeError> {
+    let state = answer.state.unwrap_or_default();
+    let status = state
+        .status
+        .filter(|status| *status != ContainerStateStatusEnum::EMPTY)
         .ok_or_else(|| {
             ProbeError::new(
                 CheckKind::Protocol,
                 "docker: inspect answer has no State.Status",
             )
         })?;
-    let (status, health) = state;
-    let health = health.map(|health| ContainerHealth {
-        status: health.status.unwrap_or_default(),
+    let health = state.health.map(|health| ContainerHealth {
+        // `""` for an empty or missing status, which `assess` reads as no healthcheck.
+        status: health
+            .status
+            .map(|status| status.as_ref().to_owned())
+            .unwrap_or_default(),
+        // The engine keeps the log oldest first.
         last_log: health
             .log
             .and_then(|log| log.into_iter().last())
-            .map(|entry| HealthLogEntry {
-                output: entry.output.unwrap_or_default(),
-                duration: run_time(entry.start.as_deref(), entry.end.as_deref()),
-            }),
+            .map(log_entry),
     });
-    Ok(ContainerState { status, health })
+    Ok(ContainerState {
+        status: status.as_ref().to_owned(),
+        health,
+    })
+}
+
+/// One health-log entry. The workspace builds bollard without its `chrono` and `time`
+/// features, so `Start` and `End` arrive as the engine's strings and [`run_time`]
+/// applies our own rules to them (offsets, nanoseconds, the zero time).
+fn log_entry(run: HealthcheckResult) -> HealthLogEntry {
+    HealthLogEntry {
+        output: run.output.unwrap_or_default(),
+        duration: run_time(run.start.as_deref(), run.end.as_deref()),
+    }
 }
 
 /// `end − start` of a health-log entry; `None` when a time is missing, unreadable (the
@@ -482,6 +465,8 @@ fn timestamp(text: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use bollard::models::HealthStatusEnum;
+
     use super::*;
 
     #[test]
@@ -549,18 +534,62 @@ mod tests {
         }
     }
 
+    fn api() -> BollardDockerApi {
+        BollardDockerApi::try_new(Some("unix:///run/docker.sock"), Duration::from_secs(1)).unwrap()
+    }
+
+    /// What the client makes of an inspect body: bollard's decoding (as its
+    /// `decode_response` does it: serde's data and syntax errors become `JsonDataError`),
+    /// then ours.
+    fn decode(body: &[u8]) -> Result<ContainerState, ProbeError> {
+        match serde_json::from_slice::<ContainerInspectResponse>(body) {
+            Ok(answer) => container_state(answer),
+            Err(err) => Err(api().failure(
+                &BollardError::JsonDataError {
+                    message: err.to_string(),
+                    column: err.column(),
+                },
+                Call::Inspect,
+            )),
+        }
+    }
+
+    fn health_run(start: &str, end: &str, output: &str) -> HealthcheckResult {
+        HealthcheckResult {
+            start: Some(start.to_owned()),
+            end: Some(end.to_owned()),
+            exit_code: Some(0),
+            output: Some(output.to_owned()),
+        }
+    }
+
     #[test]
-    fn only_state_is_decoded() {
-        // Garbage in every other field, of every type, is skipped over.
-        let body = br#"{"Id": 5, "HostConfig": {"Ulimits": [{"Hard": "x"}], "RestartPolicy": {"Name": "sometimes"}},
-            "Mounts": "none", "Config": null,
-            "State": {"Status": "running", "Pid": "not a number", "FailingStreak": [],
-                "Health": {"Status": "healthy", "FailingStreak": "x", "Log": [
-                    {"Start": "2024-05-01T10:00:00Z", "End": "2024-05-01T10:00:01Z", "ExitCode": 1, "Output": "old"},
-                    {"Start": "2024-05-01T10:00:05.100Z", "End": "2024-05-01T10:00:05.350Z", "ExitCode": 0, "Output": "ok\n"}]}}}"#;
-        let state = decode_state(body).unwrap();
+    fn state_status_health_and_the_last_run_are_mapped() {
+        let answer = ContainerInspectResponse {
+            id: Some("0123abcd".to_owned()),
+            name: Some("/web".to_owned()),
+            state: Some(bollard::models::ContainerState {
+                status: Some(ContainerStateStatusEnum::RUNNING),
+                running: Some(true),
+                pid: Some(42),
+                health: Some(bollard::models::Health {
+                    status: Some(HealthStatusEnum::HEALTHY),
+                    failing_streak: Some(0),
+                    log: Some(vec![
+                        health_run("2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z", "old"),
+                        health_run(
+                            "2024-05-01T10:00:05.100Z",
+                            "2024-05-01T10:00:05.350Z",
+                            "ok\n",
+                        ),
+                    ]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         assert_eq!(
-            state,
+            container_state(answer).unwrap(),
             ContainerState {
                 status: "running".to_owned(),
                 health: Some(ContainerHealth {
@@ -575,20 +604,50 @@ mod tests {
     }
 
     #[test]
+    fn every_status_keeps_the_engines_word() {
+        use ContainerStateStatusEnum as S;
+        for (status, word) in [
+            (S::CREATED, "created"),
+            (S::RUNNING, "running"),
+            (S::PAUSED, "paused"),
+            (S::RESTARTING, "restarting"),
+            (S::REMOVING, "removing"),
+            (S::EXITED, "exited"),
+            (S::DEAD, "dead"),
+            (S::STOPPING, "stopping"),
+        ] {
+            let answer = ContainerInspectResponse {
+                state: Some(bollard::models::ContainerState {
+                    status: Some(status),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let state = container_state(answer).unwrap();
+            assert_eq!((state.status.as_str(), state.health), (word, None));
+        }
+    }
+
+    #[test]
     fn a_body_without_a_readable_state_is_a_protocol_error() {
-        for body in [
-            &b"not json"[..],
+        let unreadable: [&[u8]; 6] = [
+            b"not json",
             b"{\"State\": {\"Status\": 5}}",
             b"{\"Id\": \"x\"}",
             b"{\"State\": {}}",
             b"{\"State\": {\"Status\": \"\"}}",
             b"[]",
-        ] {
-            let err = decode_state(body).unwrap_err();
+        ];
+        for err in unreadable.map(|body| decode(body).unwrap_err()) {
             assert_eq!(err.kind(), CheckKind::Protocol, "{err}");
             assert!(err.detail().starts_with("docker: "), "{err}");
         }
-        let state = decode_state(
+        let err = decode(b"{\"State\": {\"Status\": 5}}").unwrap_err();
+        assert!(
+            err.detail().starts_with("docker: bad inspect answer: "),
+            "{err}"
+        );
+        let state = decode(
             br#"{"State": {"Status": "running", "Health": {"Status": "starting", "Log": null}}}"#,
         )
         .unwrap();
@@ -597,21 +656,81 @@ mod tests {
 
     #[test]
     fn error_statuses_carry_the_engines_message() {
-        let err = interpret(
-            StatusCode::NOT_FOUND,
-            br#"{"message":"No such container: web"}"#,
-            false,
-        )
-        .unwrap_err();
+        let server = |status_code, message: &str| BollardError::DockerResponseServerError {
+            status_code,
+            message: message.to_owned(),
+        };
+        let err = api().failure(&server(404, "No such container: web"), Call::Inspect);
         assert_eq!(err.kind(), CheckKind::NotFound);
         assert_eq!(err.detail(), "docker: HTTP 404: No such container: web");
-        let err = interpret(StatusCode::INTERNAL_SERVER_ERROR, b"boom", false).unwrap_err();
+        let err = api().failure(&server(500, "boom"), Call::Inspect);
         assert_eq!(
             (err.kind(), err.detail()),
             (CheckKind::Status, "docker: HTTP 500: boom")
         );
-        let err = interpret(StatusCode::OK, b"{", true).unwrap_err();
+        let err = api().failure(&BollardError::APIVersionParseError {}, Call::Version);
         assert_eq!(err.kind(), CheckKind::Protocol);
+        assert!(
+            err.detail().starts_with("docker: bad version answer: "),
+            "{err}"
+        );
+        let err = api().failure(&BollardError::RequestTimeoutError, Call::Inspect);
+        assert_eq!(
+            (err.kind(), err.detail()),
+            (CheckKind::Timeout, "docker: timed out")
+        );
+    }
+
+    #[test]
+    fn socket_errors_take_their_causes_kind_and_name_a_local_socket() {
+        let io = |kind| BollardError::IOError {
+            err: std::io::Error::from(kind),
+        };
+        let err = api().failure(&io(std::io::ErrorKind::ConnectionRefused), Call::Inspect);
+        assert_eq!(
+            (err.kind(), err.detail()),
+            (CheckKind::Refused, "docker: connection refused")
+        );
+        let err = api().failure(&io(std::io::ErrorKind::PermissionDenied), Call::Version);
+        assert_eq!(err.kind(), CheckKind::Io);
+        assert!(
+            err.detail().starts_with("docker: /run/docker.sock: "),
+            "{err}"
+        );
+        let err = api().failure(
+            &BollardError::SocketNotFoundError("/run/docker.sock".to_owned()),
+            Call::Version,
+        );
+        assert_eq!(
+            (err.kind(), err.detail()),
+            (CheckKind::Io, "docker: socket /run/docker.sock not found")
+        );
+    }
+
+    #[test]
+    fn requests_go_out_under_the_negotiated_version_and_name_the_checker() {
+        let request = |uri: &str| named(Request::get(uri).body(()).unwrap());
+        let unix = "unix://2f72756e2f646f636b65722e736f636b/containers/web/json";
+        let sent = versioned(request(unix), "/v1.41");
+        assert_eq!(
+            sent.uri().to_string(),
+            "unix://2f72756e2f646f636b65722e736f636b/v1.41/containers/web/json"
+        );
+        assert_eq!(sent.headers()[USER_AGENT], USER_AGENT_VALUE);
+        let sent = versioned(request("http://10.0.0.2:2375/version?x=1"), "/v1.41");
+        assert_eq!(
+            sent.uri().to_string(),
+            "http://10.0.0.2:2375/v1.41/version?x=1"
+        );
+        let kept = "http://10.0.0.2:2375/v1.53/containers/web/json";
+        assert_eq!(versioned(request(kept), "/v1.41").uri().to_string(), kept);
+        assert_eq!(
+            api_prefix(&ClientVersion {
+                major_version: 1,
+                minor_version: 41
+            }),
+            "/v1.41"
+        );
     }
 
     #[test]
