@@ -17,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-use health_check::{DockerProbe, DockerProbeConfig, FileProbe, HEALTH_CHECK_NOT_AVAILABLE};
-use health_types::{CheckKind, CheckResult, HealthCheckConfig, Probe, ProbeError};
+use health_check::{DockerProbe, FileProbe, HEALTH_CHECK_NOT_AVAILABLE};
+use health_types::{CheckKind, CheckResult, DockerSpec, HealthCheckConfig, Probe, ProbeError};
 use tokio::{process::Command, time::Instant};
 use url::Url;
 
@@ -221,7 +221,7 @@ async fn a_real_containers_state_and_health_drive_the_probe() {
         "3600",
     ])
     .await;
-    let probe = DockerProbe::try_new(&config, DockerProbeConfig::new(web.as_str())).unwrap();
+    let probe = DockerProbe::try_new(&config, DockerSpec::new(web.as_str())).unwrap();
     println!("probe {} ({})", probe.url(), web);
 
     wait_for("health starting", &probe, |o| {
@@ -261,14 +261,14 @@ async fn a_real_containers_state_and_health_drive_the_probe() {
     let plain = unique("plain");
     cleanup.containers.push(plain.clone());
     docker(&["run", "-d", "--name", &plain, &image, "/bin/sleep", "3600"]).await;
-    let alone = DockerProbe::try_new(&config, DockerProbeConfig::new(plain.as_str())).unwrap();
+    let alone = DockerProbe::try_new(&config, DockerSpec::new(plain.as_str())).unwrap();
     wait_for("no healthcheck", &alone, |o| {
         unhealthy_with(o, HEALTH_CHECK_NOT_AVAILABLE)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let target = Url::from_directory_path(dir.path()).unwrap();
-    let with_fallback = DockerProbe::try_new(&config, DockerProbeConfig::new(plain.as_str()))
+    let with_fallback = DockerProbe::try_new(&config, DockerSpec::new(plain.as_str()))
         .unwrap()
         .try_with_fallback(Arc::new(FileProbe::try_new(&config).unwrap()), target)
         .unwrap();
@@ -278,7 +278,7 @@ async fn a_real_containers_state_and_health_drive_the_probe() {
     .await;
 
     // A container the engine does not know: an API failure, an error without fallback.
-    let missing = DockerProbe::try_new(&config, DockerProbeConfig::new(unique("missing"))).unwrap();
+    let missing = DockerProbe::try_new(&config, DockerSpec::new(unique("missing"))).unwrap();
     wait_for(
         "unknown container",
         &missing,

@@ -1,93 +1,41 @@
-//! `new_docker_monitor` against a minimal fake Docker engine on a unix socket: the
-//! display URL, the fallback's target and `update_url`, and a scheduled run.
+//! `new_docker_monitor` against the fake Docker engine of `health_check::test_util` on a
+//! unix socket: the display URL, the fallback's target and `update_url`, and a scheduled
+//! run.
 #![cfg(feature = "docker")]
 #![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use health_monitor::{HealthMonitor, MonitorError, Scope, new_docker_monitor, probe_for};
+use health_check::test_util::{FakeEngine, Reply, inspect_body};
+use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope, new_docker_monitor};
 use health_types::{CheckKind, HealthCheckConfig, Status, Url};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{UnixListener, UnixStream},
-    task::JoinHandle,
-};
 
-/// A fake engine answering `GET /version` and `GET [/vX.Y]/containers/<id>/json` with
-/// fixed bodies, one request per connection. Stops when dropped.
-struct FakeEngine {
-    host: String,
-    task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for FakeEngine {
-    fn drop(&mut self) {
-        self.task.abort();
+/// A fake engine (API 1.41) on a unix socket whose containers are in these `State`s.
+async fn engine_with(containers: &[(&str, &str)]) -> FakeEngine {
+    let engine = FakeEngine::unix("1.41").await;
+    for (id, state) in containers {
+        engine.set(id, Reply::Now(200, inspect_body(state)));
     }
+    engine
 }
 
-impl FakeEngine {
-    fn start(containers: &[(&str, &str)]) -> FakeEngine {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("docker.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let states: Arc<HashMap<String, String>> = Arc::new(
-            containers
-                .iter()
-                .map(|(id, state)| ((*id).to_owned(), (*state).to_owned()))
-                .collect(),
-        );
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, states.clone()));
-            }
-        });
-        FakeEngine {
-            host: unix_host(&socket),
-            task,
-            _dir: dir,
-        }
-    }
-}
-
-fn unix_host(socket: &Path) -> String {
-    format!("unix://{}", socket.display())
-}
-
-async fn answer(mut stream: UnixStream, states: Arc<HashMap<String, String>>) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let container = path
-        .rsplit_once("/containers/")
-        .and_then(|(_, rest)| rest.strip_suffix("/json"));
-    let (status, body) = if path.ends_with("/version") {
-        (
-            "200 OK",
-            r#"{"ApiVersion":"1.41","Version":"20.10.99"}"#.to_owned(),
-        )
-    } else if let Some(state) = container.and_then(|id| states.get(id)) {
-        ("200 OK", format!(r#"{{"Id":"x","State":{state}}}"#))
-    } else {
-        (
-            "404 Not Found",
-            r#"{"message":"No such container"}"#.to_owned(),
-        )
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+/// A monitor `name` of `container` on `engine`, falling back to a file check of `dir`
+/// (which exists: healthy `exists`).
+fn with_file_fallback(
+    name: &str,
+    engine: &FakeEngine,
+    container: &str,
+    dir: &tempfile::TempDir,
+) -> Monitor {
+    let target = Url::from_directory_path(dir.path()).unwrap();
+    new_docker_monitor(
+        name,
+        &config(),
+        Some(engine.host()),
+        container,
+        Some(target),
+    )
+    .unwrap()
 }
 
 const RUNNING: &str = r#"{"Status":"running"}"#;
@@ -105,19 +53,9 @@ fn config() -> HealthCheckConfig {
 
 #[tokio::test]
 async fn the_monitor_shows_the_docker_url_and_the_fallback_checks_the_target() {
-    let engine = FakeEngine::start(&[("plain", RUNNING)]);
+    let engine = engine_with(&[("plain", RUNNING)]).await;
     let present = tempfile::tempdir().unwrap();
-    let target = Url::from_directory_path(present.path()).unwrap();
-    let fallback = probe_for(&config(), &target).unwrap();
-    let monitor = new_docker_monitor(
-        "app",
-        &config(),
-        target,
-        Some(&engine.host),
-        "plain",
-        Some(fallback),
-    )
-    .unwrap();
+    let monitor = with_file_fallback("app", &engine, "plain", &present);
     assert_eq!(
         monitor.url().as_str(),
         "docker://localhost/containers/plain"
@@ -151,19 +89,9 @@ async fn the_monitor_shows_the_docker_url_and_the_fallback_checks_the_target() {
 
 #[tokio::test]
 async fn a_docker_unhealthy_result_is_final_and_no_fallback_means_an_error() {
-    let engine = FakeEngine::start(&[("sick", UNHEALTHY)]);
+    let engine = engine_with(&[("sick", UNHEALTHY)]).await;
     let present = tempfile::tempdir().unwrap();
-    let target = Url::from_directory_path(present.path()).unwrap();
-    let fallback = probe_for(&config(), &target).unwrap();
-    let sick = new_docker_monitor(
-        "sick",
-        &config(),
-        target.clone(),
-        Some(&engine.host),
-        "sick",
-        Some(fallback),
-    )
-    .unwrap();
+    let sick = with_file_fallback("sick", &engine, "sick", &present);
     let result = sick.check_health().await.unwrap();
     assert_eq!(
         (result.healthy, result.kind, result.detail.as_str()),
@@ -171,18 +99,15 @@ async fn a_docker_unhealthy_result_is_final_and_no_fallback_means_an_error() {
     );
     assert_eq!(result.latency, Duration::from_millis(20));
 
-    let missing =
-        new_docker_monitor("gone", &config(), target, Some(&engine.host), "gone", None).unwrap();
+    let missing = new_docker_monitor("gone", &config(), Some(engine.host()), "gone", None).unwrap();
     let err = missing.check_health().await.unwrap_err();
     assert_eq!(err.kind(), CheckKind::NotFound, "{err}");
 }
 
 #[tokio::test]
 async fn a_started_monitor_follows_the_container() {
-    let engine = FakeEngine::start(&[("web", HEALTHY)]);
-    let target = Url::parse("http://127.0.0.1:9/").unwrap();
-    let monitor =
-        new_docker_monitor("web", &config(), target, Some(&engine.host), "web", None).unwrap();
+    let engine = engine_with(&[("web", HEALTHY)]).await;
+    let monitor = new_docker_monitor("web", &config(), Some(engine.host()), "web", None).unwrap();
     let scope = Scope::new();
     monitor.start(&scope).unwrap();
     let mut updates = monitor.subscribe();
@@ -200,14 +125,12 @@ async fn a_started_monitor_follows_the_container() {
 
 #[test]
 fn bad_hosts_and_containers_are_config_errors() {
-    let target = Url::parse("http://127.0.0.1:9/").unwrap();
     for (host, container) in [
         (Some("ssh://docker.test"), "web"),
         (Some("unix://relative.sock"), "web"),
         (None, "no/slashes"),
     ] {
-        let err =
-            new_docker_monitor("x", &config(), target.clone(), host, container, None).unwrap_err();
+        let err = new_docker_monitor("x", &config(), host, container, None).unwrap_err();
         assert!(matches!(err, MonitorError::Config(_)), "{err:?}");
     }
 }
