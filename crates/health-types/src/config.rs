@@ -75,19 +75,11 @@ pub enum Method {
     Head,
 }
 
-impl Method {
+crate::util::wire_names! {
     /// The method's name in upper case.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    Method {
+        Get => "GET",
+        Head => "HEAD",
     }
 }
 
@@ -95,25 +87,13 @@ impl FromStr for Method {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("GET") {
-            Ok(Method::Get)
-        } else if s.eq_ignore_ascii_case("HEAD") {
-            Ok(Method::Head)
-        } else {
-            Err(ConfigError::invalid(
-                "method",
-                format!("{s:?}"),
-                "expected \"GET\" or \"HEAD\"",
-            ))
-        }
+        Method::from_wire_name(s).ok_or_else(|| {
+            ConfigError::invalid("method", format!("{s:?}"), "expected \"GET\" or \"HEAD\"")
+        })
     }
 }
 
-impl Serialize for Method {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
+crate::util::serialize_as_str!(Method);
 
 impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -1,7 +1,7 @@
 //! Monitor events (`down`, `up`, `stopped`) and the [`EventSink`] that receives them.
 
 use std::{
-    fmt::{self, Debug},
+    fmt::Debug,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -20,20 +20,12 @@ pub enum EventKind {
     Stopped,
 }
 
-impl EventKind {
+crate::util::wire_names! {
     /// The lowercase name, as used on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Down => "down",
-            EventKind::Up => "up",
-            EventKind::Stopped => "stopped",
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    EventKind {
+        Down => "down",
+        Up => "up",
+        Stopped => "stopped",
     }
 }
 

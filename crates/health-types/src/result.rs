@@ -1,7 +1,7 @@
 //! The outcome of one probe: a [`CheckResult`] when the target was checked, a
 //! [`ProbeError`] when the check itself could not be carried out.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,30 +39,22 @@ pub enum CheckKind {
     Internal,
 }
 
-impl CheckKind {
+crate::util::wire_names! {
     /// The snake_case name, as used on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CheckKind::Ok => "ok",
-            CheckKind::Status => "status",
-            CheckKind::Timeout => "timeout",
-            CheckKind::Refused => "refused",
-            CheckKind::Reset => "reset",
-            CheckKind::Dns => "dns",
-            CheckKind::Tls => "tls",
-            CheckKind::Protocol => "protocol",
-            CheckKind::Io => "io",
-            CheckKind::NotFound => "not_found",
-            CheckKind::Container => "container",
-            CheckKind::Config => "config",
-            CheckKind::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    CheckKind {
+        Ok => "ok",
+        Status => "status",
+        Timeout => "timeout",
+        Refused => "refused",
+        Reset => "reset",
+        Dns => "dns",
+        Tls => "tls",
+        Protocol => "protocol",
+        Io => "io",
+        NotFound => "not_found",
+        Container => "container",
+        Config => "config",
+        Internal => "internal",
     }
 }
 

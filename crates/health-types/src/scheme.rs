@@ -1,6 +1,6 @@
 //! The URL schemes the toolkit checks ([`Scheme`]): the one place that lists them.
 
-use std::{fmt, str::FromStr};
+use std::str::FromStr;
 
 use url::Url;
 
@@ -58,22 +58,6 @@ impl Scheme {
     /// [`HTTP`](Self::HTTP).
     pub const STREAM: &[Scheme] = Scheme::ALL.split_at(3).1.split_at(6).0;
 
-    /// The scheme as written in a URL.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-            Scheme::H2c => "h2c",
-            Scheme::Tcp => "tcp",
-            Scheme::Tcp4 => "tcp4",
-            Scheme::Tcp6 => "tcp6",
-            Scheme::Udp => "udp",
-            Scheme::Udp4 => "udp4",
-            Scheme::Udp6 => "udp6",
-            Scheme::File => "file",
-        }
-    }
-
     /// The scheme of `url`, or the error listing every supported one.
     pub fn of(url: &Url) -> Result<Scheme, ConfigError> {
         Scheme::of_among(url, &Scheme::ALL)
@@ -104,9 +88,19 @@ impl Scheme {
     }
 }
 
-impl fmt::Display for Scheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::util::wire_names! {
+    /// The scheme as written in a URL.
+    Scheme {
+        Http => "http",
+        Https => "https",
+        H2c => "h2c",
+        Tcp => "tcp",
+        Tcp4 => "tcp4",
+        Tcp6 => "tcp6",
+        Udp => "udp",
+        Udp4 => "udp4",
+        Udp6 => "udp6",
+        File => "file",
     }
 }
 
@@ -119,10 +113,7 @@ impl FromStr for Scheme {
     type Err = UnknownScheme;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scheme::ALL
-            .into_iter()
-            .find(|scheme| scheme.as_str() == s)
-            .ok_or_else(|| UnknownScheme(s.to_owned()))
+        Scheme::from_wire_name(s).ok_or_else(|| UnknownScheme(s.to_owned()))
     }
 }
 

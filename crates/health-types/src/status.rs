@@ -1,8 +1,8 @@
 //! The health status of a monitored target.
 
-use std::{fmt, str::FromStr};
+use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer};
 
 /// The health status of a monitored target.
 ///
@@ -45,24 +45,18 @@ impl Status {
     pub const fn is_good(self) -> bool {
         matches!(self, Status::Starting | Status::Healthy | Status::Napping)
     }
-
-    /// The lowercase name, as used on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Status::Unknown => "unknown",
-            Status::Starting => "starting",
-            Status::Healthy => "healthy",
-            Status::Unhealthy => "unhealthy",
-            Status::Error => "error",
-            Status::Napping => "napping",
-            Status::Stopped => "stopped",
-        }
-    }
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::util::wire_names! {
+    /// The lowercase name, as used on the wire.
+    Status {
+        Unknown => "unknown",
+        Starting => "starting",
+        Healthy => "healthy",
+        Unhealthy => "unhealthy",
+        Error => "error",
+        Napping => "napping",
+        Stopped => "stopped",
     }
 }
 
@@ -77,18 +71,11 @@ impl FromStr for Status {
     type Err = ParseStatusError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParseStatusError(s.to_owned()))
+        Status::from_wire_name(s).ok_or_else(|| ParseStatusError(s.to_owned()))
     }
 }
 
-impl Serialize for Status {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
+crate::util::serialize_as_str!(Status);
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -3,6 +3,51 @@
 
 use std::{borrow::Cow, error::Error, fmt, time::Duration};
 
+/// Gives a fieldless enum its wire name: `as_str` (a `const fn`) and a `Display` that
+/// writes it, from one table of `Variant => "name"`.
+macro_rules! wire_names {
+    ($(#[$doc:meta])* $ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            $(#[$doc])*
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl $ty {
+            /// The variant whose wire name is `name`, ignoring ASCII case.
+            #[allow(dead_code, reason = "not every wire enum is parsed from text")]
+            pub(crate) fn from_wire_name(name: &str) -> Option<Self> {
+                $(if name.eq_ignore_ascii_case($name) {
+                    return Some($ty::$variant);
+                })+
+                None
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use wire_names;
+
+/// Serializes fieldless enums as their wire name (`as_str`).
+macro_rules! serialize_as_str {
+    ($($ty:ty),+) => {$(
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    )+};
+}
+pub(crate) use serialize_as_str;
+
 /// The marker that ends text cut by [`truncate`].
 pub const TRUNCATION_MARKER: char = '…';
 
