@@ -232,27 +232,24 @@ impl Dispatcher {
                 continue;
             }
             matched = true;
-            match worker.queue.push(Arc::clone(&message)) {
-                Push::Queued => {}
-                Push::DroppedOldest(oldest) => {
-                    worker.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        notifier = %worker.name,
-                        provider = worker.provider,
-                        dropped = %oldest.title,
-                        "notification queue full; dropped the oldest message"
-                    );
-                }
-                Push::Closed => {
-                    worker.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        notifier = %worker.name,
-                        provider = worker.provider,
-                        title = %message.title,
-                        "dispatcher is shut down; dropped the message"
-                    );
-                }
-            }
+            let (dropped, why) = match worker.queue.push(Arc::clone(&message)) {
+                Push::Queued => continue,
+                Push::DroppedOldest(oldest) => (
+                    oldest,
+                    "notification queue full; dropped the oldest message",
+                ),
+                Push::Closed => (
+                    Arc::clone(&message),
+                    "dispatcher is shut down; dropped the message",
+                ),
+            };
+            worker.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                notifier = %worker.name,
+                provider = worker.provider,
+                title = %dropped.title,
+                "{why}"
+            );
         }
         if !matched && !message.to.is_empty() {
             warn!(

@@ -131,6 +131,7 @@ mod dispatcher;
 mod error;
 mod http;
 mod message;
+mod names;
 mod notifier;
 mod providers;
 mod retry;

@@ -5,12 +5,13 @@
 use std::{
     borrow::Cow,
     fmt,
-    str::FromStr,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use health_types::{Event, EventKind};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use serde::{Serialize, Serializer};
+
+use crate::names::parse_by_name;
 
 /// What a message is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,33 +154,11 @@ impl fmt::Display for Format {
     }
 }
 
-impl FromStr for Format {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("markdown") {
-            Ok(Format::Markdown)
-        } else if s.eq_ignore_ascii_case("plain") {
-            Ok(Format::Plain)
-        } else {
-            Err(format!(
-                "unknown format {s:?}: expected \"markdown\" or \"plain\""
-            ))
-        }
-    }
-}
+parse_by_name!(Format, "format", ["markdown" => Markdown, "plain" => Plain]);
 
 impl Serialize for Format {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Format {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(de::Error::custom)
     }
 }
 

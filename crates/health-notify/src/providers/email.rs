@@ -1,7 +1,7 @@
 //! The `email` provider: SMTP with STARTTLS, implicit TLS or no encryption, via lettre
 //! (tokio, rustls with the ring provider, Mozilla roots).
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
 use lettre::{
@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::{
     Format, Message, Notifier, NotifyError, Secret,
+    names::parse_by_name,
     providers::{Provider, Setup, required},
 };
 
@@ -120,28 +121,7 @@ pub enum EmailTls {
     None,
 }
 
-impl FromStr for EmailTls {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "starttls" => Ok(EmailTls::Starttls),
-            "tls" => Ok(EmailTls::Tls),
-            "none" => Ok(EmailTls::None),
-            _ => Err(format!(
-                "unknown tls mode {s:?}: expected \"starttls\", \"tls\" or \"none\""
-            )),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for EmailTls {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(de::Error::custom)
-    }
-}
+parse_by_name!(EmailTls, "tls mode", ["starttls" => Starttls, "tls" => Tls, "none" => None]);
 
 /// Sends messages by email (SMTP speaks no HTTP, so email is a notifier of its own):
 /// `Subject` is the title, the body is the plain rendering

@@ -4,11 +4,12 @@
 use std::str::FromStr;
 
 use http::{HeaderName, HeaderValue, Method};
-use serde::{Deserialize, Deserializer, Serialize, de};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
     Field, Format, HttpRequest, Message, NotifyError, Secret,
+    names::{deserialize_from_str, parse_by_name},
     providers::{HttpProvider, bearer, http_url, to_json},
 };
 
@@ -72,21 +73,7 @@ impl WebhookMethod {
     }
 }
 
-impl FromStr for WebhookMethod {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("POST") {
-            Ok(WebhookMethod::Post)
-        } else if s.eq_ignore_ascii_case("PUT") {
-            Ok(WebhookMethod::Put)
-        } else {
-            Err(format!(
-                "unknown method {s:?}: expected \"POST\" or \"PUT\""
-            ))
-        }
-    }
-}
+parse_by_name!(WebhookMethod, "method", ["POST" => Post, "PUT" => Put]);
 
 /// The webhook body's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -110,6 +97,8 @@ impl MimeType {
         }
     }
 }
+
+deserialize_from_str!(MimeType);
 
 impl FromStr for MimeType {
     type Err = String;
@@ -141,32 +130,7 @@ pub enum ColorMode {
     Dec,
 }
 
-impl FromStr for ColorMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("hex") {
-            Ok(ColorMode::Hex)
-        } else if s.eq_ignore_ascii_case("dec") {
-            Ok(ColorMode::Dec)
-        } else {
-            Err(format!(
-                "unknown color mode {s:?}: expected \"hex\" or \"dec\""
-            ))
-        }
-    }
-}
-
-macro_rules! deserialize_from_str {
-    ($($ty:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
-            }
-        }
-    )*};
-}
-deserialize_from_str!(WebhookMethod, MimeType, ColorMode);
+parse_by_name!(ColorMode, "color mode", ["hex" => Hex, "dec" => Dec]);
 
 /// One of the §6 placeholders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

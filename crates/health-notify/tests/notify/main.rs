@@ -1,8 +1,10 @@
 //! Integration tests of health-notify: wire formats against a local hyper receiver, the
 //! dispatcher's rules under tokio's paused clock and against real sockets, email against
-//! an in-test SMTP responder, and the crate docs' config examples.
+//! an in-test SMTP responder, `[[notify]]` tables good and bad, and the crate docs' config
+//! examples.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
 
+mod config;
 mod dispatch;
 mod docs;
 mod email;
