@@ -28,7 +28,7 @@ pub const HEALTH_CHECK_NOT_AVAILABLE: &str = "docker health check not available"
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerState {
     /// `State.Status`: `created`, `running`, `paused`, `restarting`, `removing`,
-    /// `exited` or `dead`.
+    /// `exited`, `dead` (or `stopping`, which newer engines report).
     pub status: String,
     /// `State.Health`; `None` when the container has no healthcheck.
     pub health: Option<ContainerHealth>,
@@ -60,7 +60,8 @@ pub struct HealthLogEntry {
 /// # Cancel safety
 ///
 /// Dropping the future of [`inspect_state`](DockerApi::inspect_state) must leave nothing
-/// running.
+/// running that does not end by itself at once ([`BollardDockerApi`] leaves a connection
+/// task that closes its socket when it sees the call gone).
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait DockerApi: Send + Sync + Debug {

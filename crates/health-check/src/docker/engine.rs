@@ -159,11 +159,12 @@ pub(crate) fn container_name(name: &str) -> Result<String, ConfigError> {
 ///
 /// # Cancel safety
 ///
-/// Dropping a call drops bollard's request and, when the client was being created or
-/// the call was in flight, the cached client too. bollard's client (hyper-util's pooled
-/// client) drives each connection on a task of its own; that task sees the request gone,
-/// closes its socket and ends. bollard keeps no idle connections, so nothing outlives
-/// the call for longer than that.
+/// Dropping a call before it finished drops bollard's request and the cached client.
+/// Unlike the HTTP probes' exchange, which runs inside the check's own future, bollard's
+/// client (hyper-util's pooled client) drives each connection on a task it spawns. So a
+/// dropped call leaves that task behind for a moment: dropping the request wakes it, it
+/// sees the request gone, closes its socket and ends. bollard keeps no idle connections
+/// (`pool_max_idle_per_host(0)`), so no socket outlives a call otherwise.
 #[derive(Debug)]
 pub struct BollardDockerApi {
     endpoint: Endpoint,
