@@ -348,3 +348,17 @@ async fn an_absent_engine_is_an_error_until_it_comes_up() {
     let err = check(&probe).await.unwrap_err();
     assert_eq!(err.kind(), CheckKind::Refused, "{err}");
 }
+
+#[tokio::test]
+async fn a_tcp_engine_whose_name_does_not_resolve_is_a_dns_error() {
+    let spec = DockerSpec {
+        container: "web".to_owned(),
+        host: Some("tcp://no-such-host.invalid:2375".to_owned()),
+    };
+    let probe = DockerProbe::try_new(&config(2000), spec).unwrap();
+    let err = check(&probe).await.unwrap_err();
+    assert_eq!(
+        (err.kind(), err.detail()),
+        (CheckKind::Dns, "docker: dns: no such host")
+    );
+}

@@ -20,7 +20,7 @@ use url::Url;
 use super::{ContainerHealth, ContainerState, DockerApi, HealthLogEntry};
 use crate::{
     failure::{Side, classify_chain},
-    net::{self, USER_AGENT_VALUE},
+    net::{self, Family, USER_AGENT_VALUE},
 };
 
 /// The engine used when neither a host nor `DOCKER_HOST` is given.
@@ -149,7 +149,9 @@ pub(crate) fn container_name(name: &str) -> Result<String, ConfigError> {
 /// - Engine failures become [`ProbeError`]s prefixed `docker: `: HTTP 404 (no such
 ///   container) is kind `not_found`, another status `status` (`docker: HTTP <code>:
 ///   <message>`), a body bollard cannot decode or one without a `State.Status`
-///   `protocol`, no answer in time `timeout`, and a socket failure the kind of its cause.
+///   `protocol`, no answer in time `timeout`, a `tcp://` host whose name does not
+///   resolve `dns` (checked when the client is created), and a socket failure the kind
+///   of its cause.
 /// - Every call ends after the `timeout` given to [`try_new`](Self::try_new), body
 ///   included (bollard's own timeout, in whole seconds, covers only the answer's head).
 ///   The answer's size is not capped: bollard reads the whole body, and the engine is
@@ -221,6 +223,14 @@ impl BollardDockerApi {
         // bollard counts its request timeout in whole seconds; round up so that a
         // sub-second timeout is not zero. The caller's own deadline is the exact one.
         let seconds = self.timeout.as_secs() + u64::from(self.timeout.subsec_nanos() > 0);
+        if let Endpoint::Tcp { host, port } = &self.endpoint {
+            // bollard's connector reports a name that does not resolve as a bare I/O
+            // error; resolving it here first makes it the `dns` failure every other
+            // probe reports. A client re-created after a failure resolves again.
+            net::resolve(host, *port, Family::Any)
+                .await
+                .map_err(|failure| failure.prefixed("docker: ").into_error())?;
+        }
         let docker = match &self.endpoint {
             Endpoint::Unix(path) => Docker::connect_with_unix(path, seconds, API_DEFAULT_VERSION),
             Endpoint::Tcp { .. } => Docker::connect_with_http(
