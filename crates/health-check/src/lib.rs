@@ -147,8 +147,9 @@
 //!
 //! Every `check` may be dropped at any await point. The HTTP probes leave only pooled
 //! idle connections behind (that is the point of the pool); the others leave nothing,
-//! with one narrow exception: a Docker check dropped while its client is being created
-//! leaves bollard's version request to finish on bollard's own connection task.
+//! with one narrow exception: a dropped Docker check leaves bollard's connection task
+//! (hyper-util's client spawns one per connection), which sees the request gone, closes
+//! its socket and ends.
 
 #[cfg(feature = "http")]
 mod agent;
