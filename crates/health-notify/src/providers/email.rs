@@ -258,32 +258,18 @@ mod tests {
 
     #[test]
     fn bad_addresses_and_half_credentials_are_rejected() {
-        let mut c = config();
-        c.to = vec!["not an address".into()];
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("invalid `to`:")
-        );
-        let mut c = config();
-        c.to.clear();
-        assert!(c.validate().is_err());
-        let mut c = config();
-        c.username = Some("me".into());
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("invalid `password`:")
-        );
-        let mut c = config();
-        c.from = "@".into();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("invalid `from`:")
-        );
+        type Change = fn(&mut EmailConfig);
+        let cases: [(Change, &str); 4] = [
+            (|c| c.to = vec!["not an address".into()], "invalid `to`:"),
+            (|c| c.to.clear(), "invalid `to`:"),
+            (|c| c.username = Some("me".into()), "invalid `password`:"),
+            (|c| c.from = "@".into(), "invalid `from`:"),
+        ];
+        for (change, expected) in cases {
+            let mut c = config();
+            change(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
     }
 }

@@ -409,34 +409,33 @@ mod tests {
     }
 
     #[test]
-    fn substituted_text_is_never_rescanned() {
-        // The detail is literally "$title": it must come out as is, not as the title.
-        assert_eq!(render("$detail", MimeType::Text, ColorMode::Hex), "$title");
-        assert_eq!(
-            render("$detail$title", MimeType::Text, ColorMode::Hex),
-            "$titleService down: \"api\""
-        );
-    }
-
-    #[test]
-    fn raw_mode_inserts_text_as_is() {
-        assert_eq!(
-            render("t=$title&c=$color&u=$url", MimeType::Form, ColorMode::Dec),
-            "t=Service down: \"api\"&c=16711680&u=http://api.test/"
-        );
-        assert_eq!(
-            render("$fields", MimeType::Text, ColorMode::Hex),
-            "Service: api\nDetail: $title"
-        );
-    }
-
-    #[test]
-    fn unknown_dollars_and_suffixes_stay() {
-        assert_eq!(
-            render("$5 $nope $$title $titles $", MimeType::Text, ColorMode::Hex),
-            "$5 $nope $Service down: \"api\" Service down: \"api\"s $"
-        );
-        assert_eq!(render("", MimeType::Text, ColorMode::Hex), "");
+    fn templates_render_in_one_pass() {
+        use ColorMode::{Dec, Hex};
+        use MimeType::{Form, Text};
+        let cases = [
+            // The detail is literally "$title": it must come out as is, not as the title.
+            ("$detail", Text, Hex, "$title"),
+            ("$detail$title", Text, Hex, "$titleService down: \"api\""),
+            // Raw modes insert text as is.
+            (
+                "t=$title&c=$color&u=$url",
+                Form,
+                Dec,
+                "t=Service down: \"api\"&c=16711680&u=http://api.test/",
+            ),
+            ("$fields", Text, Hex, "Service: api\nDetail: $title"),
+            // Unknown dollars and suffixes stay.
+            (
+                "$5 $nope $$title $titles $",
+                Text,
+                Hex,
+                "$5 $nope $Service down: \"api\" Service down: \"api\"s $",
+            ),
+            ("", Text, Hex, ""),
+        ];
+        for (template, mime, mode, expected) in cases {
+            assert_eq!(render(template, mime, mode), expected, "{template:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use health_notify::{Dispatcher, Message, NotifyError, RetryPolicy, Stats};
+use health_notify::{Dispatcher, DispatcherBuilder, Message, NotifyError, RetryPolicy, Stats};
 use health_types::{EventKind, EventSink, TokioClock};
 use tokio::time::Instant;
 
@@ -29,48 +29,87 @@ fn custom(title: &str) -> Message {
 /// Long enough for any schedule in these tests; paused time makes it free.
 const DRAIN: Duration = Duration::from_secs(3600);
 
+/// A dispatcher whose one notifier, the webhook "hook", sends through `http`.
+fn hook(http: &Arc<FakeSend>) -> DispatcherBuilder {
+    Dispatcher::builder().notifier(fake_webhook("hook", Arc::clone(http)))
+}
+
+/// Starts `builder`'s dispatcher, sends `messages` and shuts it down within [`DRAIN`].
+async fn drained(
+    builder: DispatcherBuilder,
+    messages: impl IntoIterator<Item = Message>,
+) -> Dispatcher {
+    let dispatcher = builder.start().unwrap();
+    for message in messages {
+        dispatcher.send(message);
+    }
+    assert!(dispatcher.shutdown(DRAIN).await.drained);
+    dispatcher
+}
+
+/// One message against scripted answers, with the default policy without jitter, the
+/// default 10 s timeout and a wall clock at t0: when each attempt came (seconds after the
+/// send) and the counters once drained.
 #[tokio::test(start_paused = true)]
-async fn retries_back_off_exponentially_then_give_up() {
-    let http = FakeSend::new(vec![Fake::Status(500, None); 5]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("boom"));
-    let report = dispatcher.shutdown(DRAIN).await;
-    assert!(report.drained);
-    assert_eq!(
-        http.times(start),
-        [secs(0), secs(1), secs(3), secs(7), secs(15)]
-    );
-    assert_eq!(
-        dispatcher.stats(),
-        Stats {
-            sent: 0,
-            failed: 1,
-            retried: 4,
-            dropped: 0
-        }
-    );
+async fn retry_schedules() {
+    let retry_at = |s| Fake::Status(503, Some(httpdate::fmt_http_date(t0() + secs(s))));
+    let counts = |sent, failed, retried| Stats {
+        sent,
+        failed,
+        retried,
+        dropped: 0,
+    };
+    let cases = [
+        (
+            "5xx backs off from 1 s, doubling, then gives up",
+            vec![Fake::Status(500, None); 5],
+            vec![0, 1, 3, 7, 15],
+            counts(0, 1, 4),
+        ),
+        (
+            "Retry-After seconds replace the backoff",
+            vec![Fake::Status(429, Some("7".into()))],
+            vec![0, 7],
+            counts(1, 0, 1),
+        ),
+        (
+            "Retry-After dates use the clock: 30 s as asked, a day away capped at 5 min",
+            vec![retry_at(30), retry_at(86_400)],
+            vec![0, 30, 330],
+            counts(1, 0, 2),
+        ),
+        (
+            "408 and transport errors are retried",
+            vec![
+                Fake::Status(408, None),
+                Fake::Refused,
+                Fake::Status(200, None),
+            ],
+            vec![0, 1, 3],
+            counts(1, 0, 2),
+        ),
+        (
+            "a hung request times out after the default 10 s, then backs off 1 s",
+            vec![Fake::Hang],
+            vec![0, 11],
+            counts(1, 0, 1),
+        ),
+    ];
+    for (name, script, times, stats) in cases {
+        let http = FakeSend::new(script);
+        let clock = Arc::new(TokioClock::starting_at(t0()));
+        let dispatcher = drained(hook(&http).retry(exact()).clock(clock), [custom(name)]).await;
+        let times: Vec<_> = times.into_iter().map(secs).collect();
+        assert_eq!(http.times(), times, "{name}");
+        assert_eq!(dispatcher.stats(), stats, "{name}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn default_backoff_has_ten_percent_jitter() {
-    let http = FakeSend::new(vec![
-        Fake::Status(503, None),
-        Fake::Status(502, None),
-        Fake::Status(500, None),
-    ]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("flaky"));
-    dispatcher.shutdown(DRAIN).await;
-    let times = http.times(start);
+    let http = FakeSend::new([503, 502, 500].map(|status| Fake::Status(status, None)));
+    let dispatcher = drained(hook(&http), [custom("flaky")]).await;
+    let times = http.times();
     assert_eq!(times.len(), 4);
     let gaps: Vec<_> = times.windows(2).map(|w| w[1] - w[0]).collect();
     for (gap, nominal) in gaps.iter().zip([1000, 2000, 4000]) {
@@ -86,113 +125,23 @@ async fn default_backoff_has_ten_percent_jitter() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn retry_after_seconds_replace_the_backoff() {
-    let http = FakeSend::new(vec![Fake::Status(429, Some("7".into()))]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("limited"));
-    dispatcher.shutdown(DRAIN).await;
-    assert_eq!(http.times(start), [secs(0), secs(7)]);
-    assert_eq!(dispatcher.stats().sent, 1);
-    assert_eq!(dispatcher.stats().retried, 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn retry_after_dates_use_the_clock_and_are_capped() {
-    let base = t0();
-    let at = httpdate::fmt_http_date(base + secs(30));
-    let far = httpdate::fmt_http_date(base + secs(86_400));
-    let http = FakeSend::new(vec![
-        Fake::Status(503, Some(at)),
-        Fake::Status(503, Some(far)),
-    ]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .clock(Arc::new(TokioClock::starting_at(base)))
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("later"));
-    dispatcher.shutdown(DRAIN).await;
-    // 30 s as asked, then a day away is capped at 5 minutes.
-    assert_eq!(http.times(start), [secs(0), secs(30), secs(330)]);
-    assert_eq!(dispatcher.stats().sent, 1);
-}
-
-#[tokio::test(start_paused = true)]
 async fn client_errors_fail_at_once() {
     for status in [400, 401, 404, 422] {
         let http = FakeSend::new(vec![Fake::Status(status, None)]);
-        let dispatcher = Dispatcher::builder()
-            .notifier(fake_webhook("hook", Arc::clone(&http)))
-            .start()
-            .unwrap();
-        dispatcher.send(custom("bad"));
-        dispatcher.shutdown(DRAIN).await;
+        let dispatcher = drained(hook(&http), [custom("bad")]).await;
         assert_eq!(http.count(), 1, "{status} must not be retried");
-        assert_eq!(
-            dispatcher.stats(),
-            Stats {
-                failed: 1,
-                ..Stats::default()
-            }
-        );
+        let failed_once = Stats {
+            failed: 1,
+            ..Stats::default()
+        };
+        assert_eq!(dispatcher.stats(), failed_once);
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn timeouts_408_and_transport_errors_are_retried() {
-    let http = FakeSend::new(vec![
-        Fake::Status(408, None),
-        Fake::Refused,
-        Fake::Status(200, None),
-    ]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("eventually"));
-    dispatcher.shutdown(DRAIN).await;
-    assert_eq!(http.times(start), [secs(0), secs(1), secs(3)]);
-    assert_eq!(dispatcher.stats().sent, 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_hung_request_times_out_after_ten_seconds_by_default() {
-    let http = FakeSend::new(vec![Fake::Hang]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .start()
-        .unwrap();
-    let start = Instant::now();
-    dispatcher.send(custom("slow"));
-    dispatcher.shutdown(DRAIN).await;
-    // 10 s timeout, then the 1 s backoff.
-    assert_eq!(http.times(start), [secs(0), secs(11)]);
-    assert_eq!(dispatcher.stats().sent, 1);
-    assert_eq!(dispatcher.stats().retried, 1);
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_down_that_needs_retries_still_precedes_its_up() {
-    let http = FakeSend::new(vec![
-        Fake::Status(500, None),
-        Fake::Status(503, None),
-        Fake::Status(200, None),
-        Fake::Status(200, None),
-    ]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .start()
-        .unwrap();
+    let http = FakeSend::new([500, 503, 200, 200].map(|status| Fake::Status(status, None)));
+    let dispatcher = hook(&http).start().unwrap();
     dispatcher.notify(event(EventKind::Down, "api"));
     dispatcher.notify(event(EventKind::Up, "api"));
     dispatcher.shutdown(DRAIN).await;
@@ -211,11 +160,7 @@ async fn a_down_that_needs_retries_still_precedes_its_up() {
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_never_blocks_and_drops_the_oldest() {
     let http = FakeSend::gated();
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .queue_capacity(3)
-        .start()
-        .unwrap();
+    let dispatcher = hook(&http).queue_capacity(3).start().unwrap();
     dispatcher.send(custom("m0"));
     // Let the delivery task take m0 and get stuck at the closed gate (bounded).
     for _ in 0..100 {
@@ -248,11 +193,8 @@ async fn a_full_queue_never_blocks_and_drops_the_oldest() {
 async fn to_lists_pick_notifiers_by_name() {
     let a = FakeSend::new([]);
     let b = FakeSend::new([]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("a", Arc::clone(&a)))
-        .notifier(fake_webhook("b", Arc::clone(&b)))
-        .start()
-        .unwrap();
+    let both = [("a", &a), ("b", &b)].map(|(name, http)| fake_webhook(name, Arc::clone(http)));
+    let dispatcher = Dispatcher::builder().notifiers(both).start().unwrap();
     dispatcher.send(custom("for b").with_to(["b"]));
     dispatcher.send(custom("for all"));
     dispatcher.send(custom("for nobody").with_to(["c"]));
@@ -288,11 +230,7 @@ async fn to_lists_pick_notifiers_by_name() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_queued_messages_and_retries() {
     let http = FakeSend::new(vec![Fake::Status(500, None)]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .retry(exact())
-        .start()
-        .unwrap();
+    let dispatcher = hook(&http).retry(exact()).start().unwrap();
     for i in 0..3 {
         dispatcher.send(custom(&format!("q{i}")));
     }
@@ -315,8 +253,7 @@ async fn shutdown_drains_queued_messages_and_retries() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_abandons_what_is_left_at_the_deadline() {
     let http = FakeSend::new(vec![Fake::Hang]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
+    let dispatcher = hook(&http)
         .request_timeout(Duration::from_secs(3600))
         .start()
         .unwrap();
@@ -356,10 +293,7 @@ async fn duplicate_names_and_bad_policies_are_rejected() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_last_handle_lets_queued_messages_finish() {
     let http = FakeSend::new([]);
-    let dispatcher = Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(&http)))
-        .start()
-        .unwrap();
+    let dispatcher = hook(&http).start().unwrap();
     dispatcher.send(custom("last words"));
     drop(dispatcher);
     // Bounded: the delivery task needs a few polls at most.

@@ -1,7 +1,9 @@
 //! The email provider against an in-test SMTP responder: envelope, headers and body;
 //! permanent SMTP failures are not retried.
 
-use health_notify::{Dispatcher, Message, RetryPolicy};
+use std::sync::Arc;
+
+use health_notify::{Dispatcher, Message, Notifier, NotifyError, RetryPolicy};
 use health_types::{EventKind, EventSink};
 
 use crate::support::{SmtpSink, WAIT, build, event};
@@ -52,14 +54,21 @@ async fn the_message_arrives_with_its_headers_and_body() {
     );
 }
 
-#[tokio::test]
-async fn a_permanent_smtp_failure_is_not_retried() {
-    let sink = SmtpSink::start(Some("550 no such user")).await;
+/// One attempt to mail an `up` message through a responder that answers RCPT with
+/// `rcpt_reply`: the responder, the notifier and the error.
+async fn refused(rcpt_reply: &'static str) -> (SmtpSink, Arc<dyn Notifier>, NotifyError) {
+    let sink = SmtpSink::start(Some(rcpt_reply)).await;
     let notifier = build(&table(sink.port()));
     let err = notifier
         .send(&Message::from_event(&event(EventKind::Up, "api")))
         .await
         .unwrap_err();
+    (sink, notifier, err)
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_failure_is_not_retried() {
+    let (sink, notifier, err) = refused("550 no such user").await;
     assert!(!err.is_retryable(), "{err:?}");
 
     let dispatcher = Dispatcher::builder()
@@ -79,11 +88,6 @@ async fn a_permanent_smtp_failure_is_not_retried() {
 
 #[tokio::test]
 async fn a_transient_smtp_failure_is_retried() {
-    let sink = SmtpSink::start(Some("451 try again later")).await;
-    let notifier = build(&table(sink.port()));
-    let err = notifier
-        .send(&Message::from_event(&event(EventKind::Up, "api")))
-        .await
-        .unwrap_err();
+    let (_sink, _notifier, err) = refused("451 try again later").await;
     assert!(err.is_retryable(), "{err:?}");
 }

@@ -224,26 +224,30 @@ pub(crate) enum Fake {
 /// A scripted [`HttpSend`] for paused-clock tests: records when each request came (on
 /// tokio's clock), answers from the script, then 200. With a gate, each request first
 /// waits for a permit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FakeSend {
     script: Mutex<VecDeque<Fake>>,
     log: Mutex<Vec<(Instant, HttpRequest)>>,
     gate: Option<Semaphore>,
+    created: Instant,
 }
 
 impl FakeSend {
     pub(crate) fn new(script: impl IntoIterator<Item = Fake>) -> Arc<Self> {
-        Arc::new(FakeSend {
-            script: Mutex::new(script.into_iter().collect()),
-            ..FakeSend::default()
-        })
+        FakeSend::with_gate(script, None)
     }
 
     /// A sender whose requests wait until [`open`](Self::open) adds permits.
     pub(crate) fn gated() -> Arc<Self> {
+        FakeSend::with_gate([], Some(Semaphore::new(0)))
+    }
+
+    fn with_gate(script: impl IntoIterator<Item = Fake>, gate: Option<Semaphore>) -> Arc<Self> {
         Arc::new(FakeSend {
-            gate: Some(Semaphore::new(0)),
-            ..FakeSend::default()
+            script: Mutex::new(script.into_iter().collect()),
+            log: Mutex::default(),
+            gate,
+            created: Instant::now(),
         })
     }
 
@@ -253,13 +257,13 @@ impl FakeSend {
         }
     }
 
-    /// Time since `start` of each request.
-    pub(crate) fn times(&self, start: Instant) -> Vec<Duration> {
+    /// When each request came, as time since the sender was made.
+    pub(crate) fn times(&self) -> Vec<Duration> {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .map(|(at, _)| *at - start)
+            .map(|(at, _)| *at - self.created)
             .collect()
     }
 
