@@ -10,8 +10,6 @@ use crate::{
     providers::{HttpProvider, base_url, join, or_title, required},
 };
 
-/// Pushover's default address.
-const DEFAULT_URL: &str = "https://api.pushover.net";
 /// Pushover's limit on a title, in characters.
 const TITLE_LIMIT: usize = 250;
 /// Pushover's limit on a message, in characters.
@@ -31,8 +29,9 @@ pub struct PushoverConfig {
     pub url: String,
 }
 
+/// Pushover's address when `url` is not set.
 fn default_url() -> String {
-    DEFAULT_URL.to_owned()
+    "https://api.pushover.net".to_owned()
 }
 
 /// Pushover: a form with `token`, `user`, `title`, `message` and `priority`.

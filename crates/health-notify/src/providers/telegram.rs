@@ -9,8 +9,6 @@ use crate::{
     providers::{HttpProvider, base_url, escape_html, join, post_json},
 };
 
-/// The Bot API's default address.
-const DEFAULT_URL: &str = "https://api.telegram.org";
 /// Telegram's limit on a message's text, in characters.
 const TEXT_LIMIT: usize = 4096;
 /// Values are cut to this many characters before escaping, which keeps the usual
@@ -31,8 +29,9 @@ pub struct TelegramConfig {
     pub url: String,
 }
 
+/// The Bot API's address when `url` is not set.
 fn default_url() -> String {
-    DEFAULT_URL.to_owned()
+    "https://api.telegram.org".to_owned()
 }
 
 /// A Telegram chat: a numeric id or a name, sent as given.
