@@ -270,6 +270,22 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ChatId, NotifierConfig, ProviderConfig, TelegramConfig};
+
+    #[test]
+    fn debug_shows_the_origin_never_the_path() {
+        let telegram = TelegramConfig {
+            token: Secret::from("123:hunter2"),
+            chat_id: ChatId::Id(1),
+            url: "https://api.telegram.org".into(),
+        };
+        let config = NotifierConfig::new("tg", Format::Plain, ProviderConfig::Telegram(telegram));
+        let debug = format!("{:?}", config.build().unwrap());
+        assert!(debug.contains("\"tg\""), "{debug}");
+        assert!(debug.contains("\"telegram\""), "{debug}");
+        assert!(debug.contains("https://api.telegram.org"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
 
     #[test]
     fn provider_limits_cut_to_the_limit_with_a_marker() {
