@@ -7,14 +7,7 @@
 //! answers `400` with the reason as plain text. With `--cert`/`--key` it serves HTTPS;
 //! with `--client-ca` it also requires and verifies client certificates.
 
-use std::{
-    collections::HashMap,
-    io,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -23,51 +16,31 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use health_types::{HealthCheckConfig, Url};
+use health_check::AGENT_HEALTH_PATH;
+use health_types::{
+    ErrorChain, HealthCheckConfig, Scheme, Url,
+    tls::{TlsError, rustls::ServerConfig, server_config},
+    unsupported_reason,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        RootCertStore, ServerConfig,
-        crypto::ring::default_provider,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-        server::WebPkiClientVerifier,
-    },
-};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::error_chain,
-    daemon::{check_url, shutdown_signal},
-};
+use crate::{daemon::shutdown_signal, probe::check_url};
 
-/// The agent's health endpoint (the path health-check's `AgentProbe` asks).
-pub use health_check::AGENT_HEALTH_PATH as HEALTH_PATH;
 /// Timeout used when the request gives none (or zero, or garbage).
-pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Schemes the agent checks (`file` and `fileserver` take `path`, the rest `host`).
-pub const AGENT_SCHEMES: [&str; 11] = [
-    "http",
-    "https",
-    "h2c",
-    "tcp",
-    "tcp4",
-    "tcp6",
-    "udp",
-    "udp4",
-    "udp6",
-    "fileserver",
-    "file",
-];
+const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// GoDoxy's name for a file check, besides our `file`.
+const FILESERVER: &str = "fileserver";
 
 /// The agent could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     /// The address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -78,8 +51,8 @@ pub enum AgentError {
         source: io::Error,
     },
     /// The TLS files could not be used.
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error("tls")]
+    Tls(#[from] TlsError),
 }
 
 fn bad_request(reason: impl Into<String>) -> Response {
@@ -112,46 +85,38 @@ fn target(params: &HashMap<String, String>) -> Result<(Url, HealthCheckConfig), 
         ..Default::default()
     };
     if let Some(method) = params.get("method").filter(|m| !m.is_empty()) {
-        config.method = method.parse().map_err(|e| error_chain(&e))?;
+        config.method = method.parse().map_err(|e| ErrorChain(&e).to_string())?;
     }
-    let url = match scheme {
-        "fileserver" | "file" => {
-            let path = params
-                .get("path")
-                .filter(|p| !p.is_empty())
-                .ok_or("missing `path`")?;
-            Url::from_file_path(path)
-                .map_err(|()| format!("invalid `path` = {path:?}: must be absolute"))?
-        }
-        "http" | "https" | "h2c" | "tcp" | "tcp4" | "tcp6" | "udp" | "udp4" | "udp6" => {
-            let host = params
-                .get("host")
-                .filter(|h| !h.is_empty())
-                .ok_or("missing `host`")?;
-            let base = if scheme.starts_with("http") || scheme == "h2c" {
-                "/"
+    let url = if scheme == FILESERVER || scheme == Scheme::File.as_str() {
+        let path = params
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .ok_or("missing `path`")?;
+        Url::from_file_path(path)
+            .map_err(|()| format!("invalid `path` = {path:?}: must be absolute"))?
+    } else if let Ok(scheme) = scheme.parse::<Scheme>() {
+        let host = params
+            .get("host")
+            .filter(|h| !h.is_empty())
+            .ok_or("missing `host`")?;
+        let base = if scheme.is_http() { "/" } else { "" };
+        let url = Url::parse(&format!("{scheme}://{host}{base}"))
+            .map_err(|e| format!("invalid `host` = {host:?}: {e}"))?;
+        if let Some(path) = params.get("path").filter(|p| !p.is_empty()) {
+            config.path = if path.starts_with('/') {
+                path.clone()
             } else {
-                ""
+                format!("/{path}")
             };
-            let url = Url::parse(&format!("{scheme}://{host}{base}"))
-                .map_err(|e| format!("invalid `host` = {host:?}: {e}"))?;
-            if let Some(path) = params.get("path").filter(|p| !p.is_empty()) {
-                config.path = if path.starts_with('/') {
-                    path.clone()
-                } else {
-                    format!("/{path}")
-                };
-            }
-            url
         }
-        other => {
-            return Err(format!(
-                "unsupported `scheme` = {other:?}: supported schemes are {}",
-                AGENT_SCHEMES.join(", ")
-            ));
-        }
+        url
+    } else {
+        // Every scheme a probe checks, and GoDoxy's `fileserver`.
+        return Err(format!(
+            "{}, {FILESERVER}",
+            unsupported_reason(scheme, &Scheme::ALL)
+        ));
     };
-    config.validate().map_err(|e| error_chain(&e))?;
     Ok((url, config))
 }
 
@@ -161,68 +126,20 @@ async fn health(Query(params): Query<HashMap<String, String>>) -> Response {
         Err(reason) => return bad_request(reason),
     };
     match check_url(&config, &url).await {
-        Err(e) => bad_request(error_chain(&e)),
+        Err(e) => bad_request(ErrorChain(&e).to_string()),
         Ok(Ok(result)) => axum::Json(result).into_response(),
         Ok(Err(e)) => plain(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 
 /// The agent's router.
-pub fn router() -> Router {
-    Router::new().route(HEALTH_PATH, get(health))
+fn router() -> Router {
+    Router::new().route(AGENT_HEALTH_PATH, get(health))
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, AgentError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| AgentError::Tls(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(AgentError::Tls(format!(
-            "{}: no certificate",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// The TLS server config for `cert`/`key`, requiring client certificates signed by
-/// `client_ca` when given.
-pub fn tls_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<ServerConfig, AgentError> {
-    let provider = Arc::new(default_provider());
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| AgentError::Tls(format!("{}: {e}", key.display())))?;
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AgentError::Tls(e.to_string()))?;
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs(ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| AgentError::Tls(format!("{}: {e}", ca.display())))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| AgentError::Tls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| AgentError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Serves the agent on `listener` until `stop` is cancelled, over TLS when `tls` is set.
-pub async fn serve(
+/// Serves the agent protocol on `listener` until `stop` is cancelled, over TLS when
+/// `tls` is set (`health_types::tls::server_config` builds one from PEM files).
+pub async fn serve_agent(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     stop: CancellationToken,
@@ -269,14 +186,14 @@ pub async fn serve(
 }
 
 /// `healthd agent`: serves until SIGINT or SIGTERM.
-pub async fn serve_until_signal(
+pub(crate) async fn serve_until_signal(
     listen: SocketAddr,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
 ) -> Result<(), AgentError> {
     let tls = match (&cert, &key) {
-        (Some(cert), Some(key)) => Some(Arc::new(tls_config(cert, key, client_ca.as_deref())?)),
+        (Some(cert), Some(key)) => Some(Arc::new(server_config(cert, key, client_ca.as_deref())?)),
         _ => None,
     };
     let listener = TcpListener::bind(listen)
@@ -287,7 +204,7 @@ pub async fn serve_until_signal(
         })?;
     let addr = listener.local_addr().unwrap_or(listen);
     println!(
-        "healthd agent: {}://{addr}{HEALTH_PATH}{}",
+        "healthd agent: {}://{addr}{AGENT_HEALTH_PATH}{}",
         if tls.is_some() { "https" } else { "http" },
         if client_ca.is_some() {
             " (client certificates required)"
@@ -296,9 +213,12 @@ pub async fn serve_until_signal(
         }
     );
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, tls, stop.clone()));
+    let server = tokio::spawn(serve_agent(listener, tls, stop.clone()));
     shutdown_signal().await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,18 +21,18 @@ use axum::{
     routing::{get, post},
 };
 use health_monitor::{HealthMonitor, Monitor};
-use health_types::{CheckResult, MonitorJson, Status};
+use health_types::{CheckResult, MonitorJson, Status, duration_nanos};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, NotifyStats};
 
 /// The status page: one self-contained HTML file.
-pub const STATUS_PAGE: &str = include_str!("status.html");
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// What the API serves.
 #[derive(Clone, Debug)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     inner: Arc<Inner>,
 }
 
@@ -45,7 +45,7 @@ struct Inner {
 
 impl ApiState {
     /// Serves `monitors` (in this order) and, optionally, notification counters.
-    pub fn new(monitors: Vec<Monitor>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
+    pub(crate) fn new(monitors: Vec<Monitor>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
         let monitors: Arc<[Monitor]> = monitors.into();
         let by_name = monitors
             .iter()
@@ -62,7 +62,7 @@ impl ApiState {
     }
 
     /// The monitors served.
-    pub fn monitors(&self) -> &[Monitor] {
+    fn monitors(&self) -> &[Monitor] {
         &self.inner.monitors
     }
 
@@ -76,7 +76,7 @@ impl ApiState {
 }
 
 /// The router of the whole API.
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok" }))
@@ -160,7 +160,6 @@ struct HealthEntry {
 
 async fn health(State(state): State<ApiState>) -> Json<HashMap<String, HealthEntry>> {
     let now = Instant::now();
-    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     Json(
         state
             .monitors()
@@ -171,8 +170,8 @@ async fn health(State(state): State<ApiState>) -> Json<HashMap<String, HealthEnt
                     m.name().to_owned(),
                     HealthEntry {
                         status: s.status,
-                        uptime: nanos(s.uptime(now)),
-                        latency: nanos(s.latency),
+                        uptime: duration_nanos(s.uptime(now)),
+                        latency: duration_nanos(s.latency),
                         detail: s.detail.clone(),
                     },
                 )
@@ -180,3 +179,6 @@ async fn health(State(state): State<ApiState>) -> Json<HashMap<String, HealthEnt
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests;

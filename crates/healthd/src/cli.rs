@@ -4,12 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+use crate::config::DEFAULT_LISTEN;
+
 /// Exit code: healthy / success.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit code of `check`: the target is unhealthy.
-pub const EXIT_UNHEALTHY: u8 = 1;
+pub(crate) const EXIT_UNHEALTHY: u8 = 1;
 /// Exit code: the check itself failed, bad usage or a bad config.
-pub const EXIT_ERROR: u8 = 2;
+pub(crate) const EXIT_ERROR: u8 = 2;
 
 /// healthd: watches upstream services and says when they go down and come back.
 #[derive(Debug, Parser)]
@@ -26,7 +28,7 @@ pub enum Command {
     /// Runs a self-contained demo: local upstreams, monitors, API and status page.
     Demo {
         /// Address for the API and status page.
-        #[arg(long, default_value = "127.0.0.1:8090")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
     /// Runs the monitors of a config file and serves the API.
@@ -73,6 +75,19 @@ pub enum Command {
         #[arg(long, requires = "cert")]
         client_ca: Option<PathBuf>,
     },
+}
+
+impl Command {
+    /// The log level when `RUST_LOG` is unset: `info` for the servers (`run`, `agent`),
+    /// `error` for the demo (it prints its own lines; logs would only repeat them) and
+    /// `warn` for the one-shot commands.
+    pub fn log_level(&self) -> &'static str {
+        match self {
+            Command::Run { .. } | Command::Agent { .. } => "info",
+            Command::Demo { .. } => "error",
+            Command::Check { .. } | Command::Validate { .. } => "warn",
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

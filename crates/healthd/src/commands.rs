@@ -2,12 +2,14 @@
 
 use std::{path::Path, time::Duration};
 
-use health_types::{CheckResult, HealthCheckConfig, Url};
+use health_types::{CheckResult, ErrorChain, HealthCheckConfig, Url};
 
 use crate::{
+    agent,
     cli::{Command, EXIT_ERROR, EXIT_OK, EXIT_UNHEALTHY},
-    config::{DaemonConfig, error_chain},
+    config::DaemonConfig,
     daemon, demo,
+    probe::check_url,
 };
 
 /// Runs `command` and returns its exit code.
@@ -28,7 +30,7 @@ pub async fn dispatch(command: Command) -> u8 {
             cert,
             key,
             client_ca,
-        } => report(crate::agent::serve_until_signal(listen, cert, key, client_ca).await),
+        } => report(agent::serve_until_signal(listen, cert, key, client_ca).await),
     }
 }
 
@@ -36,14 +38,14 @@ fn report<E: std::error::Error>(result: Result<(), E>) -> u8 {
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("healthd: {}", error_chain(&e));
+            eprintln!("healthd: {}", ErrorChain(&e));
             EXIT_ERROR
         }
     }
 }
 
 /// `healthd validate --config FILE`.
-pub fn validate(path: &Path) -> u8 {
+fn validate(path: &Path) -> u8 {
     match DaemonConfig::load(path) {
         Ok(config) => {
             println!(
@@ -71,7 +73,7 @@ pub fn validate(path: &Path) -> u8 {
 }
 
 /// `healthd run --config FILE`.
-pub async fn run(path: &Path) -> u8 {
+async fn run(path: &Path) -> u8 {
     let config = match DaemonConfig::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -82,7 +84,7 @@ pub async fn run(path: &Path) -> u8 {
     let running = match daemon::start(&config, Vec::new()).await {
         Ok(running) => running,
         Err(e) => {
-            eprintln!("healthd: {}", error_chain(&e));
+            eprintln!("healthd: {}", ErrorChain(&e));
             return EXIT_ERROR;
         }
     };
@@ -97,7 +99,7 @@ pub async fn run(path: &Path) -> u8 {
 }
 
 /// `healthd check URL ...`: one probe; prints the result.
-pub async fn check(
+async fn check(
     url: &str,
     path: Option<String>,
     method: Option<String>,
@@ -119,15 +121,15 @@ pub async fn check(
     if let Some(method) = method {
         match method.parse() {
             Ok(method) => config.method = method,
-            Err(e) => return fail(error_chain(&e)),
+            Err(e) => return fail(ErrorChain(&e).to_string()),
         }
     }
     if let Some(timeout) = timeout {
         config.timeout = timeout;
     }
-    let outcome = match daemon::check_url(&config, &url).await {
+    let outcome = match check_url(&config, &url).await {
         Ok(outcome) => outcome,
-        Err(e) => return fail(error_chain(&e)),
+        Err(e) => return fail(ErrorChain(&e).to_string()),
     };
     let (result, code) = match &outcome {
         Ok(r) if r.healthy => (r.clone(), EXIT_OK),

@@ -1,6 +1,7 @@
 //! Terminal output of `healthd demo`: one line per status change and per notification.
 
 use std::{
+    fmt,
     io::{IsTerminal, Write},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -12,7 +13,7 @@ use health_types::{Clock, Status, SystemClock};
 use tokio_util::sync::CancellationToken;
 
 /// Whether to colour output (stdout is a terminal and `NO_COLOR` is unset).
-pub fn use_colour() -> bool {
+pub(crate) fn use_colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
@@ -36,7 +37,7 @@ fn status_code(status: Status) -> &'static str {
 }
 
 /// `HH:MM:SS` (UTC) of a wall-clock time.
-pub fn clock_time(t: SystemTime) -> String {
+fn clock_time(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -49,6 +50,20 @@ pub fn clock_time(t: SystemTime) -> String {
     )
 }
 
+/// A detail between `before` and `after`, or nothing when it is empty.
+struct Detail<'a>(&'a str, &'static str, &'static str);
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Detail(detail, before, after) = self;
+        if detail.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "{before}{detail}{after}")
+        }
+    }
+}
+
 fn print_line(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed stdout must not stop the demo.
@@ -57,7 +72,12 @@ fn print_line(line: &str) {
 }
 
 /// Prints `monitor`'s status changes until `stop` is cancelled.
-pub fn print_transitions(monitor: &Monitor, width: usize, colour: bool, stop: CancellationToken) {
+pub(crate) fn print_transitions(
+    monitor: &Monitor,
+    width: usize,
+    colour: bool,
+    stop: CancellationToken,
+) {
     let mut rx = monitor.subscribe();
     let name = monitor.name().to_owned();
     tokio::spawn(async move {
@@ -75,11 +95,6 @@ pub fn print_transitions(monitor: &Monitor, width: usize, colour: bool, stop: Ca
             if snapshot.status == last {
                 continue;
             }
-            let detail = if snapshot.detail.is_empty() {
-                String::new()
-            } else {
-                format!("  {}", snapshot.detail)
-            };
             print_line(&format!(
                 "{}  {:width$}  {} → {}{}",
                 clock_time(SystemClock.now()),
@@ -90,7 +105,7 @@ pub fn print_transitions(monitor: &Monitor, width: usize, colour: bool, stop: Ca
                     status_code(snapshot.status),
                     snapshot.status.as_str()
                 ),
-                detail,
+                Detail(&snapshot.detail, "  ", ""),
             ));
             last = snapshot.status;
         }
@@ -99,13 +114,13 @@ pub fn print_transitions(monitor: &Monitor, width: usize, colour: bool, stop: Ca
 
 /// A notifier that prints each message's title (and detail) to the terminal.
 #[derive(Debug)]
-pub struct ConsoleNotifier {
+pub(crate) struct ConsoleNotifier {
     colour: bool,
 }
 
 impl ConsoleNotifier {
     /// A console notifier; `colour` adds ANSI colours.
-    pub fn new(colour: bool) -> Self {
+    pub(crate) fn new(colour: bool) -> Self {
         ConsoleNotifier { colour }
     }
 }
@@ -126,16 +141,11 @@ impl Notifier for ConsoleNotifier {
             MessageEvent::Up => "1;32",
             _ => "1;33",
         };
-        let detail = if message.detail.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", message.detail)
-        };
         print_line(&format!(
             "{}  notify: {}{}",
             clock_time(message.time),
             paint(self.colour, code, &message.title),
-            detail
+            Detail(&message.detail, "  (", ")"),
         ));
         Ok(())
     }

@@ -3,21 +3,15 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use health_check::{
-    AgentProbe, AgentProbeConfig, DOCKER_SCHEME, DockerProbe, DockerProbeConfig, StreamProbe,
-    StreamProbeConfig,
-};
-use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope, check_once, probe_for};
-use health_notify::{Dispatcher, Notifier, NotifyError};
-use health_types::{
-    CheckResult, ConfigError, EventSink, HealthCheckConfig, Probe, ProbeError, Url,
-};
+use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope};
+use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError};
+use health_types::EventSink;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{ApiState, router},
-    config::{DaemonConfig, MonitorEntry},
+    config::DaemonConfig,
     metrics::{NotifyCounters, NotifyStats},
 };
 
@@ -54,8 +48,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The monitors, in config order.
     pub monitors: Vec<Monitor>,
-    /// The notification dispatcher.
-    pub dispatcher: Dispatcher,
+    dispatcher: Dispatcher,
     scope: Scope,
     stop: CancellationToken,
     server: JoinHandle<io::Result<()>>,
@@ -101,70 +94,6 @@ impl NotifyStats for DispatcherStats {
     }
 }
 
-/// The probe for one configured monitor and the URL the monitor shows, by SPEC §4's flow
-/// chart: agent, then Docker, then the URL's scheme.
-///
-/// A Docker monitor shows `docker://<host>/containers/<id>`; its `url`, when it has a
-/// scheme a probe can check, is the fallback target used while the container has no
-/// healthcheck or the engine cannot be asked (unless `disable` is set).
-pub fn probe_for_entry(entry: &MonitorEntry) -> Result<(Arc<dyn Probe>, Url), MonitorError> {
-    if let Some(agent) = &entry.agent {
-        let options = AgentProbeConfig {
-            url: agent.url.clone(),
-            ca_file: agent.ca.clone(),
-            cert_file: agent.cert.clone(),
-            key_file: agent.key.clone(),
-        };
-        let probe = AgentProbe::try_new(&entry.config, options)?;
-        return Ok((Arc::new(probe), entry.url.clone()));
-    }
-    if let Some(docker) = &entry.docker {
-        let options = DockerProbeConfig {
-            container: docker.container.clone(),
-            host: docker.host.clone(),
-        };
-        let mut probe = DockerProbe::try_new(&entry.config, options)?;
-        if entry.url.scheme() != DOCKER_SCHEME {
-            probe = probe.try_with_fallback(target_probe(entry)?, entry.url.clone())?;
-        }
-        let display = probe.url().clone();
-        return Ok((Arc::new(probe), display));
-    }
-    Ok((target_probe(entry)?, entry.url.clone()))
-}
-
-/// The probe for the monitor's own URL, by scheme (UDP options applied).
-fn target_probe(entry: &MonitorEntry) -> Result<Arc<dyn Probe>, MonitorError> {
-    if entry.payload.is_some() || entry.expect_reply.is_some() {
-        if !entry.url.scheme().starts_with("udp") {
-            return Err(ConfigError::url(
-                &entry.url,
-                "`payload` and `expect_reply` apply to udp targets only",
-            )
-            .into());
-        }
-        let options = StreamProbeConfig {
-            payload: entry.payload.clone().unwrap_or_default().into_bytes(),
-            expect_reply: entry.expect_reply.unwrap_or(false),
-        };
-        return Ok(Arc::new(StreamProbe::try_new(&entry.config, options)?));
-    }
-    probe_for(&entry.config, &entry.url)
-}
-
-/// One check of `url` under `config`, as a monitor would run it, without a monitor
-/// (`healthd check`, the agent endpoint). The outer error is a config or URL the probes
-/// reject; the inner result is the check's own outcome.
-pub async fn check_url(
-    config: &HealthCheckConfig,
-    url: &Url,
-) -> Result<Result<CheckResult, ProbeError>, MonitorError> {
-    config.validate()?;
-    let probe = probe_for(config, url)?;
-    probe.validate_url(url)?;
-    Ok(check_once(&*probe, url, config.timeout).await)
-}
-
 /// Starts everything in `config`, plus `extra` notifiers that every event reaches (the
 /// demo's console).
 pub async fn start(
@@ -181,7 +110,7 @@ pub async fn start(
 }
 
 /// [`start`] on an already bound listener.
-pub async fn start_on(
+pub(crate) async fn start_on(
     listener: TcpListener,
     config: &DaemonConfig,
     extra: Vec<Arc<dyn Notifier>>,
@@ -193,7 +122,7 @@ pub async fn start_on(
     let mut notifiers = config
         .notify
         .iter()
-        .map(|n| n.config.build())
+        .map(NotifierConfig::build)
         .collect::<Result<Vec<_>, _>>()?;
     let everyone: Vec<String> = extra.iter().map(|n| n.name().to_owned()).collect();
     notifiers.extend(extra);
@@ -205,7 +134,6 @@ pub async fn start_on(
             name: entry.name.clone(),
             source,
         };
-        let (probe, url) = probe_for_entry(entry).map_err(fail)?;
         // A monitor with a `notify` list reaches those notifiers (and the extra ones);
         // without one it reaches all.
         let sink: Arc<dyn EventSink> = if entry.notify.is_empty() {
@@ -214,11 +142,16 @@ pub async fn start_on(
             let names = entry.notify.iter().cloned().chain(everyone.iter().cloned());
             Arc::new(dispatcher.targeted(names)?)
         };
-        let monitor = Monitor::builder(entry.name.as_str(), url, probe)
-            .config(entry.config.clone())
-            .sink(sink)
-            .build()
-            .map_err(fail)?;
+        // The probe was built when the config was loaded.
+        let monitor = Monitor::builder(
+            entry.name.as_str(),
+            entry.probe.url.clone(),
+            entry.probe.probe.clone(),
+        )
+        .config(entry.config.clone())
+        .sink(sink)
+        .build()
+        .map_err(fail)?;
         monitors.push(monitor);
     }
 
@@ -257,7 +190,7 @@ pub async fn start_on(
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

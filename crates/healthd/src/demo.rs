@@ -4,9 +4,10 @@
 
 use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
 
+use health_check::build_probe;
 use health_monitor::HealthMonitor;
 use health_notify::Notifier;
-use health_types::{HealthCheckConfig, Url};
+use health_types::{HealthCheckConfig, Target, Url};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +15,11 @@ use crate::{
     config::{DaemonConfig, MonitorEntry},
     console::{ConsoleNotifier, print_transitions, use_colour},
     daemon::{self, DaemonError},
-    upstreams::{self, FLAP_DOWN, FLAP_UP, Upstreams},
+    upstreams::{FLAP_DOWN, FLAP_UP, Upstreams},
 };
 
 /// The health-check config of every demo monitor: fast enough to watch.
-pub fn demo_check_config() -> HealthCheckConfig {
+fn demo_check_config() -> HealthCheckConfig {
     HealthCheckConfig {
         interval: Duration::from_secs(2),
         timeout: Duration::from_secs(1),
@@ -29,16 +30,19 @@ pub fn demo_check_config() -> HealthCheckConfig {
 }
 
 /// The demo's monitors over `upstreams`.
-pub fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
-    let entry = |name: &str, url: String| MonitorEntry {
-        name: name.to_owned(),
-        url: Url::parse(&url).expect("demo URLs are well-formed"),
-        config: demo_check_config(),
-        docker: None,
-        agent: None,
-        notify: Vec::new(),
-        payload: None,
-        expect_reply: None,
+fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
+    let entry = |name: &str, url: String| {
+        let config = demo_check_config();
+        let target = Target::Url(Url::parse(&url).expect("demo URLs are well-formed"));
+        let probe = build_probe(&config, &target)
+            .expect("every demo target is a loopback address with a scheme a probe checks");
+        MonitorEntry {
+            name: name.to_owned(),
+            target,
+            config,
+            probe,
+            notify: Vec::new(),
+        }
     };
     DaemonConfig {
         listen,
@@ -54,9 +58,9 @@ pub fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
 }
 
 /// Runs the demo until SIGINT or SIGTERM.
-pub async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
+pub(crate) async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
     let stop = CancellationToken::new();
-    let upstreams = upstreams::start(&stop)
+    let upstreams = Upstreams::start(&stop)
         .await
         .map_err(|source| DaemonError::Bind {
             addr: listen,

@@ -1,13 +1,30 @@
 //! The health daemon's wiring: the config file, the CLI commands, the HTTP API with
 //! metrics and the status page, the demo and the agent server. `main.rs` only calls in.
+//!
+//! Imports between the modules run one way: `commands` (the CLI) sits on top; `demo`
+//! uses `daemon`, which uses the checked `config` and the `api` (with `metrics`); the
+//! `agent` server and `healthd check` share `probe`. `config` knows nothing of the
+//! daemon: it parses, checks and builds probes.
 
-pub mod agent;
-pub mod api;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod console;
-pub mod daemon;
-pub mod demo;
-pub mod metrics;
-pub mod upstreams;
+mod agent;
+mod api;
+mod cli;
+mod commands;
+mod config;
+mod console;
+mod daemon;
+mod demo;
+mod metrics;
+mod probe;
+#[cfg(test)]
+mod test_support;
+mod upstreams;
+
+pub use self::{
+    agent::serve_agent,
+    cli::{Cli, Command},
+    commands::dispatch,
+    config::{ConfigFileError, ConfigProblem, DEFAULT_LISTEN, DaemonConfig},
+    daemon::{DaemonError, Running, start},
+    upstreams::Upstreams,
+};

@@ -3,17 +3,12 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use healthd::{cli::Cli, commands};
+use healthd::{Cli, dispatch};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    // The demo prints its own lines; logs would only repeat them.
-    let default_level = match cli.command {
-        healthd::cli::Command::Run { .. } | healthd::cli::Command::Agent { .. } => "info",
-        healthd::cli::Command::Demo { .. } => "error",
-        _ => "warn",
-    };
+    let default_level = cli.command.log_level();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
@@ -24,7 +19,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let code = runtime.block_on(commands::dispatch(cli.command));
+    let code = runtime.block_on(dispatch(cli.command));
     // Leave no lingering task holding the process open.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(ExitCode::from(code))

@@ -14,19 +14,19 @@ use prometheus_client::{
 
 /// Delivery counters of the notification dispatcher, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NotifyCounters {
+pub(crate) struct NotifyCounters {
     /// Messages delivered.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Messages given up on.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Delivery attempts retried.
-    pub retried: u64,
+    pub(crate) retried: u64,
     /// Messages dropped because the queue was full.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Where `/metrics` reads notification counters from.
-pub trait NotifyStats: Send + Sync + fmt::Debug {
+pub(crate) trait NotifyStats: Send + Sync + fmt::Debug {
     /// Counters per provider name.
     fn counters(&self) -> Vec<(String, NotifyCounters)>;
 }
@@ -162,20 +162,20 @@ impl Collector for MonitorCollector {
 
 /// Renders the metrics of `monitors` (and of the dispatcher, when given).
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
 }
 
 impl Metrics {
     /// Metrics over `monitors` and, optionally, notification counters.
-    pub fn new(monitors: Arc<[Monitor]>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
+    pub(crate) fn new(monitors: Arc<[Monitor]>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(MonitorCollector { monitors, notify }));
         Metrics { registry }
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

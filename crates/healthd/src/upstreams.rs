@@ -14,11 +14,11 @@ use tokio::{net::TcpListener, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How long the flaky upstream stays up, then down, in turn.
-pub const FLAP_UP: Duration = Duration::from_secs(25);
+pub(crate) const FLAP_UP: Duration = Duration::from_secs(25);
 /// See [`FLAP_UP`].
-pub const FLAP_DOWN: Duration = Duration::from_secs(20);
+pub(crate) const FLAP_DOWN: Duration = Duration::from_secs(20);
 
-/// Addresses of the demo upstreams.
+/// The demo's upstreams on loopback, by address.
 #[derive(Clone, Copy, Debug)]
 pub struct Upstreams {
     /// Always answers 200.
@@ -96,29 +96,31 @@ async fn serve_tcp(listener: TcpListener, stop: CancellationToken) {
     }
 }
 
-/// Starts the upstreams on 127.0.0.1; they stop when `stop` is cancelled.
-pub async fn start(stop: &CancellationToken) -> io::Result<Upstreams> {
-    let bind = || TcpListener::bind("127.0.0.1:0");
-    let steady = bind().await?;
-    let flaky = bind().await?;
-    let tcp = bind().await?;
-    let h2c = bind().await?;
-    // Reserve a port, then free it: nothing listens there afterwards.
-    let down = bind().await?.local_addr()?;
-    let upstreams = Upstreams {
-        steady: steady.local_addr()?,
-        flaky: flaky.local_addr()?,
-        tcp: tcp.local_addr()?,
-        h2c: h2c.local_addr()?,
-        down,
-    };
-    tokio::spawn(serve_http(steady, Behaviour::Steady, stop.clone()));
-    tokio::spawn(serve_http(
-        flaky,
-        Behaviour::Flaky(Instant::now()),
-        stop.clone(),
-    ));
-    tokio::spawn(serve_http(h2c, Behaviour::Steady, stop.clone()));
-    tokio::spawn(serve_tcp(tcp, stop.clone()));
-    Ok(upstreams)
+impl Upstreams {
+    /// Starts the upstreams on 127.0.0.1; they stop when `stop` is cancelled.
+    pub async fn start(stop: &CancellationToken) -> io::Result<Upstreams> {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let steady = bind().await?;
+        let flaky = bind().await?;
+        let tcp = bind().await?;
+        let h2c = bind().await?;
+        // Reserve a port, then free it: nothing listens there afterwards.
+        let down = bind().await?.local_addr()?;
+        let upstreams = Upstreams {
+            steady: steady.local_addr()?,
+            flaky: flaky.local_addr()?,
+            tcp: tcp.local_addr()?,
+            h2c: h2c.local_addr()?,
+            down,
+        };
+        tokio::spawn(serve_http(steady, Behaviour::Steady, stop.clone()));
+        tokio::spawn(serve_http(
+            flaky,
+            Behaviour::Flaky(Instant::now()),
+            stop.clone(),
+        ));
+        tokio::spawn(serve_http(h2c, Behaviour::Steady, stop.clone()));
+        tokio::spawn(serve_tcp(tcp, stop.clone()));
+        Ok(upstreams)
+    }
 }

@@ -118,10 +118,7 @@ fn check_rejects_bad_usage_with_exit_2() {
         assert!(!err.is_empty(), "{args:?} says why");
     }
     let (_, _, err) = run(&["check", "gopher://h/"]);
-    assert!(
-        err.contains("supported schemes are http, https, h2c"),
-        "{err}"
-    );
+    assert!(err.contains("supported schemes: http, https, h2c"), "{err}");
 }
 
 fn write_config(text: &str) -> tempfile::NamedTempFile {
@@ -218,7 +215,9 @@ async fn wait_for_line(
     }
 }
 
-async fn signal(child: &Child, sig: &str) {
+/// Sends `sig` to `child` and waits (bounded by `within`) for it to exit with code 0;
+/// returns how long that took.
+async fn stop(child: &mut Child, sig: &str, within: Duration) -> Duration {
     let pid = child.id().unwrap().to_string();
     let status = Command::new("kill")
         .args([sig, &pid])
@@ -226,18 +225,27 @@ async fn signal(child: &Child, sig: &str) {
         .await
         .unwrap();
     assert!(status.success());
-}
-
-/// Waits (bounded) for `child` to exit; returns its code and how long it took.
-async fn wait_exit(child: &mut Child, within: Duration) -> (i32, Duration) {
     let start = Instant::now();
     match tokio::time::timeout(within, child.wait()).await {
-        Ok(status) => (status.unwrap().code().unwrap_or(-1), start.elapsed()),
+        Ok(status) => {
+            assert_eq!(status.unwrap().code(), Some(0));
+            start.elapsed()
+        }
         Err(_) => {
             let _ = child.kill().await;
             panic!("still running after {within:?}");
         }
     }
+}
+
+/// One HTTP/1.1 GET of `target` from `addr`; returns the whole answer.
+async fn get(addr: &str, target: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -271,20 +279,12 @@ async fn run_serves_and_stops_on_sigterm_with_exit_0() {
         .unwrap()
         .trim_end_matches('/')
         .to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    let answer = get(&addr, "/healthz").await;
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
         "{answer}"
     );
-    signal(&child, "-TERM").await;
-    let (code, took) = wait_exit(&mut child, Duration::from_secs(6)).await;
-    assert_eq!(code, 0);
+    let took = stop(&mut child, "-TERM", Duration::from_secs(6)).await;
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
@@ -302,9 +302,7 @@ async fn demo_shows_a_down_and_stops_on_ctrl_c() {
     )
     .await;
     assert!(down.contains("connection refused"), "{down}");
-    signal(&child, "-INT").await;
-    let (code, took) = wait_exit(&mut child, Duration::from_secs(5)).await;
-    assert_eq!(code, 0);
+    let took = stop(&mut child, "-INT", Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
@@ -317,17 +315,13 @@ async fn agent_answers_and_stops_on_sigterm_with_exit_0() {
     let endpoint = line.rsplit("http://").next().unwrap().to_owned();
     let (addr, path) = endpoint.split_once('/').unwrap();
     assert_eq!(path, "godoxy/agent/health");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /{path}?scheme=http&host={upstream}&timeout=2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    let answer = get(
+        addr,
+        &format!("/{path}?scheme=http&host={upstream}&timeout=2000"),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"healthy\":true"), "{answer}");
-    signal(&child, "-TERM").await;
-    let (code, took) = wait_exit(&mut child, Duration::from_secs(6)).await;
-    assert_eq!(code, 0);
+    let took = stop(&mut child, "-TERM", Duration::from_secs(6)).await;
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }

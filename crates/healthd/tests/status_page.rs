@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use health_monitor::HealthMonitor;
-use healthd::{config::DaemonConfig, daemon};
+use healthd::{DaemonConfig, start};
 use tokio::net::TcpListener;
 
 fn chromium() -> Option<&'static str> {
@@ -65,7 +65,7 @@ async fn the_page_renders_every_monitor_with_its_status() {
          [[monitor]]\nname = \"legacy-api\"\nurl = \"http://{down_addr}/health\"\n"
     ))
     .unwrap();
-    let running = daemon::start(&config, Vec::new()).await.unwrap();
+    let running = start(&config, Vec::new()).await.unwrap();
     for monitor in &running.monitors {
         let mut rx = monitor.subscribe();
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.checks() >= 1))

@@ -1,18 +1,15 @@
 //! The HTTP API, `/metrics` and the status page over a real loopback socket.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, Scope};
 use health_types::{CheckKind, CheckResult, HealthCheckConfig, Probe, ProbeError, Status, Url};
-use healthd::{
-    api::{ApiState, router},
+
+use super::{ApiState, router};
+use crate::{
     metrics::{NotifyCounters, NotifyStats},
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    test_support::{json, request},
 };
 
 #[derive(Debug)]
@@ -50,43 +47,6 @@ impl NotifyStats for Stats {
     }
 }
 
-/// One HTTP/1.1 request; returns the status code, the headers and the body.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
-    // Bodies may be chunked: keep only the payload lines.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body.to_owned()
-    };
-    (status, head.to_owned(), body)
-}
-
 async fn serve() -> (SocketAddr, Scope, Vec<Monitor>) {
     let scope = Scope::new();
     let mut monitors = Vec::new();
@@ -120,9 +80,7 @@ async fn serve() -> (SocketAddr, Scope, Vec<Monitor>) {
 #[tokio::test]
 async fn monitors_list_and_one_use_the_godoxy_json_form() {
     let (addr, scope, _m) = serve().await;
-    let (status, _, body) = request(addr, "GET", "/api/v1/monitors").await;
-    assert_eq!(status, 200);
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = json(addr, "GET", "/api/v1/monitors").await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["name"], "api");
@@ -146,9 +104,7 @@ async fn monitors_list_and_one_use_the_godoxy_json_form() {
 #[tokio::test]
 async fn health_map_has_durations_in_nanoseconds() {
     let (addr, scope, _m) = serve().await;
-    let (status, _, body) = request(addr, "GET", "/api/v1/health").await;
-    assert_eq!(status, 200);
-    let map: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let map = json(addr, "GET", "/api/v1/health").await;
     assert_eq!(map["api"]["status"], "healthy");
     assert_eq!(map["api"]["latency"], 12_000_000);
     assert!(map["api"]["uptime"].as_u64().is_some());
@@ -159,9 +115,7 @@ async fn health_map_has_durations_in_nanoseconds() {
 #[tokio::test]
 async fn check_and_restart_act_on_one_monitor() {
     let (addr, scope, monitors) = serve().await;
-    let (status, _, body) = request(addr, "POST", "/api/v1/monitors/db/check").await;
-    assert_eq!(status, 200);
-    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let result = json(addr, "POST", "/api/v1/monitors/db/check").await;
     assert_eq!(
         result,
         serde_json::json!({"healthy": false, "kind": "refused", "detail": "connection refused", "latency": 1_000_000})

@@ -1,0 +1,774 @@
+//! The one pass over a parsed config file ([`check`]): every table and every key is
+//! checked where it is written, each problem is reported at its key, and each monitor's
+//! probe is built.
+//!
+//! A table's keys are read one at a time (health-check keys too, each on its own), so a
+//! bad key is reported without hiding the next one, and the good keys still serve to
+//! check what depends on them (a monitor's probe is built from its good keys). A problem
+//! inside an inline table (`agent = { ca = ... }`) is reported at that table's key and
+//! names the inner key as `agent.ca`.
+
+use std::{borrow::Cow, collections::HashSet, fmt, net::SocketAddr};
+
+use health_check::{DOCKER_SCHEME, build_probe};
+use health_notify::{
+    DiscordConfig, EmailConfig, GotifyConfig, NotifierConfig, NotifyError, NtfyConfig, PROVIDERS,
+    PushoverConfig, SlackConfig, TelegramConfig, WebhookConfig,
+};
+use health_types::{
+    AgentSpec, ConfigError, DockerSpec, ErrorChain, HealthCheckOverrides, Target, Url, truncate,
+};
+use serde::de::DeserializeOwned;
+use toml::{
+    Spanned,
+    de::{DeString, DeTable, DeValue},
+};
+
+use super::{
+    ConfigProblem, DEFAULT_LISTEN, DaemonConfig, MonitorEntry,
+    lines::Lines,
+    value::{DeError, fields_of, from_entry, from_table, from_value, from_value_at},
+};
+
+type Key<'i> = Spanned<DeString<'i>>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const TOP: &str = "top level";
+const SERVER: &str = "[server]";
+const DEFAULTS: &str = "[defaults]";
+const NOTIFY: &str = "[[notify]]";
+const MONITOR: &str = "[[monitor]]";
+
+/// The keys of the top level.
+const TOP_KEYS: [&str; 4] = ["server", "defaults", "notify", "monitor"];
+/// The keys of `[server]`.
+const SERVER_KEYS: [&str; 1] = ["listen"];
+/// The keys of a `[[monitor]]` table besides the health-check keys.
+const MONITOR_KEYS: [&str; 5] = ["name", "url", "docker", "agent", "notify"];
+/// The keys of a `[[notify]]` table besides its provider's own.
+const NOTIFY_KEYS: [&str; 3] = ["name", "provider", "format"];
+/// How many characters of a value a message quotes.
+const SHOWN_CHARS: usize = 80;
+
+/// Checks config text; see [`DaemonConfig::parse`].
+pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
+    let mut checker = Checker::new(text);
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        // The tree of a file with syntax errors is partial: checking it would report keys
+        // as missing that are only unreadable.
+        for error in &errors {
+            let at = error.span().map_or(0, |span| span.start);
+            checker.report(at, "invalid TOML", error.message());
+        }
+        return Err(checker.finish());
+    }
+    let root = root.into_inner();
+    let (mut server, mut defaults, mut notify, mut monitor) = (None, None, None, None);
+    for entry in entries(TOP, &root) {
+        let slot = match entry.name() {
+            "server" => &mut server,
+            "defaults" => &mut defaults,
+            "notify" => &mut notify,
+            "monitor" => &mut monitor,
+            _ => {
+                checker.unknown(entry, Accepted::Top);
+                continue;
+            }
+        };
+        *slot = Some(entry);
+    }
+
+    let listen = server.and_then(|entry| checker.server(entry));
+    let defaults = defaults
+        .map(|entry| checker.defaults(entry))
+        .unwrap_or_default();
+    let (notify, notifier_names) = notify
+        .map(|entry| checker.notifiers(entry))
+        .unwrap_or_default();
+    let monitors = monitor
+        .map(|entry| checker.monitors(entry, &defaults, &notifier_names))
+        .unwrap_or_default();
+    if checker.problems.is_empty() {
+        Ok(DaemonConfig {
+            listen: listen.unwrap_or_else(default_listen),
+            notify,
+            monitors,
+        })
+    } else {
+        Err(checker.finish())
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .expect("the default listen address is a valid socket address")
+}
+
+/// The table an unknown key was found in, for the list of keys it accepts.
+#[derive(Clone, Copy)]
+enum Accepted {
+    Top,
+    Server,
+    Defaults,
+    Monitor,
+}
+
+/// One `key = value` of a table, with the table's name in messages (`[server]`,
+/// `[[monitor]] "api"`): what most checks are about.
+#[derive(Clone, Copy)]
+struct Entry<'a, 'i> {
+    section: &'a str,
+    key: &'a Key<'i>,
+    value: &'a Value<'i>,
+}
+
+impl<'a> Entry<'a, '_> {
+    /// The key as written (unquoted).
+    fn name(&self) -> &'a str {
+        self.key.get_ref()
+    }
+
+    /// Where the key starts: where its problems are reported.
+    fn at(&self) -> usize {
+        self.key.span().start
+    }
+}
+
+/// The entries of `table`, in its order.
+fn entries<'a, 'i>(
+    section: &'a str,
+    table: &'a DeTable<'i>,
+) -> impl Iterator<Item = Entry<'a, 'i>> {
+    table.iter().map(move |(key, value)| Entry {
+        section,
+        key,
+        value,
+    })
+}
+
+/// The entry `name` of `table`, if it is there.
+fn entry<'a, 'i>(section: &'a str, table: &'a DeTable<'i>, name: &str) -> Option<Entry<'a, 'i>> {
+    table.get_key_value(name).map(|(key, value)| Entry {
+        section,
+        key,
+        value,
+    })
+}
+
+/// What the keys of one `[[monitor]]` table hold; `None` where a key is missing or bad.
+#[derive(Default)]
+struct MonitorKeys {
+    url: Option<Url>,
+    docker: Option<DockerSpec>,
+    agent: Option<AgentSpec>,
+    notify: Vec<String>,
+    /// The good health-check keys.
+    own: HealthCheckOverrides,
+}
+
+impl MonitorKeys {
+    /// The target, when every table it is made of is good: the agent's when the
+    /// monitor has one, else the Docker container's (its `url` the fallback, unless it
+    /// is a `docker://` URL), else the URL.
+    fn target(self, table: &DeTable<'_>) -> Option<Target> {
+        let url = self.url?;
+        Some(if table.contains_key("agent") {
+            Target::Agent {
+                spec: self.agent?,
+                url,
+            }
+        } else if table.contains_key("docker") {
+            let fallback = (url.scheme() != DOCKER_SCHEME).then_some(url);
+            Target::Docker {
+                spec: self.docker?,
+                fallback,
+            }
+        } else {
+            Target::Url(url)
+        })
+    }
+}
+
+/// Walks the tree once, collecting problems.
+struct Checker<'t> {
+    text: &'t str,
+    lines: Lines<'t>,
+    problems: Vec<ConfigProblem>,
+    /// The health-check keys, as health-types' `HealthCheckOverrides` declares them.
+    check_keys: &'static [&'static str],
+    /// The keys of an `agent` table.
+    agent_keys: &'static [&'static str],
+    /// The keys of a `docker` table.
+    docker_keys: &'static [&'static str],
+    /// The accepted keys of each table, joined for messages once.
+    accepted: [String; 4],
+}
+
+impl<'t> Checker<'t> {
+    fn new(text: &'t str) -> Self {
+        let check_keys = fields_of::<HealthCheckOverrides>();
+        let monitor_keys: Vec<&str> = MONITOR_KEYS.iter().chain(check_keys).copied().collect();
+        Checker {
+            text,
+            lines: Lines::new(text),
+            problems: Vec::new(),
+            check_keys,
+            agent_keys: fields_of::<AgentSpec>(),
+            docker_keys: fields_of::<DockerSpec>(),
+            accepted: [
+                TOP_KEYS.join(", "),
+                SERVER_KEYS.join(", "),
+                check_keys.join(", "),
+                monitor_keys.join(", "),
+            ],
+        }
+    }
+
+    /// The problems in file order (problems at one position keep the order they were
+    /// found in).
+    fn finish(mut self) -> Vec<ConfigProblem> {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        self.problems
+    }
+
+    fn report(&mut self, at: usize, section: &str, message: impl fmt::Display) {
+        let (line, column) = self.lines.position(at);
+        self.problems.push(ConfigProblem {
+            line,
+            column,
+            message: format!("{section}: {message}"),
+        });
+    }
+
+    /// The value as written in the file, shortened; `None` for a table given by a
+    /// `[header]` or by dotted keys, whose span is not its text.
+    fn written(&self, value: &Value<'_>) -> Option<Cow<'t, str>> {
+        let text = self.text.get(value.span())?.trim();
+        let shown = match value.get_ref() {
+            DeValue::Table(_) => text.starts_with('{'),
+            DeValue::Array(_) => !text.starts_with("[["),
+            _ => true,
+        };
+        shown.then(|| truncate(text, SHOWN_CHARS))
+    }
+
+    /// ` = value` as written, or nothing for a value that is not shown.
+    fn equals_written(&self, value: &Value<'_>) -> String {
+        self.written(value)
+            .map(|shown| format!(" = {shown}"))
+            .unwrap_or_default()
+    }
+
+    /// `invalid `key` = value: reason`, at the key.
+    fn invalid(&mut self, entry: Entry<'_, '_>, reason: impl fmt::Display) {
+        let shown = self.equals_written(entry.value);
+        let message = format!("invalid `{}`{shown}: {reason}", entry.name());
+        self.report(entry.at(), entry.section, message);
+    }
+
+    /// `unknown key `key` = value; accepted keys: ...`, at the key.
+    fn unknown(&mut self, entry: Entry<'_, '_>, table: Accepted) {
+        let shown = self.equals_written(entry.value);
+        let message = format!(
+            "unknown key `{}`{shown}; accepted keys: {}",
+            entry.name(),
+            self.accepted[table as usize]
+        );
+        self.report(entry.at(), entry.section, message);
+    }
+
+    /// The table an entry holds, or a problem.
+    fn table<'a, 'i>(&mut self, entry: Entry<'a, 'i>, expected: &str) -> Option<&'a DeTable<'i>> {
+        match entry.value.get_ref() {
+            DeValue::Table(table) => Some(table),
+            _ => {
+                self.invalid(entry, format_args!("expected a table ({expected})"));
+                None
+            }
+        }
+    }
+
+    /// The tables of `[[name]]` headers, each with where its header starts.
+    fn tables<'a, 'i>(
+        &mut self,
+        entry: Entry<'a, 'i>,
+        header: &str,
+    ) -> Vec<(usize, &'a DeTable<'i>)> {
+        let DeValue::Array(items) = entry.value.get_ref() else {
+            self.invalid(entry, format_args!("expected {header} tables"));
+            return Vec::new();
+        };
+        let mut tables = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            let DeValue::Table(table) = item.get_ref() else {
+                self.invalid(entry, format_args!("expected {header} tables"));
+                return Vec::new();
+            };
+            tables.push((item.span().start, table));
+        }
+        tables
+    }
+
+    /// A key that must hold a non-empty string.
+    fn required_string<'a>(
+        &mut self,
+        section: &'a str,
+        header: usize,
+        table: &'a DeTable<'_>,
+        name: &str,
+    ) -> Option<&'a str> {
+        let Some(entry) = entry(section, table, name) else {
+            self.report(header, section, format_args!("missing `{name}`"));
+            return None;
+        };
+        match entry.value.get_ref().as_str() {
+            Some(text) if !text.trim().is_empty() => Some(text),
+            _ => {
+                self.invalid(entry, "expected a non-empty string");
+                None
+            }
+        }
+    }
+
+    /// Whether `name` is new to `seen`; a problem at the table's `name` when it is not.
+    fn unique(
+        &mut self,
+        section: &str,
+        table: &DeTable<'_>,
+        name: &str,
+        seen: &mut HashSet<String>,
+        kind: &str,
+    ) -> bool {
+        if seen.insert(name.to_owned()) {
+            return true;
+        }
+        let at = key_at(table, "name").unwrap_or_default();
+        self.report(
+            at,
+            section,
+            format_args!("duplicate `name` = {name:?}: {kind} names must be unique"),
+        );
+        false
+    }
+
+    fn server(&mut self, entry: Entry<'_, '_>) -> Option<SocketAddr> {
+        let table = self.table(entry, SERVER)?;
+        let mut listen = None;
+        for entry in entries(SERVER, table) {
+            match entry.name() {
+                "listen" => {
+                    listen = entry
+                        .value
+                        .get_ref()
+                        .as_str()
+                        .and_then(|text| text.parse().ok());
+                    if listen.is_none() {
+                        self.invalid(
+                            entry,
+                            "expected an address and port like \"127.0.0.1:8090\" or \"[::1]:8090\"",
+                        );
+                    }
+                }
+                _ => self.unknown(entry, Accepted::Server),
+            }
+        }
+        listen
+    }
+
+    /// `[defaults]`: its good keys (a bad one is reported and left out, so that the
+    /// monitors are still checked against the rest).
+    fn defaults(&mut self, entry: Entry<'_, '_>) -> HealthCheckOverrides {
+        let mut defaults = HealthCheckOverrides::default();
+        let Some(table) = self.table(entry, DEFAULTS) else {
+            return defaults;
+        };
+        for entry in entries(DEFAULTS, table) {
+            if self.check_keys.contains(&entry.name()) {
+                if let Some(one) = self.check_key(entry) {
+                    defaults = one.over(&defaults);
+                }
+            } else {
+                self.unknown(entry, Accepted::Defaults);
+            }
+        }
+        defaults
+    }
+
+    /// One health-check key, read and validated on its own; `None` (reported) when bad.
+    fn check_key(&mut self, entry: Entry<'_, '_>) -> Option<HealthCheckOverrides> {
+        let one = match from_entry::<HealthCheckOverrides>(entry.name(), entry.value.get_ref()) {
+            Ok(one) => one,
+            // health-types words its own messages with the key and the value.
+            Err(DeError::Own(message)) => {
+                self.report(entry.at(), entry.section, message);
+                return None;
+            }
+            Err(err) => {
+                self.invalid(entry, err);
+                return None;
+            }
+        };
+        // Every rule of a health-check key concerns that key alone, so checking each on
+        // its own finds every bad one.
+        match one.resolve() {
+            Ok(_) => Some(one),
+            Err(err) => {
+                self.report(entry.at(), entry.section, err);
+                None
+            }
+        }
+    }
+
+    /// The `[[notify]]` tables that are good, and the names of all that have one (so that
+    /// a monitor naming a bad notifier is not also told that it does not exist).
+    fn notifiers(&mut self, entry: Entry<'_, '_>) -> (Vec<NotifierConfig>, HashSet<String>) {
+        let mut configs = Vec::new();
+        let mut names = HashSet::new();
+        for (header, table) in self.tables(entry, NOTIFY) {
+            let name = self.required_string(NOTIFY, header, table, "name");
+            let provider = self.required_string(NOTIFY, header, table, "provider");
+            if let Some(name) = name
+                && !self.unique(NOTIFY, table, name, &mut names, "notifier")
+            {
+                continue;
+            }
+            let (Some(name), Some(provider)) = (name, provider) else {
+                continue;
+            };
+            if let Some(config) = self.notifier(header, table, name, provider) {
+                configs.push(config);
+            }
+        }
+        (configs, names)
+    }
+
+    /// One `[[notify]]` table whose `name` and `provider` are strings: its keys are
+    /// checked against the provider's, then health-notify checks their values.
+    fn notifier(
+        &mut self,
+        header: usize,
+        table: &DeTable<'_>,
+        name: &str,
+        provider: &str,
+    ) -> Option<NotifierConfig> {
+        let Some(keys) = provider_keys(provider) else {
+            let provider = entry(NOTIFY, table, "provider")?;
+            let expected = PROVIDERS.join(", ");
+            self.invalid(
+                provider,
+                format_args!("unknown provider; expected one of {expected}"),
+            );
+            return None;
+        };
+        let before = self.problems.len();
+        for entry in entries(NOTIFY, table) {
+            if !NOTIFY_KEYS.contains(&entry.name()) && !keys.contains(&entry.name()) {
+                let shown = self.equals_written(entry.value);
+                self.report(
+                    entry.at(),
+                    NOTIFY,
+                    format_args!(
+                        "unknown key `{}`{shown} in notifier {name:?}; accepted keys for {provider}: {}, {}",
+                        entry.name(),
+                        NOTIFY_KEYS.join(", "),
+                        keys.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        let keys = match from_table::<serde_json::Value>(table) {
+            Ok(keys) => keys,
+            Err(err) => {
+                self.report(header, NOTIFY, err);
+                return None;
+            }
+        };
+        match NotifierConfig::from_table(keys) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                let at = notify_key(table, &err).unwrap_or(header);
+                self.report(at, NOTIFY, ErrorChain(&err));
+                None
+            }
+        }
+    }
+
+    fn monitors(
+        &mut self,
+        entry: Entry<'_, '_>,
+        defaults: &HealthCheckOverrides,
+        notifiers: &HashSet<String>,
+    ) -> Vec<MonitorEntry> {
+        let mut seen = HashSet::new();
+        let mut monitors = Vec::new();
+        for (header, table) in self.tables(entry, MONITOR) {
+            if let Some(monitor) = self.monitor(header, table, defaults, notifiers, &mut seen) {
+                monitors.push(monitor);
+            }
+        }
+        monitors
+    }
+
+    /// One `[[monitor]]` table: every key, then the probe.
+    fn monitor(
+        &mut self,
+        header: usize,
+        table: &DeTable<'_>,
+        defaults: &HealthCheckOverrides,
+        notifiers: &HashSet<String>,
+        seen: &mut HashSet<String>,
+    ) -> Option<MonitorEntry> {
+        let before = self.problems.len();
+        let name = self.required_string(MONITOR, header, table, "name");
+        let section = name.map_or_else(|| MONITOR.to_owned(), |name| format!("{MONITOR} {name:?}"));
+        if let Some(name) = name {
+            self.unique(&section, table, name, seen, "monitor");
+        }
+        let keys = self.monitor_keys(&section, header, table, notifiers);
+        let config = match keys.own.over(defaults).resolve() {
+            Ok(config) => config,
+            // Each key was valid alone; a rule across keys would fail here.
+            Err(err) => {
+                let at = self.config_key(table, &err).unwrap_or(header);
+                self.report(at, &section, err);
+                return None;
+            }
+        };
+        let notify = keys.notify.clone();
+        let target = keys.target(table)?;
+        // Built now, so that what only a probe can tell (a stream URL without a port, a
+        // certificate file that cannot be read) is reported with the rest.
+        let probe = match build_probe(&config, &target) {
+            Ok(probe) => probe,
+            Err(err) => {
+                let (at, message) = self.probe_problem(table, &target, &err);
+                self.report(at.unwrap_or(header), &section, message);
+                return None;
+            }
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(MonitorEntry {
+            name: name?.to_owned(),
+            target,
+            config,
+            probe,
+            notify,
+        })
+    }
+
+    /// Every key of a `[[monitor]]` table.
+    fn monitor_keys(
+        &mut self,
+        section: &str,
+        header: usize,
+        table: &DeTable<'_>,
+        notifiers: &HashSet<String>,
+    ) -> MonitorKeys {
+        let mut keys = MonitorKeys::default();
+        for entry in entries(section, table) {
+            match entry.name() {
+                "name" => {}
+                "url" => keys.url = self.url(entry),
+                "docker" => keys.docker = self.spec(entry),
+                "agent" => keys.agent = self.spec(entry),
+                "notify" => keys.notify = self.notify_list(entry, notifiers),
+                other if self.check_keys.contains(&other) => {
+                    if let Some(one) = self.check_key(entry) {
+                        keys.own = one.over(&keys.own);
+                    }
+                }
+                _ => self.unknown(entry, Accepted::Monitor),
+            }
+        }
+        if !table.contains_key("url") {
+            self.report(header, section, "missing `url`");
+        }
+        if let (Some(spec), Some(at)) = (&keys.agent, key_at(table, "agent"))
+            && spec.cert.is_some() != spec.key.is_some()
+        {
+            self.report(
+                at,
+                section,
+                "`agent` needs both `cert` and `key` for mutual TLS, or neither",
+            );
+            keys.agent = None;
+        }
+        keys
+    }
+
+    fn url(&mut self, entry: Entry<'_, '_>) -> Option<Url> {
+        let Some(text) = entry.value.get_ref().as_str() else {
+            self.invalid(entry, "expected a URL string");
+            return None;
+        };
+        Url::parse(text)
+            .map_err(|err| self.invalid(entry, err))
+            .ok()
+    }
+
+    /// A `docker` or `agent` table, as health-types reads it.
+    fn spec<T: DeserializeOwned>(&mut self, entry: Entry<'_, '_>) -> Option<T> {
+        let Some(table) = entry.value.get_ref().as_table() else {
+            let keys = fields_of::<T>().join(", ");
+            self.invalid(entry, format_args!("expected a table with the keys {keys}"));
+            return None;
+        };
+        let (path, err) = match from_value_at::<T>(entry.value.get_ref()) {
+            Ok(spec) => return Some(spec),
+            Err(failure) => failure,
+        };
+        // The inner key the error is about, shown as written.
+        let inner = match &err {
+            DeError::UnknownKey { .. } | DeError::MissingKey(_) => None,
+            _ => path
+                .first()
+                .and_then(|first| table.get(first.as_str()))
+                .and_then(|inner| self.written(inner)),
+        };
+        let name = entry.name();
+        let message = match inner {
+            Some(shown) => format!("invalid `{name}.{}` = {shown}: {err}", path.join(".")),
+            None => format!("invalid `{name}`: {err}"),
+        };
+        self.report(entry.at(), entry.section, message);
+        None
+    }
+
+    fn notify_list(&mut self, entry: Entry<'_, '_>, notifiers: &HashSet<String>) -> Vec<String> {
+        let names: Vec<String> = match from_value(entry.value.get_ref()) {
+            Ok(names) => names,
+            Err(err) => {
+                self.invalid(entry, err);
+                return Vec::new();
+            }
+        };
+        for name in names.iter().filter(|name| !notifiers.contains(*name)) {
+            self.report(
+                entry.at(),
+                entry.section,
+                format_args!("`notify` names {name:?}, but no [[notify]] table has that name"),
+            );
+        }
+        names
+    }
+
+    /// Where a monitor's own key that `err` names is written.
+    fn config_key(&self, table: &DeTable<'_>, err: &ConfigError) -> Option<usize> {
+        match err {
+            ConfigError::Invalid { key, .. } => key_at(table, key),
+            ConfigError::Url { .. } => key_at(table, "url"),
+        }
+    }
+
+    /// Where a `build_probe` failure belongs and its message: at the monitor's own key
+    /// it names, at the `agent` or `docker` key for a key inside that table, else at
+    /// `url`.
+    fn probe_problem(
+        &self,
+        table: &DeTable<'_>,
+        target: &Target,
+        err: &ConfigError,
+    ) -> (Option<usize>, String) {
+        match err {
+            ConfigError::Invalid { key, value, reason } => {
+                if let Some(at) = key_at(table, key) {
+                    return (Some(at), err.to_string());
+                }
+                let inner = match target {
+                    Target::Agent { .. } if self.agent_keys.contains(key) => Some("agent"),
+                    Target::Docker { .. } if self.docker_keys.contains(key) => Some("docker"),
+                    _ => None,
+                };
+                match inner {
+                    Some(inner) => (
+                        key_at(table, inner),
+                        format!("invalid `{inner}.{key}` = {value}: {reason}"),
+                    ),
+                    None => (None, err.to_string()),
+                }
+            }
+            ConfigError::Url { url, reason } => match target {
+                Target::Agent { spec, .. } if spec.url.as_str() == url => (
+                    key_at(table, "agent"),
+                    format!("invalid `agent.url` = {url:?}: {reason}"),
+                ),
+                Target::Docker { spec, .. } if spec.container == *url => (
+                    key_at(table, "docker"),
+                    format!("invalid `docker.container` = {url:?}: {reason}"),
+                ),
+                _ => (
+                    key_at(table, "url"),
+                    format!("invalid `url` = {url:?}: {reason}"),
+                ),
+            },
+        }
+    }
+}
+
+/// Where `name` is written in `table`.
+fn key_at(table: &DeTable<'_>, name: &str) -> Option<usize> {
+    table.get_key_value(name).map(|(key, _)| key.span().start)
+}
+
+/// Where the key a health-notify error names is written: `key` is one of the table's
+/// keys or a path into one (`headers.X-Token`, `tags[0]`).
+fn notify_key(table: &DeTable<'_>, err: &NotifyError) -> Option<usize> {
+    let mut err = err;
+    while let NotifyError::Notifier { source, .. } = err {
+        err = source;
+    }
+    let NotifyError::Config { key: path, .. } = err else {
+        return None;
+    };
+    table
+        .keys()
+        .find(|key| {
+            let key: &str = key.get_ref();
+            path.strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+        .map(|key| key.span().start)
+}
+
+/// Each provider's own keys, read from its config type's derive.
+///
+/// health-notify owns the providers and checks their keys, but names an unknown key only
+/// in the text of a whole-table error; with the lists, healthd points at every unknown
+/// key itself. `every_provider_has_its_keys` keeps this list in step with `PROVIDERS`.
+fn provider_keys(provider: &str) -> Option<&'static [&'static str]> {
+    Some(match provider {
+        "webhook" => fields_of::<WebhookConfig>(),
+        "discord" => fields_of::<DiscordConfig>(),
+        "slack" => fields_of::<SlackConfig>(),
+        "ntfy" => fields_of::<NtfyConfig>(),
+        "gotify" => fields_of::<GotifyConfig>(),
+        "telegram" => fields_of::<TelegramConfig>(),
+        "pushover" => fields_of::<PushoverConfig>(),
+        "email" => fields_of::<EmailConfig>(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_has_its_keys() {
+        for provider in PROVIDERS {
+            let keys = provider_keys(provider).unwrap_or_default();
+            assert!(!keys.is_empty(), "{provider}");
+            assert!(
+                keys.iter().all(|key| !NOTIFY_KEYS.contains(key)),
+                "{provider}: {keys:?}"
+            );
+        }
+    }
+}
