@@ -694,20 +694,33 @@ impl<'t> Checker<'t> {
                     None => (None, err.to_string()),
                 }
             }
-            ConfigError::Url { url, reason } => match target {
-                Target::Agent { spec, .. } if spec.url.as_str() == url => (
-                    key_at(table, "agent"),
-                    format!("invalid `agent.url` = {url:?}: {reason}"),
-                ),
-                Target::Docker { spec, .. } if spec.container == *url => (
-                    key_at(table, "docker"),
-                    format!("invalid `docker.container` = {url:?}: {reason}"),
-                ),
-                _ => (
-                    key_at(table, "url"),
-                    format!("invalid `url` = {url:?}: {reason}"),
-                ),
-            },
+            ConfigError::Url { url, reason } => {
+                // The URL says which key it came from: the monitor's own, or one inside its
+                // `agent` or `docker` table (else the engine's host came from
+                // `DOCKER_HOST`, and the `docker` table is where to look).
+                let inner = match target {
+                    _ if target.url().is_some_and(|own| own.as_str() == url) => None,
+                    Target::Agent { .. } => Some(("agent", "agent.url")),
+                    Target::Docker { spec, .. } if spec.host.as_deref() == Some(url) => {
+                        Some(("docker", "docker.host"))
+                    }
+                    Target::Docker { spec, .. } if spec.container == *url => {
+                        Some(("docker", "docker.container"))
+                    }
+                    Target::Docker { .. } => Some(("docker", "docker")),
+                    Target::Url(_) => None,
+                };
+                match inner {
+                    Some((key, path)) => (
+                        key_at(table, key),
+                        format!("invalid `{path}` = {url:?}: {reason}"),
+                    ),
+                    None => (
+                        key_at(table, "url"),
+                        format!("invalid `url` = {url:?}: {reason}"),
+                    ),
+                }
+            }
         }
     }
 }

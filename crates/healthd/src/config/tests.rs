@@ -169,20 +169,27 @@ fn what_only_a_probe_can_tell_is_reported_with_its_monitor() {
 }
 
 #[test]
-fn agent_problems_name_the_key_inside_the_agent_table() {
-    for (agent, expected) in [
+fn problems_inside_agent_and_docker_tables_name_the_inner_key() {
+    for (table, expected) in [
         (
-            "{ url = \"https://ag:8890\", ca = \"/nonexistent/ca.pem\" }",
+            "agent = { url = \"https://ag:8890\", ca = \"/nonexistent/ca.pem\" }",
             "invalid `agent.ca` = \"/nonexistent/ca.pem\": ",
         ),
         (
-            "{ url = \"http://ag:8890\", ca = \"ca.pem\" }",
+            "agent = { url = \"http://ag:8890\", ca = \"ca.pem\" }",
             "invalid `agent.url` = \"http://ag:8890/\": ",
         ),
-        ("{ url = \"no url\" }", "invalid `agent.url` = \"no url\": "),
+        (
+            "agent = { url = \"no url\" }",
+            "invalid `agent.url` = \"no url\": ",
+        ),
+        (
+            "docker = { container = \"web\", host = \"ftp://engine\" }",
+            "invalid `docker.host` = \"ftp://engine\": ",
+        ),
     ] {
         let p = problem(&format!(
-            "[[monitor]]\nname = \"a\"\nurl = \"http://a/\"\nagent = {agent}\n"
+            "[[monitor]]\nname = \"a\"\nurl = \"http://a/\"\n{table}\n"
         ));
         assert!(
             p.starts_with(&format!("4:1: [[monitor]] \"a\": {expected}")),
