@@ -13,7 +13,7 @@ use std::{
 };
 
 use health_monitor::HealthMonitor;
-use healthd::{config::DaemonConfig, daemon};
+use healthd::{DaemonConfig, start};
 use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -175,7 +175,7 @@ retries = 1000
 "#
     ))
     .unwrap();
-    let running = daemon::start(&config, Vec::new()).await.unwrap();
+    let running = start(&config, Vec::new()).await.unwrap();
     let api = running.monitors[0].clone();
     let addr = running.addr;
 
@@ -299,7 +299,7 @@ async fn udp_echo() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_monitor_runs_from_one_config() {
     let stop = tokio_util::sync::CancellationToken::new();
-    let upstreams = healthd::upstreams::start(&stop).await.unwrap();
+    let upstreams = healthd::Upstreams::start(&stop).await.unwrap();
     let https = https_upstream().await;
     let udp = udp_echo().await;
     let dir = tempfile::tempdir().unwrap();
@@ -308,7 +308,7 @@ async fn every_kind_of_monitor_runs_from_one_config() {
         let a = l.local_addr().unwrap();
         (l, a)
     };
-    tokio::spawn(healthd::agent::serve(agent_listener, None, stop.clone()));
+    tokio::spawn(healthd::serve_agent(agent_listener, None, stop.clone()));
     let config = DaemonConfig::parse(&format!(
         r#"
 [server]
@@ -352,7 +352,7 @@ docker = {{ container = "web", host = "unix://{dir}/no-docker.sock" }}
         dir = dir.path().display(),
     ))
     .unwrap();
-    let running = daemon::start(&config, Vec::new()).await.unwrap();
+    let running = start(&config, Vec::new()).await.unwrap();
     for monitor in &running.monitors {
         let mut rx = monitor.subscribe();
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| s.checks() >= 1))
