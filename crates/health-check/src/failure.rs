@@ -47,7 +47,7 @@ impl Failure {
     }
 
     /// The same failure with `prefix` put before its detail.
-    #[cfg(feature = "http")]
+    #[cfg(any(feature = "http", feature = "docker"))]
     #[must_use]
     pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
         self.detail = format!("{prefix}{}", self.detail);
@@ -62,7 +62,7 @@ impl Failure {
         }
     }
 
-    #[cfg(feature = "http")]
+    #[cfg(any(feature = "http", feature = "docker"))]
     /// This failure as an error, whichever side it came from (the agent probe reports
     /// every failure to reach the agent as an error).
     pub(crate) fn into_error(self) -> ProbeError {
