@@ -585,7 +585,7 @@ mod duration_key {
 
     fn bare_number(key: &str, v: impl fmt::Display) -> String {
         format!(
-            "invalid `{key}` = {v}: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h)"
+            "invalid `{key}` = {v}: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h, d)"
         )
     }
 

@@ -280,7 +280,7 @@ fn every_bad_key_of_one_table_is_reported_at_its_own_column() {
     assert_eq!(
         p,
         [
-            "4:3: [[monitor]] \"api\": invalid `interval` = 30: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h)",
+            "4:3: [[monitor]] \"api\": invalid `interval` = 30: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h, d)",
             "5:1: [[monitor]] \"api\": invalid `path` = \"health\": must start with `/`",
             "6:1: [[monitor]] \"api\": invalid `retries` = \"three\": expected i64, found string \"three\"",
             "7:1: [[monitor]] \"api\": invalid `timeout` = \"366d\": must be at most 365d",
