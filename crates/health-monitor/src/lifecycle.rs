@@ -389,6 +389,7 @@ impl Shared {
             } else {
                 None
             },
+            outage_start: None,
             time,
         }
     }

@@ -388,6 +388,7 @@ impl Message {
             latency: Duration::from_millis(12),
             last_seen: None,
             outage: None,
+            outage_start: None,
             time: UNIX_EPOCH,
         })
     }
@@ -488,6 +489,7 @@ mod tests {
             latency: Duration::from_micros(12_700),
             last_seen: Some(UNIX_EPOCH + Duration::from_secs(1_714_564_740)),
             outage: Some(Duration::from_secs(192)),
+            outage_start: None,
             time: UNIX_EPOCH + Duration::from_secs(1_714_564_800),
         }
     }

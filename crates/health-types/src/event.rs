@@ -30,7 +30,9 @@ crate::util::wire_names! {
 }
 
 /// One event with everything a notification needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serializable, so that an outbox can keep it until it is delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
@@ -46,6 +48,10 @@ pub struct Event {
     pub last_seen: Option<SystemTime>,
     /// For `up`: how long the outage lasted (first failure to recovery).
     pub outage: Option<Duration>,
+    /// For `down` and `up`: when the outage began (wall clock). With the service name it
+    /// names the outage, so a `down` and its `up` can be told apart from another
+    /// outage's (an `up` waits for its own `down`; PagerDuty's dedup key).
+    pub outage_start: Option<SystemTime>,
     /// Wall-clock time of the event.
     pub time: SystemTime,
 }

@@ -12,6 +12,7 @@ mod clock;
 mod config;
 mod event;
 mod json;
+mod persist;
 mod probe;
 mod result;
 mod scheme;
@@ -31,6 +32,7 @@ pub use self::{
     },
     event::{Event, EventKind, EventSink},
     json::{ConfigJson, MonitorJson},
+    persist::{MonitorState, Outbox, OutboxEntry, OutboxError, StateSink},
     probe::Probe,
     result::{CheckKind, CheckResult, ProbeError, Verdict},
     scheme::{Scheme, UnknownScheme, unsupported_reason, unsupported_scheme},

@@ -46,6 +46,7 @@ pub(crate) fn event(kind: EventKind, service: &str) -> Event {
         latency: Duration::from_millis(12),
         last_seen: Some(t0() - Duration::from_secs(60)),
         outage: Some(Duration::from_secs(192)),
+        outage_start: None,
         time: t0(),
     }
 }
