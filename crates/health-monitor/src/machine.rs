@@ -1,11 +1,12 @@
-//! The sans-IO debouncing state machine (SPEC §3): results in, status and events out.
+//! The sans-IO debouncing state machine (SPEC §3): results in, status and events out;
+//! and its persisted form (SPEC §9.1): a [`MonitorState`] out, a machine restored from one.
 //!
 //! No clock reads, no locks, no I/O: the caller passes the verdict of each check and the
-//! monotonic time it ended at.
+//! monotonic time it ended at, and the clocks' readings when it restores a machine.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use health_types::{EventKind, HealthCheckConfig, Status, Verdict};
+use health_types::{EventKind, HealthCheckConfig, MonitorState, Status, Verdict};
 use tokio::time::Instant;
 
 /// The debouncing state machine of one monitor.
@@ -37,6 +38,15 @@ use tokio::time::Instant;
 /// time in an outage; `up` when the status becomes Healthy and a `down` was sent for this
 /// outage; `stopped` when errors reach `max_errors`. An outage lasts from the first
 /// failure after a healthy period until the status is Healthy again.
+///
+/// # Restarts and restores
+///
+/// [`restart`](Self::restart) (a stopped monitor started again) and
+/// [`restore`](Self::restore) (a new process resuming from a [`MonitorState`]) keep the
+/// outage: whether its `down` was sent and when it began. So a restart during an outage
+/// never sends a second `down`, and the `up` that ends it reports the whole outage.
+/// [`state`](Self::state) is what to persist; restoring it gives a machine that takes
+/// every later result as the original would have.
 #[derive(Clone, Debug)]
 pub struct StateMachine {
     status: Status,
@@ -44,7 +54,12 @@ pub struct StateMachine {
     errors: u32,
     passes: u32,
     down_sent: bool,
+    /// When the current outage began, as far as the monotonic clock reaches back.
     outage_since: Option<Instant>,
+    /// The part of the current outage before `outage_since`: non-zero only after a
+    /// restore of an outage older than the monotonic clock (which starts near zero at
+    /// boot, so a host that rebooted during an outage cannot express its start).
+    outage_before: Duration,
     fall: u32,
     rise: u32,
     max_errors: u32,
@@ -102,9 +117,85 @@ impl StateMachine {
             passes: 0,
             down_sent: false,
             outage_since: None,
+            outage_before: Duration::ZERO,
             fall: config.fall_threshold(),
             rise: config.rise_threshold(),
             max_errors: config.max_errors,
+        }
+    }
+
+    /// A machine with the thresholds of `config` that resumes from `state`, persisted by
+    /// an earlier process; `now` and `wall_now` are the monotonic and the wall clock read
+    /// at the same moment.
+    ///
+    /// The outage's wall-clock start becomes a monotonic one, `now - (wall_now -
+    /// outage_start)` (a start in the future counts as `now`), so that an `up` reports the
+    /// whole outage. The counters are taken as far as they matter (up to F, R and
+    /// `max_errors`, as [`state`](Self::state) writes them).
+    ///
+    /// | persisted status | restored as |
+    /// |------------------|-------------|
+    /// | Healthy, Unhealthy, Error | that status with its counters |
+    /// | Error with errors ≥ max_errors (> 0): the monitor had stopped itself | Starting, counters at zero |
+    /// | Stopped, Starting, Unknown, Napping | Starting, counters at zero |
+    ///
+    /// Every row keeps the outage (`down_sent` and its start): a monitor that stopped
+    /// itself after max_errors, or was stopped, checks again in the new process as a
+    /// restarted one does, and does not send its outage's `down` a second time.
+    pub fn restore(
+        config: &HealthCheckConfig,
+        state: &MonitorState,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Self {
+        let mut machine = StateMachine::new(config);
+        machine.down_sent = state.down_sent;
+        if let Some(start) = state.outage_start {
+            // A start in the future (the wall clock stepped back) counts as now.
+            let elapsed = wall_now.duration_since(start).unwrap_or(Duration::ZERO);
+            match now.checked_sub(elapsed) {
+                Some(since) => machine.outage_since = Some(since),
+                None => {
+                    machine.outage_since = Some(now);
+                    machine.outage_before = elapsed;
+                }
+            }
+        }
+        let stopped_itself = state.status == Status::Error
+            && machine.max_errors > 0
+            && state.errors >= machine.max_errors;
+        match state.status {
+            // Healthy, Unhealthy, Error => the same, with the counters as they were.
+            Status::Healthy | Status::Unhealthy | Status::Error if !stopped_itself => {
+                machine.status = state.status;
+                machine.failures = state.failures.min(machine.fall);
+                machine.passes = state.passes.min(machine.rise);
+                machine.errors = state.errors.min(machine.max_errors);
+            }
+            // Stopped (by max_errors or from outside), Starting, Unknown, Napping =>
+            // Starting: the new process checks again, as after a restart.
+            _ => {}
+        }
+        machine
+    }
+
+    /// The state to persist, with the outage's wall-clock start and the last healthy
+    /// result's time that the caller keeps: counters capped at what matters (`failures`
+    /// at F, `passes` at R, `errors` at `max_errors`), so a monitor in a steady state
+    /// yields the same state after every check.
+    pub fn state(
+        &self,
+        outage_start: Option<SystemTime>,
+        last_seen: Option<SystemTime>,
+    ) -> MonitorState {
+        MonitorState {
+            status: self.status,
+            failures: self.failures.min(self.fall),
+            passes: self.passes.min(self.rise),
+            errors: self.errors.min(self.max_errors),
+            down_sent: self.down_sent,
+            outage_start,
+            last_seen,
         }
     }
 
@@ -131,6 +222,12 @@ impl StateMachine {
     /// Whether a `down` was sent for the current outage.
     pub fn down_sent(&self) -> bool {
         self.down_sent
+    }
+
+    /// Whether an outage is going on: from the first failure after a healthy period
+    /// until the status is Healthy again.
+    pub fn in_outage(&self) -> bool {
+        self.outage_since.is_some()
     }
 
     /// Whether the machine is confirming a change: 0 < failures < F, or 0 < passes < R
@@ -162,6 +259,15 @@ impl StateMachine {
     /// Stops the machine (manual stop or cancel): status Stopped, no event.
     pub fn stop(&mut self) {
         self.status = Status::Stopped;
+    }
+
+    /// Starts again (a stopped monitor restarted): status Starting, counters at zero; the
+    /// outage is kept, so its `down` is not sent again and its `up` reports all of it.
+    pub fn restart(&mut self) {
+        self.status = Status::Starting;
+        self.failures = 0;
+        self.errors = 0;
+        self.passes = 0;
     }
 
     /// Sets the status from outside (for example `Napping` from an idle watcher).
@@ -249,9 +355,10 @@ impl StateMachine {
                 self.down_sent = false;
                 outage = self
                     .outage_since
-                    .map(|since| now.saturating_duration_since(since));
+                    .map(|since| now.saturating_duration_since(since) + self.outage_before);
             }
             self.outage_since = None;
+            self.outage_before = Duration::ZERO;
         }
         if verdict == Verdict::Error && self.max_errors > 0 && self.errors >= self.max_errors {
             events.stopped = true;
@@ -431,5 +538,224 @@ mod tests {
         assert_eq!(next(U), 60, "down");
         assert_eq!(next(H), 1, "confirming a rise");
         assert_eq!(next(H), 30, "healthy again");
+    }
+
+    /// The wall clock of the restore tests: some time in 2023.
+    fn wall() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn persisted(status: Status, failures: u32, down_sent: bool, outage_secs: u64) -> MonitorState {
+        MonitorState {
+            status,
+            failures,
+            passes: 0,
+            errors: 0,
+            down_sent,
+            outage_start: Some(wall() - Duration::from_secs(outage_secs)),
+            last_seen: Some(wall() - Duration::from_secs(outage_secs + 30)),
+        }
+    }
+
+    fn config(retries: i64, rise: u32, max_errors: u32) -> HealthCheckConfig {
+        HealthCheckConfig {
+            retries,
+            rise,
+            max_errors,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_restored_notified_outage_sends_no_second_down_and_its_up_reports_all_of_it() {
+        // Down for 5 min before the process restarted, with F = 3.
+        let state = persisted(Status::Unhealthy, 3, true, 300);
+        let now = Instant::now();
+        let mut m = StateMachine::restore(&config(3, 1, 5), &state, now, wall());
+        assert_eq!(
+            (m.status(), m.failures(), m.down_sent()),
+            (Status::Unhealthy, 3, true)
+        );
+        assert!(m.in_outage());
+        for i in 1..=4 {
+            let t = m.observe(U, now + Duration::from_secs(10 * i));
+            assert!(t.events.is_empty(), "no second down: {t:?}");
+        }
+        let up = m.observe(H, now + Duration::from_secs(50));
+        assert!(up.events.up);
+        assert_eq!(up.outage, Some(Duration::from_secs(350)));
+        assert!(!m.in_outage() && !m.down_sent());
+    }
+
+    #[test]
+    fn a_restored_unhealthy_below_the_threshold_sends_down_on_the_next_failure() {
+        // F = 3: the first failure made it Unhealthy from Starting; one more to go.
+        let state = persisted(Status::Unhealthy, 2, false, 20);
+        let now = Instant::now();
+        let mut m = StateMachine::restore(&config(3, 1, 5), &state, now, wall());
+        assert_eq!(
+            (m.status(), m.failures(), m.down_sent()),
+            (Status::Unhealthy, 2, false)
+        );
+        let t = m.observe(U, now + Duration::from_secs(10));
+        assert_eq!(
+            (t.to, t.events.iter().collect::<Vec<_>>()),
+            (Status::Unhealthy, vec![EventKind::Down])
+        );
+        let up = m.observe(H, now + Duration::from_secs(20));
+        assert_eq!(
+            up.outage,
+            Some(Duration::from_secs(40)),
+            "from the persisted start"
+        );
+    }
+
+    #[test]
+    fn stopped_starting_and_self_stopped_restore_as_starting_and_keep_the_outage() {
+        let now = Instant::now();
+        let cases = [
+            ("stopped", persisted(Status::Stopped, 3, true, 60)),
+            ("starting", persisted(Status::Starting, 0, true, 60)),
+            ("napping", persisted(Status::Napping, 0, true, 60)),
+            (
+                "stopped itself after max_errors",
+                MonitorState {
+                    errors: 5,
+                    ..persisted(Status::Error, 3, true, 60)
+                },
+            ),
+        ];
+        for (name, state) in cases {
+            let mut m = StateMachine::restore(&config(3, 2, 5), &state, now, wall());
+            assert_eq!(
+                (
+                    m.status(),
+                    m.failures(),
+                    m.errors(),
+                    m.passes(),
+                    m.down_sent()
+                ),
+                (Status::Starting, 0, 0, 0, true),
+                "{name}"
+            );
+            // One success is enough at start; it ends the kept outage with an up.
+            let up = m.observe(H, now + Duration::from_secs(5));
+            assert_eq!(up.to, Status::Healthy, "{name}");
+            assert!(up.events.up, "{name}");
+            assert_eq!(up.outage, Some(Duration::from_secs(65)), "{name}");
+        }
+        // An Error below max_errors stays Error with its counts.
+        let state = MonitorState {
+            errors: 4,
+            ..persisted(Status::Error, 4, true, 60)
+        };
+        let m = StateMachine::restore(&config(3, 2, 5), &state, now, wall());
+        assert_eq!(
+            (m.status(), m.failures(), m.errors()),
+            (Status::Error, 3, 4)
+        );
+    }
+
+    #[test]
+    fn a_self_stopped_monitor_restored_stops_again_only_after_max_errors_more() {
+        let state = MonitorState {
+            errors: 2,
+            ..persisted(Status::Error, 2, true, 60)
+        };
+        let now = Instant::now();
+        let mut m = StateMachine::restore(&config(2, 1, 2), &state, now, wall());
+        assert_eq!(m.status(), Status::Starting);
+        let out = run(&mut m, &[E, E]);
+        assert_eq!(out[0], (Status::Error, vec![]));
+        assert_eq!(
+            out[1],
+            (Status::Error, vec![EventKind::Stopped]),
+            "no second down"
+        );
+    }
+
+    #[test]
+    fn an_outage_start_in_the_future_counts_as_now() {
+        let state = MonitorState {
+            outage_start: Some(wall() + Duration::from_secs(3600)),
+            ..persisted(Status::Unhealthy, 3, true, 0)
+        };
+        let now = Instant::now();
+        let mut m = StateMachine::restore(&config(3, 1, 5), &state, now, wall());
+        let up = m.observe(H, now + Duration::from_secs(7));
+        assert_eq!(up.outage, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn an_outage_older_than_the_monotonic_clock_is_reported_whole() {
+        // Since the Unix epoch: before the monotonic clock's start (near zero at boot).
+        // Where `Instant` cannot go below it (macOS, Windows) the part before `now` is
+        // carried as a duration; Linux's signed `Instant` reaches back that far. Either
+        // way the whole outage is reported.
+        let state = MonitorState {
+            outage_start: Some(SystemTime::UNIX_EPOCH),
+            ..persisted(Status::Unhealthy, 3, true, 0)
+        };
+        let now = Instant::now();
+        let mut m = StateMachine::restore(&config(3, 1, 5), &state, now, wall());
+        let up = m.observe(H, now + Duration::from_secs(7));
+        assert_eq!(up.outage, Some(Duration::from_secs(1_700_000_007)));
+        // The next outage starts from nothing.
+        m.observe(U, now + Duration::from_secs(10));
+        m.observe(U, now + Duration::from_secs(20));
+        m.observe(U, now + Duration::from_secs(30));
+        let up = m.observe(H, now + Duration::from_secs(40));
+        assert_eq!(up.outage, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn state_caps_the_counters_so_a_steady_state_persists_the_same() {
+        let mut m = machine(3, 2, 4);
+        let t0 = Instant::now();
+        let states: Vec<_> = (0..6)
+            .map(|i| {
+                m.observe(U, t0 + Duration::from_secs(i));
+                m.state(Some(wall()), None)
+            })
+            .collect();
+        assert_eq!(states[2].failures, 3);
+        assert!(states[2..].iter().all(|s| *s == states[2]), "{states:?}");
+        let mut m = machine(3, 2, 4);
+        let healthy: Vec<_> = (0..5)
+            .map(|i| {
+                m.observe(H, t0 + Duration::from_secs(i));
+                m.state(None, Some(wall()))
+            })
+            .collect();
+        assert_eq!(healthy[0].passes, 1);
+        assert_eq!(healthy[1].passes, 2);
+        assert!(healthy[1..].iter().all(|s| *s == healthy[1]), "{healthy:?}");
+        let mut m = machine(10, 1, 3);
+        run(&mut m, &[E, E, E, E]);
+        assert_eq!(m.state(None, None).errors, 3);
+    }
+
+    #[test]
+    fn restart_resets_the_counters_and_keeps_the_outage() {
+        let mut m = machine(2, 1, 5);
+        let t0 = Instant::now();
+        m.observe(U, t0);
+        assert!(m.observe(U, t0 + Duration::from_secs(10)).events.down);
+        m.stop();
+        m.restart();
+        assert_eq!(
+            (m.status(), m.failures(), m.down_sent()),
+            (Status::Starting, 0, true)
+        );
+        for i in 2..6 {
+            let t = m.observe(U, t0 + Duration::from_secs(10 * i));
+            assert!(t.events.is_empty(), "no second down after a restart: {t:?}");
+        }
+        let up = m.observe(H, t0 + Duration::from_secs(60));
+        assert!(up.events.up);
+        assert_eq!(up.outage, Some(Duration::from_secs(60)), "the whole outage");
+        // A healthy machine restarted: nothing special.
+        m.restart();
+        assert_eq!(run(&mut m, &[H]), [(Status::Healthy, vec![])]);
     }
 }

@@ -1,10 +1,10 @@
 //! Property tests of the state machine over random result sequences.
 #![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use health_monitor::StateMachine;
-use health_types::{EventKind, HealthCheckConfig, Status, Verdict};
+use health_types::{EventKind, HealthCheckConfig, MonitorState, Status, Verdict};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
@@ -100,5 +100,87 @@ proptest! {
             }
         }
         prop_assert!(ups <= downs && downs <= ups + 1);
+    }
+
+    /// A process that persists its machine's state after result `split` and a new one
+    /// that restores it take every later result exactly as one process would have: same
+    /// status, events, outage lengths and persisted states.
+    #[test]
+    fn persisting_and_restoring_changes_nothing_that_follows(
+        retries in -2i64..6,
+        rise in 1u32..4,
+        max_errors in 0u32..6,
+        verdicts in prop::collection::vec(verdict(), 1..60),
+        split in 0usize..60,
+    ) {
+        let config = HealthCheckConfig { retries, rise, max_errors, ..Default::default() };
+        let split = split.min(verdicts.len());
+        let t0 = Instant::now();
+        let wall0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // Result i ends at t0 + i s on the monotonic clock and wall0 + i s on the wall.
+        let at = |i: usize| Duration::from_secs(i as u64);
+        let mut whole = Tracked::new(StateMachine::new(&config));
+        let mut before = Tracked::new(StateMachine::new(&config));
+        for (i, verdict) in verdicts[..split].iter().copied().enumerate() {
+            let stopped = before.observe(verdict, t0 + at(i), wall0 + at(i)).events.stopped;
+            whole.observe(verdict, t0 + at(i), wall0 + at(i));
+            if stopped {
+                // A monitor that stopped itself restores as a restarted one: not the same.
+                return Ok(());
+            }
+        }
+        let state = before.state();
+        // The new process restores between the last result and the next.
+        let restored_at = at(split).saturating_sub(Duration::from_millis(500));
+        let (now, wall_now) = (t0 + restored_at, wall0 + restored_at);
+        let mut after = Tracked {
+            machine: StateMachine::restore(&config, &state, now, wall_now),
+            outage_start: state.outage_start,
+        };
+        prop_assert_eq!(after.state(), state);
+        for (i, verdict) in verdicts.iter().copied().enumerate().skip(split) {
+            let (t, wall) = (t0 + at(i), wall0 + at(i));
+            let expected = whole.observe(verdict, t, wall);
+            let got = after.observe(verdict, t, wall);
+            prop_assert_eq!(got, expected, "result {}", i);
+            prop_assert_eq!(after.state(), whole.state(), "result {}", i);
+            if expected.events.stopped {
+                break;
+            }
+        }
+    }
+}
+
+/// A machine with the wall-clock start of its outage, tracked as the monitor does.
+struct Tracked {
+    machine: StateMachine,
+    outage_start: Option<SystemTime>,
+}
+
+impl Tracked {
+    fn new(machine: StateMachine) -> Self {
+        Tracked {
+            machine,
+            outage_start: None,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        verdict: Verdict,
+        now: Instant,
+        wall: SystemTime,
+    ) -> health_monitor::Transition {
+        let t = self.machine.observe(verdict, now);
+        self.outage_start = if self.machine.in_outage() {
+            self.outage_start.or(Some(wall))
+        } else {
+            None
+        };
+        t
+    }
+
+    fn state(&self) -> MonitorState {
+        self.machine.state(self.outage_start, None)
     }
 }
