@@ -1,191 +1,23 @@
 //! Scheduler and lifecycle tests under tokio's paused clock, with fake probes.
 #![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 
+mod support;
+
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, UNIX_EPOCH},
 };
 
-use async_trait::async_trait;
 use health_monitor::{
-    HealthMonitor, LastSeenRegistry, Monitor, MonitorBuilder, MonitorError, SchedulerOptions, Scope,
+    HealthMonitor, LastSeenRegistry, Monitor, MonitorError, SchedulerOptions, Scope,
 };
-use health_types::{
-    CheckKind, CheckResult, ConfigError, Event, EventKind, HealthCheckConfig, Probe, ProbeError,
-    Status, TokioClock, Url,
+use health_types::{CheckKind, ConfigError, Event, EventKind, HealthCheckConfig, Status};
+use tokio::time::Instant;
+
+use self::support::{
+    Act, BASE_SECS, FakeProbe, builder, builder_of, every, monitor, no_jitter, run_for, start, url,
+    with_events,
 };
-use tokio::{
-    sync::mpsc::{self, UnboundedReceiver},
-    time::Instant,
-};
-
-/// What a [`FakeProbe`] does on one call.
-#[derive(Clone, Copy, Debug)]
-enum Act {
-    Healthy,
-    Unhealthy,
-    Error,
-    Panic,
-    /// Answers healthy after this long.
-    Slow(Duration),
-    Hang,
-}
-
-/// A scripted probe that records every call and counts calls in flight.
-struct FakeProbe {
-    script: Mutex<Box<dyn FnMut(usize) -> Act + Send>>,
-    calls: Mutex<Vec<(Instant, Url)>>,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-    dropped: AtomicUsize,
-    t0: Instant,
-}
-
-impl std::fmt::Debug for FakeProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeProbe").finish_non_exhaustive()
-    }
-}
-
-impl FakeProbe {
-    fn new(script: impl FnMut(usize) -> Act + Send + 'static) -> Arc<Self> {
-        Arc::new(FakeProbe {
-            script: Mutex::new(Box::new(script)),
-            calls: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            dropped: AtomicUsize::new(0),
-            t0: Instant::now(),
-        })
-    }
-
-    fn always(act: Act) -> Arc<Self> {
-        Self::new(move |_| act)
-    }
-
-    /// Seconds since creation at which each call began.
-    fn call_times(&self) -> Vec<f64> {
-        self.call_offsets(Duration::as_secs_f64)
-    }
-
-    /// Each call's start since creation, measured by `unit`.
-    fn call_offsets<T>(&self, unit: impl Fn(&Duration) -> T) -> Vec<T> {
-        let calls = self.calls.lock().unwrap();
-        calls.iter().map(|(at, _)| unit(&(*at - self.t0))).collect()
-    }
-
-    fn call_count(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-}
-
-/// Counts a call as in flight until dropped, and counts drops that happen mid-call.
-struct InFlight<'a>(&'a FakeProbe, bool);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.1 {
-            self.0.dropped.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-#[async_trait]
-impl Probe for FakeProbe {
-    async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
-        let index = {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push((Instant::now(), url.clone()));
-            calls.len() - 1
-        };
-        let act = (self.script.lock().unwrap())(index);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let mut guard = InFlight(self, false);
-        let outcome = match act {
-            Act::Healthy => Ok(CheckResult::healthy("ok", Duration::from_millis(7))),
-            Act::Unhealthy => Ok(CheckResult::unhealthy(
-                CheckKind::Status,
-                "HTTP 503 Service Unavailable",
-                Duration::from_millis(3),
-            )),
-            Act::Error => Err(ProbeError::new(CheckKind::Io, "permission denied")),
-            Act::Panic => panic!("boom"),
-            Act::Slow(d) => {
-                tokio::time::sleep(d).await;
-                Ok(CheckResult::healthy("slow", d))
-            }
-            Act::Hang => std::future::pending().await,
-        };
-        guard.1 = true;
-        outcome
-    }
-
-    fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
-        if url.host_str().is_none() {
-            return Err(ConfigError::url(url, "no host"));
-        }
-        Ok(())
-    }
-}
-
-fn url(s: &str) -> Url {
-    Url::parse(s).unwrap()
-}
-
-fn no_jitter(config: HealthCheckConfig) -> HealthCheckConfig {
-    HealthCheckConfig {
-        jitter: Some(Duration::ZERO),
-        ..config
-    }
-}
-
-/// A config that checks every `secs` seconds, without jitter; other keys default.
-fn every(secs: u64) -> HealthCheckConfig {
-    no_jitter(HealthCheckConfig {
-        interval: Duration::from_secs(secs),
-        ..Default::default()
-    })
-}
-
-/// The wall-clock time the tests' monitors start at.
-const BASE_SECS: u64 = 1_700_000_000;
-
-/// A monitor named `name` of `target` with `probe`, a wall clock that follows the paused
-/// clock from [`BASE_SECS`], and a last-seen registry of its own.
-fn builder_of(name: &str, target: &str, probe: Arc<FakeProbe>) -> MonitorBuilder {
-    Monitor::builder(name, url(target), probe)
-        .clock(Arc::new(TokioClock::starting_at(
-            UNIX_EPOCH + Duration::from_secs(BASE_SECS),
-        )))
-        .last_seen(Arc::new(LastSeenRegistry::new()))
-}
-
-/// [`builder_of`] `svc` at `http://svc.test/`.
-fn builder(probe: Arc<FakeProbe>) -> MonitorBuilder {
-    builder_of("svc", "http://svc.test/", probe)
-}
-
-fn monitor(probe: Arc<FakeProbe>, config: HealthCheckConfig) -> Monitor {
-    builder(probe).config(config).build().unwrap()
-}
-
-/// Builds the monitor with its events going to the returned receiver.
-fn with_events(builder: MonitorBuilder) -> (Monitor, UnboundedReceiver<Event>) {
-    let (tx, events) = mpsc::unbounded_channel::<Event>();
-    (builder.sink(Arc::new(tx)).build().unwrap(), events)
-}
-
-/// Starts `m` under a new scope.
-fn start(m: &Monitor) -> Scope {
-    let scope = Scope::new();
-    m.start(&scope).unwrap();
-    scope
-}
 
 /// Starts ten monitors `m0` to `m9`, checked every 60 s by one probe that does `act`,
 /// under a new scope with `options`.
@@ -204,11 +36,6 @@ fn start_ten(options: SchedulerOptions, act: Act) -> (Scope, Arc<FakeProbe>, Vec
         })
         .collect();
     (scope, probe, monitors)
-}
-
-/// Lets paused time run for `d` (timers fire in order as the clock auto-advances).
-async fn run_for(d: Duration) {
-    tokio::time::sleep(d).await;
 }
 
 #[tokio::test(start_paused = true)]
