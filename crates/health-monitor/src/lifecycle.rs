@@ -1,6 +1,21 @@
 //! The monitor's lifecycle: its shared state ([`Shared`]) and the calls that change it
 //! (start, finish, restart, a check's completion), with the snapshots and events they
-//! publish.
+//! publish and the state they persist.
+//!
+//! # What is persisted, when
+//!
+//! With a [`StateSink`], each check that changed the persisted [`MonitorState`] hands it
+//! to the sink in one call with that check's events (the same `down`, `up` and `stopped`
+//! events the [`EventSink`] gets, given to the state sink first). "Changed" compares the
+//! new state with the one last recorded (or restored): status, the counters as far as
+//! they matter (capped at F, R and `max_errors`), `down_sent`, the outage's start, or any
+//! event. `last_seen` alone moves on every healthy check, so it is recorded at most every
+//! [`LAST_SEEN_EVERY`] (or with another change): a monitor that stays healthy costs the
+//! store one write a minute, and after a `kill -9` the restored Last Seen may be up to
+//! that old. A stop (`finish`, `restart`, the scope cancelled or shut down) records
+//! nothing new but a newer `last_seen`, so a graceful shutdown loses nothing; the status
+//! recorded is still the last check's, never `stopped`, so that a new process resumes
+//! the monitor rather than restoring it stopped.
 //!
 //! Imports run one way: `monitor` (the handle) and `check` (the check run) use this
 //! module; it uses `snapshot`, the state machine and the scheduler, and never the
@@ -18,8 +33,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use health_types::{
-    CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, Probe, ProbeError, Status,
-    SystemClock, Url, Verdict, duration_nanos,
+    CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, MonitorState, Probe,
+    ProbeError, StateSink, Status, SystemClock, Url, Verdict, duration_nanos,
 };
 use tokio::{
     sync::{Notify, futures::Notified, watch},
@@ -42,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) url: ArcSwap<Url>,
     pub(crate) probe: Arc<dyn Probe>,
     sink: Option<Arc<dyn EventSink>>,
+    state_sink: Option<Arc<dyn StateSink>>,
     clock: Arc<dyn Clock>,
     last_seen: Arc<LastSeenRegistry>,
     /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
@@ -66,6 +82,9 @@ pub(crate) struct Parts {
     pub(crate) probe: Arc<dyn Probe>,
     pub(crate) config: Arc<HealthCheckConfig>,
     pub(crate) sink: Option<Arc<dyn EventSink>>,
+    pub(crate) state_sink: Option<Arc<dyn StateSink>>,
+    /// The state an earlier process persisted, to resume from.
+    pub(crate) restore: Option<MonitorState>,
     pub(crate) clock: Arc<dyn Clock>,
     /// `None`: the process-wide [`LastSeenRegistry::global`].
     pub(crate) last_seen: Option<Arc<LastSeenRegistry>>,
@@ -73,7 +92,7 @@ pub(crate) struct Parts {
 
 impl Parts {
     /// A monitor named `name` that checks `url` with `probe`, with the default config, no
-    /// sink, the system clock and the process-wide last-seen registry.
+    /// sinks, nothing restored, the system clock and the process-wide last-seen registry.
     pub(crate) fn new(name: Arc<str>, url: Url, probe: Arc<dyn Probe>) -> Self {
         Parts {
             name,
@@ -81,11 +100,16 @@ impl Parts {
             probe,
             config: Arc::default(),
             sink: None,
+            state_sink: None,
+            restore: None,
             clock: Arc::new(SystemClock),
             last_seen: None,
         }
     }
 }
+
+/// How often, at most, a `last_seen` that changed alone is recorded (see the module docs).
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct RunState {
@@ -93,6 +117,13 @@ struct RunState {
     /// The scheduler of the last start, for `restart`.
     scheduler: Option<Scheduler<Shared>>,
     jitter_pending: bool,
+    /// The machine was restored and not started yet: the first start keeps its state.
+    restored: bool,
+    /// Wall-clock start of the machine's current outage (kept by restarts).
+    outage_start: Option<SystemTime>,
+    /// The state last handed to the state sink, or restored: what a change is measured
+    /// against.
+    recorded: MonitorState,
 }
 
 impl Shared {
@@ -105,24 +136,55 @@ impl Shared {
             probe,
             config,
             sink,
+            state_sink,
+            restore,
             clock,
             last_seen,
         } = parts;
         let last_seen = last_seen.unwrap_or_else(LastSeenRegistry::global);
+        let seen = last_seen.slot(&name);
         let url = Arc::new(url);
-        let snapshot = Snapshot::fresh(name.clone(), url.clone(), last_seen.get(&name));
-        Shared {
-            run: Mutex::new(RunState {
+        let run = match restore {
+            None => RunState {
                 machine: StateMachine::new(&config),
                 scheduler: None,
                 jitter_pending: false,
-            }),
-            seen: last_seen.slot(&name),
+                restored: false,
+                outage_start: None,
+                recorded: MonitorState::default(),
+            },
+            Some(state) => {
+                let machine = StateMachine::restore(&config, &state, Instant::now(), clock.now());
+                // The registry learns the restored time unless it knows a later one.
+                if let Some(at) = state.last_seen
+                    && last_seen.get(&name) < Some(at)
+                {
+                    last_seen.record_in(&seen, &name, at);
+                }
+                RunState {
+                    outage_start: state.outage_start.filter(|_| machine.in_outage()),
+                    machine,
+                    scheduler: None,
+                    jitter_pending: false,
+                    restored: true,
+                    recorded: state,
+                }
+            }
+        };
+        let mut snapshot = Snapshot::fresh(name.clone(), url.clone(), last_seen.get(&name));
+        if run.restored {
+            // Not started yet, but no longer unknown: the state it resumes from.
+            show_machine(&mut snapshot, &run.machine);
+        }
+        Shared {
+            run: Mutex::new(run),
+            seen,
             name,
             config,
             url: ArcSwap::new(url),
             probe,
             sink,
+            state_sink,
             clock,
             last_seen,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -172,8 +234,9 @@ impl Shared {
         }
     }
 
-    /// Starts a run on `scheduler`: status Starting, counters reset, the first check due
-    /// now.
+    /// Starts a run on `scheduler`, the first check due now: status Starting with the
+    /// counters reset and the outage kept, or, on the first start of a restored monitor,
+    /// the restored state as it is.
     pub(crate) fn start(
         self: &Arc<Self>,
         scheduler: &Scheduler<Shared>,
@@ -191,14 +254,17 @@ impl Shared {
                 return Err(MonitorError::AlreadyRunning(self.name.to_string()));
             }
             let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-            run.machine = StateMachine::new(&self.config);
+            if !std::mem::take(&mut run.restored) {
+                // SPEC §3: a restart resets the counters but keeps a notified outage, so
+                // it never sends a second `down` for it.
+                run.machine.restart();
+            }
             run.scheduler = Some(scheduler.clone());
             run.jitter_pending = !self.config.effective_jitter().is_zero();
             let wall = self.clock.now();
             let last_seen = self.last_seen.get(&self.name);
             let current = self.snapshot.load();
-            self.store(Snapshot {
-                status: Status::Starting,
+            let mut next = Snapshot {
                 started: Some(wall),
                 started_at: Some(now),
                 running: true,
@@ -208,7 +274,9 @@ impl Shared {
                     current.url.clone(),
                     last_seen.or(current.last_seen),
                 )
-            });
+            };
+            show_machine(&mut next, &run.machine);
+            self.store(next);
             generation
         };
         tracing::debug!(monitor = %self.name, url = %self.url.load(), "monitor started");
@@ -230,7 +298,8 @@ impl Shared {
         }
     }
 
-    /// Stops and starts again on the scheduler of the last start, with counters reset.
+    /// Stops and starts again on the scheduler of the last start, with counters reset and
+    /// the outage kept.
     pub(crate) fn restart(self: &Arc<Self>) -> Result<(), MonitorError> {
         let scheduler = self
             .lock_run()
@@ -277,21 +346,51 @@ impl Shared {
     }
 
     /// Stops the current run (only if it is `generation`, when given): status Stopped,
-    /// scheduled checks invalidated. Returns whether a running monitor was stopped.
+    /// scheduled checks invalidated, a `last_seen` newer than the recorded one recorded.
+    /// Returns whether a running monitor was stopped.
     fn stop_run(&self, generation: Option<u64>) -> bool {
-        let mut run = self.lock_run();
-        let current = self.generation.load(Ordering::SeqCst);
-        if generation.is_some_and(|g| g != current) || !self.snapshot.load().running {
-            return false;
+        let flush = {
+            let mut run = self.lock_run();
+            let current = self.generation.load(Ordering::SeqCst);
+            let snapshot = self.snapshot.load();
+            if generation.is_some_and(|g| g != current) || !snapshot.running {
+                return false;
+            }
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            run.machine.stop();
+            // The status recorded stays the last check's (see the module docs).
+            let flush = (self.state_sink.is_some() && snapshot.last_seen != run.recorded.last_seen)
+                .then(|| MonitorState {
+                    last_seen: snapshot.last_seen,
+                    ..run.recorded
+                });
+            if let Some(state) = &flush {
+                run.recorded = state.clone();
+            }
+            self.publish(|s| {
+                s.status = Status::Stopped;
+                s.running = false;
+                s.next_check = None;
+            });
+            flush
+        };
+        if let Some(state) = flush {
+            self.record(&state, &[]);
         }
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        run.machine.stop();
-        self.publish(|s| {
-            s.status = Status::Stopped;
-            s.running = false;
-            s.next_check = None;
-        });
         true
+    }
+
+    /// Hands `state` and `events` to the state sink, if any. Call without the run lock.
+    fn record(&self, state: &MonitorState, events: &[Event]) {
+        if let Some(sink) = &self.state_sink {
+            // A sink that panics must not take the monitor's schedule down with it.
+            let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                sink.record(&self.name, state, events)
+            }));
+            if recorded.is_err() {
+                tracing::error!(monitor = %self.name, "state sink panicked");
+            }
+        }
     }
 
     /// Feeds the outcome of a check that began at `began` to run `generation`, publishes
@@ -308,12 +407,20 @@ impl Shared {
         let result = outcome.unwrap_or_else(|err| err.to_result(ended - began));
         let wall = self.clock.now();
 
-        let (transition, next, snapshot) = {
+        let (transition, next, snapshot, outage_start, record) = {
             let mut run = self.lock_run();
             if !self.is_current(generation) {
                 return;
             }
+            let before = run.outage_start;
             let transition = run.machine.observe(verdict, ended);
+            run.outage_start = if run.machine.in_outage() {
+                before.or(Some(wall))
+            } else {
+                None
+            };
+            // The outage a `down` or an `up` of this check belongs to (an `up` ends it).
+            let outage_start = before.or(run.outage_start);
             if verdict == Verdict::Healthy {
                 self.last_seen.record_in(&self.seen, &self.name, wall);
             }
@@ -347,13 +454,37 @@ impl Shared {
                 s.running = next.is_some();
                 s.next_check = next;
             });
-            (*transition, next, self.snapshot.load_full())
+            let snapshot = self.snapshot.load_full();
+            let record = self.state_sink.is_some().then(|| {
+                let state = run.machine.state(run.outage_start, snapshot.last_seen);
+                let due = !transition.events.is_empty() || changed(&run.recorded, &state);
+                if due {
+                    run.recorded = state.clone();
+                }
+                due.then_some(state)
+            });
+            (*transition, next, snapshot, outage_start, record.flatten())
         };
 
         self.log(&transition, verdict, &snapshot);
+        // Built only when there are events and someone takes them: a check that changes
+        // nothing allocates nothing here.
+        let events: Vec<Event> = if self.sink.is_some() || record.is_some() {
+            transition
+                .events
+                .iter()
+                .map(|kind| self.event(kind, &transition, &snapshot, wall, outage_start))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // The state and its events are recorded before any of them is notified (SPEC §9.1).
+        if let Some(state) = &record {
+            self.record(state, &events);
+        }
         if let Some(sink) = &self.sink {
-            for kind in transition.events.iter() {
-                let event = self.event(kind, &transition, &snapshot, wall);
+            for event in events {
+                let kind = event.kind;
                 // A sink that panics must not take the monitor's schedule down with it.
                 let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| sink.notify(event)));
                 if delivered.is_err() {
@@ -376,6 +507,7 @@ impl Shared {
         transition: &Transition,
         snapshot: &Snapshot,
         time: SystemTime,
+        outage_start: Option<SystemTime>,
     ) -> Event {
         Event {
             kind,
@@ -389,7 +521,11 @@ impl Shared {
             } else {
                 None
             },
-            outage_start: None,
+            outage_start: if kind == EventKind::Stopped {
+                None
+            } else {
+                outage_start
+            },
             time,
         }
     }
@@ -418,6 +554,34 @@ impl Shared {
                 ),
             }
         }
+    }
+}
+
+/// Shows `machine`'s status and counters in `snapshot`.
+fn show_machine(snapshot: &mut Snapshot, machine: &StateMachine) {
+    snapshot.status = machine.status();
+    snapshot.failures = machine.failures();
+    snapshot.errors = machine.errors();
+    snapshot.passes = machine.passes();
+}
+
+/// Whether `state` differs from the `recorded` one enough to record it: in anything but
+/// `last_seen`, or in `last_seen` by [`LAST_SEEN_EVERY`] or more (or backwards).
+fn changed(recorded: &MonitorState, state: &MonitorState) -> bool {
+    let apart_from_seen = MonitorState {
+        last_seen: recorded.last_seen,
+        ..*state
+    };
+    if apart_from_seen != *recorded {
+        return true;
+    }
+    match (recorded.last_seen, state.last_seen) {
+        (Some(old), Some(new)) => new
+            .duration_since(old)
+            .map_or(true, |since| since >= LAST_SEEN_EVERY),
+        (None, seen) => seen.is_some(),
+        // `last_seen` is never cleared.
+        (Some(_), None) => false,
     }
 }
 

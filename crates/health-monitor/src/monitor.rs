@@ -21,7 +21,8 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CheckResult, Clock, EventSink, HealthCheckConfig, MonitorJson, Probe, ProbeError, Status, Url,
+    CheckResult, Clock, EventSink, HealthCheckConfig, MonitorJson, MonitorState, Probe, ProbeError,
+    StateSink, Status, Url,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -41,14 +42,17 @@ use crate::{
 pub trait HealthMonitor: Send + Sync + Debug {
     /// Starts periodic checks under `scope`: the first check runs at once.
     ///
-    /// A stopped monitor can be started again, with counters reset and status Starting.
-    /// Must be called inside a tokio runtime.
+    /// A stopped monitor can be started again, with counters reset and status Starting;
+    /// an outage already notified is kept, so its `down` is not sent again and its `up`
+    /// reports the whole outage. A [restored](MonitorBuilder::restore) monitor starts
+    /// from the restored state. Must be called inside a tokio runtime.
     fn start(&self, scope: &Scope) -> Result<(), MonitorError>;
 
     /// Stops the monitor: status Stopped, no event, a check in flight is dropped.
     fn finish(&self, reason: &str);
 
-    /// Stops and starts again under the last scope, with counters reset.
+    /// Stops and starts again under the last scope, with counters reset and the outage
+    /// kept (as [`start`](Self::start) after a stop).
     fn restart(&self) -> Result<(), MonitorError>;
 
     /// Replaces the URL atomically; the next check uses it. Invalid URLs are rejected.
@@ -120,6 +124,36 @@ impl MonitorBuilder {
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.parts.sink = Some(sink);
+        self
+    }
+
+    /// Where the monitor's persisted state goes (default: nowhere): after each check that
+    /// changed it, [`StateSink::record`] gets the new [`MonitorState`] and that check's
+    /// events in one call, before the [`sink`](Self::sink) gets the same events.
+    ///
+    /// A change is one of status, the counters as far as they matter (capped at F, R and
+    /// `max_errors`), `down_sent`, the outage's start, or an event; so a monitor in a
+    /// steady state records nothing per check. `last_seen` alone is recorded at most once
+    /// a minute, and on a stop (`finish`, `restart`, the scope cancelled): after a
+    /// `kill -9` the restored Last Seen may be up to a minute old. A stop records no
+    /// `stopped` status: the state stays the last check's, so the next process resumes.
+    #[must_use]
+    pub fn state_sink(mut self, sink: Arc<dyn StateSink>) -> Self {
+        self.parts.state_sink = Some(sink);
+        self
+    }
+
+    /// Resumes from `state`, persisted by an earlier process (default: a fresh monitor).
+    ///
+    /// Until its first check the monitor shows the restored status and counters, and
+    /// its last-seen time; the first check still runs as soon as it starts. An outage
+    /// whose `down` was sent is not notified again, and its `up` reports the whole
+    /// outage from the persisted start. A monitor persisted as stopped (or that had
+    /// stopped itself after `max_errors`) checks again from Starting, keeping its outage;
+    /// see [`StateMachine::restore`](crate::StateMachine::restore) for every case.
+    #[must_use]
+    pub fn restore(mut self, state: MonitorState) -> Self {
+        self.parts.restore = Some(state);
         self
     }
 
