@@ -184,6 +184,8 @@ enum Scripted {
 enum ActionName {
     UpdateUrl,
     Stop,
+    /// `HealthMonitor::restart`: stop (if running) and start again at once.
+    Restart,
     Wait,
 }
 
@@ -200,6 +202,7 @@ enum Action {
     Wait { duration: Duration, reply: Reply },
     UpdateUrl(Url),
     Stop,
+    Restart,
 }
 
 struct Expect {
@@ -311,6 +314,7 @@ fn parse_step(table: toml::Table) -> Result<Step, String> {
             "url",
         )?),
         Some(ActionName::Stop) => Action::Stop,
+        Some(ActionName::Restart) => Action::Restart,
     };
     if !matches!(action, Action::Check(_) | Action::Wait { .. }) && raw.check.is_some() {
         return Err("`check` goes with a check step or a wait".into());
@@ -451,6 +455,10 @@ impl Run {
                 .update_url(url.clone())
                 .map_err(|e| format!("update_url rejected {url}: {e}"))?,
             Action::Stop => self.monitor.finish("conformance vector stop"),
+            Action::Restart => self
+                .monitor
+                .restart()
+                .map_err(|e| format!("restart failed: {e}"))?,
         }
         Ok(seen)
     }
