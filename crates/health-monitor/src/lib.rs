@@ -46,6 +46,40 @@
 //! random delay below `jitter`. Checks of one monitor never overlap, missed checks are not
 //! bursted, and the monitor cuts a check at `timeout` (an unhealthy `timeout` result). See
 //! [`Scope`] for how 100k monitors share one timer.
+//!
+//! # Resuming
+//!
+//! A monitor built with [`MonitorBuilder::restore`] resumes from the
+//! [`MonitorState`](health_types::MonitorState) an earlier process persisted, and one
+//! built with [`MonitorBuilder::state_sink`] hands its state, with the events of the same
+//! check, to a [`StateSink`](health_types::StateSink) after each check that changed it.
+//! An outage survives both a new process and [`restart`](HealthMonitor::restart): its
+//! `down` is sent once, and the `up` that ends it reports the whole outage and, like the
+//! `down`, names it by its start ([`Event::outage_start`](health_types::Event::outage_start)).
+//! [`StateMachine::restore`] lists what each persisted status resumes as.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use health_monitor::{HealthMonitor, Monitor, Scope};
+//! # use health_types::{Event, MonitorState, Probe, StateSink, Url};
+//! #[derive(Debug)]
+//! struct Store;
+//!
+//! impl StateSink for Store {
+//!     fn record(&self, monitor: &str, state: &MonitorState, events: &[Event]) {
+//!         // Queue `state` and `events` for one transaction; never block here.
+//!     }
+//! }
+//!
+//! # fn run(probe: Arc<dyn Probe>, saved: Option<MonitorState>, scope: &Scope) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut builder = Monitor::builder("api", Url::parse("http://127.0.0.1:8080/")?, probe)
+//!     .state_sink(Arc::new(Store));
+//! if let Some(state) = saved {
+//!     builder = builder.restore(state);
+//! }
+//! builder.build()?.start(scope)?;
+//! # Ok(()) }
+//! ```
 
 // Imports run one way, down this list's layers (see `monitor`'s docs): monitor; scope
 // and check; lifecycle; snapshot; and the leaves (scheduler, machine, last_seen, error).
