@@ -137,20 +137,37 @@ impl NotifyError {
 /// A receiver's `Retry-After` header: a delay in seconds or an HTTP date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryAfter {
-    /// `Retry-After: 120`.
+    /// `Retry-After: 120`, or with a fraction, `Retry-After: 1.5`.
     Delay(Duration),
     /// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
     At(SystemTime),
 }
 
 impl RetryAfter {
-    /// Parses a header value; `None` when it is neither form.
+    /// Parses a header value: whole seconds (`120`), seconds with a fraction (`1.5`,
+    /// which RFC 9110 does not allow but some receivers send), or an HTTP date; `None`
+    /// when it is none of these (a sign, an exponent, an empty part around the dot).
     pub fn parse(value: &str) -> Option<Self> {
         let value = value.trim();
-        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-            // A value too large for u64 is still "a very long time".
-            let secs = value.parse::<u64>().unwrap_or(u64::MAX);
-            return Some(RetryAfter::Delay(Duration::from_secs(secs)));
+        let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        let is_number = !whole.is_empty()
+            && digits(whole)
+            && digits(fraction)
+            && (!fraction.is_empty() || !value.contains('.'));
+        if is_number {
+            // A value too large for a Duration is still "a very long time".
+            let very_long = Duration::from_secs(u64::MAX);
+            let delay = if fraction.is_empty() {
+                whole.parse::<u64>().map_or(very_long, Duration::from_secs)
+            } else {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .unwrap_or(very_long)
+            };
+            return Some(RetryAfter::Delay(delay));
         }
         httpdate::parse_http_date(value).ok().map(RetryAfter::At)
     }
@@ -206,6 +223,28 @@ mod tests {
         );
         assert_eq!(RetryAfter::parse("soon"), None);
         assert_eq!(RetryAfter::parse("-1"), None);
+    }
+
+    #[test]
+    fn retry_after_takes_fractional_seconds() {
+        let delay = |value| match RetryAfter::parse(value) {
+            Some(RetryAfter::Delay(delay)) => Some(delay),
+            _ => None,
+        };
+        assert_eq!(delay("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(delay(" 0.25 "), Some(Duration::from_millis(250)));
+        assert_eq!(delay("2.000"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            delay("18446744073709551616"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            delay("99999999999999999999999.5"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["1.", ".5", "1.5.2", "1,5", "1e3", "+1", "-1.5", "1. 5", ""] {
+            assert_eq!(RetryAfter::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
