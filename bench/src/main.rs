@@ -7,6 +7,7 @@
 //! health-bench serve --http N --tcp N        the upstream (started by `run`)
 //! health-bench scenario SPEC-JSON            one measurement in a process of its own (started by `run`)
 //! health-bench detect SPEC-JSON              the detection-latency measurement (started by `run`)
+//! health-bench soak [--minutes N] ...         healthd under churn, kill -9 and a flaky receiver (`soak` module)
 //! ```
 //!
 //! Every measured implementation runs in a child process of its own, so that its CPU
@@ -24,6 +25,7 @@ mod raw;
 mod report;
 mod run;
 mod server;
+mod soak;
 mod spec;
 mod stats;
 
@@ -37,7 +39,7 @@ use crate::{
     stats::Stats,
 };
 
-const USAGE: &str = "usage: health-bench [run] [--quick] [--out DIR] | serve --http N --tcp N | scenario JSON | detect JSON";
+const USAGE: &str = "usage: health-bench [run] [--quick] [--out DIR] | serve --http N --tcp N | scenario JSON | detect JSON | soak [--minutes N] [--out DIR] [--healthd PATH] [--seed N] [--error-rate P] [--without-storage]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Some("serve") => serve_args(&args[1..]).and_then(|(http, tcp)| server::serve(http, tcp)),
         Some("scenario") if args.len() == 2 => scenario(&args[1]),
         Some("detect") if args.len() == 2 => detect(&args[1]),
+        Some("soak") => soak::SoakOptions::parse(&args[1..]).and_then(|o| soak::run(&o)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -11,6 +11,10 @@
 //! - `bench [--quick]`: builds the bench in release and runs it: a table on stdout,
 //!   `target/bench/report.json` and `target/bench/chart.png` (full run under 10 minutes,
 //!   `--quick` under 2; needs cmake for Pingora);
+//! - `soak [--minutes N] [ARGS...]`: builds healthd in release and runs the bench's
+//!   `soak` against it (default 10 minutes plus a drain of at most 3; needs no cmake):
+//!   a table on stdout and `target/soak/report.json`, exit non-zero when the verdict
+//!   fails. Further arguments go to `health-bench soak` as they are;
 //! - `ci`: what `.ci/run` runs (the same as `test`).
 
 use std::{
@@ -21,7 +25,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|conformance [DIR...]|bench [--quick]|ci>";
+const USAGE: &str =
+    "usage: cargo xtask <test|conformance [DIR...]|bench [--quick]|soak [--minutes N]|ci>";
 
 /// The bench package: `test` only clippy-checks it, without Pingora (which needs cmake);
 /// `bench` builds and runs it.
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(&args[1..]),
         Some("bench") if args.len() == 1 => bench(false),
         Some("bench") if args.len() == 2 && args[1] == "--quick" => bench(true),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -187,6 +193,53 @@ fn bench(quick: bool) -> Result<ExitCode> {
         cmd.arg("--quick");
     }
     run("cargo run --release -p health-bench", cmd)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` where set).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// Builds healthd in release, then runs the soak (bench without Pingora, which needs
+/// cmake) against it; it writes `target/soak/`.
+fn soak(args: &[String]) -> Result<ExitCode> {
+    let mut minutes = "10".to_owned();
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--minutes" {
+            minutes = args.next().context("--minutes needs a number")?.clone();
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "healthd"]);
+    run("cargo build --release -p healthd", build)?;
+
+    let target = target_dir();
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--package",
+        BENCH,
+        "--no-default-features",
+        "--",
+        "soak",
+        "--minutes",
+        &minutes,
+        "--out",
+    ]);
+    cmd.arg(target.join("soak"));
+    cmd.arg("--healthd");
+    cmd.arg(target.join("release").join("healthd"));
+    cmd.args(&rest);
+    run(
+        "cargo run --release -p health-bench --no-default-features -- soak",
+        cmd,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
