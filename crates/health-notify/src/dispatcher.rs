@@ -1,53 +1,29 @@
-//! The [`Dispatcher`]: a non-blocking [`EventSink`] that queues messages per notifier and
-//! delivers them in order, with timeouts, retries, counters and a draining shutdown.
+//! The [`Dispatcher`]: delivers notifications from an outbox (a durable one, or its own
+//! in memory) with one ordered task per notifier, and is the [`EventSink`] monitors
+//! report to when there is no store.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::HashSet,
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
-use health_types::{Clock, Event, EventSink, SystemClock};
-use tokio::{sync::Notify, task::JoinHandle, time::Instant};
+use health_types::{Clock, Event, EventSink, Outbox, OutboxError, SystemClock};
+use tokio::{task::JoinHandle, time::Instant};
 use tracing::{Instrument, debug, error, info_span, warn};
 
-use crate::{Message, Notifier, NotifyError, RetryPolicy};
+use crate::{
+    MemoryOutbox, Message, Notifier, NotifyError, RetryPolicy, Stats,
+    delivery::{Delivery, Worker, run},
+    outbox::{DEFAULT_CAPACITY, Payload, Push},
+};
 
-/// Default per-notifier queue capacity: 256 messages.
-pub(crate) const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// Default per-request timeout: 10 s.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Delivery counters, per notifier or summed over all of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Stats {
-    /// Messages delivered.
-    pub sent: u64,
-    /// Messages given up on (permanent failure or attempts exhausted).
-    pub failed: u64,
-    /// Retries made (attempts after the first).
-    pub retried: u64,
-    /// Messages dropped: queue overflow, sent after shutdown, or abandoned at the
-    /// shutdown deadline.
-    pub dropped: u64,
-}
-
-impl std::ops::Add for Stats {
-    type Output = Stats;
-
-    fn add(self, other: Stats) -> Stats {
-        Stats {
-            sent: self.sent + other.sent,
-            failed: self.failed + other.failed,
-            retried: self.retried + other.retried,
-            dropped: self.dropped + other.dropped,
-        }
-    }
-}
 
 /// One notifier's counters, for metrics labelled by notifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,19 +36,45 @@ pub struct NotifierStats {
     pub stats: Stats,
 }
 
+/// One notifier's undelivered entries, for `healthd_outbox_pending{notifier}` and
+/// `healthd_outbox_oldest_seconds{notifier}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifierBacklog {
+    /// The notifier's name.
+    pub name: String,
+    /// How many entries wait for it (the one in delivery included).
+    pub pending: u64,
+    /// When the oldest of them entered the outbox (wall clock); `None` when none wait.
+    pub oldest: Option<SystemTime>,
+}
+
+impl NotifierBacklog {
+    /// How long the oldest entry has waited at `now`: zero when none waits.
+    pub fn oldest_age(&self, now: SystemTime) -> Duration {
+        self.oldest
+            .and_then(|oldest| now.duration_since(oldest).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// What [`Dispatcher::shutdown`] achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Whether every queue was drained before the deadline.
+    /// Whether every notifier's entries were delivered or given up before the deadline.
     pub drained: bool,
-    /// Messages still queued or in flight at the deadline (also counted as dropped).
+    /// Entries of the in-memory outbox still undelivered at the deadline: lost (also
+    /// counted as dropped).
     pub abandoned: u64,
+    /// Entries of the durable outbox still undelivered at the deadline: they stay in it
+    /// and are delivered after the next start.
+    pub kept: u64,
 }
 
 /// Builds a [`Dispatcher`]; see [`Dispatcher::builder`].
 #[derive(Debug)]
 pub struct DispatcherBuilder {
     notifiers: Vec<Arc<dyn Notifier>>,
+    outbox: Option<Arc<dyn Outbox>>,
     queue_capacity: usize,
     retry: RetryPolicy,
     request_timeout: Duration,
@@ -80,12 +82,14 @@ pub struct DispatcherBuilder {
 }
 
 impl Default for DispatcherBuilder {
-    /// No notifiers, queue capacity 256, the default [`RetryPolicy`] (5 attempts, 1 s
-    /// ×2 ±10 %, cap 5 min), 10 s per request, the system clock.
+    /// No notifiers, no durable outbox (an in-memory one with room for 256 waiting
+    /// messages per notifier), the default [`RetryPolicy`] (1 s ×2 ±10 %, cap 5 min,
+    /// for 24 h), 10 s per request, the system clock.
     fn default() -> Self {
         DispatcherBuilder {
             notifiers: Vec::new(),
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            outbox: None,
+            queue_capacity: DEFAULT_CAPACITY,
             retry: RetryPolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             clock: Arc::new(SystemClock),
@@ -106,14 +110,22 @@ impl DispatcherBuilder {
         self
     }
 
-    /// How many messages each notifier's queue holds before the oldest is dropped (at
-    /// least 1).
+    /// Delivers from `outbox`, a durable one that a store fills (SPEC §9.1), instead of
+    /// an in-memory one. Events then reach it through the store (`StateSink`), not
+    /// through [`notify`](EventSink::notify): see [`Dispatcher`].
+    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// How many messages wait per notifier in the in-memory outbox, behind the one in
+    /// delivery, before the oldest waiting one is dropped (at least 1).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
     }
 
-    /// The retry schedule.
+    /// The retry schedule and age limit.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -125,13 +137,16 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The wall clock, used to turn a `Retry-After` date into a delay.
+    /// The wall clock: it stamps in-memory entries, measures an entry's age against
+    /// `max_age`, and turns a `Retry-After` date into a delay.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// Starts one delivery task per notifier on the current tokio runtime.
+    /// Starts one delivery task per notifier on the current tokio runtime. Each task
+    /// looks at the outbox at once, so entries left from before a restart go out now,
+    /// in id order.
     ///
     /// Fails when two notifiers share a name or the retry policy is invalid.
     ///
@@ -150,17 +165,13 @@ impl DispatcherBuilder {
             retry: self.retry,
             timeout: self.request_timeout,
             clock: self.clock,
+            memory: Arc::new(MemoryOutbox::new(self.queue_capacity)),
+            external: self.outbox,
         });
         let mut workers = Vec::with_capacity(self.notifiers.len());
         let mut tasks = Vec::with_capacity(self.notifiers.len());
         for notifier in self.notifiers {
-            let worker = Arc::new(Worker {
-                name: notifier.name().to_owned(),
-                provider: notifier.provider(),
-                queue: Queue::new(self.queue_capacity),
-                counters: Counters::default(),
-                in_flight: AtomicBool::new(false),
-            });
+            let worker = Arc::new(Worker::new(notifier.name().to_owned(), notifier.provider()));
             let span = info_span!("notifier", notifier = %worker.name, provider = worker.provider);
             let task = tokio::spawn(
                 run(Arc::clone(&worker), notifier, Arc::clone(&delivery)).instrument(span),
@@ -172,30 +183,45 @@ impl DispatcherBuilder {
             shared: Arc::new(Shared {
                 workers,
                 tasks: Mutex::new(tasks),
+                delivery,
+                warned_ignored: AtomicBool::new(false),
             }),
         })
     }
 }
 
-/// Queues messages for notifiers and delivers them; the [`EventSink`] monitors report to.
+/// Delivers notifications from an outbox, one ordered task per notifier.
 ///
-/// - [`notify`](EventSink::notify) and [`send`](Self::send) never block: each notifier
-///   has a bounded queue, and when it is full the oldest message is dropped, counted and
-///   logged.
-/// - Each notifier has its own delivery task, so a slow receiver delays only its own
-///   messages, and messages reach each notifier in the order they were sent: a `down`
-///   that needs retries still arrives before the `up` queued after it.
-/// - A message goes to the notifiers named in its `to` list, or to all when it is empty;
-///   [`targeted`](Self::targeted) gives a monitor a sink with its own list.
-/// - Each attempt has a timeout (10 s by default). Transport errors, timeouts, HTTP 408,
-///   429 (honouring `Retry-After`) and 5xx are retried per the [`RetryPolicy`]; other
-///   failures are given up at once. Every failure is logged with the notifier, the
-///   provider and the reason.
-/// - [`shutdown`](Self::shutdown) stops taking messages and drains the queues within a
-///   deadline.
+/// - **Where entries come from.** Without a durable outbox, the dispatcher keeps its
+///   own in memory and is the [`EventSink`] monitors report to:
+///   [`notify`](EventSink::notify) and [`send`](Self::send) never block; each notifier
+///   has room for a bounded number of waiting messages, and when it is full the oldest
+///   waiting one is dropped, counted and logged. With a durable outbox
+///   ([`DispatcherBuilder::outbox`]), the store commits each event's entries with the
+///   monitor's state (`StateSink`, SPEC §9.1) and calls [`wake`](Self::wake) after the
+///   commit; `notify` is then **ignored** (logged once): the store already holds the
+///   event, and queuing it here as well would deliver it twice, out of order with the
+///   store's entries. Ready messages ([`send`](Self::send)) always wait in memory.
+/// - **Order.** Each notifier's task delivers its entries in id order, one at a time: an
+///   entry waits until the one before it was delivered or given up, so an `up` never
+///   overtakes the `down` of its outage. A slow or unreachable receiver delays only its
+///   own notifier. When the `down` was given up, its `up` carries the field `Note` =
+///   `down notification was not delivered`.
+/// - **Retries.** Each attempt has a timeout (10 s by default). Transport errors,
+///   timeouts, HTTP 408, 429 and 5xx are retried per the [`RetryPolicy`] (at least as
+///   long as a `Retry-After` asks) until the entry is `max_age` old; other failures are
+///   given up at once. Every retry and every give-up is logged with the notifier, the
+///   service, the event and the reason, and counted in [`Stats`].
+/// - **Outbox failures** are logged and retried with backoff; the entry at hand is
+///   neither lost nor sent twice because of them.
+/// - [`shutdown`](Self::shutdown) delivers what it can within a deadline; what is left
+///   stays in a durable outbox for the next start.
 ///
-/// Cloning is cheap and clones share the queues. When the last clone is dropped without a
-/// shutdown, the delivery tasks finish what is queued and end.
+/// Delivery is at least once: an entry delivered but not yet marked when the process
+/// dies is sent again after the restart.
+///
+/// Cloning is cheap and clones share everything. When the last clone is dropped
+/// without a shutdown, the tasks deliver what is pending and end.
 ///
 /// ```no_run
 /// use std::{sync::Arc, time::Duration};
@@ -211,6 +237,33 @@ impl DispatcherBuilder {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// With a durable outbox that a store fills:
+///
+/// ```no_run
+/// use std::{sync::Arc, time::Duration};
+///
+/// use health_notify::{Dispatcher, Notifier};
+/// use health_types::Outbox;
+///
+/// # async fn example(
+/// #     notifiers: Vec<Arc<dyn Notifier>>,
+/// #     store: Arc<dyn Outbox>,
+/// # ) -> Result<(), health_notify::NotifyError> {
+/// let dispatcher = Dispatcher::builder()
+///     .notifiers(notifiers)
+///     .outbox(store)
+///     .start()?;
+/// // The store's commit hook: `dispatcher.wake(&names_of_the_committed_entries)`.
+/// dispatcher.wake(["ops"]);
+/// for backlog in dispatcher.backlog().unwrap_or_default() {
+///     println!("{}: {} pending", backlog.name, backlog.pending);
+/// }
+/// let report = dispatcher.shutdown(Duration::from_secs(5)).await;
+/// println!("{} left for the next start", report.kept);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Dispatcher {
     shared: Arc<Shared>,
@@ -222,24 +275,59 @@ impl Dispatcher {
         DispatcherBuilder::default()
     }
 
-    /// Queues `message` for the notifiers in its `to` list (all when empty) and returns
-    /// at once.
+    /// Queues `message` in memory for the notifiers in its `to` list (all when empty)
+    /// and returns at once. Ready messages are never durable, with or without a durable
+    /// outbox.
     pub fn send(&self, message: Message) {
-        let message = Arc::new(message);
+        let to = message.to.clone();
+        self.enqueue(&Payload::Message(Arc::new(message)), &to);
+    }
+
+    /// Queues `event`'s §6 message in memory for the notifiers in `to` (all when empty),
+    /// unless a durable outbox is in use (then the store holds it already).
+    fn notify_to(&self, event: Event, to: &[String]) {
+        if self.shared.delivery.external.is_some() {
+            let first = !self.shared.warned_ignored.swap(true, Ordering::Relaxed);
+            if first {
+                warn!(
+                    service = %event.service,
+                    event = %event.kind,
+                    "notify() ignored: this dispatcher delivers from a durable outbox, \
+                     which the store fills; monitors report to the store"
+                );
+            } else {
+                debug!(service = %event.service, event = %event.kind, "notify() ignored");
+            }
+            return;
+        }
+        self.enqueue(&Payload::Event(event), to);
+    }
+
+    /// Pushes `payload` to the memory outbox of each notifier in `to` (all when empty).
+    fn enqueue(&self, payload: &Payload, to: &[String]) {
+        let delivery = &self.shared.delivery;
+        let created = delivery.clock.now();
         let mut matched = false;
         for worker in &self.shared.workers {
-            if !message.to.is_empty() && !message.to.iter().any(|to| *to == worker.name) {
+            if !to.is_empty() && !to.iter().any(|name| *name == worker.name) {
                 continue;
             }
             matched = true;
-            let (dropped, why) = match worker.queue.push(Arc::clone(&message)) {
-                Push::Queued => continue,
-                Push::DroppedOldest(oldest) => (
-                    oldest,
-                    "notification queue full; dropped the oldest message",
-                ),
+            let pushed = delivery
+                .memory
+                .push_open(&worker.name, payload.clone(), created);
+            let (dropped, why) = match pushed {
+                Push::Queued => {
+                    worker.wake();
+                    continue;
+                }
+                Push::DroppedOldest(oldest) => {
+                    worker.wake();
+                    let why = "notification queue full; dropped the oldest message";
+                    (oldest.payload, why)
+                }
                 Push::Closed => (
-                    Arc::clone(&message),
+                    payload.clone(),
                     "dispatcher is shut down; dropped the message",
                 ),
             };
@@ -247,16 +335,33 @@ impl Dispatcher {
             warn!(
                 notifier = %worker.name,
                 provider = worker.provider,
-                title = %dropped.title,
+                service = %dropped.service(),
+                event = %dropped.event(),
                 "{why}"
             );
         }
-        if !matched && !message.to.is_empty() {
+        if !matched && !to.is_empty() {
             warn!(
-                title = %message.title,
-                to = ?message.to,
+                service = %payload.service(),
+                event = %payload.event(),
+                ?to,
                 "message is addressed to no configured notifier"
             );
+        }
+    }
+
+    /// Makes the named notifiers' tasks look at the outbox now: a store calls this
+    /// after committing entries for them. Names that are not configured are ignored.
+    pub fn wake<I>(&self, notifiers: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        for name in notifiers {
+            let name = name.as_ref();
+            if let Some(worker) = self.shared.workers.iter().find(|w| w.name == name) {
+                worker.wake();
+            }
         }
     }
 
@@ -306,54 +411,107 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Stops taking messages, then waits up to `within` for every queue to drain
-    /// (retries included). What is left at the deadline is abandoned, counted as dropped
-    /// and logged. Later calls return at once.
+    /// Each configured notifier's undelivered entries (durable and in memory), in the
+    /// order the notifiers were added: one row per notifier, zero when none wait.
+    /// Fails when the durable outbox cannot be read.
+    pub fn backlog(&self) -> Result<Vec<NotifierBacklog>, OutboxError> {
+        let delivery = &self.shared.delivery;
+        self.shared
+            .workers
+            .iter()
+            .map(|worker| {
+                let (mut pending, mut oldest) = delivery.memory.backlog(&worker.name)?;
+                if let Some(external) = &delivery.external {
+                    let (durable, durable_oldest) = external.backlog(&worker.name)?;
+                    pending += durable;
+                    oldest = match (oldest, durable_oldest) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Ok(NotifierBacklog {
+                    name: worker.name.clone(),
+                    pending,
+                    oldest,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops taking messages, then gives the tasks up to `within` to deliver what is
+    /// pending (retries included). At the deadline the tasks are stopped: what is left
+    /// in memory is abandoned, counted as dropped and logged; what is left in a durable
+    /// outbox stays there for the next start, and is reported as kept. Later calls
+    /// return at once.
     pub async fn shutdown(&self, within: Duration) -> ShutdownReport {
+        let delivery = &self.shared.delivery;
+        delivery.memory.close();
         for worker in &self.shared.workers {
-            worker.queue.close();
+            worker.close();
         }
         let tasks = std::mem::take(&mut *lock(&self.shared.tasks));
         let deadline = Instant::now() + within;
         let mut report = ShutdownReport {
             drained: true,
             abandoned: 0,
+            kept: 0,
         };
         for (worker, mut task) in tasks {
-            let finished = tokio::time::timeout_at(deadline, &mut task).await;
-            match finished {
-                Ok(Ok(())) => continue,
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
                 Ok(Err(err)) => {
                     error!(notifier = %worker.name, provider = worker.provider, error = %err, "delivery task failed");
                 }
                 Err(_elapsed) => {
                     task.abort();
-                    // Wait for the abort to land so the count below is final.
+                    // Wait for the abort to land so the counts below are final.
                     let _ = task.await;
                 }
             }
-            let left =
-                worker.queue.clear() + u64::from(worker.in_flight.swap(false, Ordering::AcqRel));
-            if left > 0 {
-                report.drained = false;
-                report.abandoned += left;
-                worker.counters.dropped.fetch_add(left, Ordering::Relaxed);
+            let abandoned = delivery.memory.clear(&worker.name);
+            let kept = match &delivery.external {
+                Some(external) => match external.backlog(&worker.name) {
+                    Ok((kept, _)) => kept,
+                    Err(err) => {
+                        warn!(notifier = %worker.name, error = %err, "could not count what is left in the outbox");
+                        0
+                    }
+                },
+                None => 0,
+            };
+            if abandoned > 0 {
+                worker
+                    .counters
+                    .dropped
+                    .fetch_add(abandoned, Ordering::Relaxed);
                 warn!(
                     notifier = %worker.name,
                     provider = worker.provider,
-                    abandoned = left,
+                    abandoned,
                     "shutdown deadline reached; abandoned undelivered messages"
                 );
             }
+            if kept > 0 {
+                warn!(
+                    notifier = %worker.name,
+                    provider = worker.provider,
+                    kept,
+                    "shutdown deadline reached; undelivered messages stay in the outbox"
+                );
+            }
+            report.drained &= abandoned == 0 && kept == 0;
+            report.abandoned += abandoned;
+            report.kept += kept;
         }
         report
     }
 }
 
 impl EventSink for Dispatcher {
-    /// Queues the §6 message for the event, for every notifier.
+    /// Queues the §6 message for the event, for every notifier; ignored (and logged)
+    /// when a durable outbox is in use, since the store holds the event already.
     fn notify(&self, event: Event) {
-        self.send(Message::from_event(&event));
+        self.notify_to(event, &[]);
     }
 }
 
@@ -361,13 +519,15 @@ impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatcher")
             .field("notifiers", &self.notifier_names().collect::<Vec<_>>())
+            .field("durable", &self.shared.delivery.external.is_some())
             .field("stats", &self.stats())
             .finish()
     }
 }
 
 /// An [`EventSink`] that sends each event's message to a fixed list of notifiers; made
-/// by [`Dispatcher::targeted`].
+/// by [`Dispatcher::targeted`]. Like the dispatcher's own `notify`, it is ignored when a
+/// durable outbox is in use.
 #[derive(Clone, Debug)]
 pub struct TargetedSink {
     dispatcher: Dispatcher,
@@ -383,241 +543,28 @@ impl TargetedSink {
 
 impl EventSink for TargetedSink {
     fn notify(&self, event: Event) {
-        let mut message = Message::from_event(&event);
-        message.to = self.to.to_vec();
-        self.dispatcher.send(message);
+        self.dispatcher.notify_to(event, &self.to);
     }
 }
 
 struct Shared {
     workers: Vec<Arc<Worker>>,
     tasks: Mutex<Vec<(Arc<Worker>, JoinHandle<()>)>>,
+    delivery: Arc<Delivery>,
+    /// `notify` on a durable dispatcher was logged once already.
+    warned_ignored: AtomicBool,
 }
 
 impl Drop for Shared {
-    /// The last handle is gone: let the delivery tasks finish what is queued and end.
+    /// The last handle is gone: let the tasks deliver what is pending and end.
     fn drop(&mut self) {
         for worker in &self.workers {
-            worker.queue.close();
+            worker.close();
         }
     }
-}
-
-/// What every delivery task shares.
-#[derive(Debug)]
-struct Delivery {
-    retry: RetryPolicy,
-    timeout: Duration,
-    clock: Arc<dyn Clock>,
-}
-
-struct Worker {
-    name: String,
-    provider: &'static str,
-    queue: Queue,
-    counters: Counters,
-    in_flight: AtomicBool,
-}
-
-#[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    dropped: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> Stats {
-        Stats {
-            sent: self.sent.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// One notifier's delivery loop: one message at a time, in queue order.
-async fn run(worker: Arc<Worker>, notifier: Arc<dyn Notifier>, delivery: Arc<Delivery>) {
-    while let Some(message) = worker.queue.pop().await {
-        worker.in_flight.store(true, Ordering::Release);
-        deliver(&worker, notifier.as_ref(), &delivery, &message).await;
-        worker.in_flight.store(false, Ordering::Release);
-    }
-}
-
-/// Tries one message until it is sent, fails for good, or runs out of attempts.
-async fn deliver(worker: &Worker, notifier: &dyn Notifier, delivery: &Delivery, message: &Message) {
-    let attempts = delivery.retry.attempts;
-    let mut attempt = 1;
-    loop {
-        let outcome = match tokio::time::timeout(delivery.timeout, notifier.send(message)).await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => Err(NotifyError::Timeout(delivery.timeout)),
-        };
-        let err = match outcome {
-            Ok(()) => {
-                worker.counters.sent.fetch_add(1, Ordering::Relaxed);
-                debug!(title = %message.title, attempt, "notification sent");
-                return;
-            }
-            Err(err) => err,
-        };
-        if !err.is_retryable() || attempt >= attempts {
-            worker.counters.failed.fetch_add(1, Ordering::Relaxed);
-            error!(
-                notifier = %worker.name,
-                provider = worker.provider,
-                title = %message.title,
-                attempt,
-                retryable = err.is_retryable(),
-                reason = %err.chain(),
-                "notification failed; giving up"
-            );
-            return;
-        }
-        let delay = match err.retry_after() {
-            Some(retry_after) => retry_after
-                .delay_from(delivery.clock.now())
-                .min(delivery.retry.max_delay),
-            None => delivery.retry.delay(attempt),
-        };
-        warn!(
-            notifier = %worker.name,
-            provider = worker.provider,
-            title = %message.title,
-            attempt,
-            retry_in = ?delay,
-            reason = %err.chain(),
-            "notification failed; will retry"
-        );
-        worker.counters.retried.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(delay).await;
-        attempt += 1;
-    }
-}
-
-/// A bounded queue that drops its oldest item when full; one consumer.
-struct Queue {
-    state: Mutex<QueueState>,
-    ready: Notify,
-    capacity: usize,
-}
-
-struct QueueState {
-    items: VecDeque<Arc<Message>>,
-    closed: bool,
-}
-
-enum Push {
-    Queued,
-    DroppedOldest(Arc<Message>),
-    Closed,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; a poisoned one still holds valid data.
+    // Nothing panics while holding this lock; a poisoned one still holds valid data.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Queue {
-    fn new(capacity: usize) -> Self {
-        Queue {
-            state: Mutex::new(QueueState {
-                items: VecDeque::with_capacity(capacity.min(1024)),
-                closed: false,
-            }),
-            ready: Notify::new(),
-            capacity,
-        }
-    }
-
-    fn push(&self, message: Arc<Message>) -> Push {
-        let outcome = {
-            let mut state = lock(&self.state);
-            if state.closed {
-                return Push::Closed;
-            }
-            let dropped = if state.items.len() >= self.capacity {
-                state.items.pop_front()
-            } else {
-                None
-            };
-            state.items.push_back(message);
-            dropped.map_or(Push::Queued, Push::DroppedOldest)
-        };
-        self.ready.notify_one();
-        outcome
-    }
-
-    /// The next message, waiting for one; `None` once closed and empty.
-    async fn pop(&self) -> Option<Arc<Message>> {
-        loop {
-            {
-                let mut state = lock(&self.state);
-                if let Some(message) = state.items.pop_front() {
-                    return Some(message);
-                }
-                if state.closed {
-                    return None;
-                }
-            }
-            // `notify_one` leaves a permit when nobody waits, so a push between the check
-            // above and this await is not missed.
-            self.ready.notified().await;
-        }
-    }
-
-    fn close(&self) {
-        lock(&self.state).closed = true;
-        self.ready.notify_one();
-    }
-
-    /// Empties the queue and returns how many messages it held.
-    fn clear(&self) -> u64 {
-        let mut state = lock(&self.state);
-        let n = state.items.len() as u64;
-        state.items.clear();
-        n
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::UNIX_EPOCH;
-
-    use super::*;
-
-    fn message(title: &str) -> Arc<Message> {
-        Arc::new(Message::custom(title, UNIX_EPOCH))
-    }
-
-    #[tokio::test]
-    async fn queue_drops_the_oldest_when_full() {
-        let queue = Queue::new(2);
-        assert!(matches!(queue.push(message("a")), Push::Queued));
-        assert!(matches!(queue.push(message("b")), Push::Queued));
-        match queue.push(message("c")) {
-            Push::DroppedOldest(old) => assert_eq!(old.title, "a"),
-            _ => panic!("expected a drop"),
-        }
-        queue.close();
-        assert!(matches!(queue.push(message("d")), Push::Closed));
-        assert_eq!(queue.pop().await.unwrap().title, "b");
-        assert_eq!(queue.pop().await.unwrap().title, "c");
-        assert!(queue.pop().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_waiting_pop_wakes_on_push() {
-        let queue = Arc::new(Queue::new(4));
-        let popper = tokio::spawn({
-            let queue = Arc::clone(&queue);
-            async move { queue.pop().await.map(|m| m.title.clone()) }
-        });
-        tokio::task::yield_now().await;
-        queue.push(message("x"));
-        assert_eq!(popper.await.unwrap().as_deref(), Some("x"));
-    }
 }

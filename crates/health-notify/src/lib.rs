@@ -1,10 +1,15 @@
-//! Notifications for the health toolkit (SPEC §6): the message model, one provider per
-//! destination, and a [`Dispatcher`] that implements [`health_types::EventSink`].
+//! Notifications for the health toolkit (SPEC §6, §9.1): the message model, one provider
+//! per destination, and a [`Dispatcher`] that delivers from an outbox.
 //!
-//! A monitor event becomes a [`Message`] (`Service down: api`, ordered fields, a colour);
-//! the dispatcher queues it for each [`Notifier`] without ever blocking the monitor, and
-//! each notifier's task delivers in order, retrying transport errors, timeouts, HTTP 408,
-//! 429 and 5xx with exponential backoff.
+//! A monitor event becomes a [`Message`] (`Service down: api`, ordered fields, a colour).
+//! The dispatcher delivers from an [`Outbox`](health_types::Outbox): a durable one that a
+//! store fills (notifications then survive a restart), or its own [`MemoryOutbox`], in
+//! which case it is the [`health_types::EventSink`] monitors report to and never blocks
+//! them. Each [`Notifier`] has one task that delivers its entries in order, retrying
+//! transport errors, timeouts, HTTP 408, 429 and 5xx with exponential backoff (honouring
+//! `Retry-After`) until the message is delivered or `max_age` old ([`RetryPolicy`]), so
+//! a receiver that is away for a while loses nothing, and an `up` never arrives before
+//! its `down`.
 //!
 //! # Configuration
 //!
@@ -127,24 +132,28 @@
 //! ```
 
 mod config;
+mod delivery;
 mod dispatcher;
 mod error;
 mod http;
 mod message;
 mod names;
 mod notifier;
+mod outbox;
 mod providers;
 mod retry;
 
 pub use self::{
     config::{NotifierConfig, PROVIDERS, ProviderConfig},
+    delivery::Stats,
     dispatcher::{
-        Dispatcher, DispatcherBuilder, NotifierStats, ShutdownReport, Stats, TargetedSink,
+        Dispatcher, DispatcherBuilder, NotifierBacklog, NotifierStats, ShutdownReport, TargetedSink,
     },
     error::{NotifyError, RetryAfter},
     http::{HttpRequest, HttpResponse, HttpSend},
     message::{Color, Field, Format, Level, Message, MessageEvent},
     notifier::{Notifier, Secret},
+    outbox::MemoryOutbox,
     providers::{
         discord::DiscordConfig,
         email::{EmailConfig, EmailTls},

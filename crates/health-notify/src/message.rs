@@ -222,6 +222,10 @@ impl Message {
     ///   (`3m 12s`, `unknown` when the event has none); `#00ff00`; level info.
     /// - stopped: `Monitor stopped: <name>`; Service, Time, URL, Detail; `#ffa500`;
     ///   level warning (delivered with down's priority).
+    ///
+    /// When a notifier gave up the `down` of the outage an `up` ends, the dispatcher
+    /// appends one more field to that `up`, after the others: `Note` =
+    /// `down notification was not delivered` (SPEC §9.1).
     pub fn from_event(event: &Event) -> Self {
         let service = clean(&event.service).into_owned();
         let url = clean(&event.url).into_owned();
@@ -393,6 +397,10 @@ impl Message {
         })
     }
 }
+
+/// The value of the `Note` field the dispatcher appends to an `up` whose `down` was given
+/// up (SPEC §9.1).
+pub(crate) const DOWN_NOT_DELIVERED: &str = "down notification was not delivered";
 
 /// Formats a wall-clock time as RFC 3339 UTC to the second (`2024-05-01T12:00:00Z`).
 ///

@@ -26,8 +26,12 @@ fn custom(title: &str) -> Message {
     Message::custom(title, t0())
 }
 
-/// Long enough for any schedule in these tests; paused time makes it free.
-const DRAIN: Duration = Duration::from_secs(3600);
+/// The default age limit of a message.
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Long enough for any schedule in these tests (a message's default age limit is a
+/// day); paused time makes it free.
+const DRAIN: Duration = Duration::from_secs(2 * 86_400);
 
 /// A dispatcher whose one notifier, the webhook "hook", sends through `http`.
 fn hook(http: &Arc<FakeSend>) -> DispatcherBuilder {
@@ -47,12 +51,17 @@ async fn drained(
     dispatcher
 }
 
-/// One message against scripted answers, with the default policy without jitter, the
-/// default 10 s timeout and a wall clock at t0: when each attempt came (seconds after the
-/// send) and the counters once drained.
+/// One message against scripted answers, with the default policy without jitter (or
+/// another `max_age`), the default 10 s timeout and a wall clock at t0: when each attempt
+/// came (seconds after the send) and the counters once drained.
+///
+/// These replace the attempt-count schedules: the 5xx row gave up after 5 attempts and
+/// now gives up at `max_age`; Retry-After dates were capped at 5 min and now wait as
+/// asked, up to the age limit.
 #[tokio::test(start_paused = true)]
 async fn retry_schedules() {
     let retry_at = |s| Fake::Status(503, Some(httpdate::fmt_http_date(t0() + secs(s))));
+    let retry_in = |value: &str| Fake::Status(429, Some(value.to_owned()));
     let counts = |sent, failed, retried| Stats {
         sent,
         failed,
@@ -61,45 +70,84 @@ async fn retry_schedules() {
     };
     let cases = [
         (
-            "5xx backs off from 1 s, doubling, then gives up",
-            vec![Fake::Status(500, None); 5],
-            vec![0, 1, 3, 7, 15],
-            counts(0, 1, 4),
+            "5xx backs off from 1 s, doubling, until max_age (20 s here), then gives up",
+            secs(20),
+            vec![Fake::Status(500, None); 6],
+            vec![0.0, 1.0, 3.0, 7.0, 15.0, 20.0],
+            counts(0, 1, 5),
         ),
         (
-            "Retry-After seconds replace the backoff",
-            vec![Fake::Status(429, Some("7".into()))],
-            vec![0, 7],
+            "max_age zero: one attempt",
+            Duration::ZERO,
+            vec![Fake::Status(503, None)],
+            vec![0.0],
+            counts(0, 1, 0),
+        ),
+        (
+            "Retry-After seconds are waited",
+            DAY,
+            vec![retry_in("7")],
+            vec![0.0, 7.0],
             counts(1, 0, 1),
         ),
         (
-            "Retry-After dates use the clock: 30 s as asked, a day away capped at 5 min",
-            vec![retry_at(30), retry_at(86_400)],
-            vec![0, 30, 330],
+            "Retry-After with a fraction: 1.5 s",
+            DAY,
+            vec![retry_in("1.5")],
+            vec![0.0, 1.5],
+            counts(1, 0, 1),
+        ),
+        (
+            "a Retry-After shorter than the backoff waits the backoff",
+            DAY,
+            vec![
+                Fake::Status(500, None),
+                Fake::Status(500, None),
+                retry_in("1"),
+            ],
+            vec![0.0, 1.0, 3.0, 7.0],
+            counts(1, 0, 3),
+        ),
+        (
+            "Retry-After dates use the clock: 30 s as asked, 2 h past max_backoff as asked",
+            DAY,
+            vec![retry_at(30), retry_at(7230)],
+            vec![0.0, 30.0, 7230.0],
             counts(1, 0, 2),
         ),
         (
+            "a Retry-After date past max_age: the last attempt at max_age, then give up",
+            DAY,
+            vec![retry_at(30), retry_at(90_000), Fake::Status(503, None)],
+            vec![0.0, 30.0, 86_400.0],
+            counts(0, 1, 2),
+        ),
+        (
             "408 and transport errors are retried",
+            DAY,
             vec![
                 Fake::Status(408, None),
                 Fake::Refused,
                 Fake::Status(200, None),
             ],
-            vec![0, 1, 3],
+            vec![0.0, 1.0, 3.0],
             counts(1, 0, 2),
         ),
         (
             "a hung request times out after the default 10 s, then backs off 1 s",
+            DAY,
             vec![Fake::Hang],
-            vec![0, 11],
+            vec![0.0, 11.0],
             counts(1, 0, 1),
         ),
     ];
-    for (name, script, times, stats) in cases {
+    for (name, max_age, script, times, stats) in cases {
         let http = FakeSend::new(script);
         let clock = Arc::new(TokioClock::starting_at(t0()));
-        let dispatcher = drained(hook(&http).retry(exact()).clock(clock), [custom(name)]).await;
-        let times: Vec<_> = times.into_iter().map(secs).collect();
+        let policy = RetryPolicy { max_age, ..exact() };
+        let builder = hook(&http).retry(policy).clock(clock);
+        let dispatcher = drained(builder, [custom(name)]).await;
+        let times: Vec<_> = times.into_iter().map(Duration::from_secs_f64).collect();
         assert_eq!(http.times(), times, "{name}");
         assert_eq!(dispatcher.stats(), stats, "{name}");
     }
@@ -265,6 +313,7 @@ async fn shutdown_abandons_what_is_left_at_the_deadline() {
     assert_eq!(Instant::now() - start, secs(5));
     assert!(!report.drained);
     assert_eq!(report.abandoned, 3, "one in flight, two queued");
+    assert_eq!(report.kept, 0, "no durable outbox");
     assert_eq!(dispatcher.stats().dropped, 3);
 }
 
@@ -282,12 +331,12 @@ async fn duplicate_names_and_bad_policies_are_rejected() {
     );
     let err = Dispatcher::builder()
         .retry(RetryPolicy {
-            attempts: 0,
+            base: Duration::ZERO,
             ..RetryPolicy::default()
         })
         .start()
         .unwrap_err();
-    assert_eq!(err.to_string(), "invalid `attempts`: must be at least 1");
+    assert_eq!(err.to_string(), "invalid `base`: must be more than zero");
 }
 
 #[tokio::test(start_paused = true)]

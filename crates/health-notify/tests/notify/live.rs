@@ -12,11 +12,11 @@ use crate::support::{Receiver, Reply, WAIT, build, event};
 /// Fast retries so real-time tests stay quick.
 fn quick() -> RetryPolicy {
     RetryPolicy {
-        attempts: 5,
         base: Duration::from_millis(20),
         factor: 2,
-        max_delay: Duration::from_secs(2),
         jitter: 0.0,
+        max_backoff: Duration::from_secs(2),
+        max_age: Duration::from_secs(60),
     }
 }
 

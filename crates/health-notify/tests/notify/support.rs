@@ -1,8 +1,9 @@
 //! Test doubles: a recording hyper receiver, a scripted SMTP responder, a scripted
-//! [`HttpSend`] fake for paused-clock tests, and sample events.
+//! [`HttpSend`] fake for paused-clock tests, a scriptable [`Outbox`] fake, a log capture,
+//! and sample events.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -15,7 +16,7 @@ use health_notify::{
     Format, HttpRequest, HttpResponse, HttpSend, Notifier, NotifierConfig, NotifyError,
     ProviderConfig, WebhookConfig,
 };
-use health_types::{Event, EventKind};
+use health_types::{Event, EventKind, Outbox, OutboxEntry, OutboxError};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
@@ -51,8 +52,17 @@ pub(crate) fn event(kind: EventKind, service: &str) -> Event {
     }
 }
 
+/// A sample event about `service` for the outage that began at `outage_start`.
+pub(crate) fn outage_event(kind: EventKind, service: &str, outage_start: SystemTime) -> Event {
+    Event {
+        outage_start: Some(outage_start),
+        ..event(kind, service)
+    }
+}
+
 /// Parses one `[[notify]]` table and builds it.
 pub(crate) fn build(toml_table: &str) -> Arc<dyn Notifier> {
+    quiet_global_subscriber();
     let config: NotifierConfig = toml::from_str(toml_table).expect("valid notifier table");
     config.build().expect("buildable notifier")
 }
@@ -231,6 +241,8 @@ pub(crate) struct FakeSend {
     log: Mutex<Vec<(Instant, HttpRequest)>>,
     gate: Option<Semaphore>,
     created: Instant,
+    /// Requests within this long after `created` are refused, whatever the script says.
+    outage: Duration,
 }
 
 impl FakeSend {
@@ -243,13 +255,26 @@ impl FakeSend {
         FakeSend::with_gate([], Some(Semaphore::new(0)))
     }
 
+    /// A sender whose receiver is unreachable (connection refused) for `outage` from
+    /// now, then answers 200.
+    pub(crate) fn refusing_for(outage: Duration) -> Arc<Self> {
+        let mut fake = FakeSend::make([], None);
+        fake.outage = outage;
+        Arc::new(fake)
+    }
+
     fn with_gate(script: impl IntoIterator<Item = Fake>, gate: Option<Semaphore>) -> Arc<Self> {
-        Arc::new(FakeSend {
+        Arc::new(FakeSend::make(script, gate))
+    }
+
+    fn make(script: impl IntoIterator<Item = Fake>, gate: Option<Semaphore>) -> Self {
+        FakeSend {
             script: Mutex::new(script.into_iter().collect()),
             log: Mutex::default(),
             gate,
             created: Instant::now(),
-        })
+            outage: Duration::ZERO,
+        }
     }
 
     pub(crate) fn open(&self, permits: usize) {
@@ -270,14 +295,19 @@ impl FakeSend {
 
     /// The `title` of each request's (default webhook) JSON body.
     pub(crate) fn titles(&self) -> Vec<String> {
+        self.bodies()
+            .iter()
+            .map(|body| body["title"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Each request's (default webhook) JSON body.
+    pub(crate) fn bodies(&self) -> Vec<serde_json::Value> {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .map(|(_, request)| {
-                let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-                body["title"].as_str().unwrap().to_owned()
-            })
+            .map(|(_, request)| serde_json::from_slice(&request.body).unwrap())
             .collect()
     }
 
@@ -289,7 +319,11 @@ impl FakeSend {
 #[async_trait]
 impl HttpSend for FakeSend {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, NotifyError> {
-        self.log.lock().unwrap().push((Instant::now(), request));
+        let now = Instant::now();
+        self.log.lock().unwrap().push((now, request));
+        if now - self.created < self.outage {
+            return Err(NotifyError::transport("connection refused"));
+        }
         if let Some(gate) = &self.gate {
             gate.acquire().await.expect("gate open").forget();
         }
@@ -312,10 +346,284 @@ impl HttpSend for FakeSend {
 
 /// A webhook notifier named `name` that sends through `http`.
 pub(crate) fn fake_webhook(name: &str, http: Arc<FakeSend>) -> Arc<dyn Notifier> {
+    quiet_global_subscriber();
     let webhook = WebhookConfig::new("http://fake.test/hook");
     NotifierConfig::new(name, Format::Plain, ProviderConfig::Webhook(webhook))
         .build_with(http)
         .unwrap()
+}
+
+/// An [`Outbox`] fake like a store's: entries inserted with any id, delivered by id,
+/// their fate recorded; each call can be made to fail.
+#[derive(Debug, Default)]
+pub(crate) struct FakeOutbox {
+    state: Mutex<OutboxState>,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    pending: BTreeMap<u64, OutboxEntry>,
+    /// Done entries: `None` delivered, `Some(reason)` given up.
+    done: Vec<(OutboxEntry, Option<String>)>,
+    /// How many of the next reads (`pending`, `down_given_up`, `backlog`) fail.
+    failing_reads: u32,
+    /// How many of the next marks (`delivered`, `gave_up`) fail.
+    failing_marks: u32,
+    /// Calls that failed.
+    failed_calls: u32,
+}
+
+impl OutboxState {
+    fn read(&mut self) -> Result<(), OutboxError> {
+        if self.failing_reads > 0 {
+            self.failing_reads -= 1;
+            self.failed_calls += 1;
+            return Err(OutboxError("database is locked".into()));
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self, id: u64, reason: Option<&str>) -> Result<(), OutboxError> {
+        if self.failing_marks > 0 {
+            self.failing_marks -= 1;
+            self.failed_calls += 1;
+            return Err(OutboxError("disk I/O error".into()));
+        }
+        let entry = self
+            .pending
+            .remove(&id)
+            .expect("marks only pending entries");
+        self.done.push((entry, reason.map(str::to_owned)));
+        Ok(())
+    }
+}
+
+impl FakeOutbox {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Adds an entry (committed at t0) as a store would.
+    pub(crate) fn insert(&self, id: u64, notifier: &str, event: Event) {
+        self.insert_at(id, notifier, event, t0());
+    }
+
+    /// Adds an entry committed at `created`.
+    pub(crate) fn insert_at(&self, id: u64, notifier: &str, event: Event, created: SystemTime) {
+        let entry = OutboxEntry {
+            id,
+            notifier: notifier.to_owned(),
+            event,
+            created,
+        };
+        self.state.lock().unwrap().pending.insert(id, entry);
+    }
+
+    /// Makes the next `n` reads fail.
+    pub(crate) fn fail_reads(&self, n: u32) {
+        self.state.lock().unwrap().failing_reads = n;
+    }
+
+    /// Makes the next `n` marks fail.
+    pub(crate) fn fail_marks(&self, n: u32) {
+        self.state.lock().unwrap().failing_marks = n;
+    }
+
+    pub(crate) fn failed_calls(&self) -> u32 {
+        self.state.lock().unwrap().failed_calls
+    }
+
+    /// The ids still pending for `notifier`.
+    pub(crate) fn pending_ids(&self, notifier: &str) -> Vec<u64> {
+        let state = self.state.lock().unwrap();
+        let entries = state.pending.values();
+        entries
+            .filter(|e| e.notifier == notifier)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// The done entries in the order they were marked: id and, when given up, why.
+    pub(crate) fn done(&self) -> Vec<(u64, Option<String>)> {
+        let state = self.state.lock().unwrap();
+        let done = state.done.iter();
+        done.map(|(e, reason)| (e.id, reason.clone())).collect()
+    }
+}
+
+impl Outbox for FakeOutbox {
+    fn pending(
+        &self,
+        notifier: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        let mut state = self.state.lock().unwrap();
+        state.read()?;
+        let entries = state.pending.range(after + 1..).map(|(_, e)| e);
+        let entries = entries.filter(|e| e.notifier == notifier).take(limit);
+        Ok(entries.cloned().collect())
+    }
+
+    fn delivered(&self, id: u64) -> Result<(), OutboxError> {
+        self.state.lock().unwrap().mark(id, None)
+    }
+
+    fn gave_up(&self, id: u64, reason: &str) -> Result<(), OutboxError> {
+        self.state.lock().unwrap().mark(id, Some(reason))
+    }
+
+    fn down_given_up(
+        &self,
+        notifier: &str,
+        service: &str,
+        outage_start: SystemTime,
+    ) -> Result<bool, OutboxError> {
+        let mut state = self.state.lock().unwrap();
+        state.read()?;
+        Ok(state.done.iter().any(|(e, reason)| {
+            reason.is_some()
+                && e.notifier == notifier
+                && e.event.kind == EventKind::Down
+                && &*e.event.service == service
+                && e.event.outage_start == Some(outage_start)
+        }))
+    }
+
+    fn backlog(&self, notifier: &str) -> Result<(u64, Option<SystemTime>), OutboxError> {
+        let mut state = self.state.lock().unwrap();
+        state.read()?;
+        let mine: Vec<_> = state
+            .pending
+            .values()
+            .filter(|e| e.notifier == notifier)
+            .collect();
+        let oldest = mine.iter().map(|e| e.created).min();
+        Ok((mine.len() as u64, oldest))
+    }
+}
+
+/// One event logged with `tracing`: its level and fields, the message under `message`.
+#[derive(Debug, Clone)]
+pub(crate) struct Log {
+    pub(crate) level: tracing::Level,
+    pub(crate) fields: BTreeMap<String, String>,
+}
+
+impl Log {
+    pub(crate) fn field(&self, name: &str) -> &str {
+        self.fields.get(name).map_or("", String::as_str)
+    }
+}
+
+/// Captures this thread's `tracing` events while the guard lives (a paused-clock test
+/// runs every task on its thread).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<Log>>>);
+
+impl Logs {
+    pub(crate) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        quiet_global_subscriber();
+        let logs = Logs::default();
+        let guard = tracing::subscriber::set_default(Capture(logs.clone()));
+        (logs, guard)
+    }
+
+    /// The events whose message is `message`.
+    pub(crate) fn with_message(&self, message: &str) -> Vec<Log> {
+        let logs = self.0.lock().unwrap();
+        let found = logs.iter().filter(|log| log.field("message") == message);
+        found.cloned().collect()
+    }
+}
+
+/// Installs, once per test binary, a global subscriber that drops everything but keeps
+/// every callsite's interest at "sometimes".
+///
+/// `tracing` caches whether a callsite is wanted when it is first hit. Hit first on
+/// another test's thread with no subscriber at all, it would be cached as never wanted,
+/// and a [`Logs::capture`] in a test running alongside could miss its events. Every
+/// notifier a dispatcher test builds comes from [`fake_webhook`] or [`build`], which call
+/// this first.
+pub(crate) fn quiet_global_subscriber() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Nothing else in this binary sets one, so this cannot fail.
+        let _ = tracing::subscriber::set_global_default(Quiet);
+    });
+}
+
+/// Wants nothing now, but may later: see [`quiet_global_subscriber`].
+struct Quiet;
+
+impl tracing::Subscriber for Quiet {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A minimal subscriber: records events, ignores spans.
+struct Capture(Logs);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        let log = Log {
+            level: *event.metadata().level(),
+            fields,
+        };
+        self.0.0.lock().unwrap().push(log);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// One mail as the SMTP responder saw it.
