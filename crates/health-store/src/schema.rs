@@ -1,0 +1,182 @@
+//! The file and its schema: opening a connection with the store's settings, and the
+//! ordered migrations that bring a file forward to [`KNOWN_VERSION`].
+//!
+//! Schema version 1:
+//!
+//! ```sql
+//! monitor_state (monitor TEXT PRIMARY KEY, status TEXT, failures, passes, errors,
+//!                down_sent INTEGER, outage_start INTEGER NULL, last_seen INTEGER NULL)
+//! outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, notifier TEXT, service TEXT, kind TEXT,
+//!         outage_start INTEGER NULL, event TEXT /* JSON */, created INTEGER,
+//!         state TEXT /* pending | delivered | given_up */, reason TEXT NULL,
+//!         done INTEGER NULL)
+//! ```
+//!
+//! Times are unix milliseconds. `AUTOINCREMENT` keeps an outbox id from ever being used
+//! twice, even after the rows above it were pruned. Three partial indexes serve the
+//! queries: a notifier's pending entries in id order, a notifier's given-up `down`s by
+//! outage, and finished entries by the time they were finished (pruning).
+
+use std::{path::Path, time::Duration};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::StoreError;
+
+/// The migrations in order: entry `i` brings a file from schema version `i` to `i + 1`.
+/// Each runs in its own transaction with the version bump. Never edit one that was
+/// released; add the next.
+const MIGRATIONS: [&str; 1] = [
+    // 0 -> 1: monitor states and the outbox.
+    "
+    CREATE TABLE monitor_state (
+        monitor      TEXT NOT NULL PRIMARY KEY,
+        status       TEXT NOT NULL,
+        failures     INTEGER NOT NULL,
+        passes       INTEGER NOT NULL,
+        errors       INTEGER NOT NULL,
+        down_sent    INTEGER NOT NULL,
+        outage_start INTEGER,
+        last_seen    INTEGER
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        notifier     TEXT NOT NULL,
+        service      TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        outage_start INTEGER,
+        event        TEXT NOT NULL,
+        created      INTEGER NOT NULL,
+        state        TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'delivered', 'given_up')),
+        reason       TEXT,
+        done         INTEGER
+    ) STRICT;
+
+    CREATE INDEX outbox_pending ON outbox (notifier, id) WHERE state = 'pending';
+    CREATE INDEX outbox_down_given_up ON outbox (notifier, service, outage_start)
+        WHERE state = 'given_up' AND kind = 'down';
+    CREATE INDEX outbox_done ON outbox (done) WHERE state <> 'pending';
+    ",
+];
+
+/// The newest schema version this build knows.
+pub(crate) const KNOWN_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Our `PRAGMA application_id` ("hlth"): tells a healthd store from other SQLite files.
+const APPLICATION_ID: i32 = 0x686c_7468;
+
+/// What a connection is for; the settings differ a little.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The writer's connection: monitor states and new outbox rows, in batches.
+    Writer,
+    /// Reads, and the rare marks (delivered, given up) that must be durable at once.
+    Reader,
+}
+
+/// Opens `path` (`None`: a private in-memory database) with the store's settings: WAL
+/// mode, `synchronous = NORMAL` for the writer (a commit survives a crash of the
+/// process; only a power loss can take the last ones back) and `FULL` for the reader's
+/// marks, and a `busy_timeout`.
+pub(crate) fn connect(
+    path: Option<&Path>,
+    shown: &Path,
+    role: Role,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let open_error = |source: rusqlite::Error| StoreError::Open {
+        path: shown.to_path_buf(),
+        source: source.into(),
+    };
+    let conn = match path {
+        None => Connection::open_in_memory(),
+        // No SQLITE_OPEN_URI: the configured path is a file name, never a URI.
+        Some(path) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ),
+    }
+    .map_err(open_error)?;
+    conn.busy_timeout(busy_timeout).map_err(open_error)?;
+    // The first statement that reads the file: this is where "file is not a database"
+    // and "database is locked" show up.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(open_error)?;
+    if path.is_some() && !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %shown.display(),
+            mode,
+            "the store is not in WAL mode: reads may wait for the writer's commits"
+        );
+    }
+    let synchronous = match role {
+        Role::Writer => "NORMAL",
+        Role::Reader => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(open_error)?;
+    Ok(conn)
+}
+
+/// Brings the schema of `conn`'s database forward to [`KNOWN_VERSION`], one migration
+/// per transaction; refuses a database whose version is newer, or that belongs to
+/// another application.
+pub(crate) fn migrate(conn: &mut Connection, shown: &Path) -> Result<(), StoreError> {
+    let read_error = |source: rusqlite::Error| StoreError::Open {
+        path: shown.to_path_buf(),
+        source: source.into(),
+    };
+    let (version, application_id, objects) = read_header(conn).map_err(read_error)?;
+    if version > i64::from(KNOWN_VERSION) {
+        return Err(StoreError::TooNew {
+            path: shown.to_path_buf(),
+            found: version,
+            known: KNOWN_VERSION,
+        });
+    }
+    let fresh = version == 0 && application_id == 0 && objects == 0;
+    if !fresh && (version < 0 || application_id != APPLICATION_ID) {
+        return Err(StoreError::Foreign {
+            path: shown.to_path_buf(),
+        });
+    }
+    // `version` is in 0..=KNOWN_VERSION here.
+    let from = u32::try_from(version).unwrap_or(0);
+    for (to, sql) in (from + 1..).zip(&MIGRATIONS[from as usize..]) {
+        let migrate_error = |source: rusqlite::Error| StoreError::Migrate {
+            path: shown.to_path_buf(),
+            version: to,
+            source: source.into(),
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migrate_error)?;
+        // Another process may have migrated the file since the header was read.
+        let (now, _, _) = read_header(&tx).map_err(migrate_error)?;
+        if now >= i64::from(to) {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(migrate_error)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(migrate_error)?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(migrate_error)?;
+        tx.commit().map_err(migrate_error)?;
+        tracing::info!(path = %shown.display(), version = to, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// The schema version, the application id and how many schema objects the file has.
+fn read_header(conn: &Connection) -> rusqlite::Result<(i64, i32, i64)> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let application_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    let objects: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
+    Ok((version, application_id, objects))
+}
