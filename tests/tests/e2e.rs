@@ -151,6 +151,8 @@ async fn down_after_f_failures_up_after_recovery_and_the_api_agrees() {
         r#"
 [server]
 listen = "127.0.0.1:0"
+[storage]
+path = ":memory:"
 
 [defaults]
 interval = "100ms"
@@ -313,6 +315,8 @@ async fn every_kind_of_monitor_runs_from_one_config() {
         r#"
 [server]
 listen = "127.0.0.1:0"
+[storage]
+path = ":memory:"
 [defaults]
 interval = "1s"
 timeout = "2s"

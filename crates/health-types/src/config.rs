@@ -531,7 +531,7 @@ impl HealthCheckOverrides {
 
 /// Parses a duration string such as `"30s"`, `"250ms"` or `"1m30s"` for `key`.
 /// At most [`MAX_DURATION`].
-pub(crate) fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     let value = humantime::parse_duration(text.trim()).map_err(|err| {
         ConfigError::invalid(
             key,

@@ -29,6 +29,7 @@ pub use self::{
     config::{
         ConfigError, DEFAULT_INTERVAL, DEFAULT_MAX_ERRORS, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
         ExpectedStatus, HealthCheckConfig, HealthCheckOverrides, MAX_DURATION, Method, StatusRange,
+        parse_duration,
     },
     event::{Event, EventKind, EventSink},
     json::{ConfigJson, MonitorJson},

@@ -14,6 +14,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use health_check::BuiltProbe;
@@ -22,6 +23,12 @@ use health_types::{HealthCheckConfig, Target};
 
 /// Default API listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+/// Default `[delivery] max_age`: a notification is retried for a day.
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default `[delivery] max_backoff`: retries are at most 5 minutes apart.
+pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+/// The smallest `[delivery] max_backoff`: the first retry's wait.
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One problem in a config file, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,10 +75,34 @@ impl fmt::Display for ConfigFileError {
 pub struct DaemonConfig {
     /// Where the API and status page listen.
     pub(crate) listen: SocketAddr,
+    /// `[storage] path`, when given (else the default of SPEC §9.1, resolved when the
+    /// daemon starts, since it depends on the environment).
+    pub(crate) storage: Option<PathBuf>,
+    /// `[delivery]`: how long notifications are retried.
+    pub(crate) delivery: Delivery,
     /// Notifiers (`[[notify]]` tables, checked by health-notify), in file order.
     pub(crate) notify: Vec<NotifierConfig>,
     /// Monitors, in file order, each with `[defaults]` applied.
     pub(crate) monitors: Vec<MonitorEntry>,
+}
+
+/// `[delivery]`: each notification is retried (backoff 1 s ×2, ±10 % jitter, capped at
+/// `max_backoff`) until it is delivered, fails for good, or is `max_age` old.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Default 24 h.
+    pub(crate) max_age: Duration,
+    /// Default 5 min; at least 1 s.
+    pub(crate) max_backoff: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            max_age: DEFAULT_MAX_AGE,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
 }
 
 /// One `[[monitor]]` table, resolved, with its probe.

@@ -1,18 +1,32 @@
-//! `healthd run`: builds monitors and notifiers from a [`DaemonConfig`], serves the API
-//! and stops cleanly on SIGINT or SIGTERM.
+//! `healthd run`: opens the state store, builds monitors and notifiers from a
+//! [`DaemonConfig`], serves the API and stops cleanly on SIGINT or SIGTERM.
+//!
+//! The wiring of SPEC §9.1: each monitor resumes from its state in the store and reports
+//! to the store ([`StateSink`](health_types::StateSink)), which commits the state and
+//! the outbox rows of its events in one transaction and then wakes the dispatcher; the
+//! dispatcher delivers from the store's outbox. So a notification is durable before its
+//! first attempt, and a restart neither forgets an outage nor sends its `down` twice.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope};
-use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError};
-use health_types::EventSink;
+use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError, RetryPolicy};
+use health_store::Store;
+use health_types::{Clock, Outbox, StateSink, SystemClock};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{ApiState, router},
     config::DaemonConfig,
-    metrics::{NotifyCounters, NotifyStats},
+    metrics::{Backlog, NotifyCounters, NotifyStats},
+    storage::{self, StorageError},
 };
 
 /// The daemon could not start.
@@ -39,6 +53,9 @@ pub enum DaemonError {
     /// The notifiers could not be built.
     #[error("notifications")]
     Notify(#[from] NotifyError),
+    /// The state store could not be opened (or read).
+    #[error("state store")]
+    Storage(#[from] StorageError),
 }
 
 /// A running daemon: monitors, notifications and the API.
@@ -49,21 +66,27 @@ pub struct Running {
     /// The monitors, in config order.
     pub monitors: Vec<Monitor>,
     dispatcher: Dispatcher,
+    store: Arc<Store>,
     scope: Scope,
     stop: CancellationToken,
     server: JoinHandle<io::Result<()>>,
 }
 
 impl Running {
-    /// Stops the monitors, drains queued notifications for at most `within`, and stops
-    /// the API server.
+    /// Stops the monitors, commits their last state, delivers queued notifications for
+    /// at most `within` (the rest stay in the store for the next start), and stops the
+    /// API server.
     pub async fn shutdown(self, within: Duration) {
         self.scope.shutdown().await;
+        if let Err(err) = self.store.flush() {
+            tracing::error!(error = %health_types::ErrorChain(&err), "could not commit the monitors' last state");
+        }
         let report = self.dispatcher.shutdown(within).await;
         if !report.drained {
             tracing::warn!(
                 abandoned = report.abandoned,
-                "notifications left undelivered at shutdown"
+                kept = report.kept,
+                "notifications left undelivered at shutdown; the kept ones are sent at the next start"
             );
         }
         self.stop.cancel();
@@ -92,9 +115,33 @@ impl NotifyStats for DispatcherStats {
             })
             .collect()
     }
+
+    fn backlog(&self) -> Vec<(String, Backlog)> {
+        let now = SystemClock.now();
+        match self.0.backlog() {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|row| {
+                    let oldest_seconds = row.oldest_age(now).as_secs_f64();
+                    (
+                        row.name,
+                        Backlog {
+                            pending: row.pending,
+                            oldest_seconds,
+                        },
+                    )
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the outbox backlog for /metrics");
+                Vec::new()
+            }
+        }
+    }
 }
 
-/// Starts everything in `config`, plus `extra` notifiers that every event reaches (the
+/// Opens the state store of `config` (its `[storage] path`, else SPEC §9.1's default)
+/// and starts everything in it, plus `extra` notifiers that every event reaches (the
 /// demo's console).
 pub async fn start(
     config: &DaemonConfig,
@@ -119,14 +166,54 @@ pub(crate) async fn start_on(
         addr: config.listen,
         source,
     })?;
+    let store = storage::open(config.storage.as_deref())?;
     let mut notifiers = config
         .notify
         .iter()
         .map(NotifierConfig::build)
         .collect::<Result<Vec<_>, _>>()?;
     let everyone: Vec<String> = extra.iter().map(|n| n.name().to_owned()).collect();
+    let all: Vec<String> = notifiers
+        .iter()
+        .map(|n| n.name().to_owned())
+        .chain(everyone.iter().cloned())
+        .collect();
     notifiers.extend(extra);
-    let dispatcher = Dispatcher::builder().notifiers(notifiers).start()?;
+    let retry = RetryPolicy {
+        max_age: config.delivery.max_age,
+        max_backoff: config.delivery.max_backoff,
+        ..RetryPolicy::default()
+    };
+    let dispatcher = Dispatcher::builder()
+        .notifiers(notifiers)
+        .outbox(Arc::clone(&store) as Arc<dyn Outbox>)
+        .retry(retry)
+        .start()?;
+
+    // A monitor with a `notify` list reaches those notifiers (and the extra ones);
+    // without one it reaches all. The store routes each event by this table, commits it
+    // with the monitor's state, then wakes the notifiers it went to.
+    let routes: HashMap<String, Vec<String>> = config
+        .monitors
+        .iter()
+        .map(|entry| {
+            let names = if entry.notify.is_empty() {
+                all.clone()
+            } else {
+                entry.notify.iter().chain(&everyone).cloned().collect()
+            };
+            (entry.name.clone(), names)
+        })
+        .collect();
+    store.set_router(move |monitor| routes.get(monitor).cloned().unwrap_or_default());
+    {
+        let dispatcher = dispatcher.clone();
+        store.set_commit_hook(move |notifiers| dispatcher.wake(notifiers));
+    }
+    let mut saved = store.load_states().map_err(|source| StorageError::Open {
+        path: store.path().to_owned(),
+        source,
+    })?;
 
     let mut monitors = Vec::with_capacity(config.monitors.len());
     for entry in &config.monitors {
@@ -134,25 +221,18 @@ pub(crate) async fn start_on(
             name: entry.name.clone(),
             source,
         };
-        // A monitor with a `notify` list reaches those notifiers (and the extra ones);
-        // without one it reaches all.
-        let sink: Arc<dyn EventSink> = if entry.notify.is_empty() {
-            Arc::new(dispatcher.clone())
-        } else {
-            let names = entry.notify.iter().cloned().chain(everyone.iter().cloned());
-            Arc::new(dispatcher.targeted(names)?)
-        };
         // The probe was built when the config was loaded.
-        let monitor = Monitor::builder(
+        let mut builder = Monitor::builder(
             entry.name.as_str(),
             entry.probe.url.clone(),
             entry.probe.probe.clone(),
         )
         .config(entry.config.clone())
-        .sink(sink)
-        .build()
-        .map_err(fail)?;
-        monitors.push(monitor);
+        .state_sink(Arc::clone(&store) as Arc<dyn StateSink>);
+        if let Some(state) = saved.remove(&entry.name) {
+            builder = builder.restore(state);
+        }
+        monitors.push(builder.build().map_err(fail)?);
     }
 
     let scope = Scope::new();
@@ -183,6 +263,7 @@ pub(crate) async fn start_on(
         addr,
         monitors,
         dispatcher,
+        store,
         scope,
         stop,
         server,

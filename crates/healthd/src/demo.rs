@@ -2,7 +2,7 @@
 //! short intervals, prints transitions and notifications, and serves the API and the
 //! status page.
 
-use std::{io::ErrorKind, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::ErrorKind, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use health_check::build_probe;
 use health_monitor::HealthMonitor;
@@ -12,9 +12,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{DaemonConfig, MonitorEntry},
+    config::{DaemonConfig, Delivery, MonitorEntry},
     console::{ConsoleNotifier, print_transitions, use_colour},
     daemon::{self, DaemonError},
+    storage::StorageError,
     upstreams::{FLAP_DOWN, FLAP_UP, Upstreams},
 };
 
@@ -29,8 +30,9 @@ fn demo_check_config() -> HealthCheckConfig {
     }
 }
 
-/// The demo's monitors over `upstreams`.
-fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
+/// The demo's monitors over `upstreams`, keeping their state in `store` (a temporary
+/// file: the demo needs no state directory).
+fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> DaemonConfig {
     let entry = |name: &str, url: String| {
         let config = demo_check_config();
         let target = Target::Url(Url::parse(&url).expect("demo URLs are well-formed"));
@@ -46,6 +48,8 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams) -> DaemonConfig {
     };
     DaemonConfig {
         listen,
+        storage: Some(store),
+        delivery: Delivery::default(),
         notify: Vec::new(),
         monitors: vec![
             entry("steady", format!("http://{}/", upstreams.steady)),
@@ -82,7 +86,12 @@ pub(crate) async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
             });
         }
     };
-    let config = demo_config(listen, &upstreams);
+    // Removed (with the store in it) when the demo ends.
+    let state = tempfile::Builder::new()
+        .prefix("healthd-demo-")
+        .tempdir()
+        .map_err(StorageError::Temp)?;
+    let config = demo_config(listen, &upstreams, state.path().join("healthd.db"));
     let colour = use_colour();
     let console: Arc<dyn Notifier> = Arc::new(ConsoleNotifier::new(colour));
     let running = daemon::start_on(listener, &config, vec![console]).await?;

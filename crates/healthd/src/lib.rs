@@ -16,6 +16,7 @@ mod daemon;
 mod demo;
 mod metrics;
 mod probe;
+mod storage;
 #[cfg(test)]
 mod test_support;
 mod upstreams;
@@ -26,5 +27,6 @@ pub use self::{
     commands::dispatch,
     config::{ConfigFileError, ConfigProblem, DEFAULT_LISTEN, DaemonConfig},
     daemon::{DaemonError, Running, start},
+    storage::StorageError,
     upstreams::Upstreams,
 };

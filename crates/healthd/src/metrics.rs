@@ -25,10 +25,23 @@ pub(crate) struct NotifyCounters {
     pub(crate) dropped: u64,
 }
 
+/// One notifier's outbox: undelivered messages and the age of the oldest.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Backlog {
+    /// Undelivered messages.
+    pub(crate) pending: u64,
+    /// Seconds since the oldest undelivered message was committed; 0 when none.
+    pub(crate) oldest_seconds: f64,
+}
+
 /// Where `/metrics` reads notification counters from.
 pub(crate) trait NotifyStats: Send + Sync + fmt::Debug {
     /// Counters per provider name.
     fn counters(&self) -> Vec<(String, NotifyCounters)>;
+
+    /// The outbox backlog of every configured notifier, by name (SPEC §9.1: one series
+    /// per notifier, 0 when empty); empty when the outbox cannot be read.
+    fn backlog(&self) -> Vec<(String, Backlog)>;
 }
 
 #[derive(Debug)]
@@ -153,6 +166,32 @@ impl Collector for MonitorCollector {
                             ConstCounter::new(count),
                         )
                     })
+                }),
+            )?;
+            let backlog = notify.backlog();
+            family(
+                &mut encoder,
+                "healthd_outbox_pending",
+                "Notifications committed to the outbox and not yet delivered or given up",
+                MetricType::Gauge,
+                backlog.iter().map(|(notifier, b)| {
+                    let pending = i64::try_from(b.pending).unwrap_or(i64::MAX);
+                    (
+                        vec![("notifier", notifier.clone())],
+                        ConstGauge::new(pending),
+                    )
+                }),
+            )?;
+            family(
+                &mut encoder,
+                "healthd_outbox_oldest_seconds",
+                "Age of the oldest undelivered notification in the outbox; 0 when empty",
+                MetricType::Gauge,
+                backlog.iter().map(|(notifier, b)| {
+                    (
+                        vec![("notifier", notifier.clone())],
+                        ConstGauge::new(b.oldest_seconds),
+                    )
                 }),
             )?;
         }

@@ -4,7 +4,12 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener},
+    path::PathBuf,
     process::Stdio,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread,
     time::Duration,
 };
@@ -18,8 +23,23 @@ use tokio::{
 
 fn healthd() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_healthd"));
-    cmd.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    cmd.env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env("STATE_DIRECTORY", state_directory());
     cmd
+}
+
+/// A fresh state directory for one healthd process (SPEC §9.1: tests that start healthd
+/// without `[storage]` set `STATE_DIRECTORY`), kept until the test binary ends.
+fn state_directory() -> PathBuf {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let root = ROOT.get_or_init(|| tempfile::tempdir().unwrap());
+    let dir = root
+        .path()
+        .join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+    std::fs::create_dir(&dir).unwrap();
+    dir
 }
 
 /// A loopback HTTP server answering every request with `status`, on its own thread,
@@ -174,6 +194,49 @@ fn run_exits_2_before_starting_on_a_bad_config() {
     );
 }
 
+#[test]
+fn run_exits_2_naming_the_store_when_it_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the store's directory should be.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let store = blocker.join("healthd.db");
+    let config = write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n",
+        store.display().to_string()
+    ));
+    let (code, out, err) = run(&["run", "--config", config.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "nothing started: {out}");
+    assert!(
+        err.contains(&store.display().to_string()) && err.contains("state store"),
+        "{err}"
+    );
+
+    // A store newer than this binary is refused too.
+    let newer = dir.path().join("newer.db");
+    std::fs::write(&newer, b"").unwrap();
+    let config = write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n",
+        newer.display().to_string()
+    ));
+    let status = std::process::Command::new("sqlite3")
+        .arg(&newer)
+        .arg("PRAGMA user_version = 999;")
+        .status();
+    match status {
+        Ok(status) if status.success() => {
+            let (code, _, err) = run(&["run", "--config", config.path().to_str().unwrap()]);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(&newer.display().to_string()) && err.contains("newer"),
+                "{err}"
+            );
+        }
+        _ => println!("skipped: sqlite3 is not installed (the newer-store case)"),
+    }
+}
+
 /// Reads `child`'s stdout lines on a task; returns a receiver of lines.
 fn lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let stdout = child.stdout.take().unwrap();
@@ -252,6 +315,7 @@ fn spawn(args: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_healthd"));
     cmd.env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
+        .env("STATE_DIRECTORY", state_directory())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

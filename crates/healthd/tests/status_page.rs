@@ -60,7 +60,7 @@ async fn the_page_renders_every_monitor_with_its_status() {
         .local_addr()
         .unwrap();
     let config = DaemonConfig::parse(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[defaults]\ninterval = \"1s\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \":memory:\"\n[defaults]\ninterval = \"1s\"\n\
          [[monitor]]\nname = \"database\"\nurl = \"tcp://{up_addr}\"\n\
          [[monitor]]\nname = \"legacy-api\"\nurl = \"http://{down_addr}/health\"\n"
     ))

@@ -132,7 +132,7 @@ async fn healthd_monitors_through_healthd_agent() {
     let (agent, stop) = start_agent(None).await;
     let up = upstream(&stop).await;
     let (running, monitor) = first_check(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[[monitor]]\nname = \"behind-agent\"\nurl = \"http://{up}/\"\ninterval = \"1s\"\nagent = {{ url = \"http://{agent}\" }}\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \":memory:\"\n[[monitor]]\nname = \"behind-agent\"\nurl = \"http://{up}/\"\ninterval = \"1s\"\nagent = {{ url = \"http://{agent}\" }}\n"
     ))
     .await;
     assert_eq!(monitor.detail(), "HTTP 200 OK");
@@ -215,7 +215,7 @@ async fn mutual_tls_accepts_our_client_and_rejects_others() {
 
     // The whole daemon, configured with the same files, monitors through the agent.
     let (running, _) = first_check(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[[monitor]]\nname = \"mtls\"\nurl = \"http://{up}/\"\nagent = {{ url = \"https://127.0.0.1:{}\", ca = {:?}, cert = {:?}, key = {:?} }}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\npath = \":memory:\"\n[[monitor]]\nname = \"mtls\"\nurl = \"http://{up}/\"\nagent = {{ url = \"https://127.0.0.1:{}\", ca = {:?}, cert = {:?}, key = {:?} }}\n",
         agent.port(),
         ca,
         client_cert,

@@ -8,7 +8,7 @@ use health_types::{CheckKind, CheckResult, HealthCheckConfig, Probe, ProbeError,
 
 use super::{ApiState, router};
 use crate::{
-    metrics::{NotifyCounters, NotifyStats},
+    metrics::{Backlog, NotifyCounters, NotifyStats},
     test_support::{json, request},
 };
 
@@ -44,6 +44,19 @@ impl NotifyStats for Stats {
                 dropped: 0,
             },
         )]
+    }
+
+    fn backlog(&self) -> Vec<(String, Backlog)> {
+        vec![
+            (
+                "ops".into(),
+                Backlog {
+                    pending: 2,
+                    oldest_seconds: 7.5,
+                },
+            ),
+            ("phone".into(), Backlog::default()),
+        ]
     }
 }
 
@@ -147,6 +160,10 @@ async fn metrics_healthz_and_the_page() {
         "healthd_monitor_transitions_total{monitor=\"db\"} 1",
         "healthd_monitor_latency_seconds{monitor=\"api\"} 0.012",
         "healthd_notifications_total{provider=\"ops\",outcome=\"retried\"} 2",
+        "healthd_outbox_pending{notifier=\"ops\"} 2",
+        "healthd_outbox_pending{notifier=\"phone\"} 0",
+        "healthd_outbox_oldest_seconds{notifier=\"ops\"} 7.5",
+        "healthd_outbox_oldest_seconds{notifier=\"phone\"} 0.0",
         "# EOF",
     ] {
         assert!(

@@ -8,7 +8,7 @@
 //! inside an inline table (`agent = { ca = ... }`) is reported at that table's key and
 //! names the inner key as `agent.ca`.
 
-use std::{borrow::Cow, collections::HashSet, fmt, net::SocketAddr};
+use std::{borrow::Cow, collections::HashSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use health_check::{DOCKER_SCHEME, build_probe};
 use health_notify::{
@@ -16,7 +16,8 @@ use health_notify::{
     PushoverConfig, SlackConfig, TelegramConfig, WebhookConfig,
 };
 use health_types::{
-    AgentSpec, ConfigError, DockerSpec, ErrorChain, HealthCheckOverrides, Target, Url, truncate,
+    AgentSpec, ConfigError, DockerSpec, ErrorChain, HealthCheckOverrides, Target, Url,
+    parse_duration, truncate,
 };
 use serde::de::DeserializeOwned;
 use toml::{
@@ -25,7 +26,7 @@ use toml::{
 };
 
 use super::{
-    ConfigProblem, DEFAULT_LISTEN, DaemonConfig, MonitorEntry,
+    ConfigProblem, DEFAULT_LISTEN, DaemonConfig, Delivery, MIN_BACKOFF, MonitorEntry,
     lines::Lines,
     value::{DeError, fields_of, from_entry, from_table, from_value, from_value_at},
 };
@@ -35,14 +36,22 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 const TOP: &str = "top level";
 const SERVER: &str = "[server]";
+const STORAGE: &str = "[storage]";
+const DELIVERY: &str = "[delivery]";
 const DEFAULTS: &str = "[defaults]";
 const NOTIFY: &str = "[[notify]]";
 const MONITOR: &str = "[[monitor]]";
 
 /// The keys of the top level.
-const TOP_KEYS: [&str; 4] = ["server", "defaults", "notify", "monitor"];
+const TOP_KEYS: [&str; 6] = [
+    "server", "storage", "delivery", "defaults", "notify", "monitor",
+];
 /// The keys of `[server]`.
 const SERVER_KEYS: [&str; 1] = ["listen"];
+/// The keys of `[storage]`.
+const STORAGE_KEYS: [&str; 1] = ["path"];
+/// The keys of `[delivery]`.
+const DELIVERY_KEYS: [&str; 2] = ["max_age", "max_backoff"];
 /// The keys of a `[[monitor]]` table besides the health-check keys.
 const MONITOR_KEYS: [&str; 5] = ["name", "url", "docker", "agent", "notify"];
 /// The keys of a `[[notify]]` table besides its provider's own.
@@ -65,9 +74,12 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     }
     let root = root.into_inner();
     let (mut server, mut defaults, mut notify, mut monitor) = (None, None, None, None);
+    let (mut storage, mut delivery) = (None, None);
     for entry in entries(TOP, &root) {
         let slot = match entry.name() {
             "server" => &mut server,
+            "storage" => &mut storage,
+            "delivery" => &mut delivery,
             "defaults" => &mut defaults,
             "notify" => &mut notify,
             "monitor" => &mut monitor,
@@ -80,6 +92,10 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     }
 
     let listen = server.and_then(|entry| checker.server(entry));
+    let storage = storage.and_then(|entry| checker.storage(entry));
+    let delivery = delivery
+        .map(|entry| checker.delivery(entry))
+        .unwrap_or_default();
     let defaults = defaults
         .map(|entry| checker.defaults(entry))
         .unwrap_or_default();
@@ -92,6 +108,8 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     if checker.problems.is_empty() {
         Ok(DaemonConfig {
             listen: listen.unwrap_or_else(default_listen),
+            storage,
+            delivery,
             notify,
             monitors,
         })
@@ -113,6 +131,8 @@ enum Accepted {
     Server,
     Defaults,
     Monitor,
+    Storage,
+    Delivery,
 }
 
 /// One `key = value` of a table, with the table's name in messages (`[server]`,
@@ -203,7 +223,7 @@ struct Checker<'t> {
     /// The keys of a `docker` table.
     docker_keys: &'static [&'static str],
     /// The accepted keys of each table, joined for messages once.
-    accepted: [String; 4],
+    accepted: [String; 6],
 }
 
 impl<'t> Checker<'t> {
@@ -222,6 +242,8 @@ impl<'t> Checker<'t> {
                 SERVER_KEYS.join(", "),
                 check_keys.join(", "),
                 monitor_keys.join(", "),
+                STORAGE_KEYS.join(", "),
+                DELIVERY_KEYS.join(", "),
             ],
         }
     }
@@ -375,6 +397,78 @@ impl<'t> Checker<'t> {
             }
         }
         listen
+    }
+
+    /// `[storage]`: the store's path, if one is given.
+    fn storage(&mut self, entry: Entry<'_, '_>) -> Option<PathBuf> {
+        let table = self.table(entry, STORAGE)?;
+        let mut path = None;
+        for entry in entries(STORAGE, table) {
+            match entry.name() {
+                "path" => match entry.value.get_ref().as_str() {
+                    Some(text) if !text.trim().is_empty() => path = Some(PathBuf::from(text)),
+                    _ => self.invalid(
+                        entry,
+                        "expected a file path, or \":memory:\" to keep nothing",
+                    ),
+                },
+                _ => self.unknown(entry, Accepted::Storage),
+            }
+        }
+        path
+    }
+
+    /// `[delivery]`: how long notifications are retried; defaults for what is not set.
+    fn delivery(&mut self, table_entry: Entry<'_, '_>) -> Delivery {
+        let mut delivery = Delivery::default();
+        let Some(table) = self.table(table_entry, DELIVERY) else {
+            return delivery;
+        };
+        for entry in entries(DELIVERY, table) {
+            let slot = match entry.name() {
+                "max_age" => &mut delivery.max_age,
+                "max_backoff" => &mut delivery.max_backoff,
+                _ => {
+                    self.unknown(entry, Accepted::Delivery);
+                    continue;
+                }
+            };
+            if let Some(value) = self.duration(entry) {
+                *slot = value;
+            }
+        }
+        if delivery.max_backoff < MIN_BACKOFF
+            && let Some(entry) = entry(DELIVERY, table, "max_backoff")
+        {
+            self.invalid(entry, "must be at least 1s, the first retry's wait");
+            delivery.max_backoff = MIN_BACKOFF;
+        }
+        delivery
+    }
+
+    /// A duration key (a string like `"30s"`, at most 365d); `None` (reported) when bad.
+    fn duration(&mut self, entry: Entry<'_, '_>) -> Option<Duration> {
+        let name: &'static str = DELIVERY_KEYS.iter().find(|k| **k == entry.name())?;
+        match entry.value.get_ref() {
+            DeValue::String(text) => match parse_duration(name, text) {
+                Ok(value) if !value.is_zero() => Some(value),
+                Ok(_) => {
+                    self.invalid(entry, "must be greater than 0");
+                    None
+                }
+                Err(err) => {
+                    self.report(entry.at(), entry.section, err);
+                    None
+                }
+            },
+            _ => {
+                self.invalid(
+                    entry,
+                    "a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h, d)",
+                );
+                None
+            }
+        }
     }
 
     /// `[defaults]`: its good keys (a bad one is reported and left out, so that the

@@ -342,7 +342,7 @@ fn unknown_keys_list_every_accepted_key_of_their_table() {
     assert_eq!(
         p,
         [
-            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, defaults, notify, monitor"
+            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, storage, delivery, defaults, notify, monitor"
         ]
     );
 }
@@ -445,4 +445,51 @@ fn twenty_thousand_bad_monitors_report_every_problem() {
             .starts_with(&format!("{name}unknown key `bogus` = 1")),
         "{last:?}"
     );
+}
+
+#[test]
+fn storage_and_delivery_are_read_and_checked_at_their_keys() {
+    let c = DaemonConfig::parse(
+        "[storage]\npath = \"/var/lib/healthd/h.db\"\n[delivery]\nmax_age = \"2h\"\nmax_backoff = \"30s\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.storage.as_deref(),
+        Some(std::path::Path::new("/var/lib/healthd/h.db"))
+    );
+    assert_eq!(c.delivery.max_age, Duration::from_secs(7200));
+    assert_eq!(c.delivery.max_backoff, Duration::from_secs(30));
+    let d = DaemonConfig::parse("").unwrap();
+    assert_eq!(d.storage, None);
+    assert_eq!(
+        (d.delivery.max_age, d.delivery.max_backoff),
+        (Duration::from_secs(86_400), Duration::from_secs(300))
+    );
+    let p = problems(
+        "[storage]\npath = 3\nkeep = true\n[delivery]\nmax_age = 30\nmax_backoff = \"366d\"\nmax_retries = 5\n",
+    );
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(
+        p[0].starts_with("2:1: [storage]: invalid `path` = 3"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("3:1: [storage]: unknown key `keep`"),
+        "{p:?}"
+    );
+    assert!(
+        p[2].starts_with("5:1: [delivery]: invalid `max_age` = 30: a bare number"),
+        "{p:?}"
+    );
+    assert!(
+        p[3].starts_with("6:1: [delivery]: invalid `max_backoff`") && p[3].contains("365d"),
+        "{p:?}"
+    );
+    assert!(
+        p[4].starts_with("7:1: [delivery]: unknown key `max_retries`")
+            && p[4].contains("accepted keys: max_age, max_backoff"),
+        "{p:?}"
+    );
+    let p = problems("[delivery]\nmax_backoff = \"500ms\"\n");
+    assert!(p[0].contains("at least 1s"), "{p:?}");
 }
