@@ -473,8 +473,9 @@ async fn soak(options: &SoakOptions) -> Result<()> {
         .monitors
         .div_ceil(TARGETS_PER_LISTENER)
         .clamp(1, MAX_LISTENERS);
-    // A silence this long is kept; shorter ones cannot make a target stuck.
-    let upstreams = Upstreams::start(clock, schedules, listeners, rules.stuck_after).await?;
+    // Silences of two intervals or more are kept: `stuck` needs three, and the report's
+    // longest silence is exact from two on.
+    let upstreams = Upstreams::start(clock, schedules, listeners, 2 * rules.interval).await?;
     let receiver = Receiver::start(clock, free_port()?, options.error_rate, options.seed).await?;
     let api_addr = free_port()?;
     let api = Api::new(api_addr)?;
@@ -548,11 +549,11 @@ async fn soak(options: &SoakOptions) -> Result<()> {
     };
     for (at, step) in steps {
         let at = ready + at;
-        while next_progress < at {
+        while next_progress <= at {
             watch
                 .until(clock.instant(next_progress), Some(&mut healthd))
                 .await?;
-            progress(next_progress, &healthd);
+            progress(clock.ms(), &healthd);
             next_progress += progress_every;
         }
         watch.until(clock.instant(at), Some(&mut healthd)).await?;

@@ -215,8 +215,9 @@ pub(crate) struct Verdict {
     pub(crate) unreadable: u64,
     /// Check requests the upstreams answered.
     pub(crate) checks: u64,
-    /// The longest silence of any target outside the excluded windows, in ms (0 when
-    /// every silence was shorter than the request logs' recording threshold).
+    /// The longest silence of any target outside the excluded windows, in ms: exact
+    /// from the request logs' recording threshold on (two intervals in the soak); below
+    /// it, only the silences before a target's first check and after its last count.
     pub(crate) max_silence_ms: u64,
 }
 
