@@ -89,6 +89,11 @@ impl Running {
                 "notifications left undelivered at shutdown; the kept ones are sent at the next start"
             );
         }
+        // Drops the store's commit hook (which holds the dispatcher, which holds the
+        // store) and joins its writer, so the file is closed when this returns.
+        if let Err(err) = self.store.close() {
+            tracing::error!(error = %health_types::ErrorChain(&err), "could not close the state store");
+        }
         self.stop.cancel();
         let _ = self.server.await;
     }
