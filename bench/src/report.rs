@@ -1,11 +1,14 @@
 //! The results: derived figures per scenario, the printed table with ratios and targets,
-//! and `report.json`.
+//! the state store's cost (ours with the store on ÷ off), and `report.json`.
 
 use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
-use crate::spec::{Detection, Impl, LagSummary, Measured, Proto, Spec};
+use crate::{
+    run::STORE_SCENARIO,
+    spec::{Detection, FLAP_DOWN_MS, FLAP_PERIOD_MS, Impl, LagSummary, Measured, Proto, Spec},
+};
 
 /// The machine the bench ran on.
 #[derive(Clone, Debug, Serialize)]
@@ -138,6 +141,22 @@ struct Ratios {
     p99: Option<f64>,
 }
 
+/// What the state store costs, from the two runs of the store scenario in this report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoreCost<'a> {
+    /// Ours with the store off.
+    pub(crate) off: &'a Row,
+    /// Ours with the store on.
+    pub(crate) on: &'a Row,
+}
+
+impl StoreCost<'_> {
+    /// CPU per check with the store on ÷ off.
+    pub(crate) fn cpu_ratio(&self) -> Option<f64> {
+        ratio(self.on.cpu_us(), self.off.cpu_us())
+    }
+}
+
 /// One target of the issue and how this run did.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct TargetCheck {
@@ -150,11 +169,24 @@ pub(crate) struct TargetCheck {
 }
 
 impl Report {
-    /// The row of scenario `name` run by `imp`.
+    /// The row of scenario `name` run by `imp` (with no store).
     pub(crate) fn row(&self, name: &str, imp: Impl) -> Option<&Row> {
         self.rows
             .iter()
-            .find(|r| r.spec.name == name && r.spec.imp == imp)
+            .find(|r| r.spec.name == name && r.spec.imp == imp && !r.spec.store)
+    }
+
+    /// The store scenario's runs with the store off and on, when both are in the report
+    /// (their figures may still be missing, when a child failed).
+    pub(crate) fn store_cost(&self) -> Option<StoreCost<'_>> {
+        let on = self
+            .rows
+            .iter()
+            .find(|r| r.spec.name == STORE_SCENARIO && r.spec.imp == Impl::Ours && r.spec.store)?;
+        Some(StoreCost {
+            off: self.row(STORE_SCENARIO, Impl::Ours)?,
+            on,
+        })
     }
 
     /// The raw loop's row for `proto`.
@@ -244,6 +276,17 @@ impl Report {
                 " ms",
             );
         }
+        let flapping = self
+            .store_cost()
+            .map_or(0, |cost| cost.on.spec.flapping_percent);
+        at_most(
+            &format!(
+                "CPU per HTTP check at 10k x 1 s, store on <= 1.10 x off ({flapping} % flapping)"
+            ),
+            self.store_cost().and_then(|cost| cost.cpu_ratio()),
+            1.10,
+            "x",
+        );
         at_most(
             "detection with fast_interval <= 0.4 x without (means)",
             self.detection.as_ref().map(|d| d.ratio),
@@ -265,7 +308,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<21} {:<7} {:>7} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>5} | {:>7} | {:<16} | {:<16}",
+            "{:<21} {:<10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>5} | {:>7} | {:<16} | {:<16}",
             "scenario",
             "impl",
             "monitors",
@@ -284,9 +327,9 @@ impl Report {
         for row in &self.rows {
             let lag = row.lag();
             let mut line = format!(
-                "{:<21} {:<7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5}",
+                "{:<21} {:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5}",
                 row.spec.name,
-                row.spec.imp.name(),
+                row.spec.label(),
                 row.spec.monitors,
                 cell(row.cpu_us(), 1),
                 cell(row.checks_per_s(), 0),
@@ -313,13 +356,25 @@ impl Report {
                         cell(r.p99, 2)
                     )
                 };
-                let _ = write!(
-                    line,
-                    " | {:>7} | {:<18} | {:<18}",
-                    cell(raw, 2),
-                    three(self.ratios(row, Impl::Naive)),
-                    three(self.ratios(row, Impl::Pingora)),
-                );
+                if row.spec.store {
+                    // Its baseline is ours with the store off, not the other
+                    // implementations (which have no store).
+                    let on_off = self.store_cost().and_then(|cost| cost.cpu_ratio());
+                    let _ = write!(
+                        line,
+                        " | {:>7} | store on/off cpu {}",
+                        cell(raw, 2),
+                        cell(on_off, 2)
+                    );
+                } else {
+                    let _ = write!(
+                        line,
+                        " | {:>7} | {:<18} | {:<18}",
+                        cell(raw, 2),
+                        three(self.ratios(row, Impl::Naive)),
+                        three(self.ratios(row, Impl::Pingora)),
+                    );
+                }
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
@@ -335,6 +390,25 @@ impl Report {
                 out,
                 "  {verdict:<6} {:<56} {}",
                 check.target, check.measured
+            );
+        }
+        if let Some(cost) = self.store_cost() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "state store ({}: {} of {} monitors flapping, 503 for {} s of every {} s; one store on a temp file):",
+                STORE_SCENARIO,
+                cost.on.spec.flapping(),
+                cost.on.spec.monitors,
+                FLAP_DOWN_MS / 1000,
+                FLAP_PERIOD_MS / 1000,
+            );
+            let _ = writeln!(
+                out,
+                "  CPU per check: store off {} us, on {} us; on/off {}",
+                cell(cost.off.cpu_us(), 1),
+                cell(cost.on.cpu_us(), 1),
+                cell(cost.cpu_ratio(), 2)
             );
         }
         if let Some(d) = &self.detection {
@@ -378,7 +452,9 @@ impl Report {
                     let lag = row.lag();
                     ScenarioJson {
                         name: &row.spec.name,
-                        imp: row.spec.imp.name(),
+                        imp: row.spec.label(),
+                        store: row.spec.store,
+                        flapping_monitors: row.spec.flapping(),
                         monitors: row.spec.monitors,
                         cpu_us_per_check: row.cpu_us().map(round),
                         rss_bytes_per_monitor: row.rss_per_monitor().map(round),
@@ -396,6 +472,16 @@ impl Report {
                     }
                 })
                 .collect(),
+            store: self.store_cost().map(|cost| StoreJson {
+                scenario: STORE_SCENARIO,
+                monitors: cost.on.spec.monitors,
+                flapping_monitors: cost.on.spec.flapping(),
+                flap_down_s: FLAP_DOWN_MS as f64 / 1000.0,
+                flap_period_s: FLAP_PERIOD_MS as f64 / 1000.0,
+                cpu_us_per_check_off: cost.off.cpu_us().map(round),
+                cpu_us_per_check_on: cost.on.cpu_us().map(round),
+                cpu_ratio_on_off: cost.cpu_ratio().map(round),
+            }),
             detection_ms: self.detection.as_ref(),
             machine: &self.machine,
             quick: self.quick,
@@ -412,6 +498,7 @@ fn round(x: f64) -> f64 {
 #[derive(Debug, Serialize)]
 pub(crate) struct ReportJson<'a> {
     scenarios: Vec<ScenarioJson<'a>>,
+    store: Option<StoreJson>,
     detection_ms: Option<&'a Detection>,
     machine: &'a Machine,
     quick: bool,
@@ -424,6 +511,8 @@ struct ScenarioJson<'a> {
     name: &'a str,
     #[serde(rename = "impl")]
     imp: &'static str,
+    store: bool,
+    flapping_monitors: usize,
     monitors: usize,
     cpu_us_per_check: Option<f64>,
     rss_bytes_per_monitor: Option<f64>,
@@ -435,6 +524,19 @@ struct ScenarioJson<'a> {
     scheduled_checks_per_s: Option<f64>,
     lag_max_ms: Option<f64>,
     failed_checks: Option<u64>,
+}
+
+/// The state store's cost in `report.json`: ours with the store off and on, in one run.
+#[derive(Debug, Serialize)]
+struct StoreJson {
+    scenario: &'static str,
+    monitors: usize,
+    flapping_monitors: usize,
+    flap_down_s: f64,
+    flap_period_s: f64,
+    cpu_us_per_check_off: Option<f64>,
+    cpu_us_per_check_on: Option<f64>,
+    cpu_ratio_on_off: Option<f64>,
 }
 
 #[cfg(test)]
@@ -454,6 +556,8 @@ pub(crate) mod tests {
                 window_ms: 1000,
                 parallel: true,
                 targets: Vec::new(),
+                store: false,
+                flapping_percent: 0,
             },
             measured: Some(m),
         }
@@ -507,6 +611,18 @@ pub(crate) mod tests {
                 }
             }
         }
+        for (store, cpu) in [(false, 40.0), (true, 42.0)] {
+            let mut row = row(
+                STORE_SCENARIO,
+                Impl::Ours,
+                Proto::Http,
+                10_000,
+                measured(cpu, 10_000, 1000, 10_000, 1.5),
+            );
+            row.spec.store = store;
+            row.spec.flapping_percent = 2;
+            rows.push(row);
+        }
         let mut big = measured(0.0, 0, 900, 100_000, 0.0);
         big.window_s = 0.0;
         rows.push(row("tcp-100k-30s", Impl::Ours, Proto::Tcp, 100_000, big));
@@ -543,6 +659,44 @@ pub(crate) mod tests {
         let table = report.table();
         assert!(table.contains("http-10k-1s"), "{table}");
         assert!(table.contains(" 0.50"), "{table}");
+    }
+
+    #[test]
+    fn the_store_is_measured_against_ours_without_it() {
+        let report = sample();
+        // The store-off row of the store scenario is not the plain `ours` row.
+        let plain = report
+            .row("http-10k-1s", Impl::Ours)
+            .unwrap()
+            .cpu_us()
+            .unwrap();
+        assert!((plain - 20.0).abs() < 1e-9, "{plain}");
+        let cost = report.store_cost().unwrap();
+        assert!((cost.off.cpu_us().unwrap() - 40.0).abs() < 1e-9);
+        let on_off = cost.cpu_ratio().unwrap();
+        assert!((on_off - 1.05).abs() < 1e-9, "{on_off}");
+        let target = report
+            .targets()
+            .into_iter()
+            .find(|t| t.target.contains("store on"))
+            .unwrap();
+        assert_eq!(
+            (target.measured.as_str(), target.met),
+            ("1.05x", Some(true))
+        );
+        let table = report.table();
+        assert!(table.contains("ours+store"), "{table}");
+        assert!(table.contains("store on/off cpu 1.05"), "{table}");
+        let json = serde_json::to_value(report.json()).unwrap();
+        assert_eq!(json["store"]["cpu_ratio_on_off"], 1.05);
+        assert_eq!(json["store"]["flapping_monitors"], 200);
+        let on = json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["impl"] == "ours+store")
+            .unwrap();
+        assert_eq!(on["store"], true);
     }
 
     #[test]

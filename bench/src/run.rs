@@ -23,6 +23,13 @@ const RAW_IN_FLIGHT: usize = 64;
 const SCALES: [usize; 2] = [1_000, 10_000];
 /// Monitors of the memory scenario (30 s interval, TCP).
 const BIG: usize = 100_000;
+/// The scenario that measures the state store's cost: HTTP, 10k monitors at 1 s, a
+/// share of them flapping, run with the store off and then on.
+pub(crate) const STORE_SCENARIO: &str = "http-10k-1s-flap";
+/// Monitors of [`STORE_SCENARIO`].
+const STORE_MONITORS: usize = 10_000;
+/// The share of [`STORE_SCENARIO`]'s monitors whose target flaps, in percent.
+const FLAPPING_PERCENT: usize = 2;
 
 /// Options of a run.
 #[derive(Clone, Debug)]
@@ -95,6 +102,8 @@ fn baselines() -> Vec<Impl> {
 
 fn plan(timing: &Timing, targets: &Targets) -> Vec<Spec> {
     let spec = |name: String, imp, proto, monitors, interval_ms, warmup_ms, window_ms| Spec {
+        store: false,
+        flapping_percent: 0,
         name,
         imp,
         proto,
@@ -137,6 +146,24 @@ fn plan(timing: &Timing, targets: &Targets) -> Vec<Spec> {
                 ));
             }
         }
+    }
+    // The store's cost: the same monitors with the store off, then on, against the same
+    // upstream with the same targets flapping. A steady monitor writes to the store once
+    // a minute; the flapping ones make it commit real changes and events.
+    for store in [false, true] {
+        specs.push(Spec {
+            store,
+            flapping_percent: FLAPPING_PERCENT,
+            ..spec(
+                STORE_SCENARIO.to_owned(),
+                Impl::Ours,
+                Proto::Http,
+                STORE_MONITORS,
+                1_000,
+                timing.warmup,
+                timing.window,
+            )
+        });
     }
     for imp in baselines() {
         specs.push(spec(
@@ -182,9 +209,9 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
             Duration::from_millis(spec.warmup_ms + spec.window_ms) + Duration::from_secs(60);
         let json = serde_json::to_string(&spec)?;
         eprint!(
-            "  {:<22} {:<8} {:>7} monitors ... ",
+            "  {:<22} {:<10} {:>7} monitors ... ",
             spec.name,
-            spec.imp.name(),
+            spec.label(),
             spec.monitors
         );
         let result: Result<Measured> = child(&["scenario", &json], limit).await;

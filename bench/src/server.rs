@@ -2,8 +2,9 @@
 //! that its CPU and memory never count against the implementation measured.
 //!
 //! It listens on many `127.0.0.x` addresses, each with its own port: HTTP/1.1 keep-alive
-//! listeners that answer `200 ok` to any request, and TCP listeners that accept and
-//! close. Spreading the targets keeps connect-and-close checks clear of ephemeral-port
+//! listeners that answer `200 ok` to any request (but `503` to a flapping monitor's
+//! path in the down part of its cycle: see [`flap_down`]), and TCP listeners that accept
+//! and close. Spreading the targets keeps connect-and-close checks clear of ephemeral-port
 //! and TIME_WAIT exhaustion. It prints its addresses as one JSON line, then serves until
 //! its standard input closes (its parent ended) or it is killed.
 //!
@@ -34,15 +35,18 @@ use std::{
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader, ReadBuf},
     net::{TcpListener, TcpStream},
     process::{Child, Command},
+    time::Instant,
 };
 
-use crate::spec::Targets;
+use crate::spec::{Targets, flap_down};
 
 /// Listeners per address.
 const PORTS_PER_ADDRESS: usize = 4;
@@ -57,8 +61,10 @@ pub(crate) fn serve(http: usize, tcp: usize) -> Result<()> {
             http: addresses(&http_listeners)?,
             tcp: addresses(&tcp_listeners)?,
         };
+        // The flap cycles count from here.
+        let started = Instant::now();
         for listener in http_listeners {
-            tokio::spawn(serve_http(listener));
+            tokio::spawn(serve_http(listener, started));
         }
         for listener in tcp_listeners {
             tokio::spawn(accept_and_close(listener));
@@ -101,7 +107,7 @@ async fn accept_backoff() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
-async fn serve_http(listener: TcpListener) {
+async fn serve_http(listener: TcpListener, started: Instant) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -113,8 +119,19 @@ async fn serve_http(listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let _ = stream.set_zero_linger();
         tokio::spawn(async move {
-            let service = service_fn(|_request: Request<Incoming>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            let service = service_fn(move |request: Request<Incoming>| {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let down = flap_down(request.uri().path(), elapsed_ms);
+                async move {
+                    let (status, body): (_, &'static [u8]) = if down {
+                        (StatusCode::SERVICE_UNAVAILABLE, b"flapping")
+                    } else {
+                        (StatusCode::OK, b"ok")
+                    };
+                    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                }
             });
             // Keep-alive is hyper's default; a connection ends when the client closes it.
             let _ = http1::Builder::new()

@@ -1,5 +1,6 @@
 //! What the orchestrator asks of a child process and what the child answers, as JSON:
-//! the upstream's addresses, one scenario to measure, and its measurements.
+//! the upstream's addresses, one scenario to measure, and its measurements; and the
+//! flapping the upstream does for the monitors that ask for it by their URL's path.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -51,6 +52,30 @@ impl Proto {
     }
 }
 
+/// How long one flap cycle of a flapping monitor's target lasts.
+pub(crate) const FLAP_PERIOD_MS: u64 = 60_000;
+/// How long, in each cycle, a flapping monitor's target answers `503`: long enough
+/// (ten 1 s checks) for a monitor to go `down` and come back `up`.
+pub(crate) const FLAP_DOWN_MS: u64 = 10_000;
+/// The path prefix that makes the upstream flap a request's answer:
+/// `/flap/{phase_ms}/{monitor}` answers `503` while `(now + phase) mod` [`FLAP_PERIOD_MS`]
+/// is below [`FLAP_DOWN_MS`] (`now` counted from the upstream's start), `200` otherwise.
+pub(crate) const FLAP_PREFIX: &str = "/flap/";
+
+/// Whether the upstream answers a request for `path` with `503` at `elapsed_ms` after it
+/// started: only a [`FLAP_PREFIX`] path, in the down part of its cycle.
+pub(crate) fn flap_down(path: &str, elapsed_ms: u64) -> bool {
+    let Some(rest) = path.strip_prefix(FLAP_PREFIX) else {
+        return false;
+    };
+    let phase = rest
+        .split('/')
+        .next()
+        .and_then(|phase| phase.parse::<u64>().ok())
+        .unwrap_or(0);
+    elapsed_ms.wrapping_add(phase) % FLAP_PERIOD_MS < FLAP_DOWN_MS
+}
+
 /// The listening addresses of an upstream server process.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Targets {
@@ -82,9 +107,26 @@ pub(crate) struct Spec {
     pub(crate) parallel: bool,
     /// The upstream addresses for `proto`; monitor `i` checks `targets[i % len]`.
     pub(crate) targets: Vec<SocketAddr>,
+    /// Ours only: the monitors report to one `health_store::Store` on a temp file, as
+    /// healthd wires it (router set, commit hook a no-op).
+    pub(crate) store: bool,
+    /// HTTP only: the percentage of monitors whose target flaps (answers `503` for
+    /// [`FLAP_DOWN_MS`] of every [`FLAP_PERIOD_MS`], phases spread evenly over the
+    /// cycle, so that the window sees the same share of changes whenever it opens).
+    pub(crate) flapping_percent: usize,
 }
 
 impl Spec {
+    /// The implementation's name in the table and the report: `ours+store` for ours
+    /// with the store on.
+    pub(crate) fn label(&self) -> &'static str {
+        if self.store && self.imp == Impl::Ours {
+            "ours+store"
+        } else {
+            self.imp.name()
+        }
+    }
+
     /// The check interval.
     pub(crate) fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
@@ -95,10 +137,40 @@ impl Spec {
         self.targets[i % self.targets.len()]
     }
 
-    /// The URL of monitor `i`: its target, and a path that names the monitor (so a
-    /// shared probe can tell monitors apart; the upstream answers any path).
+    /// The URL of monitor `i`: its target, and a path that ends with the monitor's
+    /// number (so a shared probe can tell monitors apart). The upstream answers `200` to
+    /// any path but a flapping monitor's (see [`FLAP_PREFIX`]).
     pub(crate) fn url(&self, i: usize) -> String {
-        format!("{}://{}/m/{i}", self.proto.name(), self.target(i))
+        match self.flap_phase_ms(i) {
+            Some(phase) => format!(
+                "{}://{}{FLAP_PREFIX}{phase}/{i}",
+                self.proto.name(),
+                self.target(i)
+            ),
+            None => format!("{}://{}/m/{i}", self.proto.name(), self.target(i)),
+        }
+    }
+
+    /// Monitor `i`'s phase in the flap cycle, if it flaps: every `100 / percent`-th
+    /// monitor does, the `k`-th of those `k / flapping` of a cycle ahead, so that the
+    /// cycles start evenly spread over the period.
+    pub(crate) fn flap_phase_ms(&self, i: usize) -> Option<u64> {
+        if self.flapping_percent == 0 || self.proto != Proto::Http {
+            return None;
+        }
+        let every = (100 / self.flapping_percent).max(1);
+        if !i.is_multiple_of(every) {
+            return None;
+        }
+        let flapping = self.monitors.div_ceil(every).max(1) as u64;
+        Some((i / every) as u64 * FLAP_PERIOD_MS / flapping)
+    }
+
+    /// Monitors whose target flaps.
+    pub(crate) fn flapping(&self) -> usize {
+        (0..self.monitors)
+            .filter(|&i| self.flap_phase_ms(i).is_some())
+            .count()
     }
 }
 
@@ -185,4 +257,56 @@ pub(crate) struct Detection {
     pub(crate) with_fast_interval: DetectionStats,
     /// Mean with `fast_interval` ÷ mean without.
     pub(crate) ratio: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(monitors: usize, flapping_percent: usize) -> Spec {
+        Spec {
+            name: "http-flap".to_owned(),
+            imp: Impl::Ours,
+            proto: Proto::Http,
+            monitors,
+            interval_ms: 1000,
+            warmup_ms: 1,
+            window_ms: 1,
+            parallel: false,
+            targets: vec![SocketAddr::from(([127, 0, 0, 2], 8080))],
+            store: false,
+            flapping_percent,
+        }
+    }
+
+    #[test]
+    fn a_share_of_monitors_flaps_with_phases_spread_over_the_cycle() {
+        let spec = spec(10_000, 2);
+        assert_eq!(spec.flapping(), 200);
+        assert_eq!(spec.url(1), "http://127.0.0.2:8080/m/1");
+        assert_eq!(spec.url(0), "http://127.0.0.2:8080/flap/0/0");
+        assert_eq!(spec.url(50), "http://127.0.0.2:8080/flap/300/50");
+        assert_eq!(spec.flap_phase_ms(9_950), Some(59_700));
+        // At any moment the same share of them is down: a sixth (10 s of 60).
+        for elapsed_ms in [0, 12_345, 59_999, 3_600_000] {
+            let down = (0..spec.monitors)
+                .filter(|&i| {
+                    let url = spec.url(i);
+                    flap_down(&url["http://127.0.0.2:8080".len()..], elapsed_ms)
+                })
+                .count();
+            assert!((33..=34).contains(&down), "{down} down at {elapsed_ms} ms");
+        }
+        assert_eq!(self::spec(10_000, 0).flapping(), 0);
+    }
+
+    #[test]
+    fn only_a_flap_path_answers_503_and_only_in_its_down_part() {
+        assert!(flap_down("/flap/0/7", 0));
+        assert!(flap_down("/flap/0/7", FLAP_DOWN_MS - 1));
+        assert!(!flap_down("/flap/0/7", FLAP_DOWN_MS));
+        assert!(flap_down("/flap/1000/7", FLAP_PERIOD_MS - 1000));
+        assert!(!flap_down("/m/7", 0));
+        assert!(!flap_down("/", 0));
+    }
 }
