@@ -53,6 +53,8 @@ pub(crate) struct Item {
     pub(crate) created: SystemTime,
     /// What to deliver.
     pub(crate) payload: Payload,
+    /// A dispatcher took it for delivery ([`MemoryOutbox::start`]): it is not dropped.
+    started: bool,
 }
 
 /// What [`MemoryOutbox::push_open`] did.
@@ -69,11 +71,13 @@ pub(crate) enum Push {
 /// An [`Outbox`] in memory, bounded per notifier: what a
 /// [`Dispatcher`](crate::Dispatcher) delivers from when it was given no durable one.
 ///
-/// Each notifier's entries are kept in id order. The oldest one, at the head, may be in
-/// delivery and is never dropped; behind it at most `capacity` entries wait, and a push
-/// to a full notifier drops the oldest waiting one (logged; the dispatcher also counts
-/// it in [`Stats::dropped`](crate::Stats::dropped)). A dropped `down` counts as given
-/// up, so the `up` of its outage carries the `Note` field.
+/// Each notifier's entries are kept in id order. Entries in delivery are never dropped:
+/// the oldest one, at the head, and, in a dispatcher's own outbox, every entry the
+/// dispatcher has started (a notifier has several in delivery at once, one per service).
+/// Besides them at most `capacity` entries wait, and a push to a full notifier drops the
+/// oldest waiting one (logged; the dispatcher also counts it in
+/// [`Stats::dropped`](crate::Stats::dropped)). A dropped `down` counts as given up, so
+/// the `up` of its outage carries the `Note` field.
 ///
 /// Nothing survives the process: for delivery across restarts, give the dispatcher a
 /// durable [`Outbox`] (`health-store`'s).
@@ -151,16 +155,23 @@ impl State {
         self.next_id += 1;
         let id = self.next_id;
         let queue = self.queues.entry(notifier.to_owned()).or_default();
-        // The head may be in delivery: only the entries behind it count and are dropped.
-        let dropped = if queue.len() > capacity {
-            queue.remove(1)
-        } else {
-            None
+        // Entries in delivery neither count nor are dropped: the head (a reader through
+        // `Outbox` does not say which entries it took) and those a dispatcher started.
+        let mut waiting = queue
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, item)| !item.started);
+        let oldest = waiting.next().map(|(at, _)| at);
+        let dropped = match oldest {
+            Some(at) if 1 + waiting.count() >= capacity => queue.remove(at),
+            _ => None,
         };
         queue.push_back(Item {
             id,
             created,
             payload,
+            started: false,
         });
         self.owners.insert(id, notifier.to_owned());
         if let Some(old) = &dropped {
@@ -195,8 +206,8 @@ impl State {
 }
 
 impl MemoryOutbox {
-    /// An empty outbox that keeps, per notifier, the entry at the head and at most
-    /// `capacity` (at least 1) waiting behind it.
+    /// An empty outbox that keeps, per notifier, the entries in delivery and at most
+    /// `capacity` (at least 1) waiting besides them.
     pub fn new(capacity: usize) -> Self {
         MemoryOutbox {
             state: Mutex::new(State::default()),
@@ -240,6 +251,25 @@ impl MemoryOutbox {
         let state = lock(&self.state);
         let queue = state.queues.get(notifier)?;
         queue.iter().find(|item| item.id > after).cloned()
+    }
+
+    /// Marks entry `id` as in delivery, so that it is no longer dropped to make room;
+    /// `false` when it is not here (dropped meanwhile).
+    pub(crate) fn start(&self, id: u64) -> bool {
+        let mut state = lock(&self.state);
+        let Some(notifier) = state.owners.get(&id).cloned() else {
+            return false;
+        };
+        let Some(queue) = state.queues.get_mut(&notifier) else {
+            return false;
+        };
+        match queue.binary_search_by_key(&id, |item| item.id) {
+            Ok(at) => {
+                queue[at].started = true;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Refuses later [`push_open`](Self::push_open)s.
@@ -441,6 +471,29 @@ mod tests {
         outbox.push("a", event(EventKind::Down, "x", 40), at(40));
         outbox.push("a", event(EventKind::Up, "x", 40), at(50));
         assert!(outbox.down_given_up("a", "x", at(40)).unwrap());
+    }
+
+    #[test]
+    fn entries_a_dispatcher_started_are_never_dropped_nor_counted_as_waiting() {
+        let outbox = MemoryOutbox::new(2);
+        let push = |i| outbox.push("a", event(EventKind::Stopped, "x", i), at(i));
+        let started: Vec<u64> = (0..3).map(push).collect();
+        // Two in delivery behind the head: two more may wait besides them.
+        assert!(outbox.start(started[1]) && outbox.start(started[2]));
+        let waiting: Vec<u64> = (3..6).map(push).collect();
+        assert_eq!(
+            ids(&outbox, "a"),
+            [started[0], started[1], started[2], waiting[1], waiting[2]]
+        );
+        assert!(!outbox.start(waiting[0]), "dropped");
+        assert!(!outbox.start(999), "unknown");
+        assert!(outbox.start(waiting[1]));
+        push(6);
+        assert_eq!(
+            ids(&outbox, "a")[3..],
+            [waiting[1], waiting[2], 7],
+            "nothing dropped: one waits besides the four in delivery"
+        );
     }
 
     #[test]
