@@ -5,11 +5,18 @@
 //! The dispatcher delivers from an [`Outbox`](health_types::Outbox): a durable one that a
 //! store fills (notifications then survive a restart), or its own [`MemoryOutbox`], in
 //! which case it is the [`health_types::EventSink`] monitors report to and never blocks
-//! them. Each [`Notifier`] has one task that delivers its entries in order, retrying
+//! them. Each [`Notifier`] has one task that starts its entries in commit order, up to
+//! 16 requests at once, and delivers each monitor's entries strictly in order, retrying
 //! transport errors, timeouts, HTTP 408, 429 and 5xx with exponential backoff (honouring
-//! `Retry-After`) until the message is delivered or `max_age` old ([`RetryPolicy`]), so
-//! a receiver that is away for a while loses nothing, and an `up` never arrives before
-//! its `down`.
+//! `Retry-After`) until the message is delivered or `max_age` old ([`RetryPolicy`]). So
+//! a receiver that is away for a while loses nothing, an `up` never arrives before its
+//! `down`, and a message that the receiver refuses holds back only its own monitor's
+//! later messages.
+//!
+//! That is how SPEC §9.1's "in order per notifier" is kept: started in commit order, one
+//! monitor's messages delivered strictly in order. Strict order across all monitors
+//! would let one message the receiver refuses hold back every other monitor's alerts
+//! (see [`Dispatcher`]'s "Order").
 //!
 //! # Configuration
 //!

@@ -220,12 +220,17 @@ async fn without_a_durable_outbox_an_up_after_a_given_up_down_carries_the_note_t
     dispatcher.notify(outage_event(EventKind::Up, "web", outage_start()));
     assert!(dispatcher.shutdown(DRAIN).await.drained);
     let bodies = http.bodies();
+    // The services go out independently: find each one's `up`.
+    let up = |service: &str| {
+        let found = bodies
+            .iter()
+            .find(|body| body["service"] == service && body["event"] == "up");
+        field_names(found.unwrap()).last().cloned()
+    };
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(up("api").as_deref(), Some("Note"));
     assert_eq!(
-        field_names(&bodies[1]).last().map(String::as_str),
-        Some("Note")
-    );
-    assert_eq!(
-        field_names(&bodies[2]).last().map(String::as_str),
+        up("web").as_deref(),
         Some("Downtime"),
         "another service's outage"
     );
@@ -388,10 +393,15 @@ async fn the_backlog_counts_pending_entries_and_the_oldest_per_notifier() {
         .clock(Arc::new(TokioClock::starting_at(t0())))
         .start()
         .unwrap();
-    // A ready message waits in memory for "stuck" too.
-    dispatcher.send(Message::custom("hello", t0()).with_to(["stuck"]));
+    // A ready message about the same service waits in memory for "stuck" too.
+    let hello = Message::custom("hello", t0()).with_service("api");
+    dispatcher.send(hello.with_to(["stuck"]));
     settle().await;
-    assert_eq!(stuck.count(), 1, "the first entry is in delivery");
+    assert_eq!(
+        stuck.count(),
+        1,
+        "the first entry is in delivery, the others of its service wait"
+    );
     let backlog = dispatcher.backlog().unwrap();
     assert_eq!(
         backlog,
