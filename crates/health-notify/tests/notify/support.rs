@@ -5,8 +5,12 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     convert::Infallible,
+    fmt,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -230,19 +234,47 @@ pub(crate) enum Fake {
     Refused,
     /// Never answers.
     Hang,
+    /// Answers 200 after this long (tokio's clock).
+    Slow(Duration),
+}
+
+/// Picks the answer to each request from the request's index (0 for the first), when
+/// it came (time since the sender was made) and its JSON body.
+type RuleFn = dyn Fn(usize, Duration, &serde_json::Value) -> Fake + Send + Sync;
+
+/// A [`RuleFn`], so that [`FakeSend`] can derive `Debug`.
+struct Rule(Box<RuleFn>);
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rule")
+    }
 }
 
 /// A scripted [`HttpSend`] for paused-clock tests: records when each request came (on
-/// tokio's clock), answers from the script, then 200. With a gate, each request first
-/// waits for a permit.
+/// tokio's clock) and how many were in flight at once, and answers from a script (then
+/// 200) or a rule. With a gate, each request first waits for a permit.
 #[derive(Debug)]
 pub(crate) struct FakeSend {
     script: Mutex<VecDeque<Fake>>,
+    rule: Option<Rule>,
     log: Mutex<Vec<(Instant, HttpRequest)>>,
     gate: Option<Semaphore>,
     created: Instant,
     /// Requests within this long after `created` are refused, whatever the script says.
     outage: Duration,
+    /// Requests in flight now, and the most there ever were.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one request as in flight until dropped (answered, or given up by a timeout).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FakeSend {
@@ -263,6 +295,15 @@ impl FakeSend {
         Arc::new(fake)
     }
 
+    /// A sender that answers each request as `rule` says (see [`RuleFn`]).
+    pub(crate) fn answering(
+        rule: impl Fn(usize, Duration, &serde_json::Value) -> Fake + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let mut fake = FakeSend::make([], None);
+        fake.rule = Some(Rule(Box::new(rule)));
+        Arc::new(fake)
+    }
+
     fn with_gate(script: impl IntoIterator<Item = Fake>, gate: Option<Semaphore>) -> Arc<Self> {
         Arc::new(FakeSend::make(script, gate))
     }
@@ -270,10 +311,13 @@ impl FakeSend {
     fn make(script: impl IntoIterator<Item = Fake>, gate: Option<Semaphore>) -> Self {
         FakeSend {
             script: Mutex::new(script.into_iter().collect()),
+            rule: None,
             log: Mutex::default(),
             gate,
             created: Instant::now(),
             outage: Duration::ZERO,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -311,8 +355,18 @@ impl FakeSend {
             .collect()
     }
 
+    /// Each request's time (since the sender was made) and (default webhook) JSON body.
+    pub(crate) fn requests(&self) -> Vec<(Duration, serde_json::Value)> {
+        self.times().into_iter().zip(self.bodies()).collect()
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.log.lock().unwrap().len()
+    }
+
+    /// The most requests that were in flight at once.
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -320,14 +374,25 @@ impl FakeSend {
 impl HttpSend for FakeSend {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, NotifyError> {
         let now = Instant::now();
-        self.log.lock().unwrap().push((now, request));
+        let in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _in_flight = InFlight(&self.in_flight);
+        self.max_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+        let body = serde_json::from_slice(&request.body).unwrap_or_default();
+        let index = {
+            let mut log = self.log.lock().unwrap();
+            log.push((now, request));
+            log.len() - 1
+        };
         if now - self.created < self.outage {
             return Err(NotifyError::transport("connection refused"));
         }
         if let Some(gate) = &self.gate {
             gate.acquire().await.expect("gate open").forget();
         }
-        let next = self.script.lock().unwrap().pop_front();
+        let next = match &self.rule {
+            Some(rule) => Some(rule.0(index, now - self.created, &body)),
+            None => self.script.lock().unwrap().pop_front(),
+        };
         match next.unwrap_or(Fake::Status(200, None)) {
             Fake::Status(status, retry_after) => {
                 let mut response = HttpResponse::new(StatusCode::from_u16(status).unwrap());
@@ -340,6 +405,10 @@ impl HttpSend for FakeSend {
             }
             Fake::Refused => Err(NotifyError::transport("connection refused")),
             Fake::Hang => std::future::pending().await,
+            Fake::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(HttpResponse::new(StatusCode::OK))
+            }
         }
     }
 }
