@@ -7,13 +7,7 @@
 //! dispatcher delivers from the store's outbox. So a notification is durable before its
 //! first attempt, and a restart neither forgets an outage nor sends its `down` twice.
 
-use std::{
-    collections::HashMap,
-    io,
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope};
 use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError, RetryPolicy};
