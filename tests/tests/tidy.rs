@@ -69,7 +69,12 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("xtask", &[][..]),
         (
             "health-bench",
-            &["health-types", "health-check", "health-monitor"][..],
+            &[
+                "health-types",
+                "health-check",
+                "health-monitor",
+                "health-store",
+            ][..],
         ),
     ])
 }
