@@ -816,4 +816,87 @@ mod tests {
         assert_eq!(clock_time(61_999), "1:01");
         assert_eq!(clock_time(600_000), "10:00");
     }
+
+    fn report(verdict: Verdict) -> Report {
+        let failures = verdict.failures();
+        Report {
+            verdict,
+            passed: failures.is_empty(),
+            failures,
+            monitors: 10_000,
+            listeners: 200,
+            minutes: 10.0,
+            seed: 1,
+            error_rate: 0.05,
+            storage: true,
+            restart_ms: 3_500,
+            drain_ms: 20_000,
+            drained: true,
+            outbox_metric: true,
+            clean_exit: true,
+            receiver: ReceiverCounts::default(),
+        }
+    }
+
+    #[test]
+    fn the_report_has_the_contract_keys_as_top_level_integers() {
+        let verdict = Verdict {
+            outages: 7,
+            downs: 7,
+            ups: 7,
+            lost: 1,
+            lost_ups: 1,
+            rss_warm: 100,
+            rss_end: 100,
+            ..Verdict::default()
+        };
+        let json = serde_json::to_value(report(verdict)).expect("serializes");
+        for key in [
+            "outages",
+            "downs",
+            "ups",
+            "lost",
+            "duplicated",
+            "orphan",
+            "stuck",
+            "rss_warm",
+            "rss_end",
+        ] {
+            assert!(json[key].is_u64(), "{key}: {}", json[key]);
+        }
+        assert_eq!(json["lost"], 1);
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["failures"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn the_table_names_each_key_and_ends_with_the_verdict() {
+        let passing = Verdict {
+            outages: 3,
+            rss_warm: 100,
+            rss_end: 101,
+            ..Verdict::default()
+        };
+        let table = report(passing.clone()).table();
+        for key in [
+            "outages",
+            "lost",
+            "duplicated",
+            "orphan",
+            "stuck",
+            "rss_end",
+        ] {
+            assert!(table.contains(key), "{key} missing from\n{table}");
+        }
+        assert!(table.ends_with("PASS"), "{table}");
+        let failing = Verdict {
+            orphan: 2,
+            ..passing
+        };
+        let table = report(failing).table();
+        assert!(
+            table.ends_with("FAIL: 2 ups without a down before them"),
+            "{table}"
+        );
+    }
 }
