@@ -177,6 +177,11 @@ impl Writer {
 
             let now = self.clock.now();
             let outcome = self.commit(&states, &events, router.as_ref(), now);
+            // Pruning (when due) happens before the batch counts as finished, so that a
+            // flush returns with the store as pruned as this commit's time says.
+            if outcome.is_ok() {
+                next_prune = self.prune_if_due(next_prune, prune_every);
+            }
 
             pending = lock(&self.shared.pending);
             pending.finished = batch;
@@ -222,7 +227,6 @@ impl Writer {
             if let Some(hook) = hook.filter(|_| !notifiers.is_empty()) {
                 hook(&notifiers);
             }
-            next_prune = self.prune_if_due(next_prune, prune_every);
 
             pending = lock(&self.shared.pending);
             if failed_now && !pending.shutdown {
