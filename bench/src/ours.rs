@@ -174,8 +174,9 @@ pub(crate) async fn run(spec: &Spec, stats: Arc<Stats>) -> Result<Measured> {
         }
         Proto::Tcp => Arc::new(StreamProbe::try_new(&config)?),
     };
-    // One check outside the measured set warms the probe (and the HTTP pool's code).
-    let warm_url = Url::parse(&spec.url(0))?;
+    // One check outside the measured set warms the probe (and the HTTP pool's code), on
+    // a path whose target never flaps.
+    let warm_url = Url::parse(&spec.steady_url(0))?;
     let warm = inner.check(&warm_url).await?;
     anyhow::ensure!(warm.healthy, "the upstream is not healthy: {}", warm.detail);
     let probe: Arc<dyn Probe> = Arc::new(LagProbe::new(

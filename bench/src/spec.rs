@@ -147,8 +147,14 @@ impl Spec {
                 self.proto.name(),
                 self.target(i)
             ),
-            None => format!("{}://{}/m/{i}", self.proto.name(), self.target(i)),
+            None => self.steady_url(i),
         }
+    }
+
+    /// Monitor `i`'s URL as if it did not flap: its target always answers `200` there
+    /// (for a warm-up check that must find the upstream healthy).
+    pub(crate) fn steady_url(&self, i: usize) -> String {
+        format!("{}://{}/m/{i}", self.proto.name(), self.target(i))
     }
 
     /// Monitor `i`'s phase in the flap cycle, if it flaps: every `100 / percent`-th
@@ -285,6 +291,7 @@ mod tests {
         assert_eq!(spec.flapping(), 200);
         assert_eq!(spec.url(1), "http://127.0.0.2:8080/m/1");
         assert_eq!(spec.url(0), "http://127.0.0.2:8080/flap/0/0");
+        assert_eq!(spec.steady_url(0), "http://127.0.0.2:8080/m/0");
         assert_eq!(spec.url(50), "http://127.0.0.2:8080/flap/300/50");
         assert_eq!(spec.flap_phase_ms(9_950), Some(59_700));
         // At any moment the same share of them is down: a sixth (10 s of 60).
