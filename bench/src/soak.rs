@@ -22,6 +22,8 @@
 //! | 0.55 R | the receiver comes back |
 //! | R | the drain: every target up, until the outbox is empty and every `down` has its `up` (3 min at most) |
 //!
+//! Through the run, healthd's `/metrics` is scraped every 15 s, as a Prometheus would
+//! (its buffers are part of healthd's resident memory, so both readings include them).
 //! The kill lands while the receiver is down, so the outbox holds a backlog that only
 //! the store can carry over, and no delivery is in flight: a duplicate then is the
 //! daemon's doing, not a reply lost with the process. Then [`verdict`] counts, and the
@@ -71,6 +73,14 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 /// Without the outbox metric, the outbox counts as empty after this long with no new
 /// notification.
 const QUIET: i64 = 30_000;
+/// healthd's `/metrics` is scraped this often through the run, as a Prometheus would:
+/// a scrape of 10 000 monitors is about 8 MB of text whose buffers stay in healthd's
+/// resident memory, so `rss_warm` must include them as `rss_end` does.
+const SCRAPE_EVERY: i64 = 15_000;
+/// The drain looks at the outbox and the receiver this often, the first time once a
+/// check that began before the drain has had its timeout to end (a `down` it causes is
+/// committed by then).
+const DRAIN_POLL: Duration = Duration::from_secs(5);
 
 /// Milliseconds since the harness started, on the monotonic clock, with the wall-clock
 /// time of that start to place notifications' `time` fields on the same scale.
@@ -532,29 +542,35 @@ async fn soak(options: &SoakOptions) -> Result<()> {
     );
     let progress_every = (run_ms / 10).clamp(10_000, 60_000);
     let mut next_progress = ready + progress_every;
+    let mut next_scrape = ready + SCRAPE_EVERY;
     let mut rss_warm = 0;
     let (mut killed_at, mut restarted_at) = (i64::MAX, i64::MAX);
-    let progress = |now: i64, healthd: &Healthd| {
+    let progress = |now: i64, healthd: &Healthd, pending: Option<u64>| {
         let counts = receiver.counts();
         eprintln!(
             "[{}] {} targets down, {} notifications accepted ({} answered 500, {} 429), \
-             healthd rss {:.1} MiB",
+             outbox {}, healthd rss {:.1} MiB",
             clock_time(now - ready),
             upstreams.down_now(now),
             counts.accepted,
             counts.server_errors,
             counts.too_many,
+            pending.map_or_else(|| "?".to_owned(), |n| format!("{n} pending")),
             rss_bytes(healthd.pid()).unwrap_or(0) as f64 / (1024.0 * 1024.0)
         );
     };
     for (at, step) in steps {
         let at = ready + at;
-        while next_progress <= at {
+        while next_scrape <= at {
             watch
-                .until(clock.instant(next_progress), Some(&mut healthd))
+                .until(clock.instant(next_scrape), Some(&mut healthd))
                 .await?;
-            progress(clock.ms(), &healthd);
-            next_progress += progress_every;
+            let pending = api.metrics().await.as_deref().and_then(outbox_pending);
+            if next_scrape >= next_progress {
+                progress(clock.ms(), &healthd, pending);
+                next_progress += progress_every;
+            }
+            next_scrape += SCRAPE_EVERY;
         }
         watch.until(clock.instant(at), Some(&mut healthd)).await?;
         let now = clock.ms();
@@ -607,11 +623,12 @@ async fn soak(options: &SoakOptions) -> Result<()> {
     let deadline = drain_at + options.drain_secs as i64 * 1_000;
     let mut outbox_metric = false;
     let mut next_note = drain_at + 10_000;
+    let first_look = Duration::from_millis((rules.timeout + 1_000) as u64);
+    watch
+        .until(Instant::now() + first_look, Some(&mut healthd))
+        .await?;
     let drained = loop {
-        let pending = match api.metrics().await {
-            Some(text) => outbox_pending(&text),
-            None => None,
-        };
+        let pending = api.metrics().await.as_deref().and_then(outbox_pending);
         outbox_metric |= pending.is_some();
         let now = clock.ms();
         let open = open_downs(&receiver.accepted());
@@ -645,7 +662,7 @@ async fn soak(options: &SoakOptions) -> Result<()> {
             next_note += 10_000;
         }
         watch
-            .until(Instant::now() + Duration::from_secs(1), Some(&mut healthd))
+            .until(Instant::now() + DRAIN_POLL, Some(&mut healthd))
             .await?;
     };
 
