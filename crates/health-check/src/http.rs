@@ -316,13 +316,7 @@ impl RequestSpec {
             });
         }
         let mut h2_headers = request_headers(config)?;
-        let mut h1_headers = Vec::new();
-        for (name, value) in &h2_headers {
-            h1_headers.extend_from_slice(name.as_str().as_bytes());
-            h1_headers.extend_from_slice(b": ");
-            h1_headers.extend_from_slice(value.as_bytes());
-            h1_headers.extend_from_slice(b"\r\n");
-        }
+        let h1_headers = header_lines(&h2_headers);
         let host_configured = h2_headers.remove(HOST).is_some();
         Ok(RequestSpec {
             config: config.clone(),
@@ -344,13 +338,7 @@ impl RequestSpec {
         let mut h2_headers = HeaderMap::new();
         h2_headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         h2_headers.insert(ACCEPT, HeaderValue::from_static(accept));
-        let mut h1_headers = Vec::new();
-        for (name, value) in &h2_headers {
-            h1_headers.extend_from_slice(name.as_str().as_bytes());
-            h1_headers.extend_from_slice(b": ");
-            h1_headers.extend_from_slice(value.as_bytes());
-            h1_headers.extend_from_slice(b"\r\n");
-        }
+        let h1_headers = header_lines(&h2_headers);
         RequestSpec {
             config: HealthCheckConfig::default(),
             method: http::Method::GET,
@@ -594,6 +582,18 @@ fn status_detail(status: StatusCode) -> String {
         detail.push_str(reason);
     }
     detail
+}
+
+/// `headers` as HTTP/1.1 header lines (`name: value\r\n` each).
+fn header_lines(headers: &HeaderMap) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for (name, value) in headers {
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
 }
 
 /// The §5 request headers, then the configured ones (which win over the defaults).

@@ -158,12 +158,7 @@ impl Writer {
             if !pending.urgent() {
                 // States only: gather more for one tick. An event, a flush or shutdown
                 // wakes us early; so may a spurious wakeup, which only commits early.
-                pending = self
-                    .shared
-                    .wake
-                    .wait_timeout(pending, self.tick)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                pending = self.wait_tick(pending);
             }
             mem::swap(&mut pending.states, &mut states);
             mem::swap(&mut pending.events, &mut events);
@@ -231,14 +226,18 @@ impl Writer {
             pending = lock(&self.shared.pending);
             if failed_now && !pending.shutdown {
                 // Do not spin on a failing disk: wait a tick before the retry.
-                pending = self
-                    .shared
-                    .wake
-                    .wait_timeout(pending, self.tick)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                pending = self.wait_tick(pending);
             }
         }
+    }
+
+    /// Waits one tick on the pending batch, or less when the writer is woken.
+    fn wait_tick<'a>(&self, pending: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
+        self.shared
+            .wake
+            .wait_timeout(pending, self.tick)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
     }
 
     /// Commits `states` and the outbox rows of `events` in one transaction; returns
