@@ -549,11 +549,10 @@ mod tests {
         MonitorState {
             status,
             failures,
-            passes: 0,
-            errors: 0,
             down_sent,
             outage_start: Some(wall() - Duration::from_secs(outage_secs)),
             last_seen: Some(wall() - Duration::from_secs(outage_secs + 30)),
+            ..MonitorState::default()
         }
     }
 

@@ -223,13 +223,7 @@ async fn down_and_up_name_their_outage_and_are_recorded_with_the_state() {
         _ => Act::Healthy,
     });
     let journal = Arc::new(Journal::default());
-    let m = journaled(builder(probe), &journal)
-        .config(HealthCheckConfig {
-            retries: 2,
-            ..every(10)
-        })
-        .build()
-        .unwrap();
+    let m = journaled_f2(builder(probe), &journal);
     let scope = start(&m);
     run_for(Duration::from_secs(45)).await;
     let state = |status, failures, down_sent, outage_start: Option<u64>, seen| MonitorState {
@@ -296,13 +290,7 @@ async fn a_restart_during_a_notified_outage_sends_no_second_down_and_one_whole_u
     // F = 2: down at 10 s; restarted at 15 s; failing until healthy at 35 s.
     let probe = FakeProbe::new(|i| if i < 4 { Act::Unhealthy } else { Act::Healthy });
     let journal = Arc::new(Journal::default());
-    let m = journaled(builder(probe.clone()), &journal)
-        .config(HealthCheckConfig {
-            retries: 2,
-            ..every(10)
-        })
-        .build()
-        .unwrap();
+    let m = journaled_f2(builder(probe.clone()), &journal);
     let scope = start(&m);
     run_for(Duration::from_secs(15)).await;
     let down = journal.events();
@@ -450,4 +438,15 @@ async fn a_panicking_state_sink_neither_stops_the_schedule_nor_loses_events() {
     assert_eq!(events.try_recv().unwrap().kind, EventKind::Down);
     assert!(m.snapshot().running);
     scope.shutdown().await;
+}
+
+/// `builder` journaled into `journal`, checking every 10 s with F = 2.
+fn journaled_f2(builder: MonitorBuilder, journal: &Arc<Journal>) -> Monitor {
+    journaled(builder, journal)
+        .config(HealthCheckConfig {
+            retries: 2,
+            ..every(10)
+        })
+        .build()
+        .unwrap()
 }
