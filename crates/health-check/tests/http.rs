@@ -42,6 +42,13 @@ async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
     probe.check(url).await.expect("the target could be checked")
 }
 
+/// `result` is unhealthy with `kind`.
+#[track_caller]
+fn assert_unhealthy(result: &CheckResult, kind: CheckKind) {
+    assert!(!result.healthy, "{result:?}");
+    assert_eq!(result.kind, kind, "{result:?}");
+}
+
 /// The result of `probe` against a server that answers `response` to any request.
 async fn check_canned(probe: &dyn Probe, scheme: &str, response: &'static [u8]) -> CheckResult {
     let server = canned("127.0.0.1:0", response).await;
@@ -226,8 +233,7 @@ async fn a_name_that_does_not_resolve_is_unhealthy_dns() {
 /// Asserts that `result` is the probe's own timeout, reached on time.
 fn assert_cut_at(result: &CheckResult, started: Instant, timeout_ms: u64) {
     let elapsed = started.elapsed();
-    assert!(!result.healthy, "{result:?}");
-    assert_eq!(result.kind, CheckKind::Timeout, "{result:?}");
+    assert_unhealthy(&result, CheckKind::Timeout);
     assert_eq!(result.detail, format!("timed out after {timeout_ms}ms"));
     assert!(elapsed >= Duration::from_millis(timeout_ms), "{elapsed:?}");
     assert!(
@@ -345,8 +351,7 @@ async fn a_reset_mid_response_is_unhealthy() {
         .await;
         let probe = HttpProbe::try_new(&config(2000)).unwrap();
         let result = check(&probe, &server.url("http")).await;
-        assert!(!result.healthy, "{result:?}");
-        assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+        assert_unhealthy(&result, CheckKind::Reset);
     }
 }
 
@@ -359,8 +364,7 @@ async fn a_connection_closed_before_the_body_ends_is_unhealthy() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
     )
     .await;
-    assert!(!result.healthy, "{result:?}");
-    assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+    assert_unhealthy(&result, CheckKind::Reset);
 }
 
 async fn twenty_checks_use_one_connection() {
@@ -696,8 +700,7 @@ async fn an_h2c_stream_reset_is_unhealthy() {
     .await;
     let probe = H2cProbe::try_new(&config(2000)).unwrap();
     let result = check(&probe, &server.url("h2c")).await;
-    assert!(!result.healthy, "{result:?}");
-    assert_eq!(result.kind, CheckKind::Reset, "{result:?}");
+    assert_unhealthy(&result, CheckKind::Reset);
     assert_eq!(result.detail, "http2 stream reset: INTERNAL_ERROR");
 }
 
@@ -746,8 +749,7 @@ mod tls {
         })
         .unwrap();
         let result = check(&probe, &server.url("https")).await;
-        assert!(!result.healthy, "{result:?}");
-        assert_eq!(result.kind, CheckKind::Tls, "{result:?}");
+        assert_unhealthy(&result, CheckKind::Tls);
         assert!(result.detail.starts_with("tls: "), "{result:?}");
         assert!(server.seen().is_empty());
     }
@@ -801,8 +803,7 @@ mod tls {
         let server = http_server("127.0.0.1:0", None, ok_handler()).await;
         let probe = HttpProbe::try_new(&config(2000)).unwrap();
         let result = check(&probe, &server.url("https")).await;
-        assert!(!result.healthy, "{result:?}");
-        assert_eq!(result.kind, CheckKind::Tls, "{result:?}");
+        assert_unhealthy(&result, CheckKind::Tls);
     }
 
     #[tokio::test]
