@@ -42,6 +42,17 @@ async fn check(probe: &dyn Probe, url: &Url) -> CheckResult {
     probe.check(url).await.expect("the target could be checked")
 }
 
+/// Every request `server` saw was HTTP/2, on one connection.
+#[track_caller]
+fn assert_one_http2_connection(server: &support::Server) {
+    let seen = server.seen();
+    assert!(
+        seen.iter().all(|s| s.version == Version::HTTP_2),
+        "{seen:?}"
+    );
+    assert_eq!(server.connections(), 1);
+}
+
 /// `result` is unhealthy with `kind`.
 #[track_caller]
 fn assert_unhealthy(result: &CheckResult, kind: CheckKind) {
@@ -679,12 +690,7 @@ async fn h2c_speaks_http2_with_prior_knowledge() {
         (result.healthy, result.kind, result.detail.as_str()),
         (false, CheckKind::Status, "HTTP 503 Service Unavailable")
     );
-    let seen = server.seen();
-    assert!(
-        seen.iter().all(|s| s.version == Version::HTTP_2),
-        "{seen:?}"
-    );
-    assert_eq!(server.connections(), 1);
+    assert_one_http2_connection(&server);
 }
 
 #[tokio::test]
@@ -790,12 +796,7 @@ mod tls {
             let result = check(&probe, &server.url("https")).await;
             assert!(result.healthy, "{result:?}");
         }
-        let seen = server.seen();
-        assert!(
-            seen.iter().all(|s| s.version == Version::HTTP_2),
-            "{seen:?}"
-        );
-        assert_eq!(server.connections(), 1);
+        assert_one_http2_connection(&server);
     }
 
     #[tokio::test]
