@@ -244,7 +244,7 @@ async fn a_name_that_does_not_resolve_is_unhealthy_dns() {
 /// Asserts that `result` is the probe's own timeout, reached on time.
 fn assert_cut_at(result: &CheckResult, started: Instant, timeout_ms: u64) {
     let elapsed = started.elapsed();
-    assert_unhealthy(&result, CheckKind::Timeout);
+    assert_unhealthy(result, CheckKind::Timeout);
     assert_eq!(result.detail, format!("timed out after {timeout_ms}ms"));
     assert!(elapsed >= Duration::from_millis(timeout_ms), "{elapsed:?}");
     assert!(
