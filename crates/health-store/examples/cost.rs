@@ -52,17 +52,20 @@ fn state(status: Status, failures: u32, passes: u32) -> MonitorState {
     }
 }
 
+/// Opens the store at `path` with a tick of an hour, so the writer commits only on a
+/// flush or an event while a measurement runs.
+fn open_without_tick(path: &Path) -> Store {
+    let options = StoreOptions {
+        tick: Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    Store::open(path, options).unwrap()
+}
+
 /// The CPU of `record()` alone: a mutex and a hash-map insert. The tick is an hour, so
 /// the writer commits nothing meanwhile.
 fn record_cost(path: &Path, names: &[String]) {
-    let store = Store::open(
-        path,
-        StoreOptions {
-            tick: Duration::from_secs(3600),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = open_without_tick(path);
     let states = [state(Status::Healthy, 0, 1), state(Status::Unhealthy, 3, 0)];
     let start = Instant::now();
     for i in 0..RECORDS {
@@ -129,15 +132,8 @@ fn file_size(path: &Path) -> u64 {
 /// one in [`CHANGES_PER_EVENT`] of those changes is a `down` or `up` for one notifier,
 /// and a dispatcher marks every entry delivered after each tick.
 fn simulated_hour(path: &Path, names: &[String], ticks: usize) {
-    let store = Store::open(
-        path,
-        StoreOptions {
-            // The simulation flushes each tick itself; events still commit at once.
-            tick: Duration::from_secs(3600),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    // The simulation flushes each tick itself; events still commit at once.
+    let store = open_without_tick(path);
     store.set_router(|_| vec!["webhook".to_owned()]);
     let steady = state(Status::Healthy, 0, 1);
     for name in names {

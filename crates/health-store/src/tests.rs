@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -76,6 +76,9 @@ fn event(kind: EventKind, service: &str, outage_start: SystemTime, detail: &str)
     }
 }
 
+/// What an open that fails in SQLite says first.
+const OPEN: &str = "cannot open store";
+
 /// Routes monitor `a` to `slack` and `webhook` (twice, to check they are deduplicated)
 /// and every other monitor to `webhook`.
 fn route(monitor: &str) -> Vec<String> {
@@ -97,10 +100,46 @@ fn raw(path: &Path) -> Connection {
     Connection::open(path).unwrap()
 }
 
-#[test]
-fn a_newer_schema_is_refused_naming_the_path() {
+/// A fresh temporary directory and the path `healthd.db` in it; the directory goes
+/// when the first value is dropped.
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("healthd.db");
+    (dir, path)
+}
+
+/// Opens `path` with default options, which must fail as `kind` accepts and with a
+/// message that starts `<context> <path>: `; returns the error's whole chain for the
+/// test to check its cause.
+fn refused_open(path: &Path, kind: fn(&StoreError) -> bool, context: &str) -> String {
+    let error = Store::open(path, StoreOptions::default()).unwrap_err();
+    assert!(kind(&error), "{error:?}");
+    let text = chain(&error);
+    let start = format!("{context} {}: ", path.display());
+    assert!(text.starts_with(&start), "{text}");
+    text
+}
+
+/// Opens a store in a fresh temporary directory with [`route`], then runs `sql` on a
+/// connection of its own, which it returns with the directory and the store.
+fn routed_store_after(sql: &str) -> (tempfile::TempDir, Store, Connection) {
+    let (dir, path) = temp_db();
+    let store = open(&path);
+    store.set_router(route);
+    let conn = raw(&path);
+    conn.execute_batch(sql).unwrap();
+    (dir, store, conn)
+}
+
+/// Records a `down` event of `monitor` with `detail`, its state unhealthy after 3 failures.
+fn record_down(store: &Store, monitor: &str, detail: &str) {
+    let down = event(EventKind::Down, monitor, t0(), detail);
+    store.record(monitor, &state(Status::Unhealthy, 3), &[down]);
+}
+
+#[test]
+fn a_newer_schema_is_refused_naming_the_path() {
+    let (_dir, path) = temp_db();
     drop(open(&path));
     raw(&path).pragma_update(None, "user_version", 7).unwrap();
 
@@ -121,8 +160,7 @@ fn a_newer_schema_is_refused_naming_the_path() {
 
 #[test]
 fn an_empty_file_is_migrated_to_the_current_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (_dir, path) = temp_db();
     std::fs::File::create(&path).unwrap();
 
     let store = open(&path);
@@ -155,17 +193,10 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
 
 #[test]
 fn a_file_that_is_not_a_database_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (_dir, path) = temp_db();
     std::fs::write(&path, "these are not the bytes of a database\n".repeat(200)).unwrap();
 
-    let error = Store::open(&path, StoreOptions::default()).unwrap_err();
-    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
-    let text = chain(&error);
-    assert!(
-        text.starts_with(&format!("cannot open store {}: ", path.display())),
-        "{text}"
-    );
+    let text = refused_open(&path, |e| matches!(e, StoreError::Open { .. }), OPEN);
     assert!(text.contains("not a database"), "{text}");
 }
 
@@ -187,21 +218,12 @@ fn another_applications_database_is_refused() {
 
 #[test]
 fn a_directory_that_cannot_be_created_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a-file");
-    std::fs::write(&file, "").unwrap();
-    let path = file.join("state").join("healthd.db");
+    // An empty regular file where the store's directory should be.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().join("state").join("healthd.db");
 
-    let error = Store::open(&path, StoreOptions::default()).unwrap_err();
-    assert!(matches!(error, StoreError::CreateDir { .. }), "{error:?}");
-    let text = chain(&error);
-    assert!(
-        text.starts_with(&format!(
-            "cannot create the directory of store {}: ",
-            path.display()
-        )),
-        "{text}"
-    );
+    let create_dir = |e: &StoreError| matches!(e, StoreError::CreateDir { .. });
+    let text = refused_open(&path, create_dir, "cannot create the directory of store");
     assert!(text.to_lowercase().contains("not a directory"), "{text}");
 }
 
@@ -221,20 +243,13 @@ fn a_read_only_directory_is_reported() {
     }
     let path = locked.join("healthd.db");
 
-    let error = Store::open(&path, StoreOptions::default()).unwrap_err();
-    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
-    let text = chain(&error);
-    assert!(
-        text.starts_with(&format!("cannot open store {}: ", path.display())),
-        "{text}"
-    );
+    let text = refused_open(&path, |e| matches!(e, StoreError::Open { .. }), OPEN);
     assert!(text.contains("unable to open"), "{text}");
 }
 
 #[test]
 fn a_store_is_opened_once_per_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (dir, path) = temp_db();
     let store = open(&path);
 
     let other_spelling = dir.path().join(".").join("healthd.db");
@@ -294,8 +309,8 @@ fn states_come_back_after_a_reopen_at_millisecond_precision() {
 
 #[test]
 fn a_batch_is_one_transaction_and_the_last_state_of_a_monitor_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("healthd.db"));
+    let (_dir, path) = temp_db();
+    let store = open(&path);
     for round in 1..=3 {
         for monitor in 0..1000 {
             store.record(&format!("m{monitor}"), &state(Status::Healthy, round), &[]);
@@ -315,8 +330,8 @@ fn a_batch_is_one_transaction_and_the_last_state_of_a_monitor_wins() {
 
 #[test]
 fn events_commit_at_once_with_their_state_and_wake_their_notifiers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("healthd.db"));
+    let (_dir, path) = temp_db();
+    let store = open(&path);
     store.set_router(route);
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
@@ -325,7 +340,7 @@ fn events_commit_at_once_with_their_state_and_wake_their_notifiers() {
     });
 
     let down = state(Status::Unhealthy, 3);
-    store.record("a", &down, &[event(EventKind::Down, "a", t0(), "HTTP 503")]);
+    record_down(&store, "a", "HTTP 503");
 
     // The tick is an hour away: only the event can have woken the writer.
     let woken = rx.recv_timeout(Duration::from_secs(60)).unwrap();
@@ -340,18 +355,11 @@ fn events_commit_at_once_with_their_state_and_wake_their_notifiers() {
 
 #[test]
 fn a_failed_commit_writes_neither_the_state_nor_its_rows_and_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
-    let store = open(&path);
-    store.set_router(route);
-    let conn = raw(&path);
-    conn.execute_batch(
-        "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
-    )
-    .unwrap();
+    let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'refused by test'); END";
+    let (_dir, store, conn) = routed_store_after(refuse);
 
     let down = state(Status::Unhealthy, 3);
-    store.record("b", &down, &[event(EventKind::Down, "b", t0(), "HTTP 503")]);
+    record_down(&store, "b", "HTTP 503");
     let error = store.flush().unwrap_err();
     assert!(matches!(error, StoreError::Write { .. }), "{error:?}");
     assert!(
@@ -373,15 +381,10 @@ fn a_failed_commit_writes_neither_the_state_nor_its_rows_and_is_retried() {
 
 #[test]
 fn dropping_the_store_commits_what_is_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (_dir, path) = temp_db();
     let store = open(&path);
     store.set_router(route);
-    store.record(
-        "b",
-        &state(Status::Unhealthy, 3),
-        &[event(EventKind::Down, "b", t0(), "x")],
-    );
+    record_down(&store, "b", "x");
     store.record("c", &state(Status::Healthy, 0), &[]);
     drop(store);
 
@@ -392,8 +395,7 @@ fn dropping_the_store_commits_what_is_pending() {
 
 #[test]
 fn close_commits_and_drops_a_hook_that_holds_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (_dir, path) = temp_db();
     let store = Arc::new(open(&path));
     store.set_router(route);
     // Like a dispatcher that reads this store's outbox: a reference cycle.
@@ -433,11 +435,7 @@ fn close_commits_and_drops_a_hook_that_holds_the_store() {
 fn an_in_memory_store_works_on_one_connection_and_keeps_nothing() {
     let first = Store::open(":memory:", options(&FakeClock::at(t0()))).unwrap();
     first.set_router(route);
-    first.record(
-        "a",
-        &state(Status::Unhealthy, 3),
-        &[event(EventKind::Down, "a", t0(), "x")],
-    );
+    record_down(&first, "a", "x");
     first.flush().unwrap();
     assert_eq!(first.load_states().unwrap().len(), 1);
     let entry = &first.pending("slack", 0, 10).unwrap()[0];
@@ -471,11 +469,16 @@ fn store_with_entries(path: &Path, clock: &Arc<FakeClock>) -> Store {
     store
 }
 
+/// [`store_with_entries`] in a fresh temporary directory, on a clock of its own.
+fn with_entries() -> (tempfile::TempDir, Store) {
+    let (dir, path) = temp_db();
+    let store = store_with_entries(&path, &FakeClock::at(t0()));
+    (dir, store)
+}
+
 #[test]
 fn pending_lists_a_notifiers_entries_in_id_order_across_monitors() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::at(t0());
-    let store = store_with_entries(&dir.path().join("healthd.db"), &clock);
+    let (_dir, store) = with_entries();
 
     let webhook = store.pending("webhook", 0, 100).unwrap();
     assert_eq!(details(&webhook), ["a1", "b1", "a2", "b2", "a3"]);
@@ -503,9 +506,7 @@ fn pending_lists_a_notifiers_entries_in_id_order_across_monitors() {
 
 #[test]
 fn delivered_and_given_up_entries_leave_pending_and_the_backlog() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::at(t0());
-    let store = store_with_entries(&dir.path().join("healthd.db"), &clock);
+    let (_dir, store) = with_entries();
     let second = whole_ms(t0() + Duration::from_secs(1));
     assert_eq!(store.backlog("webhook").unwrap(), (5, Some(whole_ms(t0()))));
     assert_eq!(store.backlog("slack").unwrap(), (3, Some(whole_ms(t0()))));
@@ -539,9 +540,7 @@ fn delivered_and_given_up_entries_leave_pending_and_the_backlog() {
 
 #[test]
 fn down_given_up_names_one_notifier_one_service_one_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::at(t0());
-    let store = store_with_entries(&dir.path().join("healthd.db"), &clock);
+    let (_dir, store) = with_entries();
     let slack = store.pending("slack", 0, 100).unwrap();
     // a1 (down) and a3 (up) given up on slack.
     store.gave_up(slack[0].id, "HTTP 400").unwrap();
@@ -565,8 +564,7 @@ fn down_given_up_names_one_notifier_one_service_one_outage() {
 
 #[test]
 fn finished_entries_are_pruned_after_the_retention_but_a_given_up_down_of_an_ongoing_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
+    let (_dir, path) = temp_db();
     let clock = FakeClock::at(t0());
     let store = Store::open(
         &path,
@@ -628,11 +626,7 @@ fn finished_entries_are_pruned_after_the_retention_but_a_given_up_down_of_an_ong
 
     // Ids are never used twice, even after the rows above them were pruned.
     conn.execute("DELETE FROM outbox", []).unwrap();
-    store.record(
-        "b",
-        &state(Status::Unhealthy, 3),
-        &[event(EventKind::Down, "b", t0(), "new")],
-    );
+    record_down(&store, "b", "new");
     store.flush().unwrap();
     let fresh = store.pending("webhook", 0, 100).unwrap();
     assert_eq!(details(&fresh), ["new"]);
@@ -641,21 +635,9 @@ fn finished_entries_are_pruned_after_the_retention_but_a_given_up_down_of_an_ong
 
 #[test]
 fn an_entry_that_cannot_be_read_is_given_up_and_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("healthd.db");
-    let store = open(&path);
-    store.set_router(route);
-    let conn = raw(&path);
-    conn.execute(
-        "INSERT INTO outbox (notifier, service, kind, event, created) VALUES ('webhook', 'x', 'down', '{not json', 0)",
-        [],
-    )
-    .unwrap();
-    store.record(
-        "b",
-        &state(Status::Unhealthy, 3),
-        &[event(EventKind::Down, "b", t0(), "good")],
-    );
+    let unreadable = "INSERT INTO outbox (notifier, service, kind, event, created) VALUES ('webhook', 'x', 'down', '{not json', 0)";
+    let (_dir, store, conn) = routed_store_after(unreadable);
+    record_down(&store, "b", "good");
     store.flush().unwrap();
 
     // The first row cannot be read: a page of one still holds the next readable one.

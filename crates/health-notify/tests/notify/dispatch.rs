@@ -8,19 +8,7 @@ use health_notify::{Dispatcher, DispatcherBuilder, Message, NotifyError, RetryPo
 use health_types::{EventKind, EventSink, TokioClock};
 use tokio::time::Instant;
 
-use crate::support::{Fake, FakeSend, event, fake_webhook, t0};
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// The default policy without jitter, so times are exact.
-fn exact() -> RetryPolicy {
-    RetryPolicy {
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
-}
+use crate::support::{DRAIN, Fake, FakeSend, event, exact, fake_webhook, secs, t0};
 
 fn custom(title: &str) -> Message {
     Message::custom(title, t0())
@@ -28,10 +16,6 @@ fn custom(title: &str) -> Message {
 
 /// The default age limit of a message.
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// Long enough for any schedule in these tests (a message's default age limit is a
-/// day); paused time makes it free.
-const DRAIN: Duration = Duration::from_secs(2 * 86_400);
 
 /// A dispatcher whose one notifier, the webhook "hook", sends through `http`.
 fn hook(http: &Arc<FakeSend>) -> DispatcherBuilder {

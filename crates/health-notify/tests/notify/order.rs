@@ -3,50 +3,16 @@
 //! other; a failing entry backs off on its own without holding back other services; the
 //! number of requests in flight and of entries read ahead are bounded.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::Duration;
 
-use health_notify::{Dispatcher, DispatcherBuilder, Message, RetryPolicy, Stats};
-use health_types::{Event, EventKind, EventSink, Outbox, TokioClock};
+use health_notify::{Message, RetryPolicy, Stats};
+use health_types::{Event, EventKind, EventSink};
 use serde_json::Value;
 
-use crate::support::{Fake, FakeOutbox, FakeSend, event, fake_webhook, outage_event, t0};
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// The default policy without jitter, so times are exact.
-fn exact() -> RetryPolicy {
-    RetryPolicy {
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
-}
-
-/// Long enough for any schedule here; paused time makes it free.
-const DRAIN: Duration = Duration::from_secs(2 * 86_400);
-
-/// When the outages of these tests began.
-fn outage_start() -> SystemTime {
-    t0() - secs(60)
-}
-
-/// A dispatcher whose one notifier, the webhook "hook", sends through `http`; exact
-/// backoff; a wall clock at t0 that follows tokio's.
-fn hook(http: &Arc<FakeSend>) -> DispatcherBuilder {
-    Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(http)))
-        .retry(exact())
-        .clock(Arc::new(TokioClock::starting_at(t0())))
-}
-
-/// [`hook`], delivering from `outbox`.
-fn durable(http: &Arc<FakeSend>, outbox: &Arc<FakeOutbox>) -> DispatcherBuilder {
-    hook(http).outbox(Arc::clone(outbox) as Arc<dyn Outbox>)
-}
+use crate::support::{
+    DRAIN, Fake, FakeOutbox, FakeSend, durable, event, exact, exact_hook, outage_event,
+    outage_start, secs, t0,
+};
 
 /// Lets the delivery task run what is ready, without moving the clock.
 async fn settle() {
@@ -59,6 +25,16 @@ async fn settle() {
 fn summary((at, body): &(Duration, Value)) -> (u64, String, String) {
     let text = |key: &str| body[key].as_str().unwrap().to_owned();
     (at.as_secs(), text("service"), text("event"))
+}
+
+/// The requests as `<seconds> <service> <event>`, comma-separated, so a test can
+/// compare a whole schedule at once.
+fn timeline(requests: &[(Duration, Value)]) -> String {
+    let line = |request| {
+        let (at, service, event) = summary(request);
+        format!("{at} {service} {event}")
+    };
+    requests.iter().map(line).collect::<Vec<_>>().join(", ")
 }
 
 /// A `down` of `service` whose detail numbers it, so its place can be checked.
@@ -95,21 +71,10 @@ async fn a_failing_service_does_not_hold_back_the_others() {
     assert_eq!(done, [2, 3, 4, 5], "delivered while api's down is retried");
     assert_eq!(outbox.pending_ids("hook"), [1]);
     tokio::time::sleep(secs(30)).await;
-    let requests: Vec<_> = http.requests().iter().map(summary).collect();
-    let request = |at, service: &str, event: &str| (at, service.to_owned(), event.to_owned());
     assert_eq!(
-        requests,
-        [
-            request(0, "api", "down"),
-            request(0, "web", "down"),
-            request(0, "db", "down"),
-            request(0, "web", "up"),
-            request(0, "db", "up"),
-            request(1, "api", "down"),
-            request(3, "api", "down"),
-            request(7, "api", "down"),
-            request(15, "api", "down"),
-        ]
+        timeline(&http.requests()),
+        "0 api down, 0 web down, 0 db down, 0 web up, 0 db up, \
+         1 api down, 3 api down, 7 api down, 15 api down"
     );
     assert_eq!(outbox.done().last(), Some(&(1, None)));
     assert_eq!(
@@ -133,23 +98,15 @@ async fn a_down_and_its_up_stay_in_order_while_the_down_is_retried() {
             Fake::Status(200, None)
         }
     });
-    let dispatcher = hook(&http).start().unwrap();
+    let dispatcher = exact_hook(&http).start().unwrap();
     dispatcher.notify(outage_event(EventKind::Down, "api", outage_start()));
     dispatcher.notify(outage_event(EventKind::Up, "api", outage_start()));
     dispatcher.notify(event(EventKind::Down, "web"));
     assert!(dispatcher.shutdown(DRAIN).await.drained);
     let requests = http.requests();
-    let summaries: Vec<_> = requests.iter().map(summary).collect();
-    let request = |at, service: &str, event: &str| (at, service.to_owned(), event.to_owned());
     assert_eq!(
-        summaries,
-        [
-            request(0, "api", "down"),
-            request(0, "web", "down"),
-            request(5, "api", "down"),
-            request(10, "api", "down"),
-            request(10, "api", "up"),
-        ]
+        timeline(&requests),
+        "0 api down, 0 web down, 5 api down, 10 api down, 10 api up"
     );
     let up_fields = requests[4].1["fields"].as_array().unwrap().len();
     assert_eq!(up_fields, 5, "the down was delivered: no Note");
@@ -345,7 +302,7 @@ async fn reading_pauses_once_1024_entries_are_held() {
 #[tokio::test(start_paused = true)]
 async fn a_full_memory_outbox_drops_a_waiting_message_never_one_in_delivery() {
     let http = FakeSend::gated();
-    let dispatcher = hook(&http).queue_capacity(2).start().unwrap();
+    let dispatcher = exact_hook(&http).queue_capacity(2).start().unwrap();
     let message = |title: &str, service: &str| Message::custom(title, t0()).with_service(service);
     dispatcher.send(message("a1", "a"));
     dispatcher.send(message("b1", "b"));

@@ -4,49 +4,19 @@
 //! `down` was given up, notifiers that do not wait for each other, entries left from
 //! before a restart, outbox failures, `wake`, the backlog and shutdown.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
-use health_notify::{Dispatcher, DispatcherBuilder, Message, NotifierBacklog, RetryPolicy, Stats};
+use health_notify::{Dispatcher, Message, NotifierBacklog, RetryPolicy, Stats};
 use health_types::{EventKind, EventSink, Outbox, TokioClock};
 use serde_json::{Value, json};
 
-use crate::support::{Fake, FakeOutbox, FakeSend, Logs, event, fake_webhook, outage_event, t0};
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+use crate::support::{
+    DRAIN, Fake, FakeOutbox, FakeSend, Logs, durable, event, exact, fake_webhook, outage_event,
+    outage_start, secs, t0,
+};
 
 fn at(list: &[u64]) -> Vec<Duration> {
     list.iter().copied().map(secs).collect()
-}
-
-/// The default policy without jitter, so times are exact.
-fn exact() -> RetryPolicy {
-    RetryPolicy {
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
-}
-
-/// Long enough for any schedule here; paused time makes it free.
-const DRAIN: Duration = Duration::from_secs(2 * 86_400);
-
-/// When the outages of these tests began.
-fn outage_start() -> SystemTime {
-    t0() - secs(60)
-}
-
-/// A dispatcher that delivers from `outbox`, whose one notifier, the webhook "hook",
-/// sends through `http`; exact backoff; a wall clock at t0 that follows tokio's.
-fn durable(http: &Arc<FakeSend>, outbox: &Arc<FakeOutbox>) -> DispatcherBuilder {
-    Dispatcher::builder()
-        .notifier(fake_webhook("hook", Arc::clone(http)))
-        .outbox(Arc::clone(outbox) as Arc<dyn Outbox>)
-        .retry(exact())
-        .clock(Arc::new(TokioClock::starting_at(t0())))
 }
 
 /// The field names of a default webhook body, in order.

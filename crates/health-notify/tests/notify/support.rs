@@ -17,10 +17,10 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use health_notify::{
-    Format, HttpRequest, HttpResponse, HttpSend, Notifier, NotifierConfig, NotifyError,
-    ProviderConfig, WebhookConfig,
+    Dispatcher, DispatcherBuilder, Format, HttpRequest, HttpResponse, HttpSend, Notifier,
+    NotifierConfig, NotifyError, ProviderConfig, RetryPolicy, WebhookConfig,
 };
-use health_types::{Event, EventKind, Outbox, OutboxEntry, OutboxError};
+use health_types::{Event, EventKind, Outbox, OutboxEntry, OutboxError, TokioClock};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
@@ -32,6 +32,42 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
+
+/// `s` seconds.
+pub(crate) fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The default policy without jitter, so times are exact.
+pub(crate) fn exact() -> RetryPolicy {
+    RetryPolicy {
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    }
+}
+
+/// Long enough for any schedule in the paused-clock tests (a message's default age limit
+/// is a day); paused time makes it free.
+pub(crate) const DRAIN: Duration = Duration::from_secs(2 * 86_400);
+
+/// When the outages of the paused-clock tests began.
+pub(crate) fn outage_start() -> SystemTime {
+    t0() - secs(60)
+}
+
+/// A dispatcher whose one notifier, the webhook "hook", sends through `http`; exact
+/// backoff; a wall clock at t0 that follows tokio's.
+pub(crate) fn exact_hook(http: &Arc<FakeSend>) -> DispatcherBuilder {
+    Dispatcher::builder()
+        .notifier(fake_webhook("hook", Arc::clone(http)))
+        .retry(exact())
+        .clock(Arc::new(TokioClock::starting_at(t0())))
+}
+
+/// [`exact_hook`], delivering from `outbox`.
+pub(crate) fn durable(http: &Arc<FakeSend>, outbox: &Arc<FakeOutbox>) -> DispatcherBuilder {
+    exact_hook(http).outbox(Arc::clone(outbox) as Arc<dyn Outbox>)
+}
 
 /// The longest a test waits for something a receiver should get (real time).
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
@@ -594,7 +630,7 @@ impl Logs {
     pub(crate) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         quiet_global_subscriber();
         let logs = Logs::default();
-        let guard = tracing::subscriber::set_default(Capture(logs.clone()));
+        let guard = tracing::subscriber::set_default(Capture(Some(logs.clone())));
         (logs, guard)
     }
 
@@ -618,42 +654,13 @@ pub(crate) fn quiet_global_subscriber() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Nothing else in this binary sets one, so this cannot fail.
-        let _ = tracing::subscriber::set_global_default(Quiet);
+        let _ = tracing::subscriber::set_global_default(Capture(None));
     });
 }
 
-/// Wants nothing now, but may later: see [`quiet_global_subscriber`].
-struct Quiet;
-
-impl tracing::Subscriber for Quiet {
-    fn register_callsite(
-        &self,
-        _: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
-    }
-
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        false
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, _: &tracing::Event<'_>) {}
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// A minimal subscriber: records events, ignores spans.
-struct Capture(Logs);
+/// A minimal subscriber that ignores spans. With logs it records every event into them;
+/// without, it wants nothing now but may later (see [`quiet_global_subscriber`]).
+struct Capture(Option<Logs>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -668,8 +675,18 @@ impl tracing::field::Visit for Fields<'_> {
 }
 
 impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        match self.0 {
+            Some(_) => tracing::subscriber::Interest::always(),
+            None => tracing::subscriber::Interest::sometimes(),
+        }
+    }
+
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
+        self.0.is_some()
     }
 
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
@@ -681,13 +698,14 @@ impl tracing::Subscriber for Capture {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
 
     fn event(&self, event: &tracing::Event<'_>) {
+        let Some(logs) = &self.0 else { return };
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
         let log = Log {
             level: *event.metadata().level(),
             fields,
         };
-        self.0.0.lock().unwrap().push(log);
+        logs.0.lock().unwrap().push(log);
     }
 
     fn enter(&self, _: &tracing::span::Id) {}
