@@ -123,16 +123,7 @@ async fn an_up_waits_until_its_down_is_given_up_and_carries_the_note() {
         }
     });
     let outbox = FakeOutbox::new();
-    outbox.insert(
-        1,
-        "hook",
-        outage_event(EventKind::Down, "api", outage_start()),
-    );
-    outbox.insert(
-        2,
-        "hook",
-        outage_event(EventKind::Up, "api", outage_start()),
-    );
+    outbox.insert_api_outage(&[(1, EventKind::Down), (2, EventKind::Up)]);
     outbox.insert(3, "hook", event(EventKind::Down, "web"));
     let policy = RetryPolicy {
         max_age: secs(20),

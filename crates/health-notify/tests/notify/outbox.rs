@@ -39,16 +39,7 @@ async fn settle() {
 async fn a_receiver_away_for_five_minutes_loses_nothing() {
     let http = FakeSend::refusing_for(secs(300));
     let outbox = FakeOutbox::new();
-    outbox.insert(
-        1,
-        "hook",
-        outage_event(EventKind::Down, "api", outage_start()),
-    );
-    outbox.insert(
-        2,
-        "hook",
-        outage_event(EventKind::Up, "api", outage_start()),
-    );
+    outbox.insert_api_outage(&[(1, EventKind::Down), (2, EventKind::Up)]);
     let policy = RetryPolicy {
         max_backoff: secs(60),
         ..exact()
@@ -86,11 +77,7 @@ async fn a_message_still_failing_at_max_age_is_given_up_logged_and_counted() {
     let (logs, _guard) = Logs::capture();
     let http = FakeSend::refusing_for(DRAIN);
     let outbox = FakeOutbox::new();
-    outbox.insert(
-        1,
-        "hook",
-        outage_event(EventKind::Down, "api", outage_start()),
-    );
+    outbox.insert_api_outage(&[(1, EventKind::Down)]);
     let policy = RetryPolicy {
         max_age: secs(600),
         ..exact()

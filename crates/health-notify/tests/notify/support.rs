@@ -513,6 +513,14 @@ impl FakeOutbox {
         self.insert_at(id, notifier, event, t0());
     }
 
+    /// Adds, for the notifier "hook", one entry per `(id, kind)` of api's outage that
+    /// began at [`outage_start`].
+    pub(crate) fn insert_api_outage(&self, entries: &[(u64, EventKind)]) {
+        for &(id, kind) in entries {
+            self.insert(id, "hook", outage_event(kind, "api", outage_start()));
+        }
+    }
+
     /// Adds an entry committed at `created`.
     pub(crate) fn insert_at(&self, id: u64, notifier: &str, event: Event, created: SystemTime) {
         let entry = OutboxEntry {
