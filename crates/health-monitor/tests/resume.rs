@@ -258,10 +258,7 @@ async fn down_and_up_name_their_outage_and_are_recorded_with_the_state() {
 #[tokio::test(start_paused = true)]
 async fn a_steady_monitor_records_last_seen_once_a_minute_and_on_shutdown() {
     let journal = Arc::new(Journal::default());
-    let m = journaled(builder(FakeProbe::always(Act::Healthy)), &journal)
-        .config(every(10))
-        .build()
-        .unwrap();
+    let m = journaled_healthy(FakeProbe::always(Act::Healthy), &journal);
     let scope = start(&m);
     run_for(Duration::from_secs(135)).await;
     assert_eq!(m.snapshot().checks(), 14);
@@ -334,10 +331,7 @@ async fn a_restart_during_a_notified_outage_sends_no_second_down_and_one_whole_u
 async fn a_restart_of_a_healthy_monitor_is_nothing_special() {
     let probe = FakeProbe::always(Act::Healthy);
     let journal = Arc::new(Journal::default());
-    let m = journaled(builder(probe.clone()), &journal)
-        .config(every(10))
-        .build()
-        .unwrap();
+    let m = journaled_healthy(probe.clone(), &journal);
     let scope = start(&m);
     run_for(Duration::from_secs(15)).await;
     assert_eq!(journal.records().len(), 1);
@@ -447,6 +441,14 @@ fn journaled_f2(builder: MonitorBuilder, journal: &Arc<Journal>) -> Monitor {
             retries: 2,
             ..every(10)
         })
+        .build()
+        .unwrap()
+}
+
+/// A monitor of `probe` journaled into `journal`, checking every 10 s.
+fn journaled_healthy(probe: Arc<FakeProbe>, journal: &Arc<Journal>) -> Monitor {
+    journaled(builder(probe), journal)
+        .config(every(10))
         .build()
         .unwrap()
 }

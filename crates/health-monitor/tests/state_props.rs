@@ -107,11 +107,11 @@ proptest! {
     /// status, events, outage lengths and persisted states.
     #[test]
     fn persisting_and_restoring_changes_nothing_that_follows(
+        verdicts in prop::collection::vec(verdict(), 1..60),
+        split in 0usize..60,
         retries in -2i64..6,
         rise in 1u32..4,
         max_errors in 0u32..6,
-        verdicts in prop::collection::vec(verdict(), 1..60),
-        split in 0usize..60,
     ) {
         let config = HealthCheckConfig { retries, rise, max_errors, ..Default::default() };
         let split = split.min(verdicts.len());

@@ -3,16 +3,12 @@
 //! middle of an outage. Each case ends with exactly one `down` and one `up`, in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU16, Ordering},
-    },
-    time::Duration,
-};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::{

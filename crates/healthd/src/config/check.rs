@@ -420,28 +420,24 @@ impl<'t> Checker<'t> {
 
     /// `[delivery]`: how long notifications are retried; defaults for what is not set.
     fn delivery(&mut self, table_entry: Entry<'_, '_>) -> Delivery {
+        let table = self.table(table_entry, DELIVERY);
         let mut delivery = Delivery::default();
-        let Some(table) = self.table(table_entry, DELIVERY) else {
-            return delivery;
-        };
-        for entry in entries(DELIVERY, table) {
-            let slot = match entry.name() {
-                "max_age" => &mut delivery.max_age,
-                "max_backoff" => &mut delivery.max_backoff,
+        for entry in table.into_iter().flat_map(|table| entries(DELIVERY, table)) {
+            let value = match entry.name() {
+                "max_age" | "max_backoff" => self.duration(entry),
                 _ => {
                     self.unknown(entry, Accepted::Delivery);
-                    continue;
+                    None
                 }
             };
-            if let Some(value) = self.duration(entry) {
-                *slot = value;
+            match (entry.name(), value) {
+                ("max_age", Some(value)) => delivery.max_age = value,
+                ("max_backoff", Some(value)) if value < MIN_BACKOFF => {
+                    self.invalid(entry, "must be at least 1s, the first retry's wait");
+                }
+                ("max_backoff", Some(value)) => delivery.max_backoff = value,
+                _ => {}
             }
-        }
-        if delivery.max_backoff < MIN_BACKOFF
-            && let Some(entry) = entry(DELIVERY, table, "max_backoff")
-        {
-            self.invalid(entry, "must be at least 1s, the first retry's wait");
-            delivery.max_backoff = MIN_BACKOFF;
         }
         delivery
     }
