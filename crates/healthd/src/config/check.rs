@@ -400,22 +400,24 @@ impl<'t> Checker<'t> {
     }
 
     /// `[storage]`: the store's path, if one is given.
-    fn storage(&mut self, entry: Entry<'_, '_>) -> Option<PathBuf> {
-        let table = self.table(entry, STORAGE)?;
-        let mut path = None;
-        for entry in entries(STORAGE, table) {
-            match entry.name() {
-                "path" => match entry.value.get_ref().as_str() {
-                    Some(text) if !text.trim().is_empty() => path = Some(PathBuf::from(text)),
-                    _ => self.invalid(
-                        entry,
-                        "expected a file path, or \":memory:\" to keep nothing",
-                    ),
-                },
-                _ => self.unknown(entry, Accepted::Storage),
-            }
+    fn storage(&mut self, table_entry: Entry<'_, '_>) -> Option<PathBuf> {
+        let table = self.table(table_entry, STORAGE)?;
+        for other in entries(STORAGE, table).filter(|e| !STORAGE_KEYS.contains(&e.name())) {
+            self.unknown(other, Accepted::Storage);
         }
-        path
+        let path = entry(STORAGE, table, "path")?;
+        let text = path
+            .value
+            .get_ref()
+            .as_str()
+            .filter(|t| !t.trim().is_empty());
+        if text.is_none() {
+            self.invalid(
+                path,
+                "expected a file path, or \":memory:\" to keep nothing",
+            );
+        }
+        text.map(PathBuf::from)
     }
 
     /// `[delivery]`: how long notifications are retried; defaults for what is not set.
