@@ -164,9 +164,15 @@ impl AgentProbe {
     }
 }
 
-/// The client of an `http://` agent (its TLS setup is never used).
+/// The client of every `http://` agent (its TLS setup is never used): built once per
+/// process, its pool keyed by agent, so monitors of one agent share its connections.
 fn plain_client() -> Result<HttpClient, ConfigError> {
-    HttpClient::try_new(&HealthCheckConfig::default(), &HttpClientConfig::default())
+    static PLAIN: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    if let Some(client) = PLAIN.get() {
+        return Ok(client.clone());
+    }
+    let client = HttpClient::try_new(&HealthCheckConfig::default(), &HttpClientConfig::default())?;
+    Ok(PLAIN.get_or_init(|| client).clone())
 }
 
 #[async_trait]
@@ -240,7 +246,9 @@ impl AgentAnswer {
 /// certificate when one is configured; HTTP/1.1 only.
 #[cfg(feature = "tls")]
 fn agent_tls(spec: &AgentSpec) -> Result<tokio_rustls::rustls::ClientConfig, ConfigError> {
-    use health_types::tls::{ClientAuth, TlsError, Trust, client_config, load_roots};
+    use health_types::tls::{
+        ClientAuth, TlsError, Trust, client_config, load_certificates, load_private_key, load_roots,
+    };
 
     let invalid =
         |key: &'static str, path: &std::path::Path, reason: TlsError| ConfigError::Invalid {
@@ -256,10 +264,8 @@ fn agent_tls(spec: &AgentSpec) -> Result<tokio_rustls::rustls::ClientConfig, Con
     };
     let auth = match (&spec.cert, &spec.key) {
         (Some(cert), Some(key)) => Some(ClientAuth {
-            chain: health_types::tls::load_certificates(cert)
-                .map_err(|reason| invalid("cert", cert, reason))?,
-            key: health_types::tls::load_private_key(key)
-                .map_err(|reason| invalid("key", key, reason))?,
+            chain: load_certificates(cert).map_err(|reason| invalid("cert", cert, reason))?,
+            key: load_private_key(key).map_err(|reason| invalid("key", key, reason))?,
         }),
         (None, None) => None,
         (Some(path), None) | (None, Some(path)) => {

@@ -134,12 +134,9 @@ impl Fetcher {
     /// `GET url` (path and query as they are). A pooled connection the server closed
     /// while idle is replaced once, as for a check.
     pub(crate) async fn get(&self, url: &Url) -> Result<Answer, Failure> {
-        let scheme =
-            http_scheme(url).map_err(|err| Failure::checker(CheckKind::Config, err.to_string()))?;
-        let target = self
-            .spec
-            .target(url, scheme)
-            .map_err(|err| Failure::checker(CheckKind::Config, err.to_string()))?;
+        let config = |err: ConfigError| Failure::checker(CheckKind::Config, err.to_string());
+        let scheme = http_scheme(url).map_err(config)?;
+        let target = self.spec.target(url, scheme).map_err(config)?;
         self.spec
             .exchange(&self.client.inner.auto, &target, Instant::now())
             .await
@@ -349,6 +346,14 @@ impl RequestSpec {
         }
     }
 
+    /// Where an answer's body goes: kept for a fetch, thrown away for a check.
+    fn body(&self) -> Kept {
+        Kept {
+            keep: self.fetch,
+            ..Kept::default()
+        }
+    }
+
     /// Where a check of `url` goes, sent as `scheme` (`http` or `https`).
     fn target<'u>(&self, url: &'u Url, scheme: &'static str) -> Result<Target<'u>, ConfigError> {
         let host = match url.host_str() {
@@ -366,10 +371,7 @@ impl RequestSpec {
             let _ = write!(key, ":{port}");
         }
         let path = if self.fetch {
-            match url.query() {
-                Some(query) => format!("{}?{query}", url.path()),
-                None => url.path().to_owned(),
-            }
+            url[url::Position::BeforePath..url::Position::AfterQuery].to_owned()
         } else {
             join_path(url.path(), url.query(), &self.config.path)
         };
@@ -468,10 +470,7 @@ impl RequestSpec {
         let head_request = self.method == http::Method::HEAD;
         let head = h1::send(&mut conn, head_request, &mut buf).await?;
         let latency = start.elapsed();
-        let mut body = Kept {
-            keep: self.fetch,
-            ..Kept::default()
-        };
+        let mut body = self.body();
         if h1::drain(&mut conn, &head, &mut buf, &mut body).await? {
             pool.checkin(&target.key, conn);
         }
@@ -512,10 +511,7 @@ impl RequestSpec {
         };
         let latency = start.elapsed();
         let status = response.status();
-        let mut body = Kept {
-            keep: self.fetch,
-            ..Kept::default()
-        };
+        let mut body = self.body();
         drain_h2(response.into_body(), &mut body)
             .await
             .map_err(|err| classify_http_error(&err))?;

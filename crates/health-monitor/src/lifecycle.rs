@@ -438,15 +438,12 @@ impl Shared {
             let machine = &run.machine;
             let transition = &transition;
             self.publish_result(result.detail, |s| {
-                s.status = machine.status();
+                show_machine(s, machine);
                 s.kind = Some(result.kind);
                 s.latency = result.latency;
                 if verdict == Verdict::Healthy {
                     s.last_seen = Some(wall);
                 }
-                s.failures = machine.failures();
-                s.errors = machine.errors();
-                s.passes = machine.passes();
                 s.results.count(verdict);
                 if transition.from != transition.to {
                     s.transitions += 1;

@@ -6,7 +6,7 @@ use std::{
     collections::HashSet,
     fmt,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, SystemTime},
@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, error, info_span, warn};
 use crate::{
     MemoryOutbox, Message, Notifier, NotifyError, RetryPolicy, Stats,
     delivery::{Delivery, Worker, run},
-    outbox::{DEFAULT_CAPACITY, Payload, Push},
+    outbox::{DEFAULT_CAPACITY, Payload, Push, lock},
 };
 
 /// Default per-request timeout: 10 s.
@@ -577,9 +577,4 @@ impl Drop for Shared {
             worker.close();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding this lock; a poisoned one still holds valid data.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -126,7 +126,8 @@ struct State {
     closed: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, taking it back when poisoned.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding this lock; a poisoned one still holds valid data.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -250,7 +251,10 @@ impl MemoryOutbox {
     pub(crate) fn next(&self, notifier: &str, after: u64) -> Option<Item> {
         let state = lock(&self.state);
         let queue = state.queues.get(notifier)?;
-        queue.iter().find(|item| item.id > after).cloned()
+        // Queues are in id order.
+        queue
+            .get(queue.partition_point(|item| item.id <= after))
+            .cloned()
     }
 
     /// Marks entry `id` as in delivery, so that it is no longer dropped to make room;

@@ -195,16 +195,13 @@ pub(crate) async fn start_on(
     let routes: HashMap<String, Vec<String>> = config
         .monitors
         .iter()
+        .filter(|entry| !entry.notify.is_empty())
         .map(|entry| {
-            let names = if entry.notify.is_empty() {
-                all.clone()
-            } else {
-                entry.notify.iter().chain(&everyone).cloned().collect()
-            };
+            let names = entry.notify.iter().chain(&everyone).cloned().collect();
             (entry.name.clone(), names)
         })
         .collect();
-    store.set_router(move |monitor| routes.get(monitor).cloned().unwrap_or_default());
+    store.set_router(move |monitor| routes.get(monitor).unwrap_or(&all).clone());
     {
         let dispatcher = dispatcher.clone();
         store.set_commit_hook(move |notifiers| dispatcher.wake(notifiers));
