@@ -109,7 +109,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.inner.metrics.render(),
+        axum::body::Body::new(state.inner.metrics.stream()),
     )
         .into_response()
 }

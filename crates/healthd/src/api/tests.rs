@@ -185,3 +185,41 @@ async fn metrics_healthz_and_the_page() {
     assert_eq!(Status::Healthy.to_string(), "healthy");
     scope.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_scrape_streams_whole_in_chunks() {
+    let monitors: Vec<Monitor> = (0..1_500)
+        .map(|i| {
+            Monitor::builder(
+                format!("m{i}"),
+                Url::parse("http://m.test/").unwrap(),
+                Arc::new(Fixed(true)),
+            )
+            .build()
+            .unwrap()
+        })
+        .collect();
+    let state = ApiState::new(monitors, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let (status, head, body) = request(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert!(body.len() > 10 * 32 * 1024, "{} bytes", body.len());
+    let up: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("healthd_monitor_up{"))
+        .collect();
+    assert_eq!(up.len(), 1_500);
+    // Never started, so not good: 0.
+    for i in [0, 749, 1_499] {
+        let line = format!("healthd_monitor_up{{monitor=\"m{i}\"}} 0");
+        assert!(up.contains(&line.as_str()), "missing {line}");
+    }
+    assert_eq!(body.lines().last(), Some("# EOF"));
+}
