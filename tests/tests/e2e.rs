@@ -310,7 +310,12 @@ async fn every_kind_of_monitor_runs_from_one_config() {
         let a = l.local_addr().unwrap();
         (l, a)
     };
-    tokio::spawn(healthd::serve_agent(agent_listener, None, stop.clone()));
+    tokio::spawn(healthd::serve_agent(
+        agent_listener,
+        None,
+        healthd::AgentPolicy::default(),
+        stop.clone(),
+    ));
     let config = DaemonConfig::parse(&format!(
         r#"
 [server]

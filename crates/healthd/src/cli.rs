@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DEFAULT_LISTEN;
+use health_types::ErrorChain;
+
+use crate::{agent::AllowEntry, config::DEFAULT_LISTEN};
 
 /// Exit code: healthy / success.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -71,9 +73,22 @@ pub enum Command {
         /// Server key (PEM).
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
-        /// CA (PEM) whose client certificates are required (mutual TLS).
+        /// CA (PEM) whose client certificates are required (mutual TLS). Without it, any
+        /// client that reaches the address can use the agent: on a non-loopback address
+        /// the agent prints a warning.
         #[arg(long, requires = "cert")]
         client_ca: Option<PathBuf>,
+        /// Admits targets in this network (CIDR such as 10.0.0.0/8 or fd00::/8, or one
+        /// address) or with exactly this host name (case-insensitive); repeatable. Other
+        /// targets are refused with 403; a host name is resolved and every address it has
+        /// must be admitted. Without --allow every network target is admitted.
+        #[arg(long, value_name = "CIDR|HOST", value_parser = parse_allow)]
+        allow: Vec<AllowEntry>,
+        /// Directory whose files file checks (scheme=file or fileserver) may look at,
+        /// after resolving `..` and symbolic links; others are refused with 403. Without
+        /// it every file check is refused.
+        #[arg(long, value_name = "DIR")]
+        file_root: Option<PathBuf>,
     },
 }
 
@@ -97,4 +112,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be greater than 0".into());
     }
     Ok(d)
+}
+
+fn parse_allow(text: &str) -> Result<AllowEntry, String> {
+    text.parse().map_err(|e| ErrorChain(&e).to_string())
 }

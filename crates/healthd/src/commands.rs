@@ -30,7 +30,11 @@ pub async fn dispatch(command: Command) -> u8 {
             cert,
             key,
             client_ca,
-        } => report(agent::serve_until_signal(listen, cert, key, client_ca).await),
+            allow,
+            file_root,
+        } => {
+            report(agent::serve_until_signal(listen, cert, key, client_ca, allow, file_root).await)
+        }
     }
 }
 

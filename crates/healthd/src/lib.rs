@@ -22,7 +22,7 @@ mod test_support;
 mod upstreams;
 
 pub use self::{
-    agent::serve_agent,
+    agent::{AgentPolicy, AllowEntry, AllowEntryError, serve_agent},
     cli::{Cli, Command},
     commands::dispatch,
     config::{ConfigFileError, ConfigProblem, DEFAULT_LISTEN, DaemonConfig},

@@ -388,4 +388,68 @@ async fn agent_answers_and_stops_on_sigterm_with_exit_0() {
     assert!(answer.contains("\"healthy\":true"), "{answer}");
     let took = stop(&mut child, "-TERM", Duration::from_secs(6)).await;
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    // On loopback there is nothing to warn about.
+    let rest = rest_of(&mut rx).await;
+    assert!(!rest.iter().any(|l| l.starts_with("warning:")), "{rest:?}");
+}
+
+/// The lines `child` printed after those already read, once it has exited (bounded).
+async fn rest_of(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(line) = rx.recv().await {
+            rest.push(line);
+        }
+    })
+    .await
+    .unwrap();
+    rest
+}
+
+#[tokio::test]
+async fn agent_on_a_public_address_without_client_certificates_warns() {
+    let mut child = spawn(&["agent", "--listen", "0.0.0.0:0"]);
+    let mut rx = lines(&mut child);
+    wait_for_line(
+        &mut rx,
+        "healthd agent: http://0.0.0.0:",
+        Duration::from_secs(10),
+    )
+    .await;
+    let warning = wait_for_line(&mut rx, "warning", Duration::from_secs(5)).await;
+    assert!(
+        warning.starts_with("warning: agent without client certificates: "),
+        "{warning}"
+    );
+    assert!(warning.contains("no --allow"), "{warning}");
+    stop(&mut child, "-TERM", Duration::from_secs(6)).await;
+}
+
+#[tokio::test]
+async fn agent_refuses_a_bad_allow_entry_or_file_root_with_exit_2() {
+    let missing = "/nonexistent/healthd-file-root";
+    for (flags, reason) in [
+        (
+            ["--allow", "10.0.0.0/33"],
+            "\"10.0.0.0/33\" is not a network",
+        ),
+        (
+            ["--file-root", missing],
+            "cannot use --file-root /nonexistent/healthd-file-root",
+        ),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_healthd"))
+            .args(["agent", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the agent exits")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+    }
 }
