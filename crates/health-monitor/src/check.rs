@@ -43,7 +43,9 @@ async fn run_check(
     let stopped = shared.stopped();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
-    if !shared.is_current(generation) {
+    // From here until it completes, this is the monitor's one check in flight: a
+    // `check_now` joins it rather than starting another.
+    if !shared.begin_check(generation) {
         return;
     }
     let began = Instant::now();

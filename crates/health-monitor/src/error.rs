@@ -17,6 +17,11 @@ pub enum MonitorError {
     /// The scope was cancelled; nothing can start under it.
     #[error("monitor {0:?} cannot start: its scope was cancelled")]
     ScopeClosed(String),
+    /// [`check_now`](crate::Monitor::check_now) on a monitor that is not running (never
+    /// started, stopped, stopped itself after `max_errors`, or its scope cancelled), or
+    /// that stopped before the check ended.
+    #[error("monitor {0:?} is not running")]
+    NotRunning(String),
     /// `start` outside a tokio runtime.
     #[error("monitor {0:?} cannot start outside a tokio runtime")]
     NoRuntime(String),

@@ -1,6 +1,6 @@
 //! The monitor's lifecycle: its shared state ([`Shared`]) and the calls that change it
-//! (start, finish, restart, a check's completion), with the snapshots and events they
-//! publish and the state they persist.
+//! (start, finish, restart, a check asked for now, a check's completion), with the
+//! snapshots and events they publish and the state they persist.
 //!
 //! # What is persisted, when
 //!
@@ -34,10 +34,10 @@ use std::{
 use arc_swap::ArcSwap;
 use health_types::{
     CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, MonitorState, Probe,
-    ProbeError, StateSink, Status, SystemClock, Url, Verdict, duration_nanos,
+    ProbeError, StateSink, Status, SystemClock, Url, Verdict, duration_nanos, redacted,
 };
 use tokio::{
-    sync::{Notify, futures::Notified, watch},
+    sync::{Notify, futures::Notified, oneshot, watch},
     time::Instant,
 };
 
@@ -67,7 +67,9 @@ pub(crate) struct Shared {
     watch: OnceLock<watch::Sender<Arc<Snapshot>>>,
     /// Wakes the check in flight when the monitor is finished or restarted.
     stop: Notify,
-    /// Bumped on every start and stop; scheduled checks of an older run are skipped.
+    /// Bumped on every start and stop, and when [`check_now`](Self::check_now) puts a
+    /// check due now in place of the one the scheduler holds; a scheduled check of an
+    /// older value is skipped.
     generation: AtomicU64,
     /// Written only by the one check in flight and by lifecycle calls; never held
     /// across an await.
@@ -111,6 +113,65 @@ impl Parts {
 /// How often, at most, a `last_seen` that changed alone is recorded (see the module docs).
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
+/// How often, at most, one monitor logs a local result: a storm of them (the process out
+/// of file descriptors) logs one line per monitor per minute, with the count in between.
+const LOCAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The check of the current run that is in flight or asked for by `check_now`, with the
+/// `check_now` callers waiting for its result.
+#[derive(Debug, Default)]
+struct Flight {
+    waiters: Vec<oneshot::Sender<CheckResult>>,
+}
+
+impl Flight {
+    /// Whether anyone waits for the result.
+    fn awaited(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// Hands `result` to every caller waiting.
+    fn answer(self, result: &CheckResult) {
+        for waiter in self.waiters {
+            // A caller that went away (its future dropped) needs nothing.
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// What a stop does with the `check_now` callers waiting for the check it drops.
+#[derive(Clone, Copy, Debug)]
+enum Waiters {
+    /// They fail: the monitor stopped.
+    Fail,
+    /// They wait for the first check of the run that follows at once (a restart).
+    Keep,
+}
+
+/// When a monitor last logged a local result, and how many it did not log since.
+#[derive(Debug, Default)]
+struct LocalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl LocalLog {
+    /// Notes a local result at `now`: `Some(results not logged before it)` when this one
+    /// is to be logged (the first, or [`LOCAL_LOG_EVERY`] after the last logged one).
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < LOCAL_LOG_EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct RunState {
     machine: StateMachine,
@@ -124,6 +185,11 @@ struct RunState {
     /// The state last handed to the state sink, or restored: what a change is measured
     /// against.
     recorded: MonitorState,
+    /// A check of the current run is in flight or asked for by `check_now` (then a
+    /// `check_now` joins it); `None` between checks.
+    flight: Option<Flight>,
+    /// The rate limit of local results' log lines (kept across restarts).
+    local_log: LocalLog,
 }
 
 impl Shared {
@@ -152,6 +218,8 @@ impl Shared {
                 restored: false,
                 outage_start: None,
                 recorded: MonitorState::default(),
+                flight: None,
+                local_log: LocalLog::default(),
             },
             Some(state) => {
                 let machine = StateMachine::restore(&config, &state, Instant::now(), clock.now());
@@ -168,6 +236,8 @@ impl Shared {
                     jitter_pending: false,
                     restored: true,
                     recorded: state,
+                    flight: None,
+                    local_log: LocalLog::default(),
                 }
             }
         };
@@ -279,7 +349,7 @@ impl Shared {
             self.store(next);
             generation
         };
-        tracing::debug!(monitor = %self.name, url = %self.url.load(), "monitor started");
+        tracing::debug!(monitor = %self.name, url = %redacted(&self.url.load()), "monitor started");
         if scheduler
             .schedule(now, generation, Arc::downgrade(self))
             .is_err()
@@ -290,24 +360,38 @@ impl Shared {
         Ok(())
     }
 
-    /// Stops the current run: status Stopped, no event, a check in flight is dropped.
+    /// Stops the current run: status Stopped, no event, a check in flight is dropped
+    /// (and `check_now` callers waiting for it fail).
     pub(crate) fn finish(&self, reason: &str) {
-        if self.stop_run(None) {
+        self.finish_run(reason, Waiters::Fail);
+    }
+
+    fn finish_run(&self, reason: &str, waiters: Waiters) {
+        if self.stop_run(None, waiters) {
             self.stop.notify_waiters();
             tracing::info!(monitor = %self.name, reason, "monitor stopped");
         }
     }
 
     /// Stops and starts again on the scheduler of the last start, with counters reset and
-    /// the outage kept.
+    /// the outage kept. `check_now` callers waiting for a check that this drops get the
+    /// restarted run's first check, due at once.
     pub(crate) fn restart(self: &Arc<Self>) -> Result<(), MonitorError> {
         let scheduler = self
             .lock_run()
             .scheduler
             .clone()
             .ok_or_else(|| MonitorError::NotStarted(self.name.to_string()))?;
-        self.finish("restart");
-        self.start(&scheduler)
+        self.finish_run("restart", Waiters::Keep);
+        let started = self.start(&scheduler);
+        if started.is_err() {
+            let mut run = self.lock_run();
+            if !self.snapshot.load().running {
+                // No first check will answer them.
+                run.flight = None;
+            }
+        }
+        started
     }
 
     /// Replaces the URL (the next check uses it) once the probe accepts it.
@@ -327,28 +411,87 @@ impl Shared {
             .subscribe()
     }
 
-    /// Resolves when the current run is finished or restarted. Enable it before checking
-    /// [`is_current`](Self::is_current), so that a finish in between is never missed.
+    /// Claims the check of run `generation` that came due: `false` when that run is over
+    /// (stopped, restarted, or its scheduled check replaced by `check_now`'s). Until the
+    /// check completes, `check_now` joins it.
+    pub(crate) fn begin_check(&self, generation: u64) -> bool {
+        let mut run = self.lock_run();
+        if !self.is_current(generation) {
+            return false;
+        }
+        // Asked for by `check_now` (with its callers waiting), or a scheduled one.
+        run.flight.get_or_insert_with(Flight::default);
+        true
+    }
+
+    /// Runs the next check now, or joins the one in flight, and returns its result (see
+    /// [`Monitor::check_now`](crate::Monitor::check_now)).
+    pub(crate) async fn check_now(self: &Arc<Self>) -> Result<CheckResult, MonitorError> {
+        self.join_check()?
+            .await
+            // The check was dropped by a stop.
+            .map_err(|_| MonitorError::NotRunning(self.name.to_string()))
+    }
+
+    /// A receiver of the result of the check in flight, or of one put in place of the
+    /// scheduled check, due now.
+    fn join_check(self: &Arc<Self>) -> Result<oneshot::Receiver<CheckResult>, MonitorError> {
+        let not_running = || MonitorError::NotRunning(self.name.to_string());
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        let due_now = {
+            let mut run = self.lock_run();
+            if !self.snapshot.load().running {
+                return Err(not_running());
+            }
+            if let Some(flight) = &mut run.flight {
+                flight.waiters.push(tx);
+                None
+            } else {
+                let scheduler = run.scheduler.clone().ok_or_else(not_running)?;
+                // The check the scheduler holds belongs to the old value: it is skipped
+                // when it comes due, and this one takes its place.
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                run.flight = Some(Flight { waiters: vec![tx] });
+                self.publish(|s| s.next_check = Some(now));
+                Some((scheduler, generation))
+            }
+        };
+        if let Some((scheduler, generation)) = due_now
+            && scheduler
+                .schedule(now, generation, Arc::downgrade(self))
+                .is_err()
+        {
+            // The scope is closing: the monitor stops, and the receiver learns it.
+            self.stop_by_scope(generation);
+        }
+        Ok(rx)
+    }
+
+    /// Resolves when the current run is finished or restarted. Enable it before
+    /// [`begin_check`](Self::begin_check), so that a finish in between is never missed.
     pub(crate) fn stopped(&self) -> Notified<'_> {
         self.stop.notified()
     }
 
-    /// Whether `generation` is the current run (not stopped or restarted since).
-    pub(crate) fn is_current(&self, generation: u64) -> bool {
+    /// Whether `generation` is the current run (not stopped, restarted, or its scheduled
+    /// check replaced by `check_now`'s since).
+    fn is_current(&self, generation: u64) -> bool {
         self.generation.load(Ordering::SeqCst) == generation
     }
 
     /// Marks run `generation` stopped because its scope was cancelled or closed.
     pub(crate) fn stop_by_scope(&self, generation: u64) {
-        if self.stop_run(Some(generation)) {
+        if self.stop_run(Some(generation), Waiters::Fail) {
             tracing::debug!(monitor = %self.name, "monitor stopped: scope cancelled");
         }
     }
 
     /// Stops the current run (only if it is `generation`, when given): status Stopped,
-    /// scheduled checks invalidated, a `last_seen` newer than the recorded one recorded.
-    /// Returns whether a running monitor was stopped.
-    fn stop_run(&self, generation: Option<u64>) -> bool {
+    /// scheduled checks invalidated, `check_now` callers failed or kept for the next run
+    /// as `waiters` says, a `last_seen` newer than the recorded one recorded. Returns
+    /// whether a running monitor was stopped.
+    fn stop_run(&self, generation: Option<u64>, waiters: Waiters) -> bool {
         let flush = {
             let mut run = self.lock_run();
             let current = self.generation.load(Ordering::SeqCst);
@@ -358,6 +501,12 @@ impl Shared {
             }
             self.generation.fetch_add(1, Ordering::SeqCst);
             run.machine.stop();
+            // The check in flight (if any) is dropped. Its `check_now` callers learn it
+            // from their channels, or, kept, are answered by the next run's first check.
+            run.flight = match waiters {
+                Waiters::Fail => None,
+                Waiters::Keep => run.flight.take().filter(Flight::awaited),
+            };
             // The status recorded stays the last check's (see the module docs).
             let flush = (self.state_sink.is_some() && snapshot.last_seen != run.recorded.last_seen)
                 .then(|| MonitorState {
@@ -394,7 +543,8 @@ impl Shared {
     }
 
     /// Feeds the outcome of a check that began at `began` to run `generation`, publishes
-    /// the snapshot, emits events and schedules the next check.
+    /// the snapshot, emits events, answers `check_now` callers and schedules the next
+    /// check.
     pub(crate) fn complete(
         self: &Arc<Self>,
         scheduler: &Scheduler<Shared>,
@@ -405,13 +555,23 @@ impl Shared {
         let ended = Instant::now();
         let verdict = Verdict::of(&outcome);
         let result = outcome.unwrap_or_else(|err| err.to_result(ended - began));
+        if verdict == Verdict::Local {
+            self.complete_local(scheduler, generation, began, ended, result);
+            return;
+        }
         let wall = self.clock.now();
 
-        let (transition, next, snapshot, outage_start, record) = {
+        let (transition, next, snapshot, outage_start, record, answer) = {
             let mut run = self.lock_run();
             if !self.is_current(generation) {
                 return;
             }
+            // `check_now` callers get the result as the monitor took it in.
+            let answer = run
+                .flight
+                .take()
+                .filter(Flight::awaited)
+                .map(|flight| (flight, result.clone()));
             let before = run.outage_start;
             let transition = run.machine.observe(verdict, ended);
             run.outage_start = if run.machine.in_outage() {
@@ -428,12 +588,7 @@ impl Shared {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 None
             } else {
-                let mut due = began + run.machine.next_interval(&self.config);
-                if run.jitter_pending {
-                    run.jitter_pending = false;
-                    due += random_below(self.config.effective_jitter());
-                }
-                Some(due.max(ended))
+                Some(self.next_due(&mut run, began, ended))
             };
             let machine = &run.machine;
             let transition = &transition;
@@ -460,7 +615,14 @@ impl Shared {
                 }
                 due.then_some(state)
             });
-            (*transition, next, snapshot, outage_start, record.flatten())
+            (
+                *transition,
+                next,
+                snapshot,
+                outage_start,
+                record.flatten(),
+                answer,
+            )
         };
 
         self.log(&transition, verdict, &snapshot);
@@ -489,10 +651,78 @@ impl Shared {
                 }
             }
         }
-        if let Some(at) = next
-            && scheduler
-                .schedule(at, generation, Arc::downgrade(self))
-                .is_err()
+        if let Some((flight, result)) = answer {
+            flight.answer(&result);
+        }
+        if let Some(at) = next {
+            self.schedule_next(scheduler, generation, at);
+        }
+    }
+
+    /// Completes a check of run `generation` whose result is local (it failed on our
+    /// side): the state machine, the status, the persisted state and the last result
+    /// shown stay as they were; nothing is sent; the result is counted
+    /// ([`ResultCounts::local`](crate::ResultCounts::local)) and logged at most once per
+    /// [`LOCAL_LOG_EVERY`]; `check_now` callers get it; the next check is due at the
+    /// interval in force, as after any check.
+    fn complete_local(
+        self: &Arc<Self>,
+        scheduler: &Scheduler<Shared>,
+        generation: u64,
+        began: Instant,
+        ended: Instant,
+        result: CheckResult,
+    ) {
+        let (next, flight, log) = {
+            let mut run = self.lock_run();
+            if !self.is_current(generation) {
+                return;
+            }
+            let next = self.next_due(&mut run, began, ended);
+            self.publish(|s| {
+                s.results.count(Verdict::Local);
+                s.next_check = Some(next);
+            });
+            (next, run.flight.take(), run.local_log.note(ended))
+        };
+        if let Some(unlogged) = log {
+            tracing::warn!(
+                monitor = %self.name,
+                kind = %result.kind,
+                detail = %result.detail,
+                unlogged,
+                "health check failed on our side; the result is not counted against the target"
+            );
+        }
+        if let Some(flight) = flight {
+            flight.answer(&result);
+        }
+        self.schedule_next(scheduler, generation, next);
+    }
+
+    /// When the check after one that began at `began` and ended at `ended` is due: one
+    /// interval (the one in force now) after it began, the first time offset by the
+    /// jitter, and not before it ended. Call with the run lock held.
+    fn next_due(&self, run: &mut RunState, began: Instant, ended: Instant) -> Instant {
+        let mut due = began + run.machine.next_interval(&self.config);
+        if run.jitter_pending {
+            run.jitter_pending = false;
+            due += random_below(self.config.effective_jitter());
+        }
+        due.max(ended)
+    }
+
+    /// Schedules run `generation`'s next check at `at`; a scheduler that no longer takes
+    /// it (the scope is closing) stops the run.
+    fn schedule_next(
+        self: &Arc<Self>,
+        scheduler: &Scheduler<Shared>,
+        generation: u64,
+        at: Instant,
+    ) {
+        if scheduler
+            .schedule(at, generation, Arc::downgrade(self))
+            .is_err()
         {
             self.stop_by_scope(generation);
         }
@@ -509,7 +739,8 @@ impl Shared {
         Event {
             kind,
             service: self.name.clone(),
-            url: snapshot.url.to_string(),
+            // Passwords never leave the process (SPEC §9.3).
+            url: redacted(&snapshot.url).into_owned(),
             detail: snapshot.detail.clone(),
             latency: snapshot.latency,
             last_seen: snapshot.last_seen,
@@ -589,5 +820,24 @@ fn random_below(bound: Duration) -> Duration {
         Duration::ZERO
     } else {
         Duration::from_nanos(fastrand::u64(..nanos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_results_are_logged_once_a_minute_with_the_count_between() {
+        let t0 = Instant::now();
+        let mut log = LocalLog::default();
+        let mut noted = Vec::new();
+        for secs in [0, 1, 30, 59, 60, 61, 200, 200] {
+            noted.push(log.note(t0 + Duration::from_secs(secs)));
+        }
+        assert_eq!(
+            noted,
+            [Some(0), None, None, None, Some(3), None, Some(1), None]
+        );
     }
 }

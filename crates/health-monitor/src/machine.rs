@@ -29,10 +29,14 @@ use tokio::time::Instant;
 /// | Error     | healthy   | Healthy once passes ≥ R, else Error |
 /// | Error     | unhealthy | Unhealthy |
 /// | Error     | error     | Error; stops itself once errors ≥ max_errors (> 0) |
+/// | any       | local     | unchanged: no counter moves, no event (SPEC §9.3) |
 /// | any       | stop      | Stopped |
 ///
 /// `Unknown` and `Napping` (set from outside) take results as `Starting` does; a
-/// `Stopped` machine ignores results.
+/// `Stopped` machine ignores results. A `local` result ([`Verdict::Local`]: the check
+/// failed on our side, out of file descriptors or memory) says nothing about the target:
+/// the machine is left exactly as it was, so it neither starts nor ends an outage and
+/// never counts toward `max_errors`.
 ///
 /// Events within one result, in this order: `down` when failures reaches F for the first
 /// time in an outage; `up` when the status becomes Healthy and a `down` was sent for this
@@ -278,7 +282,9 @@ impl StateMachine {
     /// Feeds one result that ended at `now`.
     pub fn observe(&mut self, verdict: Verdict, now: Instant) -> Transition {
         let from = self.status;
-        if from == Status::Stopped {
+        // Any => unchanged: a stopped machine ignores results, and a local result says
+        // nothing about the target.
+        if from == Status::Stopped || verdict == Verdict::Local {
             return Transition {
                 from,
                 to: from,
@@ -302,6 +308,8 @@ impl StateMachine {
                 self.failures = self.failures.saturating_add(1);
                 self.errors = self.errors.saturating_add(1);
             }
+            // Returned above.
+            Verdict::Local => {}
         }
         if verdict != Verdict::Healthy && self.outage_since.is_none() {
             self.outage_since = Some(now);
@@ -336,8 +344,8 @@ impl StateMachine {
             (Error, Verdict::Unhealthy) => Unhealthy,
             // Error => Error: still failing to check (max_errors handled below).
             (Error, Verdict::Error) => Error,
-            // Stopped ignores results (returned above).
-            (Stopped, _) => Stopped,
+            // Stopped ignores results, and local results change nothing (returned above).
+            (Stopped, _) | (_, Verdict::Local) => from,
         };
         self.status = to;
 
@@ -507,6 +515,47 @@ mod tests {
         let mut m = machine(2, 1, 2);
         let out = run(&mut m, &[E, E]);
         assert_eq!(out[1].1, [EventKind::Down, EventKind::Stopped]);
+    }
+
+    #[test]
+    fn local_results_change_nothing_in_any_phase() {
+        use Verdict::Local as L;
+        // Healthy, confirming a fall, Unhealthy after a down, rising, Error near max_errors.
+        let prefixes: [&[Verdict]; 5] = [&[H], &[H, U], &[U, U], &[U, U, H], &[E, E]];
+        for prefix in prefixes {
+            let mut m = machine(2, 2, 3);
+            run(&mut m, prefix);
+            let before = (
+                m.status(),
+                m.failures(),
+                m.errors(),
+                m.passes(),
+                m.down_sent(),
+            );
+            let (in_outage, state) = (m.in_outage(), m.state(None, None));
+            for (to, events) in run(&mut m, &[L; 20]) {
+                assert_eq!((to, events), (before.0, vec![]), "{prefix:?}");
+            }
+            let after = (
+                m.status(),
+                m.failures(),
+                m.errors(),
+                m.passes(),
+                m.down_sent(),
+            );
+            assert_eq!(after, before, "{prefix:?}");
+            assert_eq!((m.in_outage(), m.state(None, None)), (in_outage, state));
+        }
+        // Interleaved, they neither break a run of errors toward max_errors nor extend it.
+        let mut m = machine(10, 1, 3);
+        let out = run(&mut m, &[E, L, E, L, L, E]);
+        assert_eq!(out[5], (Status::Error, vec![EventKind::Stopped]));
+        // From Starting: still Starting, and the first real result counts as the first.
+        let mut m = machine(3, 1, 5);
+        assert_eq!(
+            statuses(&mut m, &[L, L, U]),
+            [Status::Starting, Status::Starting, Status::Unhealthy]
+        );
     }
 
     #[test]

@@ -204,6 +204,39 @@ impl Monitor {
         self.snapshot().to_json(&self.shared.config, Instant::now())
     }
 
+    /// Runs the monitor's next check now and returns its result; if a check is already in
+    /// flight, waits for that one instead (SPEC §9.3).
+    ///
+    /// The check is the monitor's own: it never runs alongside another check of this
+    /// monitor, and callers that ask while one is in flight (scheduled, or asked for by
+    /// another caller) share it, so N concurrent calls make one probe call. It runs in
+    /// the monitor's scope like a scheduled check (taking one of its
+    /// [`max_in_flight`](crate::SchedulerOptions::max_in_flight) slots, under the
+    /// monitor's `timeout`), and its result feeds the state machine exactly as a
+    /// scheduled check's does: counters, status, `down`/`up`/`stopped` events, persisted
+    /// state. It takes the place of the check that was due: the next one is due one
+    /// interval after this one began.
+    ///
+    /// The result is the one the monitor took in: a probe error comes back as its record
+    /// ([`ProbeError::to_result`]: `healthy = false`, its kind, the latency the monitor
+    /// measured), a late check as an unhealthy `timeout` result, a local one with kind
+    /// `local` (which the state machine did not count).
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError::NotRunning`] when the monitor is not running (never started,
+    /// stopped, stopped itself after `max_errors`, or its scope cancelled), or when it is
+    /// stopped before the check ends. A restart during the check does not fail the call:
+    /// it returns the restarted run's first check instead.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future abandons only the wait. The check goes on in the
+    /// monitor's scope, its result is taken in, and other callers still get it.
+    pub async fn check_now(&self) -> Result<CheckResult, MonitorError> {
+        self.shared.check_now().await
+    }
+
     /// Waits until the monitor is not running (stopped, finished or its scope cancelled).
     pub async fn stopped(&self) {
         let mut rx = self.subscribe();

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use health_types::{CheckKind, ConfigJson, HealthCheckConfig, MonitorJson, Status, Url, Verdict};
+use health_types::{
+    CheckKind, ConfigJson, HealthCheckConfig, MonitorJson, Status, Url, Verdict, redacted,
+};
 use tokio::time::Instant;
 
 /// One consistent view of a monitor, published after every change.
@@ -57,12 +59,16 @@ pub struct ResultCounts {
     pub unhealthy: u64,
     /// Error results (panics included).
     pub error: u64,
+    /// Local results: checks that failed on our side (out of file descriptors, buffers
+    /// or memory; no local address). Counted here and nowhere else: they move none of
+    /// the state machine's counters (SPEC §9.3).
+    pub local: u64,
 }
 
 impl ResultCounts {
-    /// All results.
+    /// All results, local ones included.
     pub fn total(&self) -> u64 {
-        self.healthy + self.unhealthy + self.error
+        self.healthy + self.unhealthy + self.error + self.local
     }
 
     /// Counts one result of `verdict`.
@@ -71,6 +77,7 @@ impl ResultCounts {
             Verdict::Healthy => &mut self.healthy,
             Verdict::Unhealthy => &mut self.unhealthy,
             Verdict::Error => &mut self.error,
+            Verdict::Local => &mut self.local,
         };
         *counter += 1;
     }
@@ -114,6 +121,7 @@ impl Snapshot {
     }
 
     /// The GoDoxy-compatible JSON form (SPEC §4), with `config` and the uptime as of `now`.
+    /// A password in the URL is shown as `***` (SPEC §9.3).
     pub fn to_json(&self, config: &HealthCheckConfig, now: Instant) -> MonitorJson {
         MonitorJson {
             name: self.name.to_string(),
@@ -124,7 +132,7 @@ impl Snapshot {
             latency: i64::try_from(self.latency.as_millis()).unwrap_or(i64::MAX),
             last_seen: self.last_seen.map_or(0, unix_seconds),
             detail: self.detail.clone(),
-            url: self.url.to_string(),
+            url: redacted(&self.url).into_owned(),
             failures: self.failures,
         }
     }

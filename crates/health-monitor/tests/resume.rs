@@ -283,6 +283,29 @@ async fn a_steady_monitor_records_last_seen_once_a_minute_and_on_shutdown() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn local_results_record_nothing() {
+    // Healthy 0 s to 50 s (recorded at 0 s: last_seen alone waits a minute), then local
+    // results (SPEC §9.3): they change the persisted state in nothing, so none is
+    // recorded, not even the last_seen that came due meanwhile; the shutdown flushes it.
+    let probe = FakeProbe::new(|i| if i < 6 { Act::Healthy } else { Act::Local });
+    let journal = Arc::new(Journal::default());
+    let m = journaled_healthy(probe, &journal);
+    let scope = start(&m);
+    run_for(Duration::from_secs(135)).await;
+    assert_eq!(m.snapshot().results.local, 8);
+    let records = journal.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].0.last_seen, Some(at(0)));
+    scope.shutdown().await;
+    let records = journal.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].0.status, records[0].0.last_seen),
+        (Status::Healthy, Some(at(50)))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restart_during_a_notified_outage_sends_no_second_down_and_one_whole_up() {
     // F = 2: down at 10 s; restarted at 15 s; failing until healthy at 35 s.
     let probe = FakeProbe::new(|i| if i < 4 { Act::Unhealthy } else { Act::Healthy });

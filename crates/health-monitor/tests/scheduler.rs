@@ -497,6 +497,31 @@ async fn json_form_matches_the_snapshot() {
     scope.shutdown().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_password_reaches_the_probe_and_nothing_else() {
+    let probe = FakeProbe::always(Act::Unhealthy);
+    let (m, mut events) = with_events(
+        builder_of("svc", "http://admin:s3cret@svc.test/", probe.clone()).config(
+            HealthCheckConfig {
+                retries: -1,
+                ..every(10)
+            },
+        ),
+    );
+    let scope = start(&m);
+    run_for(Duration::from_secs(1)).await;
+    assert_eq!(
+        probe.calls.lock().unwrap()[0].1.password(),
+        Some("s3cret"),
+        "the probe checks the URL as configured"
+    );
+    assert_eq!(m.to_json().url, "http://admin:***@svc.test/");
+    let down = events.try_recv().unwrap();
+    assert_eq!(down.kind, EventKind::Down);
+    assert_eq!(down.url, "http://admin:***@svc.test/");
+    scope.shutdown().await;
+}
+
 #[test]
 fn starting_outside_a_runtime_is_an_error_not_a_panic() {
     let m = monitor(

@@ -12,7 +12,8 @@ fn verdict() -> impl Strategy<Value = Verdict> {
     prop_oneof![
         Just(Verdict::Healthy),
         Just(Verdict::Unhealthy),
-        Just(Verdict::Error)
+        Just(Verdict::Error),
+        Just(Verdict::Local)
     ]
 }
 
@@ -61,7 +62,15 @@ proptest! {
         let mut ups = 0;
         for (i, verdict) in verdicts.iter().copied().enumerate() {
             let from = machine.status();
+            let counters = (machine.failures(), machine.errors(), machine.passes());
             let t = machine.observe(verdict, t0 + Duration::from_secs(i as u64));
+            if verdict == Verdict::Local {
+                // Any => unchanged: a local result says nothing about the target.
+                prop_assert_eq!(t.to, from);
+                prop_assert!(t.events.is_empty());
+                prop_assert_eq!((machine.failures(), machine.errors(), machine.passes()), counters);
+                continue;
+            }
             seen.push(verdict);
 
             prop_assert!(allowed(from, verdict).contains(&t.to), "{from} + {verdict:?} -> {}", t.to);

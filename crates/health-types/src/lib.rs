@@ -39,7 +39,10 @@ pub use self::{
     scheme::{Scheme, UnknownScheme, unsupported_reason, unsupported_scheme},
     status::{ParseStatusError, Status},
     target::{AgentSpec, DockerSpec, Target},
-    util::{ErrorChain, TRUNCATION_MARKER, duration_nanos, timed_out_after, truncate},
+    util::{
+        ErrorChain, PASSWORD_MASK, TRUNCATION_MARKER, duration_nanos, redacted, timed_out_after,
+        truncate,
+    },
 };
 
 pub use url::Url;

@@ -37,6 +37,10 @@ pub enum CheckKind {
     Config,
     /// A bug or unexpected failure inside the checker.
     Internal,
+    /// A failure on our side that says nothing about the target (out of file
+    /// descriptors, buffers or memory; no local address): it changes no counter, sends
+    /// nothing and never stops a monitor (SPEC §9.3).
+    Local,
 }
 
 crate::util::wire_names! {
@@ -55,6 +59,7 @@ crate::util::wire_names! {
         Container => "container",
         Config => "config",
         Internal => "internal",
+        Local => "local",
     }
 }
 
@@ -96,10 +101,13 @@ impl CheckResult {
         }
     }
 
-    /// The [`Verdict`] this result stands for (`Healthy` or `Unhealthy`).
+    /// The [`Verdict`] this result stands for: `Healthy` or `Unhealthy`, or `Local` for
+    /// an unhealthy record of kind [`CheckKind::Local`] (an agent's own our-side failure).
     pub const fn verdict(&self) -> Verdict {
         if self.healthy {
             Verdict::Healthy
+        } else if matches!(self.kind, CheckKind::Local) {
+            Verdict::Local
         } else {
             Verdict::Unhealthy
         }
@@ -151,13 +159,19 @@ pub enum Verdict {
     Unhealthy,
     /// The checker could not do its job.
     Error,
+    /// The check failed on our side (kind [`CheckKind::Local`]: out of file descriptors,
+    /// buffers or memory, no local address): it says nothing about the target, so it
+    /// changes no counter, sends nothing and never stops a monitor (SPEC §9.3).
+    Local,
 }
 
 impl Verdict {
-    /// The verdict of a probe outcome.
+    /// The verdict of a probe outcome: an error of kind [`CheckKind::Local`] is `Local`,
+    /// any other error is `Error`.
     pub const fn of(outcome: &Result<CheckResult, ProbeError>) -> Verdict {
         match outcome {
             Ok(result) => result.verdict(),
+            Err(err) if matches!(err.kind, CheckKind::Local) => Verdict::Local,
             Err(_) => Verdict::Error,
         }
     }
@@ -208,5 +222,16 @@ mod tests {
         assert_eq!(Verdict::of(&ok), Verdict::Healthy);
         assert_eq!(Verdict::of(&bad), Verdict::Unhealthy);
         assert_eq!(Verdict::of(&err), Verdict::Error);
+    }
+
+    #[test]
+    fn our_side_failures_are_local_verdicts_whichever_way_they_come() {
+        let err = ProbeError::new(CheckKind::Local, "too many open files");
+        assert_eq!(Verdict::of(&Err(err.clone())), Verdict::Local);
+        // An agent's own local failure comes back as a result record of that kind.
+        let record = err.to_result(Duration::ZERO);
+        assert_eq!(record.verdict(), Verdict::Local);
+        assert_eq!(Verdict::of(&Ok(record)), Verdict::Local);
+        assert_eq!(CheckKind::Local.as_str(), "local");
     }
 }

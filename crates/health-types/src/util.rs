@@ -103,6 +103,23 @@ pub fn timed_out_after(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))
 }
 
+/// What stands for a password wherever a URL is shown (SPEC §9.3).
+pub const PASSWORD_MASK: &str = "***";
+
+/// `url` as it may be shown: a password in it becomes [`PASSWORD_MASK`]
+/// (`http://admin:***@host/`); the user name, path and query are kept. Passwords never
+/// leave the process: the API, the status page, notifications, logs and metrics show
+/// URLs through this.
+pub fn redacted(url: &url::Url) -> std::borrow::Cow<'_, str> {
+    if url.password().is_none() {
+        return std::borrow::Cow::Borrowed(url.as_str());
+    }
+    let mut shown = url.clone();
+    // Setting a password fails only on URLs that cannot have one, and this one has one.
+    let _ = shown.set_password(Some(PASSWORD_MASK));
+    std::borrow::Cow::Owned(shown.into())
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -150,5 +167,17 @@ mod tests {
         );
         assert_eq!(duration_nanos(Duration::from_micros(3)), 3000);
         assert_eq!(duration_nanos(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn redacted_masks_only_the_password() {
+        let url = url::Url::parse("http://admin:s3cret@host:8080/p?q=1#f").unwrap();
+        assert_eq!(redacted(&url), "http://admin:***@host:8080/p?q=1#f");
+        let url = url::Url::parse("http://admin@host/").unwrap();
+        assert_eq!(redacted(&url), "http://admin@host/");
+        let url = url::Url::parse("http://host/a?password=x").unwrap();
+        assert!(matches!(redacted(&url), std::borrow::Cow::Borrowed(_)));
+        let url = url::Url::parse("http://:only@host/").unwrap();
+        assert_eq!(redacted(&url), "http://:***@host/");
     }
 }

@@ -29,6 +29,8 @@ pub(crate) enum Act {
     Healthy,
     Unhealthy,
     Error,
+    /// Fails on our side: an error of kind `local` (`too many open files`).
+    Local,
     Panic,
     /// Answers healthy after this long.
     Slow(Duration),
@@ -119,6 +121,7 @@ impl Probe for FakeProbe {
                 Duration::from_millis(3),
             )),
             Act::Error => Err(ProbeError::new(CheckKind::Io, "permission denied")),
+            Act::Local => Err(ProbeError::new(CheckKind::Local, "too many open files")),
             Act::Panic => panic!("boom"),
             Act::Slow(d) => {
                 tokio::time::sleep(d).await;
