@@ -175,6 +175,9 @@ enum Scripted {
     Healthy,
     Unhealthy,
     Error,
+    /// Fails on our side (SPEC §9.3): an error of kind `local`, detail `too many open
+    /// files` unless the step gives one.
+    Local,
     Panic,
     Hang,
 }
@@ -221,7 +224,7 @@ struct Step {
     expect: Expect,
 }
 
-struct Vector {
+pub(crate) struct Vector {
     name: String,
     url: Url,
     initial_status: Option<Status>,
@@ -238,7 +241,7 @@ fn url(text: &str, key: &str) -> Result<Url, String> {
     Url::parse(text).map_err(|e| format!("`{key}` = {text:?} is not a URL: {e}"))
 }
 
-fn parse(path: &Path, stem: &str, text: &str) -> Result<Vector, Failure> {
+pub(crate) fn parse(path: &Path, stem: &str, text: &str) -> Result<Vector, Failure> {
     let raw: RawVector =
         toml::from_str(text).map_err(|e| malformed(path, None, e.to_string().trim().to_owned()))?;
     let overrides: HealthCheckOverrides =
@@ -382,6 +385,10 @@ impl Probe for ScriptedProbe {
             Scripted::Error => Err(ProbeError::new(
                 CheckKind::Internal,
                 detail("scripted error"),
+            )),
+            Scripted::Local => Err(ProbeError::new(
+                CheckKind::Local,
+                detail("too many open files"),
             )),
             Scripted::Panic => panic!("{}", detail("scripted panic")),
             Scripted::Hang => std::future::pending().await,
