@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use health_types::{Event, EventKind};
+use health_types::{Event, EventKind, Url, redacted};
 use serde::{Serialize, Serializer};
 
 use crate::names::parse_by_name;
@@ -203,7 +203,7 @@ pub struct Message {
     pub color: Color,
     /// The service (monitor) name; empty for custom messages without one.
     pub service: String,
-    /// The checked URL; may be empty.
+    /// The checked URL, a password in it shown as `***` (SPEC §9.3); may be empty.
     pub url: String,
     /// The detail of the result behind the message; may be empty.
     pub detail: String,
@@ -228,7 +228,7 @@ impl Message {
     /// `down notification was not delivered` (SPEC §9.1).
     pub fn from_event(event: &Event) -> Self {
         let service = clean(&event.service).into_owned();
-        let url = clean(&event.url).into_owned();
+        let url = shown_url(&event.url);
         let detail = clean(&event.detail).into_owned();
         let time = rfc3339(event.time);
         let common = [
@@ -325,9 +325,9 @@ impl Message {
         self
     }
 
-    /// Sets the URL.
+    /// Sets the URL (a password in it is shown as `***`).
     pub fn with_url(mut self, url: impl AsRef<str>) -> Self {
-        self.url = clean(url.as_ref()).into_owned();
+        self.url = shown_url(url.as_ref());
         self
     }
 
@@ -439,6 +439,17 @@ pub(crate) fn format_downtime(downtime: Duration) -> String {
         .join(" ")
 }
 
+/// A URL as a message shows it: [cleaned](clean), and with a password in it masked
+/// (`http://admin:***@host/`): passwords never leave the process (SPEC §9.3), even when
+/// an event (an old outbox entry, a caller's own) carries one.
+fn shown_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) if parsed.password().is_some() => clean(&redacted(&parsed)).into_owned(),
+        // Anything else is shown as given, not re-serialized.
+        _ => clean(url).into_owned(),
+    }
+}
+
 /// Makes text safe to put in any message: `\r\n` becomes `\n`, and control characters
 /// other than `\n` and `\t` become `U+FFFD`. Borrowed when nothing changes.
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
@@ -532,6 +543,25 @@ mod tests {
             ..event(EventKind::Down)
         });
         assert_eq!(never.fields[4].value, "never");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_masked_and_other_urls_are_shown_as_given() {
+        let m = Message::from_event(&Event {
+            url: "http://admin:s3cret@api.test/health".into(),
+            ..event(EventKind::Down)
+        });
+        assert_eq!(m.url, "http://admin:***@api.test/health");
+        assert_eq!(m.fields[2].value, m.url);
+        let custom = Message::custom("t", UNIX_EPOCH).with_url("tcp://u:p%40ss@db.test:5432");
+        assert_eq!(custom.url, "tcp://u:***@db.test:5432");
+        // Not re-serialized: no trailing slash added, a user without a password kept.
+        for as_given in ["http://api.test", "http://admin@api.test", "not a url"] {
+            assert_eq!(
+                Message::custom("t", UNIX_EPOCH).with_url(as_given).url,
+                as_given
+            );
+        }
     }
 
     #[test]

@@ -439,6 +439,36 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_the_monitor_url_never_reaches_a_payload() {
+        let event = health_types::Event {
+            kind: health_types::EventKind::Down,
+            service: "api".into(),
+            url: "http://admin:s3cret@host/".into(),
+            detail: "HTTP 503".into(),
+            latency: Duration::ZERO,
+            last_seen: None,
+            outage: None,
+            outage_start: None,
+            time: UNIX_EPOCH,
+        };
+        let message = Message::from_event(&event);
+        let mut config = WebhookConfig::new("http://127.0.0.1:1/hook");
+        let default_body = WebhookProvider::try_new(&config, Format::Markdown)
+            .unwrap()
+            .body(&message);
+        config.payload = Some(r#"{"u": $url, "f": $fields, "m": $message}"#.into());
+        let templated = WebhookProvider::try_new(&config, Format::Plain)
+            .unwrap()
+            .body(&message);
+        for body in [default_body, templated] {
+            assert!(!body.contains("s3cret"), "{body}");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let url = json.get("url").or_else(|| json.get("u")).unwrap();
+            assert_eq!(url, "http://admin:***@host/", "{body}");
+        }
+    }
+
+    #[test]
     fn json_payloads_are_checked_at_load() {
         let mut config = WebhookConfig::new("http://127.0.0.1:1/hook");
         config.payload = Some(r#"{"color": $color}"#.into());
