@@ -130,11 +130,13 @@ async fn check(
     Path(name): Path<String>,
 ) -> Result<Json<CheckResult>, ApiError> {
     let monitor = state.find(&name)?;
-    let started = Instant::now();
-    let result = match monitor.check_health().await {
-        Ok(result) => result,
-        Err(err) => err.to_result(started.elapsed()),
-    };
+    // The monitor's next check, now (SPEC §9.3): never alongside another of its checks,
+    // shared by concurrent requests, fed to its state machine. A client that goes away
+    // leaves the check to finish. A monitor that is not running: 409.
+    let result = monitor
+        .check_now()
+        .await
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
     Ok(Json(result))
 }
 

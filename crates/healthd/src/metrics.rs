@@ -143,6 +143,17 @@ impl Collector for MonitorCollector {
         )?;
         family(
             &mut encoder,
+            "healthd_local_failures",
+            "Checks that failed on our side (kind local: out of file descriptors, buffers or \
+             memory; no local address) since the monitor (re)started; they count against no \
+             target (SPEC 9.3)",
+            MetricType::Counter,
+            snapshots
+                .iter()
+                .map(|(n, s)| (label(n), ConstCounter::new(s.results.local))),
+        )?;
+        family(
+            &mut encoder,
             "healthd_monitor_transitions",
             "Status changes since the monitor (re)started",
             MetricType::Counter,

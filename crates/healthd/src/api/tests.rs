@@ -223,3 +223,140 @@ async fn a_large_scrape_streams_whole_in_chunks() {
     }
     assert_eq!(body.lines().last(), Some("# EOF"));
 }
+
+/// `POST .../check` runs the monitor's own next check (SPEC §9.3), the monitor JSON and
+/// `/metrics` show no password, and `/metrics` counts local failures.
+mod monitor_checks {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::{
+        body::Body,
+        extract::ConnectInfo,
+        http::{Request, StatusCode},
+    };
+    use http_body_util::BodyExt;
+    use hyper::service::Service;
+    use hyper_util::service::TowerToHyperService;
+
+    use super::*;
+
+    /// Counts its calls; answers healthy after 1 s (or fails on our side, when `local`).
+    #[derive(Debug, Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        local: bool,
+    }
+
+    #[async_trait]
+    impl Probe for Counting {
+        async fn check(&self, _url: &Url) -> Result<CheckResult, ProbeError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.local {
+                return Err(ProbeError::new(CheckKind::Local, "too many open files"));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(CheckResult::healthy("HTTP 200 OK", Duration::from_secs(1)))
+        }
+    }
+
+    /// A started monitor `name` of `url` checked hourly by `probe`, after its first check.
+    async fn checked_once(name: &str, url: &str, probe: Arc<Counting>) -> (Scope, Monitor) {
+        let m = Monitor::builder(name, Url::parse(url).unwrap(), probe)
+            .config(HealthCheckConfig {
+                interval: Duration::from_secs(3600),
+                jitter: Some(Duration::ZERO),
+                ..Default::default()
+            })
+            .last_seen(Arc::new(LastSeenRegistry::new()))
+            .build()
+            .unwrap();
+        let scope = Scope::new();
+        m.start(&scope).unwrap();
+        m.subscribe()
+            .wait_for(|s| s.checks() >= 1)
+            .await
+            .unwrap();
+        (scope, m)
+    }
+
+    /// `router(state)` on a loopback socket, with the clients' addresses.
+    async fn serve_state(state: ApiState) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_check_requests_share_one_probe_call() {
+        // In process rather than over a socket, so that the paused clock holds the check
+        // (1 s) until every request has reached the monitor: no timing involved.
+        let probe = Arc::new(Counting::default());
+        let (scope, m) = checked_once("api", "http://api.test/", probe.clone()).await;
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 1);
+        let service = TowerToHyperService::new(router(ApiState::new(vec![m.clone()], None)));
+        let post = |service: &TowerToHyperService<axum::Router>| {
+            let mut request = Request::post("/api/v1/monitors/api/check")
+                .body(Body::empty())
+                .unwrap();
+            // A loopback client, as the server would have it.
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+            service.call(request)
+        };
+
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            requests.spawn(post(&service));
+        }
+        let mut bodies = Vec::new();
+        while let Some(response) = requests.join_next().await {
+            let response = response.unwrap().unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            bodies.push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+        }
+        assert_eq!(
+            probe.calls.load(Ordering::SeqCst),
+            2,
+            "one probe call for 20 requests"
+        );
+        let expected = serde_json::json!({"healthy": true, "kind": "ok", "detail": "HTTP 200 OK", "latency": 1_000_000_000_u64});
+        assert!(bodies.iter().all(|b| *b == expected), "{bodies:?}");
+        assert_eq!(m.snapshot().checks(), 2, "fed to the monitor as one check");
+
+        m.finish("test");
+        let response = post(&service).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 2);
+        scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn no_password_is_shown_and_local_failures_are_counted() {
+        let probe = Arc::new(Counting {
+            local: true,
+            ..Counting::default()
+        });
+        let (scope, m) = checked_once("db", "http://admin:s3cret@db.test/", probe).await;
+        let addr = serve_state(ApiState::new(vec![m.clone()], None)).await;
+        let one = json(addr, "GET", "/api/v1/monitors/db").await;
+        assert_eq!(one["url"], "http://admin:***@db.test/");
+        assert_eq!(one["status"], "starting", "a local result changes no status");
+        let local = json(addr, "POST", "/api/v1/monitors/db/check").await;
+        assert_eq!(local["kind"], "local");
+        for path in ["/api/v1/monitors", "/api/v1/health", "/metrics"] {
+            let (status, _, body) = request(addr, "GET", path).await;
+            assert_eq!(status, 200);
+            assert!(!body.contains("s3cret"), "{path}: {body}");
+            if path == "/metrics" {
+                let line = "healthd_local_failures_total{monitor=\"db\"} 2";
+                assert!(body.lines().any(|l| l == line), "{body}");
+                assert!(body.contains("# TYPE healthd_local_failures counter"), "{body}");
+            }
+        }
+        scope.shutdown().await;
+    }
+}
