@@ -272,10 +272,7 @@ mod monitor_checks {
             .unwrap();
         let scope = Scope::new();
         m.start(&scope).unwrap();
-        m.subscribe()
-            .wait_for(|s| s.checks() >= 1)
-            .await
-            .unwrap();
+        m.subscribe().wait_for(|s| s.checks() >= 1).await.unwrap();
         (scope, m)
     }
 
@@ -344,7 +341,10 @@ mod monitor_checks {
         let addr = serve_state(ApiState::new(vec![m.clone()], None)).await;
         let one = json(addr, "GET", "/api/v1/monitors/db").await;
         assert_eq!(one["url"], "http://admin:***@db.test/");
-        assert_eq!(one["status"], "starting", "a local result changes no status");
+        assert_eq!(
+            one["status"], "starting",
+            "a local result changes no status"
+        );
         let local = json(addr, "POST", "/api/v1/monitors/db/check").await;
         assert_eq!(local["kind"], "local");
         for path in ["/api/v1/monitors", "/api/v1/health", "/metrics"] {
@@ -354,7 +354,10 @@ mod monitor_checks {
             if path == "/metrics" {
                 let line = "healthd_local_failures_total{monitor=\"db\"} 2";
                 assert!(body.lines().any(|l| l == line), "{body}");
-                assert!(body.contains("# TYPE healthd_local_failures counter"), "{body}");
+                assert!(
+                    body.contains("# TYPE healthd_local_failures counter"),
+                    "{body}"
+                );
             }
         }
         scope.shutdown().await;
