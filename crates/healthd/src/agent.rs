@@ -34,17 +34,16 @@ use health_types::{
     tls::{TlsError, rustls::ServerConfig, server_config},
     unsupported_reason,
 };
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use ipnet::IpNet;
 use tokio::{net::TcpListener, time::Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::{daemon::shutdown_signal, probe::check_url};
+use crate::{
+    daemon::shutdown_signal,
+    probe::check_url,
+    server::{self, Limits},
+};
 
 /// Timeout used when the request gives none (or zero, or garbage).
 const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -466,53 +465,23 @@ fn router(policy: Arc<AgentPolicy>) -> Router {
 
 /// Serves the agent protocol on `listener` until `stop` is cancelled, over TLS when
 /// `tls` is set (`health_types::tls::server_config` builds one from PEM files), checking
-/// what `policy` admits.
+/// what `policy` admits, under the limits of every healthd server (SPEC §9.3: header and
+/// idle timeouts, at most 512 connections).
 pub async fn serve_agent(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
     policy: AgentPolicy,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    let router = router(Arc::new(policy));
-    let Some(tls) = tls else {
-        return axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    };
-    let acceptor = TlsAcceptor::from(tls);
-    let service = TowerToHyperService::new(router);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent: accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "agent: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                _ = conn => {}
-            }
-        });
-    }
+    server::serve(
+        listener,
+        tls.map(TlsAcceptor::from),
+        router(Arc::new(policy)),
+        Limits::default(),
+        stop,
+    )
+    .await;
+    Ok(())
 }
 
 /// `healthd agent`: serves until SIGINT or SIGTERM.

@@ -10,12 +10,17 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /` | the status page |
 //! | `GET /healthz` | `ok` |
+//!
+//! Who may use which route is [`auth`]'s (SPEC §9.3): writes need the `[server] token`
+//! when one is set, else a loopback client; a cross-origin write is refused; reads are
+//! open unless `public_read = false`.
 
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json, Router,
     extract::{Path, State},
+    middleware,
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -25,15 +30,21 @@ use health_types::{CheckResult, MonitorJson, Status, duration_nanos};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, NotifyStats};
+use crate::{
+    config::ApiAccess,
+    metrics::{Metrics, NotifyStats},
+};
 
 /// The status page: one self-contained HTML file.
 const STATUS_PAGE: &str = include_str!("status.html");
+
+mod auth;
 
 /// What the API serves.
 #[derive(Clone, Debug)]
 pub(crate) struct ApiState {
     inner: Arc<Inner>,
+    access: Arc<ApiAccess>,
 }
 
 #[derive(Debug)]
@@ -58,7 +69,15 @@ impl ApiState {
                 monitors,
                 by_name,
             }),
+            access: Arc::new(ApiAccess::default()),
         }
+    }
+
+    /// Who may use the API; without this call, the default: no token, public reads and
+    /// loopback-only writes.
+    pub(crate) fn with_access(mut self, access: ApiAccess) -> Self {
+        self.access = Arc::new(access);
+        self
     }
 
     /// The monitors served.
@@ -75,8 +94,11 @@ impl ApiState {
     }
 }
 
-/// The router of the whole API.
+/// The router of the whole API. Its clients' addresses come from the server as
+/// [`ConnectInfo`](axum::extract::ConnectInfo) (`crate::server` puts them there); a
+/// write from a client of unknown address is refused.
 pub(crate) fn router(state: ApiState) -> Router {
+    let access = Arc::clone(&state.access);
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok" }))
@@ -87,6 +109,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/api/v1/monitors/{name}/check", post(check))
         .route("/api/v1/monitors/{name}/restart", post(restart))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(access, auth::admit))
 }
 
 /// An error answer: a status and a JSON `{"error": ...}` body.

@@ -10,10 +10,17 @@ use crate::{
     config::DaemonConfig,
     daemon, demo,
     probe::check_url,
+    server,
 };
 
 /// Runs `command` and returns its exit code.
 pub async fn dispatch(command: Command) -> u8 {
+    if matches!(
+        command,
+        Command::Demo { .. } | Command::Run { .. } | Command::Agent { .. }
+    ) {
+        server::raise_open_files_limit();
+    }
     match command {
         Command::Demo { listen } => report(demo::run(listen).await),
         Command::Run { config } => run(&config).await,

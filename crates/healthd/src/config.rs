@@ -21,6 +21,8 @@ use health_check::BuiltProbe;
 use health_notify::NotifierConfig;
 use health_types::{HealthCheckConfig, Target};
 
+use crate::server::DEFAULT_MAX_CONNECTIONS;
+
 /// Default API listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 /// Default `[delivery] max_age`: a notification is retried for a day.
@@ -29,6 +31,8 @@ pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// The smallest `[delivery] max_backoff`: the first retry's wait.
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The largest `[server] max_connections`.
+pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// One problem in a config file, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +79,8 @@ impl fmt::Display for ConfigFileError {
 pub struct DaemonConfig {
     /// Where the API and status page listen.
     pub(crate) listen: SocketAddr,
+    /// The rest of `[server]`: who may use the API, and the connection cap.
+    pub(crate) server: ServerSettings,
     /// `[storage] path`, when given (else the default of SPEC §9.1, resolved when the
     /// daemon starts, since it depends on the environment).
     pub(crate) storage: Option<PathBuf>,
@@ -84,6 +90,75 @@ pub struct DaemonConfig {
     pub(crate) notify: Vec<NotifierConfig>,
     /// Monitors, in file order, each with `[defaults]` applied.
     pub(crate) monitors: Vec<MonitorEntry>,
+}
+
+/// `[server]` besides `listen` (SPEC §9.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerSettings {
+    /// `token` or `token_file`, and `public_read`.
+    pub(crate) access: ApiAccess,
+    /// `max_connections`: connections past it are closed at once. Default 512.
+    pub(crate) max_connections: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            access: ApiAccess::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Who may use the API (SPEC §9.3). Without a token, writes are answered only for
+/// loopback clients; with one, writes need it, and reads too unless `public_read`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ApiAccess {
+    /// `[server] token`, or the trimmed contents of `[server] token_file`.
+    pub(crate) token: Option<ApiToken>,
+    /// `[server] public_read`: reads need no token. Default `true`.
+    pub(crate) public_read: bool,
+}
+
+impl Default for ApiAccess {
+    fn default() -> Self {
+        ApiAccess {
+            token: None,
+            public_read: true,
+        }
+    }
+}
+
+/// The API's bearer token: printable ASCII without spaces, never empty. `Debug` does not
+/// show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ApiToken(String);
+
+impl ApiToken {
+    /// The token, or why it cannot be one (a reason to follow the key's name).
+    pub(crate) fn try_new(text: &str) -> Result<ApiToken, &'static str> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("the token is empty");
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "a token is sent in a header: use printable ASCII without spaces or control characters",
+            );
+        }
+        Ok(ApiToken(text.to_owned()))
+    }
+
+    /// The token's bytes, to compare a request's with.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
 }
 
 /// `[delivery]`: each notification is retried (backoff 1 s ×2, ±10 % jitter, capped at

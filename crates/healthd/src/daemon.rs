@@ -20,6 +20,7 @@ use crate::{
     api::{ApiState, router},
     config::DaemonConfig,
     metrics::{Backlog, NotifyCounters, NotifyStats},
+    server::{self, Limits},
     storage::{self, StorageError},
 };
 
@@ -63,7 +64,7 @@ pub struct Running {
     store: Arc<Store>,
     scope: Scope,
     stop: CancellationToken,
-    server: JoinHandle<io::Result<()>>,
+    server: JoinHandle<()>,
 }
 
 impl Running {
@@ -244,16 +245,20 @@ pub(crate) async fn start_on(
     let state = ApiState::new(
         monitors.clone(),
         Some(Arc::new(DispatcherStats(dispatcher.clone()))),
-    );
-    let stop = CancellationToken::new();
-    let server = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+    )
+    .with_access(config.server.access.clone());
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        ..Limits::default()
     };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        None,
+        router(state),
+        limits,
+        stop.clone(),
+    ));
     tracing::info!(%addr, monitors = monitors.len(), "healthd started");
     Ok(Running {
         addr,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{DaemonConfig, Delivery, MonitorEntry},
+    config::{DaemonConfig, Delivery, MonitorEntry, ServerSettings},
     console::{ConsoleNotifier, print_transitions, use_colour},
     daemon::{self, DaemonError},
     storage::StorageError,
@@ -48,6 +48,7 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> Dae
     };
     DaemonConfig {
         listen,
+        server: ServerSettings::default(),
         storage: Some(store),
         delivery: Delivery::default(),
         notify: Vec::new(),

@@ -3,8 +3,9 @@
 //!
 //! Imports between the modules run one way: `commands` (the CLI) sits on top; `demo`
 //! uses `daemon`, which uses the checked `config` and the `api` (with `metrics`); the
-//! `agent` server and `healthd check` share `probe`. `config` knows nothing of the
-//! daemon: it parses, checks and builds probes.
+//! `agent` server and `healthd check` share `probe`; the API and the agent are served by
+//! one loop, `server` (timeouts, connection cap). `config` knows nothing of the daemon:
+//! it parses, checks and builds probes.
 
 mod agent;
 mod api;
@@ -16,6 +17,7 @@ mod daemon;
 mod demo;
 mod metrics;
 mod probe;
+mod server;
 mod storage;
 #[cfg(test)]
 mod test_support;

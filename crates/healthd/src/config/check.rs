@@ -8,7 +8,14 @@
 //! inside an inline table (`agent = { ca = ... }`) is reported at that table's key and
 //! names the inner key as `agent.ca`.
 
-use std::{borrow::Cow, collections::HashSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use health_check::{DOCKER_SCHEME, build_probe};
 use health_notify::{
@@ -26,7 +33,8 @@ use toml::{
 };
 
 use super::{
-    ConfigProblem, DEFAULT_LISTEN, DaemonConfig, Delivery, MIN_BACKOFF, MonitorEntry,
+    ApiToken, ConfigProblem, DEFAULT_LISTEN, DaemonConfig, Delivery, MAX_CONNECTIONS, MIN_BACKOFF,
+    MonitorEntry, ServerSettings,
     lines::Lines,
     value::{DeError, fields_of, from_entry, from_table, from_value, from_value_at},
 };
@@ -47,7 +55,13 @@ const TOP_KEYS: [&str; 6] = [
     "server", "storage", "delivery", "defaults", "notify", "monitor",
 ];
 /// The keys of `[server]`.
-const SERVER_KEYS: [&str; 1] = ["listen"];
+const SERVER_KEYS: [&str; 5] = [
+    "listen",
+    "token",
+    "token_file",
+    "public_read",
+    "max_connections",
+];
 /// The keys of `[storage]`.
 const STORAGE_KEYS: [&str; 1] = ["path"];
 /// The keys of `[delivery]`.
@@ -91,7 +105,9 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
         *slot = Some(entry);
     }
 
-    let listen = server.and_then(|entry| checker.server(entry));
+    let (listen, server) = server
+        .map(|entry| checker.server(entry))
+        .unwrap_or_default();
     let storage = storage.and_then(|entry| checker.storage(entry));
     let delivery = delivery
         .map(|entry| checker.delivery(entry))
@@ -108,6 +124,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     if checker.problems.is_empty() {
         Ok(DaemonConfig {
             listen: listen.unwrap_or_else(default_listen),
+            server,
             storage,
             delivery,
             notify,
@@ -375,28 +392,116 @@ impl<'t> Checker<'t> {
         false
     }
 
-    fn server(&mut self, entry: Entry<'_, '_>) -> Option<SocketAddr> {
-        let table = self.table(entry, SERVER)?;
+    /// `[server]`: the listen address (when given and good) and the rest of the table.
+    fn server(&mut self, table_entry: Entry<'_, '_>) -> (Option<SocketAddr>, ServerSettings) {
+        let mut settings = ServerSettings::default();
+        let Some(table) = self.table(table_entry, SERVER) else {
+            return (None, settings);
+        };
         let mut listen = None;
         for entry in entries(SERVER, table) {
             match entry.name() {
-                "listen" => {
-                    listen = entry
-                        .value
-                        .get_ref()
-                        .as_str()
-                        .and_then(|text| text.parse().ok());
-                    if listen.is_none() {
-                        self.invalid(
-                            entry,
-                            "expected an address and port like \"127.0.0.1:8090\" or \"[::1]:8090\"",
-                        );
+                "listen" => listen = self.listen(entry),
+                "token" | "token_file" => {
+                    if let Some(token) = self.token(entry) {
+                        settings.access.token = Some(token);
+                    }
+                }
+                "public_read" => match entry.value.get_ref() {
+                    DeValue::Boolean(public) => settings.access.public_read = *public,
+                    _ => self.invalid(entry, "expected true or false"),
+                },
+                "max_connections" => {
+                    if let Some(max) = self.max_connections(entry) {
+                        settings.max_connections = max;
                     }
                 }
                 _ => self.unknown(entry, Accepted::Server),
             }
         }
+        if let (Some(token), Some(file)) = (key_at(table, "token"), key_at(table, "token_file")) {
+            self.report(
+                token.max(file),
+                SERVER,
+                "`token` and `token_file` are both set; set one of them",
+            );
+        }
+        if let Some(entry) = entry(SERVER, table, "public_read")
+            && !settings.access.public_read
+            && !table.contains_key("token")
+            && !table.contains_key("token_file")
+        {
+            self.invalid(
+                entry,
+                "reads can be closed only with a token: set `token` or `token_file` too",
+            );
+        }
+        (listen, settings)
+    }
+
+    fn listen(&mut self, entry: Entry<'_, '_>) -> Option<SocketAddr> {
+        let listen = entry
+            .value
+            .get_ref()
+            .as_str()
+            .and_then(|text| text.parse().ok());
+        if listen.is_none() {
+            self.invalid(
+                entry,
+                "expected an address and port like \"127.0.0.1:8090\" or \"[::1]:8090\"",
+            );
+        }
         listen
+    }
+
+    /// `token` (the token itself, never quoted in a message) or `token_file` (a file
+    /// holding it; read now, its contents trimmed).
+    fn token(&mut self, entry: Entry<'_, '_>) -> Option<ApiToken> {
+        let Some(text) = entry.value.get_ref().as_str() else {
+            let expected = match entry.name() {
+                "token" => "expected a string",
+                _ => "expected a file path",
+            };
+            self.invalid(entry, expected);
+            return None;
+        };
+        let checked = if entry.name() == "token" {
+            ApiToken::try_new(text)
+        } else {
+            let path = Path::new(text);
+            let contents = match std::fs::read_to_string(path) {
+                Ok(contents) => contents,
+                Err(err) => {
+                    self.invalid(entry, format_args!("cannot read {}: {err}", path.display()));
+                    return None;
+                }
+            };
+            ApiToken::try_new(&contents)
+        };
+        checked
+            .map_err(|reason| match entry.name() {
+                // The value is a secret: the message does not show it.
+                "token" => self.report(
+                    entry.at(),
+                    entry.section,
+                    format_args!("invalid `token`: {reason}"),
+                ),
+                _ => self.invalid(entry, format_args!("in {text}: {reason}")),
+            })
+            .ok()
+    }
+
+    fn max_connections(&mut self, entry: Entry<'_, '_>) -> Option<usize> {
+        let max = from_value::<usize>(entry.value.get_ref())
+            .ok()
+            .filter(|max| (1..=MAX_CONNECTIONS).contains(max));
+        if max.is_none() {
+            self.invalid(
+                entry,
+                format_args!("expected a whole number from 1 to {MAX_CONNECTIONS}"),
+            );
+        }
+        max
     }
 
     /// `[storage]`: the store's path, if one is given.

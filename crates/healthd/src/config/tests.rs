@@ -329,7 +329,9 @@ fn unknown_keys_list_every_accepted_key_of_their_table() {
     let p = problems("[server]\nlisten = \"127.0.0.1:1\"\nport = 1\n");
     assert_eq!(
         p,
-        ["3:1: [server]: unknown key `port` = 1; accepted keys: listen"]
+        [
+            "3:1: [server]: unknown key `port` = 1; accepted keys: listen, token, token_file, public_read, max_connections"
+        ]
     );
     let p = problems("[defaults]\nname = \"x\"\n");
     assert!(
@@ -492,4 +494,114 @@ fn storage_and_delivery_are_read_and_checked_at_their_keys() {
     );
     let p = problems("[delivery]\nmax_backoff = \"500ms\"\n");
     assert!(p[0].contains("at least 1s"), "{p:?}");
+}
+
+#[test]
+fn server_access_and_limits_default_to_open_reads_and_512_connections() {
+    let c = DaemonConfig::parse("").unwrap();
+    assert_eq!(c.server, ServerSettings::default());
+    assert_eq!(c.server.access.token, None);
+    assert!(c.server.access.public_read);
+    assert_eq!(c.server.max_connections, 512);
+}
+
+#[test]
+fn server_token_public_read_and_max_connections_are_read() {
+    let c = DaemonConfig::parse(
+        "[server]\ntoken = \"  s3cret-token \"\npublic_read = false\nmax_connections = 64\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.access.token,
+        Some(ApiToken::try_new("s3cret-token").unwrap())
+    );
+    assert!(!c.server.access.public_read);
+    assert_eq!(c.server.max_connections, 64);
+    // The token never shows in `Debug`.
+    assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let c = DaemonConfig::parse(&format!(
+        "[server]\ntoken_file = {:?}\n",
+        file.display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(
+        c.server.access.token,
+        Some(ApiToken::try_new("from-a-file").unwrap())
+    );
+}
+
+#[test]
+fn server_token_problems_name_their_keys_and_never_show_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let p = problems(&format!(
+        "[server]\ntoken_file = {:?}\n",
+        missing.display().to_string()
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("2:1: [server]: invalid `token_file`")
+            && p[0].contains(&format!("cannot read {}", missing.display())),
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "[server]\ntoken_file = {:?}\n",
+        empty.display().to_string()
+    ));
+    assert!(p[0].contains("the token is empty"), "{p:?}");
+
+    assert_problems(
+        "[server]\ntoken = \"a\"\ntoken_file = \"/t\"\n",
+        &[
+            ("3:1: [server]: invalid `token_file`", "cannot read /t"),
+            ("3:1: [server]: ", "`token` and `token_file` are both set"),
+        ],
+    );
+    let p = problems("[server]\ntoken = \"   \"\n");
+    assert_eq!(p, ["2:1: [server]: invalid `token`: the token is empty"]);
+    let p = problems("[server]\ntoken = \"has space-s3cret\"\n");
+    assert!(
+        p[0].starts_with("2:1: [server]: invalid `token`: a token is sent in a header")
+            && !p[0].contains("s3cret"),
+        "{p:?}"
+    );
+    let p = problems("[server]\ntoken = 12345\n");
+    assert_eq!(
+        p,
+        ["2:1: [server]: invalid `token` = 12345: expected a string"]
+    );
+}
+
+#[test]
+fn server_public_read_and_max_connections_problems_are_at_their_keys() {
+    assert_problems(
+        "[server]\npublic_read = \"no\"\nmax_connections = 0\n",
+        &[
+            (
+                "2:1: [server]: invalid `public_read` = \"no\"",
+                "true or false",
+            ),
+            (
+                "3:1: [server]: invalid `max_connections` = 0",
+                "from 1 to 1000000",
+            ),
+        ],
+    );
+    for bad in ["-1", "1000001", "\"512\"", "5.5"] {
+        let p = problem(&format!("[server]\nmax_connections = {bad}\n"));
+        assert!(p.contains("from 1 to 1000000"), "{bad}: {p}");
+    }
+    // Reads can be closed only behind a token.
+    let p = problem("[server]\npublic_read = false\n");
+    assert!(
+        p.starts_with("2:1: [server]: invalid `public_read` = false")
+            && p.contains("`token` or `token_file`"),
+        "{p}"
+    );
 }
