@@ -2,3 +2,6 @@
 //! (SPEC §8) used by `cargo xtask conformance` and by this package's tests.
 
 pub mod conformance;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;

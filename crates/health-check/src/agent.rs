@@ -136,7 +136,7 @@ impl AgentProbe {
         Ok(url)
     }
 
-    fn interpret(
+    pub(crate) fn interpret(
         status: StatusCode,
         body: &[u8],
         truncated: bool,

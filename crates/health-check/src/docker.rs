@@ -1,7 +1,7 @@
 //! The Docker probe: a container's state and healthcheck, read from the Docker Engine
 //! API through the narrow [`DockerApi`] port, with an optional fallback probe (SPEC §5).
 
-mod engine;
+pub(crate) mod engine;
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
@@ -288,7 +288,7 @@ enum FallbackReason {
 
 /// What a container's state says.
 #[derive(Debug, PartialEq, Eq)]
-enum Assessment {
+pub(crate) enum Assessment {
     /// A final result.
     Result(CheckResult),
     /// The container runs without a healthcheck.
@@ -297,7 +297,7 @@ enum Assessment {
 
 /// Maps a container's state to a result (the table on [`DockerProbe`]). `inspect` is
 /// the inspect's round trip, the latency of rows without a health-log duration.
-fn assess(state: &ContainerState, inspect: Duration) -> Assessment {
+pub(crate) fn assess(state: &ContainerState, inspect: Duration) -> Assessment {
     let unhealthy =
         |detail: String, latency| CheckResult::unhealthy(CheckKind::Container, detail, latency);
     match state.status.as_str() {

@@ -34,7 +34,7 @@ use crate::{
     net::{USER_AGENT_VALUE, join_path},
 };
 
-mod h1;
+pub(crate) mod h1;
 mod pool;
 
 /// The `Accept` header of every HTTP check.

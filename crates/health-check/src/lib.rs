@@ -158,6 +158,9 @@ mod build;
 mod docker;
 mod failure;
 mod file;
+#[cfg(any(feature = "fuzzing", all(test, feature = "http", feature = "docker")))]
+#[doc(hidden)]
+pub mod fuzz;
 #[cfg(feature = "http")]
 mod http;
 mod net;

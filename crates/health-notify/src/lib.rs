@@ -142,6 +142,9 @@ mod config;
 mod delivery;
 mod dispatcher;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod message;
 mod names;

@@ -15,6 +15,9 @@ mod config;
 mod console;
 mod daemon;
 mod demo;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod metrics;
 mod probe;
 mod server;

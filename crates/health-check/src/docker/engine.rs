@@ -402,7 +402,9 @@ impl Drop for ResetOnDrop<'_> {
 /// The `State` of an inspect answer, as far as a health check reads it. An answer
 /// without a `State.Status` (or an empty one) is a `protocol` error: nothing can be
 /// said about the container.
-fn container_state(answer: ContainerInspectResponse) -> Result<ContainerState, ProbeError> {
+pub(crate) fn container_state(
+    answer: ContainerInspectResponse,
+) -> Result<ContainerState, ProbeError> {
     let state = answer.state.unwrap_or_default();
     let status = state
         .status

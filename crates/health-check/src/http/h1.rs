@@ -48,8 +48,8 @@ const CLOSED_EARLY: &str = "connection closed before the response was complete";
 /// A failed exchange, and whether it failed before any byte of the answer arrived (on a
 /// pooled connection that means the server had closed it while idle: safe to retry).
 #[derive(Debug)]
-pub(super) struct ExchangeError {
-    pub(super) failure: Failure,
+pub(crate) struct ExchangeError {
+    pub(crate) failure: Failure,
     pub(super) before_answer: bool,
 }
 
@@ -77,9 +77,9 @@ enum Framing {
 
 /// A parsed response head.
 #[derive(Debug)]
-pub(super) struct Head {
+pub(crate) struct Head {
     /// The final status (interim 1xx answers skipped).
-    pub(super) status: StatusCode,
+    pub(crate) status: StatusCode,
     framing: Framing,
     /// The server lets the connection carry another request after this response.
     keep_alive: bool,
@@ -87,7 +87,7 @@ pub(super) struct Head {
 
 /// Writes the request that `buf` holds to `io`, then reads the answer's head into the
 /// same buffer (which keeps the bytes that followed the head, for [`drain`]).
-pub(super) async fn send<S>(
+pub(crate) async fn send<S>(
     io: &mut S,
     head_request: bool,
     buf: &mut Vec<u8>,
@@ -292,7 +292,7 @@ impl Kept {
 /// its framing said and the connection may carry the next request; `false` when it must
 /// be closed (body too long, read to the close, extra bytes, or the server asked to
 /// close).
-pub(super) async fn drain<S>(
+pub(crate) async fn drain<S>(
     io: &mut S,
     head: &Head,
     buf: &mut Vec<u8>,
