@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use health_types::{
     AgentSpec, CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError,
-    Scheme, truncate,
+    Scheme, redacted, truncate,
 };
 use http::StatusCode;
 use serde::Deserialize;
@@ -65,7 +65,7 @@ impl AgentProbe {
         let schemes = [Scheme::Http];
         let https = Scheme::of_among(url, &schemes)? == Scheme::Https;
         if net::url_host(url).is_none() {
-            return Err(ConfigError::url(url, "no host"));
+            return Err(ConfigError::url(redacted(url), "no host"));
         }
         let mut endpoint = url.clone();
         endpoint.set_path(&join_path(url.path(), None, AGENT_HEALTH_PATH));
@@ -74,7 +74,7 @@ impl AgentProbe {
         let has_tls_files = spec.ca.is_some() || spec.cert.is_some() || spec.key.is_some();
         if !https && has_tls_files {
             return Err(ConfigError::url(
-                url,
+                redacted(url),
                 "a CA, client certificate or key needs an https:// agent URL",
             ));
         }
@@ -181,7 +181,8 @@ impl Probe for AgentProbe {
         let endpoint = self.endpoint(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
         let wait = self.wait();
-        match tokio::time::timeout(wait, self.fetcher.get(&endpoint)).await {
+        let deadline = start + wait;
+        match tokio::time::timeout_at(deadline, self.fetcher.get(&endpoint, deadline)).await {
             Ok(Ok(answer)) => Self::interpret(
                 answer.status,
                 &answer.body.bytes,
@@ -207,10 +208,10 @@ impl Probe for AgentProbe {
 /// `host[:port]` of a target, as GoDoxy's agent takes it (IPv6 in brackets).
 fn authority(url: &Url) -> Result<String, ConfigError> {
     match (url.host_str(), url.port()) {
-        (Some(""), _) => Err(ConfigError::url(url, "no host")),
+        (Some(""), _) => Err(ConfigError::url(redacted(url), "no host")),
         (Some(host), Some(port)) => Ok(format!("{host}:{port}")),
         (Some(host), None) => Ok(host.to_owned()),
-        (None, _) => Err(ConfigError::url(url, "no host")),
+        (None, _) => Err(ConfigError::url(redacted(url), "no host")),
     }
 }
 
@@ -278,7 +279,7 @@ fn agent_tls(spec: &AgentSpec) -> Result<tokio_rustls::rustls::ClientConfig, Con
     };
     client_config(&trust, &[b"http/1.1"], auth).map_err(|reason| ConfigError::Invalid {
         key: "cert",
-        value: format!("{:?}", spec.url.as_str()),
+        value: format!("{:?}", redacted(&spec.url)),
         reason: reason.to_string(),
     })
 }

@@ -136,7 +136,7 @@ fn docker(
 #[cfg(not(feature = "http"))]
 fn missing(url: &Url, feature: &str) -> ConfigError {
     ConfigError::url(
-        url,
+        health_types::redacted(url),
         format!("this build of health-check lacks the `{feature}` feature"),
     )
 }

@@ -8,7 +8,7 @@ use std::{fmt::Debug, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use health_types::{
     CheckKind, CheckResult, ConfigError, DockerSpec, HealthCheckConfig, Probe, ProbeError,
-    timed_out_after, truncate,
+    redacted, timed_out_after, truncate,
 };
 use tokio::time::Instant;
 use url::Url;
@@ -261,14 +261,14 @@ impl DockerProbe {
             FallbackReason::NoHealthcheck(_) => {
                 tracing::trace!(
                     container = %self.container,
-                    %target,
+                    target = %redacted(target),
                     "no docker healthcheck, using the fallback"
                 );
             }
             FallbackReason::Api(err) => {
                 tracing::debug!(
                     container = %self.container,
-                    %target,
+                    target = %redacted(target),
                     error = %err,
                     "docker API failed, using the fallback"
                 );
@@ -362,7 +362,7 @@ impl Probe for DockerProbe {
                 Ok(())
             } else {
                 Err(ConfigError::url(
-                    url,
+                    redacted(url),
                     format!(
                         "this probe checks {}; its container and host cannot change",
                         self.url
@@ -373,7 +373,7 @@ impl Probe for DockerProbe {
         match &self.fallback {
             Some(fallback) => fallback.probe.validate_url(url),
             None => Err(ConfigError::url(
-                url,
+                redacted(url),
                 format!("a docker probe without a fallback checks only {}", self.url),
             )),
         }

@@ -46,11 +46,15 @@ impl Failure {
         Failure::target(CheckKind::Timeout, timed_out_after(timeout))
     }
 
-    /// The same failure with `prefix` put before its detail.
+    /// The same failure with `prefix` put before its detail; a `local` failure keeps
+    /// its own (`local: too many open files` is about this process, not the party
+    /// asked).
     #[cfg(any(feature = "http", feature = "docker"))]
     #[must_use]
     pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
-        self.detail = format!("{prefix}{}", self.detail);
+        if self.kind != CheckKind::Local {
+            self.detail = format!("{prefix}{}", self.detail);
+        }
         self
     }
 
@@ -88,11 +92,15 @@ pub(crate) fn margin(timeout: Duration) -> Duration {
 
 /// Classifies a socket error.
 ///
-/// Errors the target causes (refused, reset, closed, unreachable, timed out) are target
-/// failures; anything else (permission denied, no local address, out of descriptors) is
-/// the checker's.
+/// Errors the target or its network causes (refused, reset, closed, unreachable, an
+/// ICMP error, timed out) are target failures; our own shortage (out of descriptors,
+/// buffers or memory; no local address) is a [`local`] failure; anything else
+/// (permission denied) is the checker's.
 pub(crate) fn classify_io(err: &io::Error) -> Failure {
     use io::ErrorKind as K;
+    if let Some(failure) = errno_failure(err) {
+        return failure;
+    }
     match err.kind() {
         K::ConnectionRefused => Failure::target(CheckKind::Refused, "connection refused"),
         K::HostUnreachable => Failure::target(CheckKind::Refused, "host unreachable"),
@@ -102,8 +110,75 @@ pub(crate) fn classify_io(err: &io::Error) -> Failure {
         }
         K::UnexpectedEof => Failure::target(CheckKind::Reset, "connection closed"),
         K::TimedOut => Failure::target(CheckKind::Timeout, "connection timed out"),
+        K::OutOfMemory => local("out of memory"),
+        K::AddrNotAvailable => local("no local address"),
         _ => Failure::checker(CheckKind::Io, err.to_string()),
     }
+}
+
+/// An our-side failure (SPEC §9.3): kind `local`, detail `local: <what>`. It says
+/// nothing about the target; the monitor counts it nowhere.
+pub(crate) fn local(what: &str) -> Failure {
+    Failure::checker(CheckKind::Local, format!("local: {what}"))
+}
+
+/// The our-side failure `err` is, if it is one (by its errno, else its kind): for the
+/// probes that classify other I/O errors their own way (the file probe, a UDP socket).
+pub(crate) fn local_failure(err: &io::Error) -> Option<Failure> {
+    match classify_io(err) {
+        failure if failure.kind == CheckKind::Local => Some(failure),
+        _ => None,
+    }
+}
+
+/// The failure an errno stands for, where std's [`io::ErrorKind`] does not name it.
+///
+/// Linux reports ICMP destination-unreachable codes on a socket as errnos
+/// (`icmp_err_convert`): protocol unreachable → `ENOPROTOOPT`, fragmentation needed →
+/// `EMSGSIZE`, source route failed → `EOPNOTSUPP`, host unknown → `EHOSTDOWN`, host
+/// isolated → `ENONET`; net/host unknown, prohibited and filtered (admin-prohibited)
+/// → `ENETUNREACH`/`EHOSTUNREACH` (std's kinds); ICMPv6 administratively prohibited,
+/// policy failure and reject route → `EACCES`. Each is the target's network answering:
+/// unhealthy, kind `refused`.
+#[cfg(unix)]
+fn errno_failure(err: &io::Error) -> Option<Failure> {
+    let errno = nix::errno::Errno::from_raw(err.raw_os_error()?);
+    let ours = match errno {
+        nix::errno::Errno::EMFILE => "too many open files",
+        nix::errno::Errno::ENFILE => "too many open files in the system",
+        nix::errno::Errno::ENOBUFS => "no buffer space",
+        nix::errno::Errno::ENOMEM => "out of memory",
+        nix::errno::Errno::EADDRNOTAVAIL => "no local address",
+        _ => return icmp_failure(errno),
+    };
+    Some(local(ours))
+}
+
+/// The ICMP error an errno stands for (Linux's mapping, see [`errno_failure`]).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn icmp_failure(errno: nix::errno::Errno) -> Option<Failure> {
+    use nix::errno::Errno as E;
+
+    let detail = match errno {
+        E::ENOPROTOOPT => "protocol unreachable",
+        E::EMSGSIZE => "fragmentation needed",
+        E::EOPNOTSUPP => "source route failed",
+        E::EHOSTDOWN => "host unknown",
+        E::ENONET => "host isolated",
+        E::EACCES => "administratively prohibited",
+        _ => return None,
+    };
+    Some(Failure::target(CheckKind::Refused, detail))
+}
+
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+fn icmp_failure(_errno: nix::errno::Errno) -> Option<Failure> {
+    None
+}
+
+#[cfg(not(unix))]
+fn errno_failure(_err: &io::Error) -> Option<Failure> {
+    None
 }
 
 #[cfg(any(feature = "http", feature = "docker"))]
@@ -204,6 +279,62 @@ mod tests {
         assert_eq!((reset.side, reset.kind), (Side::Target, CheckKind::Reset));
         let denied = classify_io(&io::Error::from(io::ErrorKind::PermissionDenied));
         assert_eq!((denied.side, denied.kind), (Side::Checker, CheckKind::Io));
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn icmp_errnos_are_target_failures_and_shortages_local() {
+        use nix::errno::Errno as E;
+
+        let classify = |errno: E| classify_io(&io::Error::from_raw_os_error(errno as i32));
+        for (errno, detail) in [
+            (E::ENOPROTOOPT, "protocol unreachable"),
+            (E::EHOSTDOWN, "host unknown"),
+            (E::ENONET, "host isolated"),
+            (E::EOPNOTSUPP, "source route failed"),
+            (E::EMSGSIZE, "fragmentation needed"),
+            (E::EACCES, "administratively prohibited"),
+            (E::EHOSTUNREACH, "host unreachable"),
+            (E::ENETUNREACH, "network unreachable"),
+            (E::ECONNREFUSED, "connection refused"),
+        ] {
+            let failure = classify(errno);
+            assert_eq!(
+                (failure.side, failure.kind, failure.detail.as_str()),
+                (Side::Target, CheckKind::Refused, detail),
+                "{errno}"
+            );
+        }
+        for (errno, detail) in [
+            (E::EMFILE, "local: too many open files"),
+            (E::ENFILE, "local: too many open files in the system"),
+            (E::ENOBUFS, "local: no buffer space"),
+            (E::ENOMEM, "local: out of memory"),
+            (E::EADDRNOTAVAIL, "local: no local address"),
+        ] {
+            let failure = classify(errno);
+            assert_eq!(
+                (failure.side, failure.kind, failure.detail.as_str()),
+                (Side::Checker, CheckKind::Local, detail),
+                "{errno}"
+            );
+            let error = failure.into_outcome(Duration::ZERO).unwrap_err();
+            assert_eq!(error.kind(), CheckKind::Local);
+        }
+        // A kind without an errno (from a library) classifies the same way.
+        let oom = classify_io(&io::Error::from(io::ErrorKind::OutOfMemory));
+        assert_eq!(oom.kind, CheckKind::Local);
+        let other = classify(E::EPERM);
+        assert_eq!((other.side, other.kind), (Side::Checker, CheckKind::Io));
+    }
+
+    #[cfg(any(feature = "http", feature = "docker"))]
+    #[test]
+    fn local_failures_keep_their_detail_under_a_prefix() {
+        let failure = local("too many open files").prefixed("agent: ");
+        assert_eq!(failure.detail, "local: too many open files");
+        let failure = Failure::target(CheckKind::Refused, "connection refused").prefixed("agent: ");
+        assert_eq!(failure.detail, "agent: connection refused");
     }
 
     #[cfg(feature = "tls")]

@@ -7,13 +7,14 @@ use health_types::{CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe
 use tokio::time::Instant;
 use url::Url;
 
-use crate::failure::{Failure, bad_url};
+use crate::failure::{Failure, bad_url, local_failure};
 
 /// Checks that the path of a `file://` URL exists, as a file server's root must.
 ///
 /// The path exists: healthy. It does not (`ENOENT` only): unhealthy, kind `not_found`.
 /// Any other failure (permission denied, `ENOTDIR`, an I/O error) says nothing about the
-/// target and is an error of kind `io`. The lookup is bounded by `timeout` (a hung
+/// target and is an error of kind `io`; our own shortage (out of descriptors or memory)
+/// is an error of kind `local`. The lookup is bounded by `timeout` (a hung
 /// network file system is unhealthy, kind `timeout`).
 #[derive(Clone, Debug)]
 pub struct FileProbe {
@@ -57,7 +58,9 @@ impl Probe for FileProbe {
                 CheckKind::NotFound,
                 format!("{}: no such file or directory", path.display()),
             ),
-            Ok(Err(err)) => Failure::checker(CheckKind::Io, format!("{}: {err}", path.display())),
+            Ok(Err(err)) => local_failure(&err).unwrap_or_else(|| {
+                Failure::checker(CheckKind::Io, format!("{}: {err}", path.display()))
+            }),
             Err(_) => Failure::timed_out(self.timeout),
         };
         failure.into_outcome(latency)

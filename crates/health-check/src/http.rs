@@ -5,6 +5,23 @@
 //! (`http://`, `https://`), and HTTP/2 with prior knowledge over cleartext (`h2c://`).
 //! Probes built with [`HttpProbe::try_with_client`] and [`H2cProbe::try_with_client`]
 //! share them.
+//!
+//! # Credentials
+//!
+//! A URL's user information (`http://admin:s3cret@host/`) is sent as
+//! `Authorization: Basic base64(user:password)` (both percent-decoded), unless the
+//! config's `headers` carry an `Authorization` of their own; it never goes into the
+//! request target or `Host`. Details and errors show such a URL with its password as
+//! `***` ([`health_types::redacted`]).
+//!
+//! # A body cut short
+//!
+//! A response whose status arrived but whose body was cut short (the connection closed
+//! or was reset before `Content-Length` bytes or the last chunk; an HTTP/2 stream reset
+//! after the headers) is judged by its status, like any other: the server did answer.
+//! The detail says so: `HTTP 200 OK (body cut short: connection closed)`. The connection
+//! is not reused. A body that breaks the framing (a bad chunk) is a `protocol` failure,
+//! and one that is still arriving at the deadline a `timeout`.
 
 use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
@@ -12,22 +29,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use health_types::{
     CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError, Scheme,
-    unsupported_scheme,
+    redacted, unsupported_scheme,
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri,
-    header::{ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, HOST, USER_AGENT},
+    header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, HOST, USER_AGENT},
     uri::PathAndQuery,
 };
 use http_body_util::BodyExt;
 use http_body_util::Empty;
-use hyper::{body::Incoming, client::conn::http2};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
 use tokio::time::Instant;
 use url::Url;
 
 use self::{
     h1::{ExchangeError, Kept},
-    pool::{Conn, Connector, Pool, Sender},
+    pool::{Conn, Connector, H2, Pool, Sender},
 };
 use crate::{
     failure::{Failure, bad_url, classify_chain, classify_stream_io, error_chain},
@@ -131,14 +149,14 @@ impl Fetcher {
         }
     }
 
-    /// `GET url` (path and query as they are). A pooled connection the server closed
-    /// while idle is replaced once, as for a check.
-    pub(crate) async fn get(&self, url: &Url) -> Result<Answer, Failure> {
+    /// `GET url` (path and query as they are), its name looked up until `deadline`. A
+    /// pooled connection the server closed while idle is replaced once, as for a check.
+    pub(crate) async fn get(&self, url: &Url, deadline: Instant) -> Result<Answer, Failure> {
         let config = |err: ConfigError| Failure::checker(CheckKind::Config, err.to_string());
         let scheme = http_scheme(url).map_err(config)?;
         let target = self.spec.target(url, scheme).map_err(config)?;
         self.spec
-            .exchange(&self.client.inner.auto, &target, Instant::now())
+            .exchange(&self.client.inner.auto, &target, Instant::now(), deadline)
             .await
     }
 }
@@ -259,6 +277,8 @@ struct RequestSpec {
     h1_headers: Vec<u8>,
     /// A `Host` header is configured (it then replaces the URL's authority).
     host_configured: bool,
+    /// An `Authorization` header is configured (it then wins over a URL's user info).
+    authorization_configured: bool,
     /// A fetch ([`RequestSpec::fetch`]): the URL's path as it is, the body kept.
     fetch: bool,
 }
@@ -276,6 +296,8 @@ struct Target<'u> {
     https: bool,
     /// The request target: the URL's path joined with the configured path, and query.
     path: String,
+    /// `Basic …` from the URL's user info, unless the config sets `Authorization`.
+    authorization: Option<HeaderValue>,
 }
 
 impl Target<'_> {
@@ -290,6 +312,9 @@ pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) latency: Duration,
     pub(crate) body: Kept,
+    /// Why the body ended early (`connection reset`), when it did: a check's answer
+    /// still counts by its status (see the module docs); a fetch fails instead.
+    pub(crate) cut_short: Option<String>,
 }
 
 /// The outcome of one attempt on one connection.
@@ -315,6 +340,7 @@ impl RequestSpec {
         let mut h2_headers = request_headers(config)?;
         let h1_headers = header_lines(&h2_headers);
         let host_configured = h2_headers.remove(HOST).is_some();
+        let authorization_configured = h2_headers.contains_key(AUTHORIZATION);
         Ok(RequestSpec {
             config: config.clone(),
             method: match config.method {
@@ -324,6 +350,7 @@ impl RequestSpec {
             h2_headers,
             h1_headers,
             host_configured,
+            authorization_configured,
             fetch: false,
         })
     }
@@ -342,6 +369,7 @@ impl RequestSpec {
             h2_headers,
             h1_headers,
             host_configured: false,
+            authorization_configured: false,
             fetch: true,
         }
     }
@@ -358,7 +386,7 @@ impl RequestSpec {
     fn target<'u>(&self, url: &'u Url, scheme: &'static str) -> Result<Target<'u>, ConfigError> {
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host,
-            _ => return Err(ConfigError::url(url, "no host")),
+            _ => return Err(ConfigError::url(redacted(url), "no host")),
         };
         let https = scheme == "https";
         let mut key = String::with_capacity(scheme.len() + 3 + host.len() + 6);
@@ -377,7 +405,7 @@ impl RequestSpec {
         };
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ConfigError::url(
-                url,
+                redacted(url),
                 "the request path has spaces or control characters",
             ));
         }
@@ -388,6 +416,11 @@ impl RequestSpec {
             port: url.port().unwrap_or(if https { 443 } else { 80 }),
             https,
             path,
+            authorization: if self.authorization_configured {
+                None
+            } else {
+                basic_authorization(url)
+            },
         })
     }
 
@@ -400,28 +433,32 @@ impl RequestSpec {
         let start = Instant::now();
         let target = self.target(url, scheme).map_err(|err| bad_url(&err))?;
         let timeout = self.config.timeout;
-        match tokio::time::timeout_at(start + timeout, self.exchange(pool, &target, start)).await {
-            Ok(Ok(answer)) => Ok(self.verdict(answer.status, answer.latency)),
+        let deadline = start + timeout;
+        match tokio::time::timeout_at(deadline, self.exchange(pool, &target, start, deadline)).await
+        {
+            Ok(Ok(answer)) => Ok(self.verdict(&answer)),
             Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
             Err(_) => Failure::timed_out(timeout).into_outcome(start.elapsed()),
         }
     }
 
-    /// Sends the request on a pooled connection, or a new one; a pooled connection that
-    /// fails before any answer (the server closed it while it was idle) is replaced by a
-    /// new one once: checks are `GET` or `HEAD`, which are safe to repeat.
+    /// Sends the request on a pooled connection, or a new one (its name looked up until
+    /// `deadline`); a pooled connection that fails before any answer (the server closed
+    /// it while it was idle) is replaced by a new one once: checks are `GET` or `HEAD`,
+    /// which are safe to repeat.
     async fn exchange(
         &self,
         pool: &Pool,
         target: &Target<'_>,
         start: Instant,
+        deadline: Instant,
     ) -> Result<Answer, Failure> {
         let mut pooled = pool.checkout(&target.key);
         loop {
             let reused = pooled.is_some();
             let sender = match pooled.take() {
                 Some(sender) => sender,
-                None => pool.connect(target).await?,
+                None => pool.connect(target, deadline).await?,
             };
             let attempt = match sender {
                 Sender::H1(conn) => self.exchange_h1(pool, target, conn, start).await,
@@ -448,10 +485,12 @@ impl RequestSpec {
     ) -> Attempt {
         let authority = target.authority();
         // One buffer for the request, then for the answer.
+        let authorization = target.authorization.as_ref().map(HeaderValue::as_bytes);
         let length = self.method.as_str().len()
             + target.path.len()
             + authority.len()
             + self.h1_headers.len()
+            + authorization.map_or(0, |value| value.len() + 17)
             + 24;
         let mut request = Vec::with_capacity(length.max(h1::FIRST_READ));
         request.extend_from_slice(self.method.as_str().as_bytes());
@@ -463,6 +502,11 @@ impl RequestSpec {
             request.extend_from_slice(authority.as_bytes());
             request.extend_from_slice(b"\r\n");
         }
+        if let Some(value) = authorization {
+            request.extend_from_slice(b"authorization: ");
+            request.extend_from_slice(value);
+            request.extend_from_slice(b"\r\n");
+        }
         request.extend_from_slice(&self.h1_headers);
         request.extend_from_slice(b"\r\n");
 
@@ -471,23 +515,48 @@ impl RequestSpec {
         let head = h1::send(&mut conn, head_request, &mut buf).await?;
         let latency = start.elapsed();
         let mut body = self.body();
-        if h1::drain(&mut conn, &head, &mut buf, &mut body).await? {
-            pool.checkin(&target.key, conn);
-        }
+        let drained = h1::drain(&mut conn, &head, &mut buf, &mut body).await;
+        let cut_short = self.cut_short(drained.map(|clean| {
+            if clean {
+                pool.checkin(&target.key, conn);
+            }
+        }))?;
         Ok(Answer {
             status: head.status,
             latency,
             body,
+            cut_short,
         })
     }
 
+    /// How the body of an answer ended: `None` when it ended well, why when the
+    /// connection closed or was reset under it (a check still judges the status), or
+    /// the failure (a broken framing; any failure of a fetch).
+    fn cut_short(&self, drained: Result<(), Failure>) -> Result<Option<String>, Failure> {
+        match drained {
+            Ok(()) => Ok(None),
+            Err(failure) if !self.fetch && failure.kind == CheckKind::Reset => {
+                Ok(Some(failure.detail))
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
     /// One HTTP/2 exchange on a shared connection.
-    async fn exchange_h2(
-        &self,
-        target: &Target<'_>,
-        mut sender: http2::SendRequest<Empty<Bytes>>,
-        start: Instant,
-    ) -> Attempt {
+    async fn exchange_h2(&self, target: &Target<'_>, h2: H2, start: Instant) -> Attempt {
+        let H2 {
+            send: mut sender,
+            peer,
+        } = h2;
+        // An HTTP/1 server answers the HTTP/2 preface in HTTP/1, or closes: say that,
+        // whatever error the HTTP/2 layer made of it.
+        let classify = |err: &(dyn StdError + 'static)| match peer.not_http2() {
+            Some(how) => Failure::target(
+                CheckKind::Protocol,
+                format!("protocol: the server does not speak HTTP/2 ({how})"),
+            ),
+            None => classify_http_error(err),
+        };
         // A request that never left (the connection was closing) may be retried on a
         // new connection; a stream the server reset was an answer.
         let unsent = |failure: Failure| ExchangeError {
@@ -495,14 +564,11 @@ impl RequestSpec {
             failure,
         };
         let request = self.h2_request(target)?;
-        sender
-            .ready()
-            .await
-            .map_err(|err| unsent(classify_http_error(&err)))?;
+        sender.ready().await.map_err(|err| unsent(classify(&err)))?;
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(err) => {
-                let failure = classify_http_error(err.error());
+                let failure = classify(err.error());
                 return Err(match err.message() {
                     Some(_) => unsent(failure),
                     None => failure.into(),
@@ -512,13 +578,13 @@ impl RequestSpec {
         let latency = start.elapsed();
         let status = response.status();
         let mut body = self.body();
-        drain_h2(response.into_body(), &mut body)
-            .await
-            .map_err(|err| classify_http_error(&err))?;
+        let drained = drain_h2(response.into_body(), &mut body).await;
+        let cut_short = self.cut_short(drained.map_err(|err| classify_http_error(&err)))?;
         Ok(Answer {
             status,
             latency,
             body,
+            cut_short,
         })
     }
 
@@ -536,15 +602,24 @@ impl RequestSpec {
             .body(Empty::new())
             .map_err(|err| Failure::checker(CheckKind::Internal, format!("http request: {err}")))?;
         *request.headers_mut() = self.h2_headers.clone();
+        if let Some(value) = &target.authorization {
+            request.headers_mut().insert(AUTHORIZATION, value.clone());
+        }
         Ok(request)
     }
 
-    fn verdict(&self, status: StatusCode, latency: Duration) -> CheckResult {
-        let detail = status_detail(status);
-        if self.config.is_expected_status(status.as_u16()) {
-            CheckResult::healthy(detail, latency)
+    /// Healthy iff the status is expected, body cut short or not (see the module docs).
+    fn verdict(&self, answer: &Answer) -> CheckResult {
+        let mut detail = status_detail(answer.status);
+        if let Some(why) = &answer.cut_short {
+            detail.push_str(" (body cut short: ");
+            detail.push_str(why);
+            detail.push(')');
+        }
+        if self.config.is_expected_status(answer.status.as_u16()) {
+            CheckResult::healthy(detail, answer.latency)
         } else {
-            CheckResult::unhealthy(CheckKind::Status, detail, latency)
+            CheckResult::unhealthy(CheckKind::Status, detail, answer.latency)
         }
     }
 }
@@ -578,6 +653,26 @@ fn status_detail(status: StatusCode) -> String {
         detail.push_str(reason);
     }
     detail
+}
+
+/// `Authorization: Basic base64(user:password)` for a URL with user info (both parts
+/// percent-decoded), else `None`.
+fn basic_authorization(url: &Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+
+    let password = url.password();
+    if url.username().is_empty() && password.is_none() {
+        return None;
+    }
+    let mut credentials: Vec<u8> = percent_decode_str(url.username()).collect();
+    credentials.push(b':');
+    credentials.extend(percent_decode_str(password.unwrap_or_default()));
+    let mut value = String::from("Basic ");
+    base64::engine::general_purpose::STANDARD.encode_string(&credentials, &mut value);
+    // Base64 is always a valid header value; marked sensitive, HTTP/2 never indexes it.
+    let mut value = HeaderValue::try_from(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// `headers` as HTTP/1.1 header lines (`name: value\r\n` each).
@@ -626,6 +721,11 @@ fn classify_http_error(err: &(dyn StdError + 'static)) -> Failure {
             return classify_stream_io(io);
         }
         return match h2.reason() {
+            // We closed the connection: the server broke the protocol.
+            Some(reason) if h2.is_go_away() && h2.is_library() => Failure::target(
+                CheckKind::Protocol,
+                format!("http2 protocol error: {reason:?}"),
+            ),
             Some(reason) if h2.is_reset() => {
                 Failure::target(CheckKind::Reset, format!("http2 stream reset: {reason:?}"))
             }

@@ -110,18 +110,20 @@
 //! | outcome | result | kind | example detail |
 //! |---|---|---|---|
 //! | expected HTTP status | healthy | `ok` | `HTTP 200 OK` |
+//! | expected HTTP status, body cut short (closed or reset mid-body) | healthy | `ok` | `HTTP 200 OK (body cut short: connection closed)` |
 //! | TCP connect succeeded | healthy | `ok` | `connected` |
 //! | UDP reply, or silence without `expect_reply` | healthy | `ok` | `reply (udp)`, `no reply (udp)` |
 //! | file or directory exists | healthy | `ok` | `exists` |
 //! | unexpected HTTP status | unhealthy | `status` | `HTTP 503 Service Unavailable` |
 //! | connection refused, host unreachable | unhealthy | `refused` | `connection refused` |
+//! | an ICMP error from the target's network: net/host unreachable, unknown or prohibited, protocol unreachable, source route failed, host isolated, fragmentation needed | unhealthy | `refused` | `network unreachable`, `host unreachable`, `protocol unreachable`, `source route failed`, `host unknown`, `host isolated`, `administratively prohibited` |
 //! | ICMP port unreachable (UDP) | unhealthy | `refused` | `port unreachable` |
 //! | reset, closed early, HTTP/2 stream reset | unhealthy | `reset` | `connection reset`, `http2 stream reset: INTERNAL_ERROR` |
 //! | no answer within `timeout` (black hole, slow headers, slow body) | unhealthy | `timeout` | `timed out after 10s` |
 //! | silence with `expect_reply` (UDP) | unhealthy | `timeout` | `no reply (udp): timed out after 2s` |
-//! | name does not resolve | unhealthy | `dns` | `dns: no such host` |
+//! | name does not resolve: NXDOMAIN, SERVFAIL, no address, no DNS answer by the deadline | unhealthy | `dns` | `dns: no such host`, `dns: server failure`, `dns: no answer`, `dns: timed out` |
 //! | TLS handshake or certificate failure | unhealthy | `tls` | `tls: invalid peer certificate: UnknownIssuer` |
-//! | not HTTP (garbage bytes, a head over 64 KiB or with over 100 headers, a bad chunked body, bad HTTP/2) | unhealthy | `protocol` | `protocol: invalid HTTP version` |
+//! | not HTTP (garbage bytes, a head over 64 KiB or with over 100 headers, a bad chunked body, bad HTTP/2, an HTTP/1 answer to `h2c://`) | unhealthy | `protocol` | `protocol: invalid HTTP version`, `protocol: the server does not speak HTTP/2 (it answered in HTTP/1)` |
 //! | file not found (`ENOENT` only) | unhealthy | `not_found` | `/srv/www: no such file or directory` |
 //! | container running, health `healthy` (detail: the last health-log output, at most 256 chars, `…` when cut; latency: that run's `End` − `Start`) | healthy | `ok` | `ready` |
 //! | container `dead`, `exited`, `paused`, `restarting`, `removing` | unhealthy | `container` | `container is <status>` | `container is exited` |
@@ -133,6 +135,7 @@
 //! | agent answered 200 JSON | as the agent says | the agent's (`status` when absent) | the agent's |
 //! | agent answered another status | unhealthy | `status` | `agent HTTP 502: dial tcp: refused` |
 //! | permission denied, `ENOTDIR`, other local I/O failure | error | `io` | `/a/file/x: Not a directory (os error 20)` |
+//! | our own shortage, on any probe's socket or file: out of descriptors (`EMFILE`, `ENFILE`), buffers (`ENOBUFS`) or memory (`ENOMEM`), no local address (`EADDRNOTAVAIL`) | error | `local` | `local: too many open files`, `local: no local address` |
 //! | agent unreachable, TLS refused, no answer in time, bad JSON | error | the cause's | `agent: connection refused` |
 //! | Docker API failure without a usable fallback: engine unreachable, no answer in time, HTTP error, no readable `State` | error | the cause's (`not_found` for 404, `status` for another HTTP error, `protocol` for a bad body) | `docker: HTTP 404: No such container: web` |
 //! | URL the probe cannot check | error | `config` | `invalid url "ftp://x": unsupported scheme …` |
@@ -141,7 +144,14 @@
 //! debounces into `Unhealthy`; an error is the checker's own trouble, which ends in
 //! `Error` and, repeated, stops the monitor. A slow or unresolvable backend must never
 //! stop its monitor (GoDoxy reports stream timeouts and DNS failures as errors; we fix
-//! that, SPEC §3).
+//! that, SPEC §3); nor must ICMP errors from the target's network, which Linux reports
+//! as errnos that std has no kind for (`ENOPROTOOPT`, `EHOSTDOWN`, `ENONET`, ...). A
+//! `local` error says nothing about the target at all: the monitor changes no counter
+//! for it (SPEC §9.3).
+//!
+//! Names are looked up on one shared async resolver (hickory; the system's
+//! `/etc/resolv.conf` and `/etc/hosts`), inside the check's deadline, with no thread
+//! per lookup; IP literals are never looked up.
 //!
 //! # Cancel safety
 //!
@@ -154,6 +164,7 @@
 #[cfg(feature = "http")]
 mod agent;
 mod build;
+mod dns;
 #[cfg(feature = "docker")]
 mod docker;
 mod failure;

@@ -4,17 +4,17 @@
 use std::net::{IpAddr, SocketAddr};
 
 use health_types::CheckKind;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 #[cfg(any(feature = "http", feature = "docker"))]
 use url::{Host, Url};
 
-use crate::failure::{Failure, Side, classify_io};
+use crate::{
+    dns,
+    failure::{Failure, Side, classify_io},
+};
 
 /// The `User-Agent` of every HTTP check and agent request: `healthd/<version>`.
 pub const USER_AGENT_VALUE: &str = concat!("healthd/", env!("CARGO_PKG_VERSION"));
-
-/// The detail of a name that did not resolve.
-pub(crate) const NO_SUCH_HOST: &str = "dns: no such host";
 
 /// Which address family a target may use (`tcp4`, `udp6`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +67,8 @@ pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
         .ok()
 }
 
-/// Resolves `host` (a name or a literal address) to socket addresses of `family`.
+/// Resolves `host` (a name or a literal address) to socket addresses of `family`; a
+/// name is looked up on the shared resolver ([`dns`]) until `deadline`.
 ///
 /// A name that does not resolve, or resolves to no address of the family, is a target
 /// failure of kind `dns`.
@@ -75,6 +76,7 @@ pub(crate) async fn resolve(
     host: &str,
     port: u16,
     family: Family,
+    deadline: Instant,
 ) -> Result<Vec<SocketAddr>, Failure> {
     if let Some(ip) = ip_literal(host) {
         return if family.accepts(ip) {
@@ -86,17 +88,17 @@ pub(crate) async fn resolve(
             ))
         };
     }
-    let found = tokio::net::lookup_host((host, port)).await.map_err(|err| {
-        tracing::debug!(host, error = %err, "name lookup failed");
-        Failure::target(CheckKind::Dns, NO_SUCH_HOST)
-    })?;
-    let addrs: Vec<SocketAddr> = found.filter(|a| family.accepts(a.ip())).collect();
+    let found = dns::lookup(dns::shared()?, host, deadline).await?;
+    let addrs: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|ip| family.accepts(*ip))
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
     if addrs.is_empty() {
-        let detail = match family {
-            Family::Any => NO_SUCH_HOST.to_owned(),
-            _ => format!("dns: no {} address", family.name()),
-        };
-        return Err(Failure::target(CheckKind::Dns, detail));
+        return Err(Failure::target(
+            CheckKind::Dns,
+            format!("dns: no {} address", family.name()),
+        ));
     }
     Ok(addrs)
 }
@@ -120,13 +122,17 @@ pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> 
             }
         }
     }
-    Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, NO_SUCH_HOST)))
+    Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, dns::NO_ANSWER)))
 }
 
 #[cfg(feature = "http")]
-/// Resolves and connects in one step.
-pub(crate) async fn resolve_and_connect(host: &str, port: u16) -> Result<TcpStream, Failure> {
-    let addrs = resolve(host, port, Family::Any).await?;
+/// Resolves (until `deadline`) and connects in one step.
+pub(crate) async fn resolve_and_connect(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<TcpStream, Failure> {
+    let addrs = resolve(host, port, Family::Any, deadline).await?;
     let stream = connect(&addrs).await?;
     // Probes send one small request; Nagle's delay would only add latency.
     let _ = stream.set_nodelay(true);
@@ -206,9 +212,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_literal_of_the_wrong_family_is_a_config_failure() {
-        let err = resolve("::1", 80, Family::V4).await.unwrap_err();
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let err = resolve("::1", 80, Family::V4, deadline).await.unwrap_err();
         assert_eq!((err.side, err.kind), (Side::Checker, CheckKind::Config));
-        let ok = resolve("127.0.0.1", 80, Family::V4).await.unwrap();
+        let ok = resolve("127.0.0.1", 80, Family::V4, deadline)
+            .await
+            .unwrap();
         assert_eq!(ok, vec!["127.0.0.1:80".parse().unwrap()]);
     }
 }

@@ -7,14 +7,15 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Scheme,
+    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Scheme, redacted,
     timed_out_after,
 };
 use tokio::{net::UdpSocket, time::Instant};
 use url::{Host, Url};
 
 use crate::{
-    failure::{Failure, bad_url, classify_io},
+    dns,
+    failure::{Failure, bad_url, classify_io, local_failure},
     net::{self, Family},
 };
 
@@ -66,7 +67,7 @@ impl StreamProbe {
         let target = StreamTarget::parse(url)?;
         if self.udp_only && !target.udp {
             return Err(ConfigError::url(
-                url,
+                redacted(url),
                 "`payload` and `expect_reply` apply to udp targets only",
             ));
         }
@@ -83,7 +84,8 @@ impl StreamProbe {
         let addrs: &[SocketAddr] = match target.ip {
             Some(ip) => &[SocketAddr::new(ip, target.port)],
             None => {
-                resolved = net::resolve(&target.host, target.port, target.family).await?;
+                let deadline = start + self.timeout;
+                resolved = net::resolve(&target.host, target.port, target.family, deadline).await?;
                 &resolved
             }
         };
@@ -94,7 +96,7 @@ impl StreamProbe {
         }
         // A connected UDP socket talks to one address: the first of the family.
         let Some(&addr) = addrs.first() else {
-            return Err(Failure::target(CheckKind::Dns, net::NO_SUCH_HOST));
+            return Err(Failure::target(CheckKind::Dns, dns::NO_ANSWER));
         };
         self.udp(addr, start).await
     }
@@ -105,9 +107,10 @@ impl StreamProbe {
         } else {
             SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
         };
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|err| Failure::checker(CheckKind::Io, format!("udp socket: {err}")))?;
+        let socket = UdpSocket::bind(local).await.map_err(|err| {
+            local_failure(&err)
+                .unwrap_or_else(|| Failure::checker(CheckKind::Io, format!("udp socket: {err}")))
+        })?;
         // Connecting the socket is what makes the kernel report an ICMP port unreachable
         // as ECONNREFUSED on the next receive (or send).
         socket
@@ -137,7 +140,7 @@ impl Probe for StreamProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let target = self.target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
-        match tokio::time::timeout(self.timeout, self.probe(&target, start)).await {
+        match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
             Err(_) => Failure::timed_out(self.timeout).into_outcome(start.elapsed()),
@@ -180,7 +183,9 @@ impl StreamTarget {
         };
         let udp = scheme.is_udp();
         let (ip, host) = match url.host() {
-            None | Some(Host::Domain("")) => return Err(ConfigError::url(url, "no host")),
+            None | Some(Host::Domain("")) => {
+                return Err(ConfigError::url(redacted(url), "no host"));
+            }
             Some(Host::Ipv4(ip)) => (Some(IpAddr::V4(ip)), String::new()),
             Some(Host::Ipv6(ip)) => (Some(IpAddr::V6(ip)), String::new()),
             // Non-special schemes (`tcp://`) keep IPv4 literals as domains.
@@ -190,11 +195,11 @@ impl StreamTarget {
             },
         };
         let port = match url.port() {
-            Some(0) => return Err(ConfigError::url(url, "port 0 cannot be checked")),
+            Some(0) => return Err(ConfigError::url(redacted(url), "port 0 cannot be checked")),
             Some(port) => port,
             None => {
                 return Err(ConfigError::url(
-                    url,
+                    redacted(url),
                     "a stream target needs a port (like tcp://host:5432)",
                 ));
             }
@@ -203,7 +208,7 @@ impl StreamTarget {
             && !family.accepts(ip)
         {
             return Err(ConfigError::url(
-                url,
+                redacted(url),
                 format!("{ip} is not an address of the {} family", url.scheme()),
             ));
         }

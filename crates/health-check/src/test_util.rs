@@ -1,5 +1,7 @@
 //! Test helpers for this crate's tests and the crates above it (feature `test-util`): a
-//! fake Docker Engine API with scripted containers, on a unix socket or loopback TCP.
+//! fake Docker Engine API with scripted containers, on a unix socket or loopback TCP, and
+//! a scripted DNS server ([`ScriptedDns`]) that this process's probes can be pointed at
+//! ([`use_name_server`]).
 //!
 //! The fake answers as a Docker 20.10 engine does (the shapes of its `/version` and
 //! inspect bodies, its headers, its error messages), so bollard's typed client reads
@@ -39,7 +41,10 @@ use tokio::{
     task::JoinHandle,
 };
 
+pub use self::dns::{DnsAnswer, ScriptedDns, use_name_server};
 use crate::DockerProbe;
+
+mod dns;
 
 /// The engine version the fake reports (its API version is the fake's own).
 const ENGINE_VERSION: &str = "20.10.99";

@@ -151,7 +151,8 @@ pub(crate) fn container_name(name: &str) -> Result<String, ConfigError> {
 ///   <message>`), a body bollard cannot decode or one without a `State.Status`
 ///   `protocol`, no answer in time `timeout`, a `tcp://` host whose name does not
 ///   resolve `dns` (checked when the client is created), and a socket failure the kind
-///   of its cause.
+///   of its cause; our own shortage (out of descriptors) is kind `local`, detail
+///   `local: …` without the prefix.
 /// - Every call ends after the `timeout` given to [`try_new`](Self::try_new), body
 ///   included (bollard's own timeout, in whole seconds, covers only the answer's head).
 ///   The answer's size is not capped: bollard reads the whole body, and the engine is
@@ -227,7 +228,8 @@ impl BollardDockerApi {
             // bollard's connector reports a name that does not resolve as a bare I/O
             // error; resolving it here first makes it the `dns` failure every other
             // probe reports. A client re-created after a failure resolves again.
-            net::resolve(host, *port, Family::Any)
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            net::resolve(host, *port, Family::Any, deadline)
                 .await
                 .map_err(|failure| failure.prefixed("docker: ").into_error())?;
         }
@@ -291,6 +293,8 @@ impl BollardDockerApi {
                     _ => classify_chain(err),
                 };
                 match (&self.endpoint, failure.side) {
+                    // Out of descriptors: about this process, not the engine.
+                    _ if failure.kind == CheckKind::Local => return failure.into_error(),
                     // No such socket, permission denied: say which socket. Refused and
                     // reset are the engine's side and read like a TCP failure.
                     (Endpoint::Unix(path), Side::Checker) => {

@@ -356,10 +356,10 @@ where
 }
 
 /// Reads the next bytes of a body into `buf` (replacing what it held); the connection
-/// closing here means the response was cut short.
+/// closing here means the body was cut short (`connection closed`, kind `reset`).
 async fn fill<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> Result<usize, Failure> {
     match read(io, buf).await? {
-        0 => Err(Failure::target(CheckKind::Reset, CLOSED_EARLY)),
+        0 => Err(Failure::target(CheckKind::Reset, "connection closed")),
         n => Ok(n),
     }
 }

@@ -10,7 +10,10 @@ use std::{
     collections::HashMap,
     io,
     pin::Pin,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU8, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -77,7 +80,7 @@ impl Pool {
                     });
                     Sender::H2(mine)
                 }
-                h1 => h1,
+                h1 @ Sender::H1(_) => h1,
             });
         }
         None
@@ -96,7 +99,7 @@ impl Pool {
         };
         if list.len() >= POOL_MAX_IDLE_PER_HOST {
             list.retain(|entry| match &entry.sender {
-                Sender::H2(s) => s.is_ready() && !s.is_closed(),
+                Sender::H2(h2) => h2.send.is_ready() && !h2.send.is_closed(),
                 Sender::H1(_) => entry.since.elapsed() < POOL_IDLE_TIMEOUT,
             });
         }
@@ -108,20 +111,33 @@ impl Pool {
         }
     }
 
-    /// Opens a connection to `target`. An HTTP/2 one (h2c, or ALPN `h2`) gets its
-    /// driver task and is pooled at once, for other checks to share; an HTTP/1 one is a
-    /// bare connection, driven by the check that uses it.
-    pub(super) async fn connect(&self, target: &Target<'_>) -> Result<Sender, Failure> {
-        let (io, alpn_h2) = self.connector.connect(target).await?;
+    /// Opens a connection to `target` (its name looked up until `deadline`). An
+    /// HTTP/2 one (h2c, or ALPN `h2`) gets its driver task and is pooled at once, for
+    /// other checks to share; an HTTP/1 one is a bare connection, driven by the check
+    /// that uses it.
+    pub(super) async fn connect(
+        &self,
+        target: &Target<'_>,
+        deadline: Instant,
+    ) -> Result<Sender, Failure> {
+        let (io, alpn_h2) = self.connector.connect(target, deadline).await?;
         if !(self.prior_knowledge || alpn_h2) {
             return Ok(Sender::H1(io));
         }
+        let peer = Arc::new(Peer::default());
+        let io = FirstBytes {
+            io,
+            prior_knowledge: self.prior_knowledge,
+            head: [0; 5],
+            seen: 0,
+            peer: peer.clone(),
+        };
         // Boxed, as the TLS handshake below: large futures that plain HTTP/1.1 checks
         // would otherwise carry.
         let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io));
-        let (sender, connection) = Box::pin(handshake)
+        let (send, connection) = Box::pin(handshake)
             .await
             .map_err(|err| classify_http_error(&err))?;
         // The driver ends when the connection closes or every sender is dropped.
@@ -130,8 +146,9 @@ impl Pool {
                 tracing::debug!(error = %err, "http/2 connection ended");
             }
         });
-        self.put(&target.key, Sender::H2(sender.clone()));
-        Ok(Sender::H2(sender))
+        let h2 = H2 { send, peer };
+        self.put(&target.key, Sender::H2(h2.clone()));
+        Ok(Sender::H2(h2))
     }
 }
 
@@ -140,15 +157,139 @@ pub(super) enum Sender {
     /// An HTTP/1.1 connection, idle between checks (see [`super::h1`]).
     H1(Conn),
     /// A shared HTTP/2 connection.
-    H2(http2::SendRequest<Empty<Bytes>>),
+    H2(H2),
 }
 
 impl Sender {
     fn is_usable(&mut self) -> bool {
         match self {
             Sender::H1(conn) => conn.is_open(),
-            Sender::H2(s) => s.is_ready() && !s.is_closed(),
+            Sender::H2(h2) => h2.send.is_ready() && !h2.send.is_closed(),
         }
+    }
+}
+
+/// A shared HTTP/2 connection: its request handle, and what its first bytes said.
+#[derive(Clone)]
+pub(super) struct H2 {
+    pub(super) send: http2::SendRequest<Empty<Bytes>>,
+    pub(super) peer: Arc<Peer>,
+}
+
+/// What the server of an HTTP/2 connection showed of itself before its first frame.
+#[derive(Debug, Default)]
+pub(super) struct Peer {
+    state: AtomicU8,
+}
+
+/// [`Peer`] states besides 0 (nothing unusual): an HTTP/1 answer, a close before any
+/// byte.
+const PEER_ANSWERED_HTTP1: u8 = 1;
+const PEER_CLOSED_SILENTLY: u8 = 2;
+
+impl Peer {
+    /// How the server showed that it does not speak HTTP/2, if it did: it answered the
+    /// HTTP/2 preface with an HTTP/1 status line (`HTTP/`), or (with prior knowledge)
+    /// closed the connection before sending a byte, as HTTP/1-only servers such as
+    /// hyper's do; an HTTP/2 server sends its SETTINGS first.
+    pub(super) fn not_http2(&self) -> Option<&'static str> {
+        match self.state.load(Ordering::Relaxed) {
+            PEER_ANSWERED_HTTP1 => Some("it answered in HTTP/1"),
+            PEER_CLOSED_SILENTLY => Some("it closed the connection at the HTTP/2 preface"),
+            _ => None,
+        }
+    }
+}
+
+/// The I/O of an HTTP/2 connection, watching the first five bytes the server sends.
+struct FirstBytes {
+    io: Conn,
+    /// The connection speaks HTTP/2 by prior knowledge (h2c), not by ALPN.
+    prior_knowledge: bool,
+    head: [u8; 5],
+    seen: usize,
+    peer: Arc<Peer>,
+}
+
+impl FirstBytes {
+    /// Notes the connection closing, or failing, before the server sent a byte.
+    fn closed(&self) {
+        if self.seen == 0 && self.prior_knowledge {
+            self.peer
+                .state
+                .store(PEER_CLOSED_SILENTLY, Ordering::Relaxed);
+        }
+    }
+
+    /// Passes `poll` on, noting a failure before the server sent a byte.
+    fn noting<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &poll {
+            self.closed();
+        }
+        poll
+    }
+}
+
+impl AsyncRead for FirstBytes {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        if this.seen < this.head.len() {
+            let new = &buf.filled()[before..];
+            if new.is_empty() && poll.is_ready() {
+                this.closed();
+            }
+            let take = new.len().min(this.head.len() - this.seen);
+            this.head[this.seen..this.seen + take].copy_from_slice(&new[..take]);
+            this.seen += take;
+            if this.head == *b"HTTP/" {
+                this.peer
+                    .state
+                    .store(PEER_ANSWERED_HTTP1, Ordering::Relaxed);
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for FirstBytes {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.noting(poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_flush(cx);
+        this.noting(poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.noting(poll)
     }
 }
 
@@ -215,9 +356,14 @@ impl Connector {
         }
     }
 
-    /// Connects to `target`; `true` when TLS chose HTTP/2 by ALPN.
-    async fn connect(&self, target: &Target<'_>) -> Result<(Conn, bool), Failure> {
-        let tcp = net::resolve_and_connect(target.host, target.port).await?;
+    /// Connects to `target`, its name looked up until `deadline`; `true` when TLS chose
+    /// HTTP/2 by ALPN.
+    async fn connect(
+        &self,
+        target: &Target<'_>,
+        deadline: Instant,
+    ) -> Result<(Conn, bool), Failure> {
+        let tcp = net::resolve_and_connect(target.host, target.port, deadline).await?;
         if target.https {
             return Box::pin(self.secure(target.host, tcp)).await;
         }
