@@ -107,6 +107,22 @@ fn a_url_without_host_or_port_names_the_url() {
 }
 
 #[test]
+fn errors_naming_a_url_never_show_its_password() {
+    let config = config(1000);
+    let stream = StreamProbe::try_new(&config).unwrap();
+    let agent = AgentSpec::new(Url::parse("http://127.0.0.1:1").unwrap());
+    let agent = AgentProbe::try_new(&config, agent).unwrap();
+    for message in [
+        url_error(&stream, "tcp://admin:s3cret@db.internal"),
+        url_error(&stream, "tcp4://admin:s3cret@[::1]:5432"),
+        url_error(&agent, "udp://admin:s3cret@dns.internal"),
+    ] {
+        assert!(message.contains("admin:***@"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+}
+
+#[test]
 fn invalid_configs_are_rejected_at_construction() {
     let zero = HealthCheckConfig {
         timeout: Duration::ZERO,

@@ -346,36 +346,71 @@ async fn garbage_instead_of_http_is_a_protocol_failure() {
     assert!(result.detail.starts_with("protocol: "), "{result:?}");
 }
 
-#[tokio::test]
-async fn a_reset_mid_response_is_unhealthy() {
-    for partial in [
-        &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
-        &b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial body"[..],
-    ] {
-        let server = raw_server("127.0.0.1:0", move |mut stream| async move {
-            read_head(&mut stream).await;
-            write(&mut stream, partial).await;
-            // SO_LINGER 0: closing sends RST instead of FIN.
-            let _ = stream.set_zero_linger();
-            drop(stream);
-        })
-        .await;
-        let probe = HttpProbe::try_new(&config(2000)).unwrap();
-        let result = check(&probe, &server.url("http")).await;
-        assert_unhealthy(&result, CheckKind::Reset);
-    }
+/// A server that answers `partial` to each request, then resets the connection.
+async fn resetting(partial: &'static [u8]) -> support::Server {
+    raw_server("127.0.0.1:0", move |mut stream| async move {
+        read_head(&mut stream).await;
+        write(&mut stream, partial).await;
+        // SO_LINGER 0: closing sends RST instead of FIN.
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    })
+    .await
 }
 
 #[tokio::test]
-async fn a_connection_closed_before_the_body_ends_is_unhealthy() {
+async fn a_reset_mid_head_is_unhealthy() {
+    let server = resetting(b"HTTP/1.1 200 OK\r\nContent-Le").await;
     let probe = HttpProbe::try_new(&config(2000)).unwrap();
-    let result = check_canned(
-        &probe,
-        "http",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
-    )
-    .await;
+    let result = check(&probe, &server.url("http")).await;
     assert_unhealthy(&result, CheckKind::Reset);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_keeps_its_status() {
+    let probe = HttpProbe::try_new(&config(2000)).unwrap();
+    // Closed before Content-Length bytes, or before the last chunk: judged by the
+    // status, the detail says the body was cut short.
+    for (answer, healthy, detail) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc"[..],
+            true,
+            "HTTP 200 OK (body cut short: connection closed)",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            true,
+            "HTTP 200 OK (body cut short: connection closed)",
+        ),
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nabc",
+            false,
+            "HTTP 503 Service Unavailable (body cut short: connection closed)",
+        ),
+    ] {
+        let server = canned("127.0.0.1:0", answer).await;
+        for _ in 0..2 {
+            let result = check(&probe, &server.url("http")).await;
+            let kind = if healthy {
+                CheckKind::Ok
+            } else {
+                CheckKind::Status
+            };
+            assert_eq!(
+                (result.healthy, result.kind, result.detail.as_str()),
+                (healthy, kind, detail)
+            );
+        }
+        // Such a connection is never reused.
+        assert_eq!(server.connections(), 2);
+    }
+    let server = resetting(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial body").await;
+    let result = check(&probe, &server.url("http")).await;
+    assert!(result.healthy, "{result:?}");
+    assert_eq!(
+        result.detail,
+        "HTTP 200 OK (body cut short: connection reset)"
+    );
 }
 
 async fn twenty_checks_use_one_connection() {
@@ -711,6 +746,42 @@ async fn an_h2c_stream_reset_is_unhealthy() {
 }
 
 #[tokio::test]
+async fn an_h2c_stream_reset_after_the_headers_keeps_the_status() {
+    let server = raw_server("127.0.0.1:0", |stream| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        let Some(mut ping_pong) = connection.ping_pong() else {
+            return;
+        };
+        let Some(Ok((_request, mut respond))) = connection.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let response = http::Response::builder().status(200).body(()).unwrap();
+            let Ok(mut body) = respond.send_response(response, false) else {
+                return;
+            };
+            // The answer to a ping sent after the headers: the connection has written
+            // them, so the reset follows them on the wire.
+            if ping_pong.ping(h2::Ping::opaque()).await.is_ok() {
+                body.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        });
+        // Drives the connection (the ping, the reset) until the client goes.
+        while let Some(Ok(_)) = connection.accept().await {}
+    })
+    .await;
+    let probe = H2cProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &server.url("h2c")).await;
+    assert!(result.healthy, "{result:?}");
+    assert_eq!(
+        result.detail,
+        "HTTP 200 OK (body cut short: http2 stream reset: INTERNAL_ERROR)"
+    );
+}
+
+#[tokio::test]
 async fn h2c_against_an_http1_only_server_is_a_protocol_failure() {
     let probe = H2cProbe::try_new(&config(2000)).unwrap();
     let result = check_canned(
@@ -719,11 +790,97 @@ async fn h2c_against_an_http1_only_server_is_a_protocol_failure() {
         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
-    assert!(!result.healthy, "{result:?}");
-    assert!(
-        matches!(result.kind, CheckKind::Protocol | CheckKind::Reset),
-        "{result:?}"
+    assert_unhealthy(&result, CheckKind::Protocol);
+    assert_eq!(
+        result.detail,
+        "protocol: the server does not speak HTTP/2 (it answered in HTTP/1)"
     );
+    // hyper's HTTP/1-only server (axum's too) closes the connection at the preface.
+    let server = raw_server("127.0.0.1:0", |stream| async move {
+        let service = hyper::service::service_fn(|_request| async {
+            Ok::<_, std::convert::Infallible>(respond(200, "ok"))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    })
+    .await;
+    let result = check(&probe, &server.url("h2c")).await;
+    assert_unhealthy(&result, CheckKind::Protocol);
+    assert_eq!(
+        result.detail,
+        "protocol: the server does not speak HTTP/2 (it closed the connection at the HTTP/2 preface)"
+    );
+}
+
+/// The `authorization` header of each request `server` saw.
+fn authorizations(server: &support::Server) -> Vec<Option<String>> {
+    server
+        .seen()
+        .iter()
+        .map(|seen| {
+            seen.headers
+                .iter()
+                .find(|(name, _)| name == "authorization")
+                .map(|(_, value)| value.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn user_info_is_sent_as_basic_auth_and_nowhere_else() {
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let port = server.addr.port();
+    let url = |scheme: &str, userinfo: &str| {
+        Url::parse(&format!("{scheme}://{userinfo}@127.0.0.1:{port}/status")).unwrap()
+    };
+    let http = HttpProbe::try_new(&config(2000)).unwrap();
+    let h2c = H2cProbe::try_new(&config(2000)).unwrap();
+    assert!(check(&http, &url("http", "admin:s3cret")).await.healthy);
+    // Percent-encoded user and password are decoded; a user alone has an empty password.
+    assert!(
+        check(&http, &url("http", "us%40er:p%3As%20s"))
+            .await
+            .healthy
+    );
+    assert!(check(&http, &url("http", "admin")).await.healthy);
+    assert!(check(&h2c, &url("h2c", "admin:s3cret")).await.healthy);
+    // A configured Authorization wins.
+    let bearer = HttpProbe::try_new(&HealthCheckConfig {
+        headers: [("Authorization".to_owned(), "Bearer t0ken".to_owned())].into(),
+        ..config(2000)
+    })
+    .unwrap();
+    assert!(check(&bearer, &url("http", "admin:s3cret")).await.healthy);
+    // admin:s3cret, us@er:p:s s, admin:
+    let basic = |credentials: &str| {
+        use base64::Engine as _;
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ))
+    };
+    assert_eq!(
+        authorizations(&server),
+        [
+            basic("admin:s3cret"),
+            basic("us@er:p:s s"),
+            basic("admin:"),
+            basic("admin:s3cret"),
+            Some("Bearer t0ken".to_owned()),
+        ]
+    );
+    assert_eq!(basic("admin:s3cret").unwrap(), "Basic YWRtaW46czNjcmV0");
+    for seen in server.seen() {
+        let host = seen.headers.iter().find(|(name, _)| name == "host");
+        let shown = format!("{} {host:?}", seen.uri);
+        assert!(
+            !shown.contains("admin") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let h2_uri = format!("http://127.0.0.1:{port}/status/");
+        assert!(seen.uri == "/status/" || seen.uri == h2_uri, "{}", seen.uri);
+    }
 }
 
 #[cfg(feature = "tls")]
