@@ -15,6 +15,13 @@
 //!   `soak` against it (default 10 minutes plus a drain of at most 3; needs no cmake):
 //!   a table on stdout and `target/soak/report.json`, exit non-zero when the verdict
 //!   fails. Further arguments go to `health-bench soak` as they are;
+//! - `fuzz [--seconds N] [--stable] [TARGET...]`: runs each fuzz target (default: all
+//!   of `fuzz/fuzz_targets/`) for N seconds (default 60) from the committed corpus
+//!   `fuzz/corpus/<target>`, with `cargo +nightly fuzz` (libFuzzer) where nightly and
+//!   cargo-fuzz are installed, else (or with `--stable`) with the stable mutation
+//!   harness of the `fuzz` package; one line per target, exit non-zero on a crash. What
+//!   libFuzzer adds to the corpus goes to `target/fuzz/corpus/<target>`, its logs to
+//!   `target/fuzz/logs/`, crash inputs to `fuzz/artifacts/<target>/`;
 //! - `ci`: what `.ci/run` runs (the same as `test`).
 
 use std::{
@@ -25,8 +32,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str =
-    "usage: cargo xtask <test|conformance [DIR...]|bench [--quick]|soak [--minutes N]|ci>";
+const USAGE: &str = "usage: cargo xtask <test|conformance [DIR...]|bench [--quick]|soak [--minutes N]|fuzz [--seconds N] [--stable] [TARGET...]|ci>";
 
 /// The bench package: `test` only clippy-checks it, without Pingora (which needs cmake);
 /// `bench` builds and runs it.
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
         Some("bench") if args.len() == 1 => bench(false),
         Some("bench") if args.len() == 2 && args[1] == "--quick" => bench(true),
         Some("soak") => soak(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -268,4 +275,170 @@ fn conformance(dirs: &[String]) -> Result<ExitCode> {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// libFuzzer's limits on each run: the longest input, resident memory, and the time one
+/// input may take before it counts as a hang.
+const LIBFUZZER_LIMITS: [&str; 3] = ["-max_len=65536", "-rss_limit_mb=2048", "-timeout=10"];
+
+/// Runs the fuzz targets: with cargo-fuzz on nightly when both are installed, else with
+/// the stable mutation harness.
+fn fuzz(args: &[String]) -> Result<ExitCode> {
+    let mut seconds = "60".to_owned();
+    let mut stable = false;
+    let mut targets = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = args.next().context("--seconds needs a number")?.clone(),
+            "--stable" => stable = true,
+            _ => targets.push(arg.clone()),
+        }
+    }
+    seconds
+        .parse::<u64>()
+        .with_context(|| format!("--seconds {seconds:?} is not a number"))?;
+    let known = fuzz_targets()?;
+    if let Some(unknown) = targets.iter().find(|t| !known.contains(t)) {
+        bail!(
+            "no fuzz target {unknown:?}; the targets: {}",
+            known.join(", ")
+        );
+    }
+    if targets.is_empty() {
+        targets = known;
+    }
+    let why_not = if stable {
+        Some("--stable".to_owned())
+    } else {
+        cargo_fuzz_missing()
+    };
+    if let Some(why) = why_not {
+        eprintln!("xtask: fuzzing with the stable mutation harness ({why})");
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--no-default-features",
+            "--features",
+            "stable",
+            "--bin",
+            "stable",
+            "--",
+            "--seconds",
+            &seconds,
+        ]);
+        cmd.args(&targets);
+        let status = cmd.status().context("cannot run the stable harness")?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    let mut build = nightly_cargo();
+    build.args(["fuzz", "build"]);
+    run("cargo +nightly fuzz build", build)?;
+    let out = target_dir().join("fuzz");
+    let mut crashed = false;
+    for target in &targets {
+        let corpus = out.join("corpus").join(target);
+        let logs = out.join("logs");
+        for dir in [&corpus, &logs] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let log_path = logs.join(format!("{target}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        eprintln!(
+            "xtask: fuzz {target} for {seconds} s (log: {})",
+            log_path.display()
+        );
+        // New inputs go to the first corpus directory: the committed seeds stay as they are.
+        let mut cmd = nightly_cargo();
+        cmd.args(["fuzz", "run", target]);
+        cmd.arg(&corpus);
+        cmd.arg(Path::new("fuzz/corpus").join(target));
+        cmd.arg("--");
+        cmd.arg(format!("-max_total_time={seconds}"));
+        cmd.args(LIBFUZZER_LIMITS);
+        cmd.stdout(log.try_clone().context("cannot share the log file")?);
+        cmd.stderr(log);
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run cargo fuzz run {target}"))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if status.success() {
+            // libFuzzer's last line: `Done 123456 runs in 61 second(s)`.
+            let runs = text
+                .lines()
+                .find_map(|line| line.strip_prefix("Done ")?.split_once(" runs in "))
+                .map_or("? (see the log)", |(runs, _)| runs);
+            println!("fuzz {target}: {runs} runs, no crash (cargo-fuzz, libFuzzer)");
+        } else {
+            crashed = true;
+            let artifact = text
+                .lines()
+                .find_map(|line| line.split_once("Test unit written to "));
+            match artifact {
+                Some((_, file)) => println!("fuzz {target}: crash: {}", file.trim()),
+                None => println!(
+                    "fuzz {target}: failed ({status}), see {}",
+                    log_path.display()
+                ),
+            }
+        }
+    }
+    Ok(if crashed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The fuzz targets: the files of `fuzz/fuzz_targets/`, sorted.
+fn fuzz_targets() -> Result<Vec<String>> {
+    let dir = root().join("fuzz").join("fuzz_targets");
+    let mut targets = Vec::new();
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(stem) = path.file_stem()
+        {
+            targets.push(stem.to_string_lossy().into_owned());
+        }
+    }
+    targets.sort();
+    Ok(targets)
+}
+
+/// `cargo +nightly` through rustup's proxy (`CARGO` names the pinned toolchain's own
+/// cargo, which takes no `+toolchain`).
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("+nightly");
+    cmd.env_remove("RUSTUP_TOOLCHAIN");
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Why cargo-fuzz cannot run here, or `None` when `cargo +nightly fuzz` answers.
+fn cargo_fuzz_missing() -> Option<String> {
+    let mut cmd = nightly_cargo();
+    cmd.args(["fuzz", "--version"]);
+    match cmd.output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`cargo +nightly fuzz` failed: {}; install nightly with `rustup toolchain install nightly` and cargo-fuzz with `cargo install cargo-fuzz`",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(err) => Some(format!("cannot run cargo: {err}")),
+    }
 }
