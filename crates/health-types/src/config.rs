@@ -57,9 +57,17 @@ impl ConfigError {
     }
 
     /// A URL error with the URL and the reason.
+    ///
+    /// A password in the URL is masked (`user:***@`, SPEC §9.3): errors are printed and
+    /// logged.
     pub fn url(url: impl fmt::Display, reason: impl Into<String>) -> Self {
+        let url = url.to_string();
+        let url = match url::Url::parse(&url) {
+            Ok(parsed) if parsed.password().is_some() => crate::redacted(&parsed).into_owned(),
+            _ => url,
+        };
         ConfigError::Url {
-            url: url.to_string(),
+            url,
             reason: reason.into(),
         }
     }
@@ -777,5 +785,16 @@ mod tests {
         assert_eq!(c.fall_threshold(), 2);
         assert_eq!(c.headers.get("A").map(String::as_str), Some("1"));
         assert_eq!(c.headers.get("B").map(String::as_str), Some("3"));
+    }
+
+    #[test]
+    fn url_errors_mask_a_password() {
+        let url = url::Url::parse("ftp://admin:s3cret@host/x").unwrap();
+        let err = crate::unsupported_scheme(&url, &crate::Scheme::ALL);
+        let text = err.to_string();
+        assert!(text.contains("ftp://admin:***@host/x"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let err = ConfigError::url("not a url at all", "bad");
+        assert!(err.to_string().contains("not a url at all"), "{err}");
     }
 }

@@ -896,7 +896,12 @@ impl<'t> Checker<'t> {
                 // `agent` or `docker` table (else the engine's host came from
                 // `DOCKER_HOST`, and the `docker` table is where to look).
                 let inner = match target {
-                    _ if target.url().is_some_and(|own| own.as_str() == url) => None,
+                    _ if target
+                        .url()
+                        .is_some_and(|own| health_types::redacted(own) == url.as_str()) =>
+                    {
+                        None
+                    }
                     Target::Agent { .. } => Some(("agent", "agent.url")),
                     Target::Docker { spec, .. } if spec.host.as_deref() == Some(url) => {
                         Some(("docker", "docker.host"))

@@ -169,6 +169,16 @@ fn what_only_a_probe_can_tell_is_reported_with_its_monitor() {
 }
 
 #[test]
+fn a_password_in_a_bad_url_is_masked_and_the_problem_is_at_url() {
+    let p = problem("[[monitor]]\nname = \"x\"\nurl = \"gopher://admin:s3cret@h/\"\n");
+    assert!(!p.contains("s3cret"), "{p}");
+    assert!(
+        p.starts_with("3:1: [[monitor]] \"x\": invalid `url` = \"gopher://admin:***@h/\""),
+        "{p}"
+    );
+}
+
+#[test]
 fn problems_inside_agent_and_docker_tables_name_the_inner_key() {
     for (table, expected) in [
         (
