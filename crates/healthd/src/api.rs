@@ -20,8 +20,8 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Json, Router,
     extract::{Path, State},
-    middleware,
     http::{StatusCode, header},
+    middleware,
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };

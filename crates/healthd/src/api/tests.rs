@@ -395,16 +395,22 @@ async fn with_a_token_writes_need_it_and_reads_stay_public() {
     let (addr, scope, monitors) = serve_with(with_token(true)).await;
     let (status, head, body) = request(addr, "POST", RESTART).await;
     assert_eq!(status, 401, "{body}");
-    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
     let error: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(error["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    assert!(
+        error["error"].as_str().unwrap().contains("Bearer"),
+        "{body}"
+    );
     let wrong = [("Authorization", "Bearer Zm9vYmFy-7c1f")];
     let (status, _, body) = request_with(addr, "POST", RESTART, &wrong).await;
     assert_eq!(status, 401, "{body}");
     assert!(!body.contains(TOKEN), "{body}");
     let good = format!("Bearer {TOKEN}");
-    let (status, _, body) =
-        request_with(addr, "POST", RESTART, &[("Authorization", &good)]).await;
+    let (status, _, body) = request_with(addr, "POST", RESTART, &[("Authorization", &good)]).await;
     assert_eq!(status, 200, "{body}");
     assert!(monitors[0].is_running());
     for path in ["/api/v1/monitors", "/metrics", "/", "/healthz"] {
