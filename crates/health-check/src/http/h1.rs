@@ -108,14 +108,35 @@ where
     // may have arrived (and once at first, to reject what is not HTTP at once), not
     // after every read, so a head that trickles in costs linear work.
     let mut searched = 0usize;
+    // Blank lines before a status line, dropped as they arrive: httparse skips them
+    // itself, but from the start on every parse, so an endless stream of them cost
+    // quadratic work up to the head limit (found by the `http_response` fuzz target).
+    // They count toward that limit.
+    let mut blank = 0usize;
     loop {
+        let leading = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        // A lone `\r` may be the start of a `\r\n` and a status line: keep the last
+        // byte when the buffer is all blank, so httparse still sees a bare `\r`.
+        let leading = if leading == buf.len() {
+            leading.saturating_sub(1)
+        } else {
+            leading
+        };
+        if leading > 0 {
+            buf.drain(..leading);
+            blank += leading;
+            searched = 0;
+        }
         let complete = buf[searched.saturating_sub(3)..]
             .windows(2)
             .any(|w| w == b"\n\n" || w == b"\n\r")
             || (searched == 0 && !buf.is_empty());
         searched = buf.len();
         if complete && let Some((len, head)) = parse_head(buf, head_request)? {
-            if len > MAX_HEAD {
+            if blank + len > MAX_HEAD {
                 return Err(head_too_large().into());
             }
             buf.drain(..len);
@@ -132,14 +153,14 @@ where
                 None => return Err(protocol("too many interim (1xx) answers").into()),
             }
         }
-        if buf.len() >= MAX_HEAD {
+        if blank + buf.len() >= MAX_HEAD {
             return Err(head_too_large().into());
         }
         if buf.capacity() - buf.len() < FIRST_READ / 2 {
             buf.reserve(buf.capacity().max(FIRST_READ));
         }
         // Never read past the head limit: the rest waits in the socket.
-        let room = MAX_HEAD + 1 - buf.len();
+        let room = MAX_HEAD + 1 - (blank + buf.len());
         match (&mut *io).take(room as u64).read_buf(buf).await {
             Ok(0) => {
                 return Err(ExchangeError {
@@ -550,6 +571,35 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.unwrap().framing, Framing::Empty);
+    }
+
+    /// [`send`] over an in-memory pipe to a server that answers `answer`.
+    async fn send_to(answer: Vec<u8>) -> Result<Head, ExchangeError> {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        // The server's write ends when the client stops reading and goes away.
+        tokio::spawn(async move { server.write_all(&answer).await });
+        let mut buf = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n".to_vec();
+        send(&mut client, false, &mut buf).await
+    }
+
+    #[tokio::test]
+    async fn blank_lines_before_the_status_line_are_skipped_and_count_toward_the_limit() {
+        let status = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        for blank in [&b"\r\n"[..], b"\n"] {
+            let answer = [blank.repeat(2_000), status.clone()].concat();
+            let head = send_to(answer).await.map_err(|e| e.failure).unwrap();
+            assert_eq!(head.status, StatusCode::NO_CONTENT);
+        }
+        let answer = [b"\n".repeat(MAX_HEAD), status].concat();
+        let err = send_to(answer).await.unwrap_err().failure;
+        assert_eq!(err.detail, "protocol: response head larger than 64 KiB");
+        // A bare `\r` before the status line is still httparse's to refuse.
+        let err = send_to(b"\rX HTTP/1.1 200 OK\r\n\r\n".to_vec())
+            .await
+            .unwrap_err()
+            .failure;
+        assert_eq!(err.kind, CheckKind::Protocol, "{err:?}");
     }
 
     #[test]
