@@ -1,13 +1,19 @@
 //! Network faults made for real: a network namespace and a veth pair made by the test,
 //! a target address inside the namespace, and nftables rules there for a black hole, a
-//! TCP reset, each ICMP destination-unreachable code Linux maps to an errno, and (with
-//! `tc netem`) a delay line. The probes run in this process, in the root namespace,
-//! against the address in the namespace; each case asserts the classification and that
-//! the check ended within its timeout.
+//! TCP reset, each ICMP destination-unreachable code Linux maps to an errno, and a delay
+//! line. The probes run in this process, in the root namespace, against the address in
+//! the namespace; each case asserts the classification and that the check ended within
+//! its timeout.
 //!
-//! Needs root, `ip` and `nft`; without them (or where the kernel refuses a namespace)
-//! it prints `skipped: <reason>` and passes. The delay line also needs the `netem`
-//! queueing discipline, else that case alone is skipped.
+//! The delay line is a slow link with a full queue (bufferbloat), made with the `tbf`
+//! queueing discipline rather than `netem`, which many kernels (this project's CI
+//! machine's among them) are built without: the namespace's end of the pair sends at
+//! 800 kbit/s, and just before each check a ballast of UDP datagrams from inside the
+//! namespace fills its queue, so the target's SYN-ACK waits behind about 400 ms of data.
+//!
+//! Needs root, `ip`, `nft` and `tc`; without them (or where the kernel refuses a
+//! namespace) it prints `skipped: <reason>` and passes. The delay line also needs the
+//! `tbf` queueing discipline, else that case alone is skipped.
 #![allow(clippy::unwrap_used)] // Tests may unwrap (STYLE.md).
 
 mod support;
@@ -15,7 +21,7 @@ mod support;
 use std::{
     fs::File,
     io::Write as _,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -53,6 +59,8 @@ table inet faults {
 
 /// The port a listener inside the namespace serves (no rule touches it).
 const OPEN_PORT: u16 = 3000;
+/// The delay line's rate, bytes a second (800 kbit/s).
+const LINK_RATE: usize = 100_000;
 /// How much a check may run past its timeout.
 const SLACK: Duration = Duration::from_millis(500);
 
@@ -141,34 +149,56 @@ impl Lab {
         Ok(lab)
     }
 
-    /// A TCP listener on `port` of the target address, made inside the namespace (by a
-    /// thread that joins it; the socket stays there). The kernel completes connects to
-    /// it without an `accept`.
-    fn listen(&self, port: u16) -> Result<TcpListener, String> {
+    /// Runs `make` on a thread that has joined the namespace: sockets it makes stay there.
+    fn inside<T: Send>(
+        &self,
+        make: impl FnOnce() -> Result<T, String> + Send,
+    ) -> Result<T, String> {
         let path = format!("/var/run/netns/{}", self.ns);
-        let addr = SocketAddr::from((self.target, port));
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     let ns = File::open(&path).map_err(|err| format!("{path}: {err}"))?;
                     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                         .map_err(|err| format!("setns {path}: {err}"))?;
-                    TcpListener::bind(addr).map_err(|err| format!("bind {addr}: {err}"))
+                    make()
                 })
                 .join()
                 .unwrap()
         })
     }
 
-    /// A delay of `delay` on every packet leaving the namespace (`tc netem`).
-    fn delay(&self, delay: Duration) -> Result<(), String> {
-        let ms = format!("{}ms", delay.as_millis());
+    /// A TCP listener on `port` of the target address, made inside the namespace. The
+    /// kernel completes connects to it without an `accept`.
+    fn listen(&self, port: u16) -> Result<TcpListener, String> {
+        let addr = SocketAddr::from((self.target, port));
+        self.inside(|| TcpListener::bind(addr).map_err(|err| format!("bind {addr}: {err}")))
+    }
+
+    /// Makes the namespace's end of the pair a slow link with a deep queue: [`LINK_RATE`]
+    /// bytes a second, one packet of burst, up to 5 s of queued data. Returns a UDP socket
+    /// inside the namespace to fill the queue with ([`Lab::fill_queue`]).
+    fn slow_link(&self) -> Result<UdpSocket, String> {
+        let rate = format!("{}bit", LINK_RATE * 8);
         let (ns, target_if) = (self.ns.as_str(), self.target_if.as_str());
         let args = [
-            "netns", "exec", ns, "tc", "qdisc", "add", "dev", target_if, "root", "netem", "delay",
-            &ms,
+            "netns", "exec", ns, "tc", "qdisc", "add", "dev", target_if, "root", "tbf", "rate",
+            &rate, "burst", "1600", "latency", "5s",
         ];
-        run("ip", &args, None)
+        run("ip", &args, None)?;
+        let addr = SocketAddr::from((self.target, 0));
+        self.inside(|| UdpSocket::bind(addr).map_err(|err| format!("bind {addr}: {err}")))
+    }
+
+    /// Queues `bytes` of UDP datagrams on the slow link, towards the host end's discard
+    /// port (nothing listens; the datagrams only take their turn on the link). Every
+    /// packet the namespace sends next waits until they have gone.
+    fn fill_queue(&self, socket: &UdpSocket, bytes: usize) {
+        let host = SocketAddr::from((Ipv4Addr::from(u32::from(self.target) - 1), 9));
+        let datagram = [0u8; 1400];
+        for _ in 0..bytes.div_ceil(datagram.len()) {
+            socket.send_to(&datagram, host).unwrap();
+        }
     }
 
     fn url(&self, scheme: &str, port: u16) -> Url {
@@ -185,7 +215,7 @@ impl Drop for Lab {
 
 /// Why the suite cannot run on this machine, if it cannot.
 fn missing_tools() -> Option<String> {
-    for (tool, flag) in [("ip", "-V"), ("nft", "-v")] {
+    for (tool, flag) in [("ip", "-V"), ("nft", "-v"), ("tc", "-V")] {
         if let Err(err) = run(tool, &[flag], None) {
             return Some(format!("`{tool}` is not available ({err})"));
         }
@@ -386,28 +416,35 @@ fn network_faults_are_classified_within_the_timeout() {
     });
 }
 
-/// With 300 ms on every packet leaving the namespace: a check with time to spare is
-/// healthy and slow, one with less is cut at its timeout.
+/// With about 400 ms of data queued ahead of every packet leaving the namespace: a check
+/// with time to spare is healthy and slow, one with less is cut at its timeout.
 async fn delay_line(lab: &Lab) {
+    let socket = match lab.slow_link() {
+        Ok(socket) => socket,
+        Err(reason) => {
+            println!(
+                "skipped: delay line: the tbf queueing discipline is not available ({reason})"
+            );
+            return;
+        }
+    };
+    // 40 000 bytes at 100 000 a second, less the one packet of burst.
+    let ballast = 40_000;
     let delay = Duration::from_millis(300);
-    if let Err(reason) = lab.delay(delay) {
-        println!("skipped: delay line: tc netem is not available ({reason})");
-        return;
-    }
     let url = lab.url("tcp", OPEN_PORT);
-    let patient = config(2000);
-    let result = timed_check(
-        &StreamProbe::try_new(&patient).unwrap(),
-        &url,
-        patient.timeout,
-    )
-    .await;
-    assert!(result.healthy, "{result:?}");
-    assert!(result.latency >= delay, "{result:?}");
+
     let hasty = config(100);
+    lab.fill_queue(&socket, ballast);
     let result = timed_check(&StreamProbe::try_new(&hasty).unwrap(), &url, hasty.timeout).await;
     assert_eq!(
         (result.healthy, result.kind, result.detail.as_str()),
         (false, CheckKind::Timeout, "timed out after 100ms")
     );
+
+    let patient = config(2000);
+    let probe = StreamProbe::try_new(&patient).unwrap();
+    lab.fill_queue(&socket, ballast);
+    let result = timed_check(&probe, &url, patient.timeout).await;
+    assert!(result.healthy, "{result:?}");
+    assert!(result.latency >= delay, "{result:?}");
 }
