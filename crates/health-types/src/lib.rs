@@ -11,6 +11,7 @@
 mod clock;
 mod config;
 mod event;
+mod history;
 mod json;
 mod persist;
 mod probe;
@@ -32,6 +33,10 @@ pub use self::{
         parse_duration,
     },
     event::{Event, EventKind, EventSink},
+    history::{
+        DaySummary, HistoryError, HistoryReader, HistorySink, HistorySpan, HistorySummary,
+        LatencyBucket, Observation, StatusChange,
+    },
     json::{ConfigJson, MonitorJson},
     persist::{MonitorState, Outbox, OutboxEntry, OutboxError, StateSink},
     probe::Probe,
