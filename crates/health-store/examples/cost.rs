@@ -1,9 +1,10 @@
 //! What the store costs: `record()` CPU, and a simulated hour of 10 000 monitors with
 //! 2 % of them flapping, committed one transaction per 100 ms tick, with the file size
-//! at the end.
+//! at the end; then history: `observe()` CPU, and simulated minutes of every monitor
+//! checking every second, with the commit that writes each closed minute.
 //!
 //! ```text
-//! cargo run --release -p health-store --example cost [MONITORS] [TICKS]
+//! cargo run --release -p health-store --example cost [MONITORS] [TICKS] [MINUTES]
 //! ```
 //!
 //! The hour is simulated, not waited for: each tick records what changed in it and
@@ -19,7 +20,9 @@ use std::{
 };
 
 use health_store::{Store, StoreOptions};
-use health_types::{Event, EventKind, MonitorState, Outbox, StateSink, Status};
+use health_types::{
+    Event, EventKind, HistorySink, MonitorState, Observation, Outbox, StateSink, Status,
+};
 
 /// Share of monitors that flap: each changes state on every tick.
 const FLAPPING_PERCENT: usize = 2;
@@ -33,11 +36,70 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let monitors: usize = args.next().map_or(10_000, |a| a.parse().expect("MONITORS"));
     let ticks: usize = args.next().map_or(36_000, |a| a.parse().expect("TICKS"));
+    let minutes: u64 = args.next().map_or(10, |a| a.parse().expect("MINUTES"));
     let dir = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..monitors).map(|m| format!("monitor-{m:05}")).collect();
 
     record_cost(&dir.path().join("record.db"), &names);
     simulated_hour(&dir.path().join("healthd.db"), &names, ticks);
+    history_cost(&dir.path().join("history.db"), &names, minutes);
+}
+
+/// `observe()` alone, then `minutes` simulated minutes in which every monitor checks
+/// once a second: the first check of a minute closes the monitor's previous one, and a
+/// flush then commits them all (a minute row, and the hour and day rows, for each).
+fn history_cost(path: &Path, names: &[String], minutes: u64) {
+    let store = open_without_tick(path);
+    // A whole minute in the past, so that its checks land in one minute.
+    let base = UNIX_EPOCH + Duration::from_secs(1_700_000_000 / 60 * 60);
+    let observation = |second: u64, i: usize| Observation {
+        time: base + Duration::from_secs(second),
+        latency: Duration::from_micros(800 + (i % 400) as u64),
+        failed: i.is_multiple_of(97),
+    };
+    let start = Instant::now();
+    for i in 0..RECORDS {
+        store.observe(
+            black_box(&names[i % names.len()]),
+            black_box(&observation(((i / names.len()) % 60) as u64, i)),
+        );
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "observe(): {:.0} ns per call ({RECORDS} calls over {} monitors, one minute)",
+        elapsed.as_nanos() as f64 / RECORDS as f64,
+        names.len()
+    );
+
+    let mut observing = Duration::ZERO;
+    let mut committing = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
+    for minute in 1..=minutes {
+        let start = Instant::now();
+        for second in minute * 60..(minute + 1) * 60 {
+            for (i, name) in names.iter().enumerate() {
+                store.observe(name, &observation(second, i));
+            }
+        }
+        observing += start.elapsed();
+        let start = Instant::now();
+        store.flush().unwrap();
+        let took = start.elapsed();
+        committing += took;
+        slowest = slowest.max(took);
+    }
+    let checks = minutes * 60 * names.len() as u64;
+    println!(
+        "history: {minutes} simulated minutes, {checks} checks: observe() {:.0} ns per check; \
+         the commit of each minute's {} closed minutes {:.1} ms on average, {:.1} ms at most; \
+         file {:.1} MiB + WAL {:.1} MiB",
+        observing.as_nanos() as f64 / checks as f64,
+        names.len(),
+        committing.as_secs_f64() * 1e3 / minutes as f64,
+        slowest.as_secs_f64() * 1e3,
+        file_size(path) as f64 / (1 << 20) as f64,
+        file_size(&path.with_extension("db-wal")) as f64 / (1 << 20) as f64,
+    );
 }
 
 fn state(status: Status, failures: u32, passes: u32) -> MonitorState {

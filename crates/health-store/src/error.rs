@@ -75,6 +75,13 @@ pub enum StoreError {
         /// The store's path.
         path: PathBuf,
     },
+    /// Another process has the store open (two daemons on one file would each close
+    /// the other's runs and write over its states).
+    #[error("store {} is in use by another process", path.display())]
+    InUse {
+        /// The store's path.
+        path: PathBuf,
+    },
     /// Reading from the store failed, or it held a value this build cannot read.
     #[error("cannot read store {}", path.display())]
     Read {
@@ -112,6 +119,7 @@ impl StoreError {
             | StoreError::Foreign { path }
             | StoreError::Migrate { path, .. }
             | StoreError::AlreadyOpen { path }
+            | StoreError::InUse { path }
             | StoreError::Read { path, .. }
             | StoreError::Write { path, .. }
             | StoreError::WriterStopped { path } => path,

@@ -16,6 +16,32 @@
 //! twice, even after the rows above it were pruned. Three partial indexes serve the
 //! queries: a notifier's pending entries in id order, a notifier's given-up `down`s by
 //! outage, and finished entries by the time they were finished (pruning).
+//!
+//! Schema version 2 adds history (SPEC §9.2):
+//!
+//! ```sql
+//! history_monitor (id INTEGER PRIMARY KEY, name TEXT UNIQUE)
+//! history_change (id INTEGER PRIMARY KEY, monitor INTEGER, time INTEGER,
+//!                 from_status TEXT, to_status TEXT, detail TEXT)
+//!     INDEX (monitor, time, to_status)
+//! history_minute | history_hour | history_day
+//!     (monitor INTEGER, start INTEGER, count, total, shortest, longest, failures,
+//!      PRIMARY KEY (monitor, start)) WITHOUT ROWID
+//! ```
+//!
+//! A monitor is named once, in `history_monitor`; the other tables hold its id, which
+//! keeps the many latency rows small. `history_change` holds every status change; its
+//! id orders changes of one millisecond, and its index covers what uptime reads (the
+//! summaries never visit the table itself). The latency tables hold the checks of one
+//! minute, hour or UTC day (`start` in unix ms, latencies in nanoseconds: `total` is
+//! their sum, `shortest` and `longest` the extremes). A closed minute is inserted into
+//! `history_minute` and added into its hour's and its day's rows in the same
+//! transaction, so each table is complete for what was written. Minutes are kept 48 h,
+//! hours, days and changes `StoreOptions::history_retention`, but each monitor's last
+//! change before that cut (its status at the cut) unless it is `stopped`. The day rows
+//! exist for the status page's 90-day bar: 90 rows a monitor instead of 2 160 hours.
+//! Every table is keyed (or indexed) by monitor first, so a monitor's span is one range
+//! of one B-tree, and the summaries walk the monitors and seek into each.
 
 use std::{path::Path, time::Duration};
 
@@ -26,7 +52,7 @@ use crate::StoreError;
 /// The migrations in order: entry `i` brings a file from schema version `i` to `i + 1`.
 /// Each runs in its own transaction with the version bump. Never edit one that was
 /// released; add the next.
-const MIGRATIONS: [&str; 1] = [
+pub(crate) const MIGRATIONS: [&str; 2] = [
     // 0 -> 1: monitor states and the outbox.
     "
     CREATE TABLE monitor_state (
@@ -58,6 +84,57 @@ const MIGRATIONS: [&str; 1] = [
     CREATE INDEX outbox_down_given_up ON outbox (notifier, service, outage_start)
         WHERE state = 'given_up' AND kind = 'down';
     CREATE INDEX outbox_done ON outbox (done) WHERE state <> 'pending';
+    ",
+    // 1 -> 2: history (SPEC §9.2).
+    "
+    CREATE TABLE history_monitor (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    ) STRICT;
+
+    CREATE TABLE history_change (
+        id          INTEGER PRIMARY KEY,
+        monitor     INTEGER NOT NULL,
+        time        INTEGER NOT NULL,
+        from_status TEXT NOT NULL,
+        to_status   TEXT NOT NULL,
+        detail      TEXT NOT NULL
+    ) STRICT;
+
+    CREATE INDEX history_change_by_monitor ON history_change (monitor, time, to_status);
+
+    CREATE TABLE history_minute (
+        monitor  INTEGER NOT NULL,
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        total    INTEGER NOT NULL,
+        shortest INTEGER NOT NULL,
+        longest  INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (monitor, start)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE history_hour (
+        monitor  INTEGER NOT NULL,
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        total    INTEGER NOT NULL,
+        shortest INTEGER NOT NULL,
+        longest  INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (monitor, start)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE history_day (
+        monitor  INTEGER NOT NULL,
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        total    INTEGER NOT NULL,
+        shortest INTEGER NOT NULL,
+        longest  INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (monitor, start)
+    ) STRICT, WITHOUT ROWID;
     ",
 ];
 

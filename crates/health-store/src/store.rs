@@ -15,8 +15,9 @@ use rusqlite::Connection;
 
 use crate::{
     StoreError, StoreOptions,
+    history_write::{HistoryWriter, close_dangling_runs},
     schema::{self, Role},
-    time::from_unix_ms,
+    time::{from_unix_ms, to_unix_ms},
     writer::{Shared, Writer, lock},
 };
 
@@ -26,14 +27,47 @@ const MEMORY: &str = ":memory:";
 /// The files this process has open as stores: each is opened once per process.
 static OPEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-/// Holds a path in [`OPEN`] until dropped.
+/// Holds a path in [`OPEN`], and an exclusive `flock` on the file against other
+/// processes, until dropped.
+///
+/// The lock is taken on a handle of our own, kept open as long as the store: closing
+/// any handle of a file drops the process's `fcntl` locks on it, SQLite's among them,
+/// so the handle must outlive SQLite's connections (it is the store's last field).
+/// `flock` and SQLite's `fcntl` locks do not interact on Linux.
 #[derive(Debug)]
-struct Registration(PathBuf);
+struct Registration(PathBuf, Option<std::fs::File>);
 
 impl Registration {
     fn claim(key: PathBuf, shown: &Path) -> Result<Registration, StoreError> {
         if lock(&OPEN).insert(key.clone()) {
-            Ok(Registration(key))
+            // Registered first, so that a failure below unregisters on drop.
+            let mut registration = Registration(key, None);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(shown)
+                .map_err(|source| StoreError::Open {
+                    path: shown.to_path_buf(),
+                    source: source.into(),
+                })?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::InUse {
+                        path: shown.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(StoreError::Open {
+                        path: shown.to_path_buf(),
+                        source: source.into(),
+                    });
+                }
+            }
+            registration.1 = Some(file);
+            Ok(registration)
         } else {
             Err(StoreError::AlreadyOpen {
                 path: shown.to_path_buf(),
@@ -58,6 +92,14 @@ impl Drop for Registration {
 /// - The dispatcher reads and marks entries through the `Outbox` port on a second
 ///   connection, so it never waits for the writer's tick (WAL mode lets it read while
 ///   the writer commits). `delivered` and `gave_up` commit before they return.
+/// - History (SPEC §9.2): monitors report checks and status changes through
+///   [`HistorySink`](health_types::HistorySink), which only updates memory (a check
+///   joins its monitor's open minute); the writer commits changes and closed minutes
+///   with its batches, and prunes old history a small transaction at a time. The
+///   [`HistoryReader`](health_types::HistoryReader) reads on a connection of its own
+///   and merges what memory holds. Closing the store ends every monitor's run with a
+///   `stopped` change; opening it ends the runs a killed process left open (see
+///   `history_read` for how uptime counts).
 /// - [`flush`](Store::flush) commits everything pending and waits until it is durable;
 ///   [`close`](Store::close), or dropping the store, commits what is pending and joins
 ///   the writer.
@@ -83,6 +125,7 @@ impl Drop for Registration {
 pub struct Store {
     shared: Arc<Shared>,
     reader: Arc<Mutex<Connection>>,
+    history: Arc<Mutex<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     clock: Arc<dyn Clock>,
@@ -123,12 +166,36 @@ impl Store {
         let file = (!memory).then_some(path);
         let mut writer_conn = schema::connect(file, &shown, Role::Writer, options.busy_timeout)?;
         schema::migrate(&mut writer_conn, &shown)?;
+        let write_error = |source: rusqlite::Error| StoreError::Write {
+            path: shown.clone(),
+            source: source.into(),
+        };
+        // Runs left open by a process that was killed end at their last known alive
+        // time, before this process adds anything.
+        let ended =
+            close_dangling_runs(&mut writer_conn, options.clock.now()).map_err(write_error)?;
+        if ended > 0 {
+            tracing::info!(
+                path = %shown.display(),
+                monitors = ended,
+                "history: closed the runs of monitors the last process did not stop"
+            );
+        }
+        let history = HistoryWriter::load(&writer_conn).map_err(|source| StoreError::Read {
+            path: shown.clone(),
+            source: source.into(),
+        })?;
         let writer_conn = Arc::new(Mutex::new(writer_conn));
-        let reader = if memory {
-            writer_conn.clone()
+        // History reads get a connection of their own, so that a long one (the
+        // summaries) never holds up the dispatcher's outbox reads and marks.
+        let (reader, history_reader) = if memory {
+            (writer_conn.clone(), writer_conn.clone())
         } else {
-            let conn = schema::connect(file, &shown, Role::Reader, options.busy_timeout)?;
-            Arc::new(Mutex::new(conn))
+            let connect = || {
+                schema::connect(file, &shown, Role::Reader, options.busy_timeout)
+                    .map(|conn| Arc::new(Mutex::new(conn)))
+            };
+            (connect()?, connect()?)
         };
 
         let shared = Arc::new(Shared::default());
@@ -138,7 +205,9 @@ impl Store {
             path: shown.clone(),
             tick: options.tick,
             retention: options.retention,
+            history_retention: options.history_retention,
             clock: options.clock.clone(),
+            history,
         };
         let writer = std::thread::Builder::new()
             .name("health-store".into())
@@ -150,6 +219,7 @@ impl Store {
         Ok(Store {
             shared,
             reader,
+            history: history_reader,
             writer: Mutex::new(Some(writer)),
             path: shown,
             clock: options.clock,
@@ -218,7 +288,9 @@ impl Store {
     }
 
     /// Commits everything recorded so far now and returns once it is durable (for
-    /// shutdown and tests). Blocks the calling thread for up to one commit.
+    /// shutdown and tests): monitor states, events, history changes, and the history
+    /// minutes that have ended by the store's clock (a minute still open stays in
+    /// memory, where reads find it). Blocks the calling thread for up to one commit.
     ///
     /// Fails when that commit failed (the batch is kept and retried on the next tick),
     /// or the writer has stopped (the store was closed, or the writer panicked).
@@ -229,6 +301,8 @@ impl Store {
                 path: self.path.clone(),
             });
         }
+        // History minutes that have ended by now count as recorded: close them.
+        pending.history.sweep(to_unix_ms(self.clock.now()));
         // Everything recorded so far is in the pending batch, or in the batch being
         // committed (number `taken`), or already finished.
         let target = if pending.is_empty() {
@@ -299,6 +373,16 @@ impl Store {
         &self.reader
     }
 
+    /// The connection history reads go through.
+    pub(crate) fn history_reader(&self) -> &Mutex<Connection> {
+        &self.history
+    }
+
+    /// What the store shares with its writer.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The wall clock of this store.
     pub(crate) fn clock(&self) -> &dyn Clock {
         &*self.clock
@@ -323,6 +407,37 @@ impl Store {
     pub(crate) fn commits(&self) -> u64 {
         lock(&self.shared.pending).commits
     }
+
+    /// Stops the writer as a killed process would: nothing pending is committed and
+    /// no run is ended. The store stays open for reads.
+    #[cfg(test)]
+    pub(crate) fn kill(&self) {
+        let Some(writer) = lock(&self.writer).take() else {
+            return;
+        };
+        {
+            let mut pending = lock(&self.shared.pending);
+            pending.killed = true;
+            pending.shutdown = true;
+        }
+        self.shared.wake.notify_one();
+        writer.join().expect("the writer does not panic");
+    }
+
+    /// Waits until the writer completed `passes` history pruning passes in all; returns
+    /// how many chunks (transactions) they took in all.
+    #[cfg(test)]
+    pub(crate) fn wait_history_pruned(&self, passes: u64) -> u64 {
+        let mut pending = lock(&self.shared.pending);
+        while pending.history_prune_passes < passes && !pending.stopped {
+            pending = self
+                .shared
+                .finished
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        pending.history_prune_chunks
+    }
 }
 
 impl StateSink for Store {
@@ -331,14 +446,7 @@ impl StateSink for Store {
     /// wakes the writer when the batch was empty or carries events.
     fn record(&self, monitor: &str, state: &MonitorState, events: &[Event]) {
         let mut pending = lock(&self.shared.pending);
-        if pending.stopped {
-            if !pending.told_stopped {
-                pending.told_stopped = true;
-                tracing::error!(
-                    path = %self.path.display(),
-                    "the store's writer has stopped: monitor states and events are no longer saved"
-                );
-            }
+        if pending.refuse(&self.path) {
             return;
         }
         let wake = pending.is_empty() || !events.is_empty();

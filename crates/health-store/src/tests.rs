@@ -183,7 +183,18 @@ fn an_empty_file_is_migrated_to_the_current_schema() {
         .collect::<Result<_, _>>()
         .unwrap();
     tables.sort();
-    assert_eq!(tables, ["monitor_state", "outbox"]);
+    assert_eq!(
+        tables,
+        [
+            "history_change",
+            "history_day",
+            "history_hour",
+            "history_minute",
+            "history_monitor",
+            "monitor_state",
+            "outbox"
+        ]
+    );
     drop(conn);
 
     // A second open finds the current version and migrates nothing.
@@ -265,6 +276,30 @@ fn a_store_is_opened_once_per_process() {
 
     drop(store);
     drop(open(&other_spelling));
+}
+
+#[test]
+fn a_store_another_process_holds_is_refused() {
+    let (_dir, path) = temp_db();
+    // Another process's store: an exclusive flock on the file, as `Store::open` takes.
+    let held = std::fs::File::create(&path).unwrap();
+    held.lock().unwrap();
+    let error = Store::open(&path, StoreOptions::default()).unwrap_err();
+    assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!("store {} is in use by another process", path.display())
+    );
+    drop(held);
+    let store = open(&path);
+    // While it is open, the lock is held.
+    let probe = std::fs::File::open(&path).unwrap();
+    assert!(matches!(
+        probe.try_lock(),
+        Err(std::fs::TryLockError::WouldBlock)
+    ));
+    drop(store);
+    probe.try_lock().unwrap();
 }
 
 #[test]

@@ -21,10 +21,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use health_types::{Clock, Event, MonitorState};
+use health_types::{Clock, Event, MonitorState, Status, StatusChange};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::time::{to_unix_ms, whole_ms};
+use crate::{
+    history::{HistoryBatch, HistoryPending},
+    history_write::{HistoryWriter, PRUNE_CHUNK_ROWS, PrunePass, prune_chunk},
+    time::{to_unix_ms, whole_ms},
+};
 
 /// Maps a monitor to the notifiers its events go to.
 pub(crate) type Router = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
@@ -34,6 +38,10 @@ pub(crate) type CommitHook = Arc<dyn Fn(&[String]) + Send + Sync>;
 
 /// The longest the writer sleeps while idle before it checks whether pruning is due.
 const IDLE_PRUNE_CHECK: Duration = Duration::from_secs(60 * 60);
+
+/// The longest the writer sleeps while idle with open history minutes: it then closes
+/// those the clock has left behind, so that they are written.
+const IDLE_SWEEP: Duration = Duration::from_secs(60);
 
 /// Locks `mutex`, taking over a poisoned one: every critical section here leaves the
 /// data consistent (plain inserts and swaps), so a panic elsewhere poisons nothing real.
@@ -68,12 +76,33 @@ pub(crate) struct Pending {
     pub(crate) router: Option<Router>,
     /// Told about notifiers with new entries after each commit.
     pub(crate) hook: Option<CommitHook>,
+    /// History (SPEC §9.2) waiting in memory.
+    pub(crate) history: HistoryPending,
+    /// History pruning passes completed (for tests).
+    pub(crate) history_prune_passes: u64,
+    /// History pruning chunks (transactions) committed (for tests).
+    pub(crate) history_prune_chunks: u64,
+    /// Stop the writer now, committing nothing more (for tests: a killed process).
+    pub(crate) killed: bool,
 }
 
 impl Pending {
     /// Nothing is waiting to be committed.
     pub(crate) fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.events.is_empty()
+        self.states.is_empty() && self.events.is_empty() && self.history.next.is_empty()
+    }
+
+    /// Whether what is reported now must be dropped because the writer has stopped;
+    /// says so once.
+    pub(crate) fn refuse(&mut self, path: &std::path::Path) -> bool {
+        if self.stopped && !self.told_stopped {
+            self.told_stopped = true;
+            tracing::error!(
+                path = %path.display(),
+                "the store's writer has stopped: monitor states, events and history are no longer saved"
+            );
+        }
+        self.stopped
     }
 
     /// What is pending must be committed without waiting for the tick.
@@ -91,6 +120,11 @@ pub(crate) struct Shared {
     pub(crate) wake: Condvar,
     /// Wakes flushers: a batch was finished, or the writer stopped.
     pub(crate) finished: Condvar,
+    /// Held by the writer while it commits and drops the committed history batch from
+    /// memory, and by a history reader while it copies memory and begins its read
+    /// snapshot: so a reader sees each batch either in memory or in the file, never in
+    /// both or neither. Lock order: connection, then gate, then pending.
+    pub(crate) gate: Mutex<()>,
 }
 
 /// What the writer needs besides the shared state.
@@ -100,7 +134,9 @@ pub(crate) struct Writer {
     pub(crate) path: PathBuf,
     pub(crate) tick: Duration,
     pub(crate) retention: Duration,
+    pub(crate) history_retention: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) history: HistoryWriter,
 }
 
 /// Marks the writer stopped when its thread ends, by return or by panic, so that
@@ -125,31 +161,53 @@ struct Row {
 
 impl Writer {
     /// The writer thread's body: commits batches until shutdown, then commits what is
-    /// left and returns.
-    pub(crate) fn run(self) {
-        let _stopped = StoppedOnExit(&self.shared);
+    /// left and returns. Between batches it prunes history one chunk at a time.
+    pub(crate) fn run(mut self) {
+        let shared = self.shared.clone();
+        let _stopped = StoppedOnExit(&shared);
         let prune_every = self.retention.min(IDLE_PRUNE_CHECK);
         let mut next_prune = self.prune_if_due(self.clock.now(), prune_every);
         // The batch being committed; swapped with the pending one so that both keep
         // their capacity from tick to tick.
         let mut states = HashMap::new();
         let mut events = Vec::new();
-        let mut pending = lock(&self.shared.pending);
+        let mut closing = false;
+        let mut pending = lock(&shared.pending);
         loop {
             while pending.is_empty() && !pending.shutdown {
                 // A flush with nothing pending has nothing to wait for.
                 pending.flush = false;
-                let (guard, waited) = self
-                    .shared
+                if self.history.prune.is_some() {
+                    // Nothing to commit: go on pruning, one short transaction at a time.
+                    drop(pending);
+                    self.prune_history_chunk();
+                    pending = lock(&shared.pending);
+                    continue;
+                }
+                let idle = if pending.history.open.is_empty() {
+                    IDLE_PRUNE_CHECK
+                } else {
+                    IDLE_SWEEP
+                };
+                let (guard, waited) = shared
                     .wake
-                    .wait_timeout(pending, IDLE_PRUNE_CHECK)
+                    .wait_timeout(pending, idle)
                     .unwrap_or_else(PoisonError::into_inner);
                 pending = guard;
                 if waited.timed_out() {
                     drop(pending);
                     next_prune = self.prune_if_due(next_prune, prune_every);
-                    pending = lock(&self.shared.pending);
+                    pending = lock(&shared.pending);
+                    let now = to_unix_ms(self.clock.now());
+                    pending.history.sweep(now);
                 }
+            }
+            if pending.killed {
+                return;
+            }
+            if pending.shutdown && !closing {
+                closing = true;
+                self.end_runs(&mut pending);
             }
             if pending.is_empty() {
                 // Shutdown with nothing left to commit.
@@ -159,9 +217,15 @@ impl Writer {
                 // States only: gather more for one tick. An event, a flush or shutdown
                 // wakes us early; so may a spurious wakeup, which only commits early.
                 pending = self.wait_tick(pending);
+                if pending.killed {
+                    return;
+                }
             }
+            let now = self.clock.now();
+            pending.history.sweep(to_unix_ms(now));
             mem::swap(&mut pending.states, &mut states);
             mem::swap(&mut pending.events, &mut events);
+            let history = pending.history.take();
             pending.flush = false;
             pending.taken += 1;
             let batch = pending.taken;
@@ -170,15 +234,14 @@ impl Writer {
             let hook = pending.hook.clone();
             drop(pending);
 
-            let now = self.clock.now();
-            let outcome = self.commit(&states, &events, router.as_ref(), now);
+            let outcome = self.commit(&states, &events, &history, router.as_ref(), now);
             // Pruning (when due) happens before the batch counts as finished, so that a
             // flush returns with the store as pruned as this commit's time says.
             if outcome.is_ok() {
                 next_prune = self.prune_if_due(next_prune, prune_every);
             }
 
-            pending = lock(&self.shared.pending);
+            pending = lock(&shared.pending);
             pending.finished = batch;
             let notifiers = match outcome {
                 Ok(notifiers) => {
@@ -193,6 +256,8 @@ impl Writer {
                         error = %error,
                         states = states.len(),
                         events = events.len(),
+                        changes = history.changes.len(),
+                        minutes = history.closed.len(),
                         "cannot commit to the store; keeping the batch to retry"
                     );
                     // Put the batch back under what was recorded since: a newer state
@@ -202,12 +267,13 @@ impl Writer {
                     }
                     events.append(&mut pending.events);
                     mem::swap(&mut pending.events, &mut events);
+                    pending.history.restore(history);
                     pending.failed = Some((batch, Arc::new(error)));
                     Vec::new()
                 }
             };
             let failed_now = pending.failed.as_ref().is_some_and(|(b, _)| *b == batch);
-            self.shared.finished.notify_all();
+            shared.finished.notify_all();
             if failed_now && shutdown {
                 tracing::error!(
                     path = %self.path.display(),
@@ -222,13 +288,43 @@ impl Writer {
             if let Some(hook) = hook.filter(|_| !notifiers.is_empty()) {
                 hook(&notifiers);
             }
+            if !shutdown && self.history.prune.is_some() {
+                // Under steady load the queue is never empty: prune a chunk per batch.
+                self.prune_history_chunk();
+            }
 
-            pending = lock(&self.shared.pending);
+            pending = lock(&shared.pending);
             if failed_now && !pending.shutdown {
                 // Do not spin on a failing disk: wait a tick before the retry.
                 pending = self.wait_tick(pending);
             }
         }
+    }
+
+    /// The store is closing: every run of this process ends now with a `stopped`
+    /// change (unless its last change was one), and every open minute is written as
+    /// far as it got.
+    fn end_runs(&self, pending: &mut Pending) {
+        let now = whole_ms(self.clock.now());
+        let mut last = self.history.last_to.clone();
+        for (monitor, change) in &pending.history.next.changes {
+            last.insert(monitor.clone(), change.to);
+        }
+        let mut ended: Vec<_> = last
+            .into_iter()
+            .filter(|(_, to)| *to != Status::Stopped)
+            .collect();
+        ended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (monitor, to) in ended {
+            let stop = StatusChange {
+                time: now,
+                from: to,
+                to: Status::Stopped,
+                detail: String::new(),
+            };
+            pending.history.next.changes.push((monitor, stop));
+        }
+        pending.history.close_all();
     }
 
     /// Waits one tick on the pending batch, or less when the writer is woken.
@@ -240,12 +336,13 @@ impl Writer {
             .0
     }
 
-    /// Commits `states` and the outbox rows of `events` in one transaction; returns
-    /// the notifiers that got new rows, sorted.
+    /// Commits `states`, the outbox rows of `events` and `history` in one
+    /// transaction; returns the notifiers that got new rows, sorted.
     fn commit(
-        &self,
+        &mut self,
         states: &HashMap<String, MonitorState>,
         events: &[(String, Event)],
+        history: &HistoryBatch,
         router: Option<&Router>,
         now: SystemTime,
     ) -> rusqlite::Result<Vec<String>> {
@@ -343,19 +440,30 @@ impl Writer {
                 ])?;
             }
         }
-        tx.commit()?;
+        let created = self.history.write(&tx, history)?;
+        {
+            // Readers see the history batch in memory until it is in the file.
+            let _gate = lock(&self.shared.gate);
+            tx.commit()?;
+            lock(&self.shared.pending).history.inflight = None;
+        }
+        drop(conn);
+        self.history.committed(history, created);
         let mut notifiers: Vec<String> = rows.into_iter().map(|row| row.notifier).collect();
         notifiers.sort_unstable();
         notifiers.dedup();
         Ok(notifiers)
     }
 
-    /// Prunes finished outbox entries older than the retention when `due` has come;
-    /// returns when the next pruning is due.
-    fn prune_if_due(&self, due: SystemTime, every: Duration) -> SystemTime {
+    /// Prunes finished outbox entries older than the retention, and starts a history
+    /// pruning pass, when `due` has come; returns when the next pruning is due.
+    fn prune_if_due(&mut self, due: SystemTime, every: Duration) -> SystemTime {
         let now = self.clock.now();
         if now < due {
             return due;
+        }
+        if self.history.prune.is_none() {
+            self.history.prune = Some(PrunePass::new(now, self.history_retention));
         }
         match prune(&lock(&self.conn), now, self.retention) {
             Ok(0) => {}
@@ -371,6 +479,43 @@ impl Writer {
             }
         }
         now + every
+    }
+
+    /// Runs one chunk of the history pruning pass under way.
+    fn prune_history_chunk(&mut self) {
+        let Some(mut pass) = self.history.prune else {
+            return;
+        };
+        let outcome = prune_chunk(&mut lock(&self.conn), &mut pass, PRUNE_CHUNK_ROWS);
+        match outcome {
+            Ok(chunk) => {
+                for name in &chunk.forgotten {
+                    self.history.ids.remove(name.as_str());
+                }
+                self.history.prune = (!chunk.done).then_some(pass);
+                if chunk.deleted > 0 {
+                    tracing::debug!(
+                        path = %self.path.display(),
+                        deleted = chunk.deleted,
+                        "pruned old history"
+                    );
+                }
+                let mut pending = lock(&self.shared.pending);
+                pending.history_prune_chunks += 1;
+                if chunk.done {
+                    pending.history_prune_passes += 1;
+                    self.shared.finished.notify_all();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %error,
+                    "cannot prune old history; trying again later"
+                );
+                self.history.prune = None;
+            }
+        }
     }
 }
 

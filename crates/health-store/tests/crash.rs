@@ -1,6 +1,7 @@
 //! Crash safety: a child process records states and events, flushes some, keeps
 //! recording and is killed with SIGKILL; the store then opens cleanly, holds everything
-//! that was flushed, and every state it holds came with all of its outbox rows.
+//! that was flushed, and every state it holds came with all of its outbox rows. The
+//! child's history run, never stopped, is closed at its last known alive time.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
 
 use std::{
@@ -12,7 +13,10 @@ use std::{
 };
 
 use health_store::{Store, StoreOptions};
-use health_types::{Event, EventKind, MonitorState, Outbox, StateSink, Status};
+use health_types::{
+    Clock, Event, EventKind, HistoryReader, HistorySink, MonitorState, Observation, Outbox,
+    StateSink, Status, StatusChange, SystemClock,
+};
 
 /// Set (to the store's path) in the child: the test then plays the child's part.
 const CHILD: &str = "HEALTH_STORE_CRASH_CHILD";
@@ -52,12 +56,47 @@ fn record_round(store: &Store, monitor: u32, round: u32) {
     store.record(&name, &state, &[event]);
 }
 
+/// Set in the child: the unix second its history starts at (a whole minute a day ago,
+/// within every retention).
+const HISTORY_BASE: &str = "HEALTH_STORE_CRASH_HISTORY_BASE";
+
+/// The time [`HISTORY_BASE`] names.
+fn history_base() -> SystemTime {
+    let secs = std::env::var(HISTORY_BASE).unwrap().parse().unwrap();
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The child's history: monitor `web` starts, goes healthy and is checked in three
+/// minutes, all flushed; it is never stopped.
+fn child_history(store: &Store) {
+    let base = history_base();
+    let change = |secs: u64, from: Status, to: Status| StatusChange {
+        time: base + Duration::from_secs(secs),
+        from,
+        to,
+        detail: String::new(),
+    };
+    store.change("web", &change(0, Status::Unknown, Status::Starting));
+    store.change("web", &change(1, Status::Starting, Status::Healthy));
+    for secs in [10, 70, 130] {
+        let observation = Observation {
+            time: base + Duration::from_secs(secs),
+            latency: Duration::from_millis(5),
+            failed: false,
+        };
+        store.observe("web", &observation);
+    }
+    // The store's clock is long past those minutes: the flush writes all three.
+    store.flush().unwrap();
+}
+
 /// The child's part: round after round of every monitor, flushing every tenth round
 /// and saying so, until it is killed.
 fn child(path: &Path) {
     let store = Store::open(path, options()).unwrap();
     store.set_router(|_| NOTIFIERS.map(String::from).to_vec());
     store.set_commit_hook(|_| println!("child: committed"));
+    child_history(&store);
     // Bounded, in case the parent is gone; it kills us long before.
     for round in 1..100_000 {
         for monitor in 0..MONITORS {
@@ -88,6 +127,12 @@ fn kill_9_loses_nothing_that_was_flushed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("healthd.db");
+    let now = SystemClock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = (now / 60 - 24 * 60) * 60;
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe().unwrap())
             .args([
@@ -97,6 +142,7 @@ fn kill_9_loses_nothing_that_was_flushed() {
                 "--test-threads=1",
             ])
             .env(CHILD, &path)
+            .env(HISTORY_BASE, base.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -152,4 +198,24 @@ fn kill_9_loses_nothing_that_was_flushed() {
         assert_eq!(count, entries.len() as u64);
         assert!(oldest.is_some_and(|t| t > SystemTime::UNIX_EPOCH));
     }
+
+    // The killed run of `web` ends at the end of its last written minute (base + 3 min):
+    // the time after the kill is not observed.
+    let base = UNIX_EPOCH + Duration::from_secs(base);
+    let span = store
+        .history("web", base, base + Duration::from_secs(3600))
+        .unwrap();
+    let changes: Vec<_> = span.changes.iter().map(|c| (c.time, c.to)).collect();
+    assert_eq!(
+        changes,
+        [
+            (base, Status::Starting),
+            (base + Duration::from_secs(1), Status::Healthy),
+            (base + Duration::from_secs(180), Status::Stopped),
+        ]
+    );
+    let counts: Vec<u64> = span.latency.iter().map(|b| b.count).collect();
+    assert_eq!(counts, [1, 1, 1], "three minutes: {:?}", span.latency);
+    let summary = &store.summaries(base + Duration::from_secs(3600)).unwrap()["web"];
+    assert_eq!(summary.uptime_24h, Some(1.0));
 }

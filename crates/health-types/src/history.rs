@@ -124,6 +124,10 @@ pub struct HistorySummary {
     /// The last 24 hours of latency, one bucket an hour, oldest first, the current hour
     /// last (hours without checks are absent).
     pub latency_24h: Vec<LatencyBucket>,
+    /// The last hour of latency, one bucket a minute, oldest first, the current minute
+    /// last (minutes without checks are absent): what a young monitor's chart draws
+    /// while it has too few hours for a 24-hour line.
+    pub latency_1h: Vec<LatencyBucket>,
 }
 
 impl HistorySummary {
