@@ -80,6 +80,17 @@
 //! builder.build()?.start(scope)?;
 //! # Ok(()) }
 //! ```
+//!
+//! # History
+//!
+//! A monitor built with [`MonitorBuilder::history`] reports to a
+//! [`HistorySink`](health_types::HistorySink) every check but local ones, and every
+//! status change as one chain: to `starting` at each start, each change a check makes
+//! (with its detail), and to `stopped` at each stop, a stop after `max_errors` included.
+//! Its [`Snapshot`] says when the last check ended ([`Snapshot::last_check`]), when the
+//! current outage began ([`Snapshot::outage_start`]) and why it stopped
+//! ([`Snapshot::stop_cause`]). Any watcher of [`subscribe`](HealthMonitor::subscribe)
+//! sees each change; a slow one sees only the latest.
 
 // Imports run one way, down this list's layers (see `monitor`'s docs): monitor; scope
 // and check; lifecycle; snapshot; and the leaves (scheduler, machine, last_seen, error).
@@ -103,7 +114,7 @@ pub use self::{
     monitor::{HealthMonitor, Monitor, MonitorBuilder},
     scheduler::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STARTS_PER_TICK, SchedulerOptions},
     scope::Scope,
-    snapshot::{ResultCounts, Snapshot},
+    snapshot::{ResultCounts, Snapshot, StopCause},
 };
 pub use tokio_util::sync::CancellationToken;
 

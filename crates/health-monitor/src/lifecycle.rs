@@ -17,6 +17,18 @@
 //! recorded is still the last check's, never `stopped`, so that a new process resumes
 //! the monitor rather than restoring it stopped.
 //!
+//! # What history is told, when
+//!
+//! With a [`HistorySink`], the monitor reports every check but local ones
+//! ([`HistorySink::observe`]) and every status change ([`HistorySink::change`]): to
+//! `starting` when a run starts (a first start, a restart, and the first start of a
+//! restored monitor, which shows its restored status until its first check), each change
+//! a check makes (with that check's detail), and to `stopped` when the run stops (by
+//! `finish`, its scope, or by itself after `max_errors`, where the snapshot's status
+//! stays `error` but no more time is observed). Each change goes from the status last
+//! reported, so the changes history receives form one chain. Reports are made outside
+//! the run lock, in the order the changes happened.
+//!
 //! Imports run one way: `monitor` (the handle) and `check` (the check run) use this
 //! module; it uses `snapshot`, the state machine and the scheduler, and never the
 //! modules above it. It hands the scheduler a `Weak<Shared>`; that `Shared` is a
@@ -33,8 +45,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 use health_types::{
-    CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, MonitorState, Probe,
-    ProbeError, StateSink, Status, SystemClock, Url, Verdict, duration_nanos, redacted,
+    CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, HistorySink, MonitorState,
+    Observation, Probe, ProbeError, StateSink, Status, StatusChange, SystemClock, Url, Verdict,
+    duration_nanos, redacted,
 };
 use tokio::{
     sync::{Notify, futures::Notified, oneshot, watch},
@@ -46,7 +59,7 @@ use crate::{
     last_seen::{LastSeenRegistry, Slot},
     machine::{StateMachine, Transition},
     scheduler::Scheduler,
-    snapshot::Snapshot,
+    snapshot::{Snapshot, StopCause},
 };
 
 /// Everything of one monitor, shared by its handles and its scheduled checks.
@@ -58,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) probe: Arc<dyn Probe>,
     sink: Option<Arc<dyn EventSink>>,
     state_sink: Option<Arc<dyn StateSink>>,
+    history: Option<Arc<dyn HistorySink>>,
+    /// Held from the moment a report to `history` is decided (under the run lock) until
+    /// it is made (outside it), so that reports reach the sink in order.
+    history_turn: Mutex<()>,
     clock: Arc<dyn Clock>,
     last_seen: Arc<LastSeenRegistry>,
     /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
@@ -85,6 +102,7 @@ pub(crate) struct Parts {
     pub(crate) config: Arc<HealthCheckConfig>,
     pub(crate) sink: Option<Arc<dyn EventSink>>,
     pub(crate) state_sink: Option<Arc<dyn StateSink>>,
+    pub(crate) history: Option<Arc<dyn HistorySink>>,
     /// The state an earlier process persisted, to resume from.
     pub(crate) restore: Option<MonitorState>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -103,6 +121,7 @@ impl Parts {
             config: Arc::default(),
             sink: None,
             state_sink: None,
+            history: None,
             restore: None,
             clock: Arc::new(SystemClock),
             last_seen: None,
@@ -190,7 +209,21 @@ struct RunState {
     flight: Option<Flight>,
     /// The rate limit of local results' log lines (kept across restarts).
     local_log: LocalLog,
+    /// The status last reported to the history sink (or, before any report, the one
+    /// shown): where the next change reported starts from.
+    reported: Status,
 }
+
+/// What one report hands the history sink: a check's observation, then the status
+/// changes, in the order they happened.
+#[derive(Debug, Default)]
+struct HistoryNote {
+    observation: Option<Observation>,
+    changes: Vec<StatusChange>,
+}
+
+/// A report to the history sink with its turn, taken under the run lock.
+type HistoryReport<'a> = Option<(MutexGuard<'a, ()>, HistoryNote)>;
 
 impl Shared {
     /// A monitor made of `parts` (not started). The config and the URL were validated by
@@ -203,6 +236,7 @@ impl Shared {
             config,
             sink,
             state_sink,
+            history,
             restore,
             clock,
             last_seen,
@@ -220,6 +254,7 @@ impl Shared {
                 recorded: MonitorState::default(),
                 flight: None,
                 local_log: LocalLog::default(),
+                reported: Status::Unknown,
             },
             Some(state) => {
                 let machine = StateMachine::restore(&config, &state, Instant::now(), clock.now());
@@ -238,6 +273,10 @@ impl Shared {
                     recorded: state,
                     flight: None,
                     local_log: LocalLog::default(),
+                    // The store closed the previous process's run with `stopped` (on
+                    // close, or at its next open after a kill): the chain goes on from
+                    // there.
+                    reported: Status::Stopped,
                 }
             }
         };
@@ -245,6 +284,7 @@ impl Shared {
         if run.restored {
             // Not started yet, but no longer unknown: the state it resumes from.
             show_machine(&mut snapshot, &run.machine);
+            snapshot.outage_start = run.outage_start;
         }
         Shared {
             run: Mutex::new(run),
@@ -255,6 +295,8 @@ impl Shared {
             probe,
             sink,
             state_sink,
+            history,
+            history_turn: Mutex::new(()),
             clock,
             last_seen,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -270,6 +312,61 @@ impl Shared {
         self.run
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes, for the history sink, a change from the status last reported to `to` at
+    /// `time` (nothing when there is no sink or no change). Call with the run lock held.
+    fn change_to(
+        &self,
+        run: &mut RunState,
+        note: &mut HistoryNote,
+        to: Status,
+        time: SystemTime,
+        detail: impl FnOnce() -> String,
+    ) {
+        if self.history.is_none() || run.reported == to {
+            return;
+        }
+        note.changes.push(StatusChange {
+            time,
+            from: run.reported,
+            to,
+            detail: detail(),
+        });
+        run.reported = to;
+    }
+
+    /// Takes the turn to report `note`, when there is a sink and something to say. Call
+    /// with the run lock held, so that reports are made in the order of their changes.
+    fn history_turn(&self, note: HistoryNote) -> HistoryReport<'_> {
+        if self.history.is_none() || (note.observation.is_none() && note.changes.is_empty()) {
+            return None;
+        }
+        // A sink that panicked poisoned nothing that matters: the lock guards no data.
+        let turn = self
+            .history_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some((turn, note))
+    }
+
+    /// Hands a report to the history sink. Call without the run lock.
+    fn report(&self, report: HistoryReport<'_>) {
+        let (Some((_turn, note)), Some(sink)) = (report, &self.history) else {
+            return;
+        };
+        // A sink that panics must not take the monitor's schedule down with it.
+        let reported = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(observation) = &note.observation {
+                sink.observe(&self.name, observation);
+            }
+            for change in &note.changes {
+                sink.change(&self.name, change);
+            }
+        }));
+        if reported.is_err() {
+            tracing::error!(monitor = %self.name, "history sink panicked");
+        }
     }
 
     /// Publishes a new snapshot made from the current one. Call with the run lock held,
@@ -289,6 +386,7 @@ impl Shared {
                 name: current.name.clone(),
                 url: current.url.clone(),
                 detail,
+                stop_cause: current.stop_cause.clone(),
                 ..**current
             }
         };
@@ -318,7 +416,7 @@ impl Shared {
             return Err(MonitorError::NoRuntime(self.name.to_string()));
         }
         let now = Instant::now();
-        let generation = {
+        let (generation, report) = {
             let mut run = self.lock_run();
             if self.snapshot.load().running {
                 return Err(MonitorError::AlreadyRunning(self.name.to_string()));
@@ -339,6 +437,9 @@ impl Shared {
                 started_at: Some(now),
                 running: true,
                 next_check: Some(now),
+                outage_start: run.outage_start,
+                // Like `last_seen`, a time stamp of what happened before: kept.
+                last_check: current.last_check,
                 ..Snapshot::fresh(
                     current.name.clone(),
                     current.url.clone(),
@@ -347,8 +448,11 @@ impl Shared {
             };
             show_machine(&mut next, &run.machine);
             self.store(next);
-            generation
+            let mut note = HistoryNote::default();
+            self.change_to(&mut run, &mut note, Status::Starting, wall, String::new);
+            (generation, self.history_turn(note))
         };
+        self.report(report);
         tracing::debug!(monitor = %self.name, url = %redacted(&self.url.load()), "monitor started");
         if scheduler
             .schedule(now, generation, Arc::downgrade(self))
@@ -367,7 +471,7 @@ impl Shared {
     }
 
     fn finish_run(&self, reason: &str, waiters: Waiters) {
-        if self.stop_run(None, waiters) {
+        if self.stop_run(None, waiters, StopCause::Finished(reason.to_owned())) {
             self.stop.notify_waiters();
             tracing::info!(monitor = %self.name, reason, "monitor stopped");
         }
@@ -482,17 +586,17 @@ impl Shared {
 
     /// Marks run `generation` stopped because its scope was cancelled or closed.
     pub(crate) fn stop_by_scope(&self, generation: u64) {
-        if self.stop_run(Some(generation), Waiters::Fail) {
+        if self.stop_run(Some(generation), Waiters::Fail, StopCause::Scope) {
             tracing::debug!(monitor = %self.name, "monitor stopped: scope cancelled");
         }
     }
 
     /// Stops the current run (only if it is `generation`, when given): status Stopped,
     /// scheduled checks invalidated, `check_now` callers failed or kept for the next run
-    /// as `waiters` says, a `last_seen` newer than the recorded one recorded. Returns
-    /// whether a running monitor was stopped.
-    fn stop_run(&self, generation: Option<u64>, waiters: Waiters) -> bool {
-        let flush = {
+    /// as `waiters` says, a `last_seen` newer than the recorded one recorded, `cause`
+    /// shown. Returns whether a running monitor was stopped.
+    fn stop_run(&self, generation: Option<u64>, waiters: Waiters, cause: StopCause) -> bool {
+        let (flush, report) = {
             let mut run = self.lock_run();
             let current = self.generation.load(Ordering::SeqCst);
             let snapshot = self.snapshot.load();
@@ -520,12 +624,19 @@ impl Shared {
                 s.status = Status::Stopped;
                 s.running = false;
                 s.next_check = None;
+                s.stop_cause = Some(cause);
             });
-            flush
+            let mut note = HistoryNote::default();
+            if self.history.is_some() {
+                let wall = self.clock.now();
+                self.change_to(&mut run, &mut note, Status::Stopped, wall, String::new);
+            }
+            (flush, self.history_turn(note))
         };
         if let Some(state) = flush {
             self.record(&state, &[]);
         }
+        self.report(report);
         true
     }
 
@@ -561,7 +672,7 @@ impl Shared {
         }
         let wall = self.clock.now();
 
-        let (transition, next, snapshot, outage_start, record, answer) = {
+        let (transition, next, snapshot, outage_start, record, answer, report) = {
             let mut run = self.lock_run();
             if !self.is_current(generation) {
                 return;
@@ -590,7 +701,23 @@ impl Shared {
             } else {
                 Some(self.next_due(&mut run, began, ended))
             };
+            // History: the check, then what it changed, with its detail.
+            let mut note = HistoryNote::default();
+            if self.history.is_some() {
+                note.observation = Some(Observation {
+                    time: wall,
+                    latency: result.latency,
+                    failed: verdict != Verdict::Healthy,
+                });
+                let to = run.machine.status();
+                let detail = || result.detail.clone();
+                self.change_to(&mut run, &mut note, to, wall, detail);
+                if transition.events.stopped {
+                    self.change_to(&mut run, &mut note, Status::Stopped, wall, detail);
+                }
+            }
             let machine = &run.machine;
+            let outage = run.outage_start;
             let transition = &transition;
             self.publish_result(result.detail, |s| {
                 show_machine(s, machine);
@@ -599,12 +726,20 @@ impl Shared {
                 if verdict == Verdict::Healthy {
                     s.last_seen = Some(wall);
                 }
+                s.last_check = Some(wall);
+                s.outage_start = outage;
                 s.results.count(verdict);
                 if transition.from != transition.to {
                     s.transitions += 1;
                 }
                 s.running = next.is_some();
                 s.next_check = next;
+                if transition.events.stopped {
+                    s.stop_cause = Some(StopCause::MaxErrors {
+                        errors: machine.errors(),
+                        detail: s.detail.clone(),
+                    });
+                }
             });
             let snapshot = self.snapshot.load_full();
             let record = self.state_sink.is_some().then(|| {
@@ -622,6 +757,7 @@ impl Shared {
                 outage_start,
                 record.flatten(),
                 answer,
+                self.history_turn(note),
             )
         };
 
@@ -641,6 +777,7 @@ impl Shared {
         if let Some(state) = &record {
             self.record(state, &events);
         }
+        self.report(report);
         if let Some(sink) = &self.sink {
             for event in events {
                 let kind = event.kind;

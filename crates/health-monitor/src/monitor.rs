@@ -21,8 +21,8 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CheckResult, Clock, EventSink, HealthCheckConfig, MonitorJson, MonitorState, Probe, ProbeError,
-    StateSink, Status, Url,
+    CheckResult, Clock, EventSink, HealthCheckConfig, HistorySink, MonitorJson, MonitorState,
+    Probe, ProbeError, StateSink, Status, Url,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -140,6 +140,23 @@ impl MonitorBuilder {
     #[must_use]
     pub fn state_sink(mut self, sink: Arc<dyn StateSink>) -> Self {
         self.parts.state_sink = Some(sink);
+        self
+    }
+
+    /// Where the monitor's history goes (default: nowhere; SPEC §9.2).
+    ///
+    /// [`HistorySink::observe`] gets every check but local ones (SPEC §9.3), and
+    /// [`HistorySink::change`] every status change: to `starting` when a run starts (a
+    /// restart or a restored monitor's first start included), each change a check makes
+    /// with that check's detail, and to `stopped` when the run stops, whether by
+    /// [`finish`](HealthMonitor::finish), its scope, or by itself after `max_errors`
+    /// (when its snapshot still shows `error`). Each change starts from the status last
+    /// reported. The calls are made from the check's task or the caller of
+    /// `start`/`finish`, outside the monitor's locks, in the order the changes
+    /// happened; a sink that panics is logged and the monitor goes on.
+    #[must_use]
+    pub fn history(mut self, sink: Arc<dyn HistorySink>) -> Self {
+        self.parts.history = Some(sink);
         self
     }
 

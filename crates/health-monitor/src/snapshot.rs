@@ -4,6 +4,7 @@
 //! snapshots, `monitor` hands them out).
 
 use std::{
+    fmt,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -30,6 +31,17 @@ pub struct Snapshot {
     pub latency: Duration,
     /// Wall-clock time of the last healthy result.
     pub last_seen: Option<SystemTime>,
+    /// Wall-clock time the last check ended; `None` before the monitor's first check
+    /// (kept across restarts). A local result (SPEC §9.3) shows nothing, so it does not
+    /// move this either.
+    pub last_check: Option<SystemTime>,
+    /// Wall-clock start of the current outage, while one is going on: from the first
+    /// failure after a healthy period until the status is Healthy again. Kept across
+    /// restarts and restored with the persisted state.
+    pub outage_start: Option<SystemTime>,
+    /// Why the monitor stopped, while it is not running after a run (`None` before the
+    /// first start and while running).
+    pub stop_cause: Option<StopCause>,
     /// Wall-clock time the current run started.
     pub started: Option<SystemTime>,
     /// Monotonic time the current run started.
@@ -48,6 +60,36 @@ pub struct Snapshot {
     pub running: bool,
     /// When the next check is due (`None` while not running).
     pub next_check: Option<Instant>,
+}
+
+/// Why a monitor stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// [`finish`](crate::HealthMonitor::finish) was called with this reason.
+    Finished(String),
+    /// Its [`Scope`](crate::Scope) was cancelled or shut down.
+    Scope,
+    /// It stopped itself after `errors` consecutive error results (`max_errors`, SPEC §3).
+    MaxErrors {
+        /// The consecutive errors.
+        errors: u32,
+        /// The detail of the last one.
+        detail: String,
+    },
+}
+
+impl fmt::Display for StopCause {
+    /// `stopped: <reason>`, `stopped: its scope was shut down`, or `stopped itself after
+    /// <n> errors in a row: <detail>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopCause::Finished(reason) => write!(f, "stopped: {reason}"),
+            StopCause::Scope => f.write_str("stopped: its scope was shut down"),
+            StopCause::MaxErrors { errors, detail } => {
+                write!(f, "stopped itself after {errors} errors in a row: {detail}")
+            }
+        }
+    }
 }
 
 /// Results counted since a monitor's run started, by verdict.
@@ -95,6 +137,9 @@ impl Snapshot {
             detail: String::new(),
             latency: Duration::ZERO,
             last_seen,
+            last_check: None,
+            outage_start: None,
+            stop_cause: None,
             started: None,
             started_at: None,
             failures: 0,
@@ -120,8 +165,20 @@ impl Snapshot {
         }
     }
 
+    /// Whether the monitor is down: its status is Unhealthy or Error.
+    pub fn is_down(&self) -> bool {
+        matches!(self.status, Status::Unhealthy | Status::Error)
+    }
+
+    /// When the monitor went down, while it is [down](Self::is_down): the start of its
+    /// outage (its first failure).
+    pub fn down_since(&self) -> Option<SystemTime> {
+        self.outage_start.filter(|_| self.is_down())
+    }
+
     /// The GoDoxy-compatible JSON form (SPEC §4), with `config` and the uptime as of `now`.
-    /// A password in the URL is shown as `***` (SPEC §9.3).
+    /// A password in the URL is shown as `***` (SPEC §9.3). Of SPEC §9.2's keys it fills
+    /// `downSince` and `lastCheck`; the uptimes, which only history knows, are `None`.
     pub fn to_json(&self, config: &HealthCheckConfig, now: Instant) -> MonitorJson {
         MonitorJson {
             name: self.name.to_string(),
@@ -134,6 +191,11 @@ impl Snapshot {
             detail: self.detail.clone(),
             url: redacted(&self.url).into_owned(),
             failures: self.failures,
+            uptime_24h: None,
+            uptime_7d: None,
+            uptime_30d: None,
+            down_since: self.down_since().map_or(0, unix_seconds),
+            last_check: self.last_check.map_or(0, unix_seconds),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The GoDoxy-compatible JSON form of a monitor (SPEC §4).
+//! The GoDoxy-compatible JSON form of a monitor (SPEC §4), with the history keys of
+//! SPEC §9.2.
 
 use std::collections::BTreeMap;
 
@@ -91,6 +92,23 @@ pub struct MonitorJson {
     pub url: String,
     /// Consecutive failures.
     pub failures: u32,
+    /// Uptime over the last 24 hours, a fraction 0..1; `null` before any observation
+    /// (SPEC §9.2).
+    #[serde(rename = "uptime24h", default)]
+    pub uptime_24h: Option<f64>,
+    /// Uptime over the last 7 days, as `uptime24h`.
+    #[serde(rename = "uptime7d", default)]
+    pub uptime_7d: Option<f64>,
+    /// Uptime over the last 30 days, as `uptime24h`.
+    #[serde(rename = "uptime30d", default)]
+    pub uptime_30d: Option<f64>,
+    /// While the status is `unhealthy` or `error`: when the outage began, unix seconds;
+    /// else 0.
+    #[serde(rename = "downSince", default)]
+    pub down_since: i64,
+    /// When the last check ended, unix seconds (0 = none yet).
+    #[serde(rename = "lastCheck", default)]
+    pub last_check: i64,
 }
 
 #[cfg(test)]
@@ -119,6 +137,11 @@ mod tests {
             detail: String::new(),
             url: "http://api.test/".into(),
             failures: 0,
+            uptime_24h: Some(0.5),
+            uptime_7d: None,
+            uptime_30d: None,
+            down_since: 0,
+            last_check: 1_700_000_002,
         };
         let json = serde_json::to_value(&m).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -126,10 +149,29 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "config", "detail", "failures", "lastSeen", "latency", "name", "started", "status",
-                "uptime", "url"
+                "config",
+                "detail",
+                "downSince",
+                "failures",
+                "lastCheck",
+                "lastSeen",
+                "latency",
+                "name",
+                "started",
+                "status",
+                "uptime",
+                "uptime24h",
+                "uptime30d",
+                "uptime7d",
+                "url"
             ]
         );
         assert_eq!(json["status"], "healthy");
+        assert_eq!(json["uptime24h"], 0.5);
+        assert!(json["uptime7d"].is_null());
+        assert_eq!(json["downSince"], 0);
+        assert_eq!(json["lastCheck"], 1_700_000_002);
+        let back: MonitorJson = serde_json::from_value(json).unwrap();
+        assert_eq!(back, m);
     }
 }

@@ -31,6 +31,10 @@ pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 /// The smallest `[delivery] max_backoff`: the first retry's wait.
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Default `[storage] retention`: hourly history is kept for 90 days (SPEC §9.2).
+pub(crate) const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+/// The shortest `[storage] retention`: a day, the span of the shortest uptime shown.
+pub(crate) const MIN_HISTORY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest `[server] max_connections`.
 pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
 
@@ -84,6 +88,9 @@ pub struct DaemonConfig {
     /// `[storage] path`, when given (else the default of SPEC §9.1, resolved when the
     /// daemon starts, since it depends on the environment).
     pub(crate) storage: Option<PathBuf>,
+    /// `[storage] retention`: how long hourly history is kept. Default 90 days; at least
+    /// a day.
+    pub(crate) history_retention: Duration,
     /// `[delivery]`: how long notifications are retried.
     pub(crate) delivery: Delivery,
     /// Notifiers (`[[notify]]` tables, checked by health-notify), in file order.
@@ -198,6 +205,8 @@ pub(crate) struct MonitorEntry {
     pub(crate) probe: BuiltProbe,
     /// Providers to notify (empty = all).
     pub(crate) notify: Vec<String>,
+    /// `group`: the status page's group of cards this monitor is in (none by default).
+    pub(crate) group: Option<String>,
 }
 
 impl DaemonConfig {

@@ -6,19 +6,25 @@
 //! the outbox rows of its events in one transaction and then wakes the dispatcher; the
 //! dispatcher delivers from the store's outbox. So a notification is durable before its
 //! first attempt, and a restart neither forgets an outage nor sends its `down` twice.
+//!
+//! And the wiring of SPEC §9.2: the store is also each monitor's
+//! [`HistorySink`](health_types::HistorySink) (every check and status change) and the
+//! API's [`HistoryReader`](health_types::HistoryReader), whose summaries a
+//! [`HistoryCache`] re-reads every [`StartOptions::history_refresh`].
 
 use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope};
 use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError, RetryPolicy};
 use health_store::Store;
-use health_types::{Clock, Outbox, StateSink, SystemClock};
+use health_types::{Clock, HistoryReader, HistorySink, Outbox, StateSink, SystemClock};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{ApiState, router},
     config::DaemonConfig,
+    history::{DEFAULT_REFRESH, HistoryCache, Poking},
     metrics::{Backlog, NotifyCounters, NotifyStats},
     server::{self, Limits},
     storage::{self, StorageError},
@@ -65,6 +71,29 @@ pub struct Running {
     scope: Scope,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    /// Stops the history cache's refreshes.
+    history_stop: CancellationToken,
+    history_refresh: JoinHandle<()>,
+}
+
+/// What a daemon start takes besides its config.
+#[derive(Debug)]
+pub(crate) struct StartOptions {
+    /// Notifiers that every event reaches besides the config's (the demo's console).
+    pub(crate) extra: Vec<Arc<dyn Notifier>>,
+    /// How often the history summaries (uptimes, the 90-day bars) are re-read. Default
+    /// 60 s; the demo wants a few seconds.
+    pub(crate) history_refresh: Duration,
+}
+
+impl Default for StartOptions {
+    /// No extra notifier; history re-read every 60 s.
+    fn default() -> Self {
+        StartOptions {
+            extra: Vec::new(),
+            history_refresh: DEFAULT_REFRESH,
+        }
+    }
 }
 
 impl Running {
@@ -73,6 +102,8 @@ impl Running {
     /// API server.
     pub async fn shutdown(self, within: Duration) {
         self.scope.shutdown().await;
+        self.history_stop.cancel();
+        let _ = self.history_refresh.await;
         if let Err(err) = self.store.flush() {
             tracing::error!(error = %health_types::ErrorChain(&err), "could not commit the monitors' last state");
         }
@@ -162,11 +193,28 @@ pub(crate) async fn start_on(
     config: &DaemonConfig,
     extra: Vec<Arc<dyn Notifier>>,
 ) -> Result<Running, DaemonError> {
+    let options = StartOptions {
+        extra,
+        ..StartOptions::default()
+    };
+    start_with(listener, config, options).await
+}
+
+/// [`start`] on an already bound listener, with `options`.
+pub(crate) async fn start_with(
+    listener: TcpListener,
+    config: &DaemonConfig,
+    options: StartOptions,
+) -> Result<Running, DaemonError> {
+    let StartOptions {
+        extra,
+        history_refresh,
+    } = options;
     let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
         addr: config.listen,
         source,
     })?;
-    let store = storage::open(config.storage.as_deref())?;
+    let store = storage::open(config.storage.as_deref(), config.history_retention)?;
     let mut notifiers = config
         .notify
         .iter()
@@ -212,6 +260,15 @@ pub(crate) async fn start_on(
         source,
     })?;
 
+    // Read once at once, then every `history_refresh` and soon after a status change.
+    let history = HistoryCache::new(
+        Arc::clone(&store) as Arc<dyn HistoryReader>,
+        Arc::new(SystemClock),
+    );
+    let history_sink: Arc<dyn HistorySink> = Arc::new(Poking {
+        sink: Arc::clone(&store) as Arc<dyn HistorySink>,
+        cache: history.clone(),
+    });
     let mut monitors = Vec::with_capacity(config.monitors.len());
     for entry in &config.monitors {
         let fail = |source| DaemonError::Monitor {
@@ -225,7 +282,8 @@ pub(crate) async fn start_on(
             entry.probe.probe.clone(),
         )
         .config(entry.config.clone())
-        .state_sink(Arc::clone(&store) as Arc<dyn StateSink>);
+        .state_sink(Arc::clone(&store) as Arc<dyn StateSink>)
+        .history(Arc::clone(&history_sink));
         if let Some(state) = saved.remove(&entry.name) {
             builder = builder.restore(state);
         }
@@ -242,11 +300,16 @@ pub(crate) async fn start_on(
             })?;
     }
 
+    let history_stop = CancellationToken::new();
+    let history_refresh = history.spawn(history_refresh, history_stop.clone());
+
     let state = ApiState::new(
         monitors.clone(),
         Some(Arc::new(DispatcherStats(dispatcher.clone()))),
     )
-    .with_access(config.server.access.clone());
+    .with_access(config.server.access.clone())
+    .with_history(history)
+    .with_groups(config.monitors.iter().map(|m| m.group.clone()).collect());
     let limits = Limits {
         max_connections: config.server.max_connections,
         ..Limits::default()
@@ -268,6 +331,8 @@ pub(crate) async fn start_on(
         scope,
         stop,
         server,
+        history_stop,
+        history_refresh,
     })
 }
 

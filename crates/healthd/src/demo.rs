@@ -14,10 +14,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{DaemonConfig, Delivery, MonitorEntry, ServerSettings},
     console::{ConsoleNotifier, print_transitions, use_colour},
-    daemon::{self, DaemonError},
+    daemon::{self, DaemonError, StartOptions},
     storage::StorageError,
     upstreams::{FLAP_DOWN, FLAP_UP, Upstreams},
 };
+
+/// How often the demo re-reads the history summaries (uptimes, the status page's bars):
+/// often enough that `flaky`'s outages show on the page within seconds.
+const HISTORY_REFRESH: Duration = Duration::from_secs(5);
 
 /// The health-check config of every demo monitor: fast enough to watch.
 fn demo_check_config() -> HealthCheckConfig {
@@ -33,7 +37,7 @@ fn demo_check_config() -> HealthCheckConfig {
 /// The demo's monitors over `upstreams`, keeping their state in `store` (a temporary
 /// file: the demo needs no state directory).
 fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> DaemonConfig {
-    let entry = |name: &str, url: String| {
+    let entry = |name: &str, group: Option<&str>, url: String| {
         let config = demo_check_config();
         let target = Target::Url(Url::parse(&url).expect("demo URLs are well-formed"));
         let probe = build_probe(&config, &target)
@@ -44,20 +48,34 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> Dae
             config,
             probe,
             notify: Vec::new(),
+            group: group.map(str::to_owned),
         }
     };
     DaemonConfig {
         listen,
         server: ServerSettings::default(),
         storage: Some(store),
+        history_retention: crate::config::DEFAULT_HISTORY_RETENTION,
         delivery: Delivery::default(),
         notify: Vec::new(),
         monitors: vec![
-            entry("steady", format!("http://{}/", upstreams.steady)),
-            entry("flaky", format!("http://{}/health", upstreams.flaky)),
-            entry("tcp", format!("tcp://{}", upstreams.tcp)),
-            entry("h2c", format!("h2c://{}/", upstreams.h2c)),
-            entry("always-down", format!("http://{}/", upstreams.down)),
+            entry(
+                "steady",
+                Some("web"),
+                format!("http://{}/", upstreams.steady),
+            ),
+            entry(
+                "flaky",
+                Some("web"),
+                format!("http://{}/health?deep=1", upstreams.flaky),
+            ),
+            entry("h2c", Some("web"), format!("h2c://{}/", upstreams.h2c)),
+            entry("tcp", Some("backends"), format!("tcp://{}", upstreams.tcp)),
+            entry(
+                "always-down",
+                Some("backends"),
+                format!("http://{}/", upstreams.down),
+            ),
         ],
     }
 }
@@ -95,7 +113,11 @@ pub(crate) async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
     let config = demo_config(listen, &upstreams, state.path().join("healthd.db"));
     let colour = use_colour();
     let console: Arc<dyn Notifier> = Arc::new(ConsoleNotifier::new(colour));
-    let running = daemon::start_on(listener, &config, vec![console]).await?;
+    let options = StartOptions {
+        extra: vec![console],
+        history_refresh: HISTORY_REFRESH,
+    };
+    let running = daemon::start_with(listener, &config, options).await?;
 
     println!(
         "healthd demo: {} monitors on loopback upstreams, checked every 2s",
@@ -109,6 +131,10 @@ pub(crate) async fn run(listen: SocketAddr) -> Result<(), DaemonError> {
     println!(
         "status page: http://{}/   API: http://{}/api/v1/monitors",
         running.addr, running.addr
+    );
+    println!(
+        "  the page re-reads uptimes and day bars every {}s",
+        HISTORY_REFRESH.as_secs()
     );
     println!("press Ctrl-C to stop");
     let width = running

@@ -18,13 +18,16 @@ mod demo;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
+mod history;
 mod metrics;
+mod page;
 mod probe;
 mod server;
 mod storage;
 #[cfg(test)]
 mod test_support;
 mod upstreams;
+mod view;
 
 pub use self::{
     agent::{AgentPolicy, AllowEntry, AllowEntryError, serve_agent},

@@ -1,9 +1,11 @@
 //! Where the daemon keeps its state (SPEC §9.1): the `[storage] path`, or the default
-//! resolved from the environment, opened once as a [`Store`].
+//! resolved from the environment, opened once as a [`Store`] with the history's
+//! `[storage] retention` (SPEC §9.2).
 
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use health_store::{Store, StoreError, StoreOptions};
@@ -62,10 +64,17 @@ pub(crate) fn store_path(
 }
 
 /// Opens the store for `configured` (see [`store_path`]) with this process's
-/// environment.
-pub(crate) fn open(configured: Option<&Path>) -> Result<Arc<Store>, StorageError> {
+/// environment, keeping hourly history for `history_retention` (`[storage] retention`).
+pub(crate) fn open(
+    configured: Option<&Path>,
+    history_retention: Duration,
+) -> Result<Arc<Store>, StorageError> {
     let path = store_path(configured, |name| std::env::var(name).ok())?;
-    Store::open(&path, StoreOptions::default())
+    let options = StoreOptions {
+        history_retention,
+        ..StoreOptions::default()
+    };
+    Store::open(&path, options)
         .map(Arc::new)
         .map_err(|source| StorageError::Open { path, source })
 }

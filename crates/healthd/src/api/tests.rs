@@ -192,12 +192,14 @@ async fn metrics_healthz_and_the_page() {
     let (status, head, body) = request(addr, "GET", "/").await;
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("text/html"));
+    // Rendered on the server, and self-contained: it loads nothing from elsewhere.
     assert!(
-        body.contains("/api/v1/monitors")
-            && !body.contains("http://")
-            && !body.contains("https://"),
-        "self-contained"
+        body.to_ascii_lowercase().starts_with("<!doctype html"),
+        "{body}"
     );
+    for external in ["src=\"http", "href=\"//", "@import"] {
+        assert!(!body.contains(external), "{external}: {body}");
+    }
     assert_eq!(Status::Healthy.to_string(), "healthy");
     scope.shutdown().await;
 }
@@ -473,4 +475,433 @@ async fn without_a_token_a_loopback_client_may_write() {
     assert_eq!(status, 200, "{body}");
     assert!(monitors[0].is_running());
     scope.shutdown().await;
+}
+
+/// SPEC §9.2: the history keys, the history endpoint, the event stream and the badges.
+mod history {
+    use std::{
+        sync::Mutex,
+        time::{SystemTime, UNIX_EPOCH},
+    };
+
+    use health_store::{Store, StoreOptions};
+    use health_types::{Clock, HistoryReader, HistorySink};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
+    use super::*;
+    use crate::{history::HistoryCache, test_support::content_type};
+
+    /// 2023-11-14 22:13:20 UTC.
+    const T0: u64 = 1_700_000_000;
+
+    /// A wall clock that stands still until moved.
+    #[derive(Debug)]
+    struct FakeClock(Mutex<SystemTime>);
+
+    impl FakeClock {
+        fn at(secs: u64) -> Arc<Self> {
+            Arc::new(FakeClock(Mutex::new(
+                UNIX_EPOCH + Duration::from_secs(secs),
+            )))
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.0.lock().unwrap() += by;
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// What [`serve_history`] sets up.
+    struct Served {
+        addr: SocketAddr,
+        scope: Scope,
+        monitors: Vec<Monitor>,
+        cache: HistoryCache,
+        clock: Arc<FakeClock>,
+    }
+
+    /// `api` (healthy, group `edge`) and `db` (refused, F = 1) reporting to an in-memory
+    /// store on a fake wall clock at [`T0`], after their first check, served with the
+    /// store's history (read once).
+    async fn serve_history() -> Served {
+        let clock = FakeClock::at(T0);
+        let store = Arc::new(
+            Store::open(
+                ":memory:",
+                StoreOptions {
+                    clock: clock.clone(),
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let scope = Scope::new();
+        let mut monitors = Vec::new();
+        for (name, healthy) in [("api", true), ("db", false)] {
+            let m = Monitor::builder(
+                name,
+                Url::parse(&format!("http://{name}.test/")).unwrap(),
+                Arc::new(Fixed(healthy)),
+            )
+            .config(HealthCheckConfig {
+                retries: 1,
+                jitter: Some(Duration::ZERO),
+                ..Default::default()
+            })
+            .clock(clock.clone())
+            .last_seen(Arc::new(LastSeenRegistry::new()))
+            .history(store.clone() as Arc<dyn HistorySink>)
+            .build()
+            .unwrap();
+            m.start(&scope).unwrap();
+            monitors.push(m);
+        }
+        for m in &monitors {
+            m.subscribe().wait_for(|s| s.checks() >= 1).await.unwrap();
+        }
+        let cache = HistoryCache::new(store as Arc<dyn HistoryReader>, clock.clone());
+        cache.refresh().await.unwrap();
+        let state = ApiState::new(monitors.clone(), None)
+            .with_history(cache.clone())
+            .with_groups(vec![Some("edge".into()), None])
+            .with_clock(clock.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(server::serve(
+            listener,
+            None,
+            router(state),
+            Limits::default(),
+            CancellationToken::new(),
+        ));
+        Served {
+            addr,
+            scope,
+            monitors,
+            cache,
+            clock,
+        }
+    }
+
+    #[tokio::test]
+    async fn monitor_json_has_the_history_keys_with_null_uptimes_without_history() {
+        let (addr, scope, _m) = serve().await;
+        let list = json(addr, "GET", "/api/v1/monitors").await;
+        for m in list.as_array().unwrap() {
+            for key in ["uptime24h", "uptime7d", "uptime30d"] {
+                assert!(m[key].is_null(), "{key}: {m}");
+            }
+            assert!(m["lastCheck"].as_i64().unwrap() > 1_700_000_000, "{m}");
+        }
+        assert_eq!(list[0]["downSince"], 0, "api is healthy");
+        let down_since = list[1]["downSince"].as_i64().unwrap();
+        assert!(
+            down_since > 1_700_000_000 && down_since <= list[1]["lastCheck"].as_i64().unwrap(),
+            "{}",
+            list[1]
+        );
+        let one = json(addr, "GET", "/api/v1/monitors/db").await;
+        assert_eq!(one["downSince"], down_since);
+        let (status, _, body) = request(addr, "POST", "/api/v1/monitors/db/restart").await;
+        assert_eq!(status, 200, "{body}");
+        let restarted: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for key in [
+            "uptime24h",
+            "uptime7d",
+            "uptime30d",
+            "downSince",
+            "lastCheck",
+        ] {
+            assert!(restarted.get(key).is_some(), "{key}: {body}");
+        }
+        scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn uptime_end_to_end_from_checks_through_the_store_to_the_api() {
+        let s = serve_history().await;
+        // Ten minutes on, read again: `api` was up the whole time, `db` down.
+        s.clock.advance(Duration::from_secs(600));
+        s.cache.refresh().await.unwrap();
+        let list = json(s.addr, "GET", "/api/v1/monitors").await;
+        assert_eq!(list[0]["name"], "api");
+        for key in ["uptime24h", "uptime7d", "uptime30d"] {
+            assert_eq!(list[0][key], 1.0, "{key}: {}", list[0]);
+            assert_eq!(list[1][key], 0.0, "{key}: {}", list[1]);
+        }
+        assert_eq!(list[1]["downSince"], T0);
+        assert_eq!(list[1]["lastCheck"], T0);
+        // The views the page renders carry the same, with the group and the summary.
+        let (status, _, body) = request(s.addr, "GET", "/badge/api/uptime/24h.svg").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(">100%<"), "{body}");
+        let (_, _, body) = request(s.addr, "GET", "/badge/db/uptime/30d.svg").await;
+        assert!(body.contains(">0%<"), "{body}");
+        s.scope.shutdown().await;
+        drop(s.monitors);
+    }
+
+    #[tokio::test]
+    async fn views_carry_groups_summaries_and_why_a_monitor_stopped() {
+        let s = serve_history().await;
+        s.monitors[1].finish("test");
+        // A state of its own over the same monitors: views are built from them.
+        let state = ApiState::new(s.monitors.clone(), None)
+            .with_history(s.cache.clone())
+            .with_groups(vec![Some("edge".into()), None]);
+        let views = state.views();
+        assert_eq!(views[0].group.as_deref(), Some("edge"));
+        assert_eq!(views[1].group, None);
+        assert!(views[0].summary.is_some());
+        assert_eq!(views[0].stopped_why, None);
+        assert_eq!(views[1].stopped_why.as_deref(), Some("stopped: test"));
+        s.scope.shutdown().await;
+        assert_eq!(
+            state.views()[0].stopped_why.as_deref(),
+            Some("stopped: healthd is shutting down")
+        );
+    }
+
+    #[tokio::test]
+    async fn history_answers_changes_and_latency_in_the_span() {
+        let s = serve_history().await;
+        s.clock.advance(Duration::from_secs(90));
+        let history = json(s.addr, "GET", "/api/v1/monitors/db/history").await;
+        assert_eq!(
+            history["changes"],
+            serde_json::json!([
+                {"time": T0, "from": "unknown", "to": "starting", "detail": ""},
+                {"time": T0, "from": "starting", "to": "unhealthy", "detail": "connection refused"},
+            ])
+        );
+        let latency = history["latency"].as_array().unwrap();
+        assert_eq!(latency.len(), 1, "{history}");
+        assert_eq!(
+            latency[0],
+            serde_json::json!({"time": T0 - T0 % 60, "step": 60, "count": 1, "avg_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0, "failures": 1})
+        );
+        // A span before anything happened is empty; one reaching back past 48 h is in
+        // hours.
+        let before = format!(
+            "/api/v1/monitors/db/history?since={}&until={}",
+            T0 - 7200,
+            T0 - 3600
+        );
+        let empty = json(s.addr, "GET", &before).await;
+        assert_eq!(empty, serde_json::json!({"changes": [], "latency": []}));
+        let long = format!("/api/v1/monitors/api/history?since={}", T0 - 72 * 3600);
+        let long = json(s.addr, "GET", &long).await;
+        assert_eq!(long["latency"][0]["step"], 3600, "{long}");
+        assert_eq!(long["changes"].as_array().unwrap().len(), 2, "{long}");
+        s.scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn history_refuses_bad_spans_and_unknown_monitors() {
+        let s = serve_history().await;
+        for (query, wanted) in [
+            ("since=abc", "invalid `since` = \"abc\""),
+            ("until=-5", "invalid `until` = \"-5\""),
+            ("since=1.5", "invalid `since` = \"1.5\""),
+            (
+                "since=200&until=100",
+                "`since` = 200 is after `until` = 100",
+            ),
+        ] {
+            let path = format!("/api/v1/monitors/api/history?{query}");
+            let (status, _, body) = request(s.addr, "GET", &path).await;
+            assert_eq!(status, 400, "{query}: {body}");
+            let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let error = error["error"].as_str().unwrap();
+            assert!(error.starts_with(wanted), "{query}: {error}");
+        }
+        let (status, _, body) = request(s.addr, "GET", "/api/v1/monitors/nope/history").await;
+        assert_eq!(status, 404, "{body}");
+        s.scope.shutdown().await;
+
+        // Without a history store: 503.
+        let (addr, scope, _m) = serve().await;
+        let (status, _, body) = request(addr, "GET", "/api/v1/monitors/api/history").await;
+        assert_eq!(status, 503, "{body}");
+        scope.shutdown().await;
+    }
+
+    /// Reads the head of the answer on `stream` (10 s at most); what came after it is
+    /// left in `seen`.
+    async fn read_head(stream: &mut TcpStream, seen: &mut String) -> String {
+        let mut buf = [0; 8192];
+        while !seen.contains("\r\n\r\n") {
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("a head within 10 s")
+                .unwrap();
+            assert!(read > 0, "the stream ended: {seen}");
+            seen.push_str(std::str::from_utf8(&buf[..read]).unwrap());
+        }
+        let end = seen.find("\r\n\r\n").unwrap() + 4;
+        seen.drain(..end).collect()
+    }
+
+    /// Reads the event stream on `stream` until `n` more `status` events have come (10 s
+    /// at most); returns their data, parsed.
+    async fn next_events(
+        stream: &mut TcpStream,
+        seen: &mut String,
+        n: usize,
+    ) -> Vec<serde_json::Value> {
+        let mut buf = [0; 8192];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // Complete events end with a blank line; chunk sizes sit on lines of their own.
+            if let Some(end) = nth_event_end(seen, n) {
+                let events: String = seen.drain(..end).collect();
+                return events
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data: "))
+                    .map(|data| serde_json::from_str(data).unwrap())
+                    .collect();
+            }
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+                .await
+                .expect("events within 10 s")
+                .unwrap();
+            assert!(read > 0, "the stream ended: {seen}");
+            seen.push_str(std::str::from_utf8(&buf[..read]).unwrap());
+        }
+    }
+
+    /// Where the `n`-th complete `status` event of `text` ends.
+    fn nth_event_end(text: &str, n: usize) -> Option<usize> {
+        let mut at = 0;
+        for _ in 0..n {
+            let start = at + text[at..].find("event: status\n")?;
+            at = start + text[start..].find("\n\n")? + 2;
+        }
+        Some(at)
+    }
+
+    #[tokio::test]
+    async fn events_send_every_monitor_then_each_change() {
+        let s = serve_history().await;
+        let mut stream = TcpStream::connect(s.addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /api/v1/events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        let head = read_head(&mut stream, &mut seen).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(content_type(&head), "text/event-stream");
+        let first = next_events(&mut stream, &mut seen, 2).await;
+        let mut one = json(s.addr, "GET", "/api/v1/monitors/api").await;
+        let mut first = first;
+        // All but the seconds since the start, which run on.
+        for json in [&mut first[0], &mut one] {
+            json.as_object_mut().unwrap().remove("uptime");
+        }
+        assert_eq!(first[0], one, "the same JSON as /api/v1/monitors/api");
+        assert_eq!(first[1]["name"], "db");
+        assert_eq!(first[1]["status"], "unhealthy");
+
+        // A check of `db` changes its snapshot: one event, db's.
+        s.clock.advance(Duration::from_secs(5));
+        json(s.addr, "POST", "/api/v1/monitors/db/check").await;
+        // (Its check being due now is a change too: wait for the one it made.)
+        let mut next = serde_json::Value::Null;
+        while next["lastCheck"] != T0 + 5 {
+            next = next_events(&mut stream, &mut seen, 1).await.remove(0);
+            assert_eq!(next["name"], "db", "{next}");
+        }
+        assert_eq!(next["downSince"], T0);
+        assert_eq!(next["failures"], 2);
+
+        // A restart of `api` shows `stopped`... and then `starting` or what its first
+        // check made of it: whatever came, the last event says `healthy`.
+        json(s.addr, "POST", "/api/v1/monitors/api/restart").await;
+        let mut last = serde_json::Value::Null;
+        while last["status"] != "healthy" {
+            last = next_events(&mut stream, &mut seen, 1).await.remove(0);
+            assert_eq!(last["name"], "api", "{last}");
+        }
+        s.scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_event_client_gets_each_changed_monitor_once_not_a_backlog() {
+        use futures_util::{FutureExt, StreamExt};
+
+        let (_addr, scope, monitors) = serve().await;
+        let state = ApiState::new(monitors.clone(), None);
+        let mut updates = std::pin::pin!(super::super::updates(&state));
+        assert_eq!(updates.next().await, Some(0));
+        assert_eq!(updates.next().await, Some(1));
+        assert_eq!(updates.next().now_or_never(), None, "nothing changed");
+        // Many changes while the client takes nothing...
+        for _ in 0..50 {
+            monitors[1].check_now().await.unwrap();
+        }
+        // ...are one update, after which the client is up to date.
+        assert_eq!(updates.next().await, Some(1));
+        assert_eq!(updates.next().now_or_never(), None);
+        assert_eq!(monitors[1].snapshot().failures, 51);
+        monitors[0].check_now().await.unwrap();
+        assert_eq!(updates.next().await, Some(0));
+        scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn badges_are_svg_that_is_not_cached() {
+        let s = serve_history().await;
+        s.clock.advance(Duration::from_secs(60));
+        s.cache.refresh().await.unwrap();
+        let (status, head, body) = request(s.addr, "GET", "/badge/api/status.svg").await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type(&head), "image/svg+xml");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-control: no-cache"),
+            "{head}"
+        );
+        assert!(body.starts_with("<svg "), "{body}");
+        assert!(
+            body.contains(">healthy<") && body.contains(">api<"),
+            "{body}"
+        );
+        let (_, _, body) = request(s.addr, "GET", "/badge/db/status.svg").await;
+        assert!(body.contains(">unhealthy<"), "{body}");
+        for span in ["24h", "7d", "30d"] {
+            let path = format!("/badge/api/uptime/{span}.svg");
+            let (status, head, body) = request(s.addr, "GET", &path).await;
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(content_type(&head), "image/svg+xml");
+            assert!(body.contains(&format!(">uptime {span}<")), "{body}");
+            assert!(body.contains(">100%<"), "{body}");
+        }
+        for path in [
+            "/badge/nope/status.svg",
+            "/badge/nope/uptime/24h.svg",
+            "/badge/api/uptime/1y.svg",
+        ] {
+            let (status, _, body) = request(s.addr, "GET", path).await;
+            assert_eq!(status, 404, "{path}: {body}");
+        }
+        s.scope.shutdown().await;
+
+        // Before any observation: `n/a`.
+        let (addr, scope, _m) = serve().await;
+        let (status, _, body) = request(addr, "GET", "/badge/api/uptime/7d.svg").await;
+        assert_eq!(status, 200);
+        assert!(body.contains(">n/a<"), "{body}");
+        scope.shutdown().await;
+    }
 }

@@ -33,8 +33,8 @@ use toml::{
 };
 
 use super::{
-    ApiToken, ConfigProblem, DEFAULT_LISTEN, DaemonConfig, Delivery, MAX_CONNECTIONS, MIN_BACKOFF,
-    MonitorEntry, ServerSettings,
+    ApiToken, ConfigProblem, DEFAULT_HISTORY_RETENTION, DEFAULT_LISTEN, DaemonConfig, Delivery,
+    MAX_CONNECTIONS, MIN_BACKOFF, MIN_HISTORY_RETENTION, MonitorEntry, ServerSettings,
     lines::Lines,
     value::{DeError, fields_of, from_entry, from_table, from_value, from_value_at},
 };
@@ -63,11 +63,11 @@ const SERVER_KEYS: [&str; 5] = [
     "max_connections",
 ];
 /// The keys of `[storage]`.
-const STORAGE_KEYS: [&str; 1] = ["path"];
+const STORAGE_KEYS: [&str; 2] = ["path", "retention"];
 /// The keys of `[delivery]`.
 const DELIVERY_KEYS: [&str; 2] = ["max_age", "max_backoff"];
 /// The keys of a `[[monitor]]` table besides the health-check keys.
-const MONITOR_KEYS: [&str; 5] = ["name", "url", "docker", "agent", "notify"];
+const MONITOR_KEYS: [&str; 6] = ["name", "url", "docker", "agent", "notify", "group"];
 /// The keys of a `[[notify]]` table besides its provider's own.
 const NOTIFY_KEYS: [&str; 3] = ["name", "provider", "format"];
 /// How many characters of a value a message quotes.
@@ -108,7 +108,9 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     let (listen, server) = server
         .map(|entry| checker.server(entry))
         .unwrap_or_default();
-    let storage = storage.and_then(|entry| checker.storage(entry));
+    let (storage, history_retention) = storage
+        .map(|entry| checker.storage(entry))
+        .unwrap_or((None, DEFAULT_HISTORY_RETENTION));
     let delivery = delivery
         .map(|entry| checker.delivery(entry))
         .unwrap_or_default();
@@ -126,6 +128,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
             listen: listen.unwrap_or_else(default_listen),
             server,
             storage,
+            history_retention,
             delivery,
             notify,
             monitors,
@@ -201,6 +204,7 @@ struct MonitorKeys {
     docker: Option<DockerSpec>,
     agent: Option<AgentSpec>,
     notify: Vec<String>,
+    group: Option<String>,
     /// The good health-check keys.
     own: HealthCheckOverrides,
 }
@@ -504,25 +508,41 @@ impl<'t> Checker<'t> {
         max
     }
 
-    /// `[storage]`: the store's path, if one is given.
-    fn storage(&mut self, table_entry: Entry<'_, '_>) -> Option<PathBuf> {
-        let table = self.table(table_entry, STORAGE)?;
-        for other in entries(STORAGE, table).filter(|e| !STORAGE_KEYS.contains(&e.name())) {
-            self.unknown(other, Accepted::Storage);
+    /// `[storage]`: the store's path, if one is given, and how long hourly history is
+    /// kept (default 90 days).
+    fn storage(&mut self, table_entry: Entry<'_, '_>) -> (Option<PathBuf>, Duration) {
+        let (mut path, mut retention) = (None, DEFAULT_HISTORY_RETENTION);
+        let Some(table) = self.table(table_entry, STORAGE) else {
+            return (path, retention);
+        };
+        for entry in entries(STORAGE, table) {
+            match entry.name() {
+                "path" => {
+                    let text = entry
+                        .value
+                        .get_ref()
+                        .as_str()
+                        .filter(|t| !t.trim().is_empty());
+                    if text.is_none() {
+                        self.invalid(
+                            entry,
+                            "expected a file path, or \":memory:\" to keep nothing",
+                        );
+                    }
+                    path = text.map(PathBuf::from);
+                }
+                "retention" => match self.duration(entry) {
+                    Some(value) if value < MIN_HISTORY_RETENTION => self.invalid(
+                        entry,
+                        "must be at least 1d: uptime is shown over 24 hours at the least",
+                    ),
+                    Some(value) => retention = value,
+                    None => {}
+                },
+                _ => self.unknown(entry, Accepted::Storage),
+            }
         }
-        let path = entry(STORAGE, table, "path")?;
-        let text = path
-            .value
-            .get_ref()
-            .as_str()
-            .filter(|t| !t.trim().is_empty());
-        if text.is_none() {
-            self.invalid(
-                path,
-                "expected a file path, or \":memory:\" to keep nothing",
-            );
-        }
-        text.map(PathBuf::from)
+        (path, retention)
     }
 
     /// `[delivery]`: how long notifications are retried; defaults for what is not set.
@@ -551,7 +571,10 @@ impl<'t> Checker<'t> {
 
     /// A duration key (a string like `"30s"`, at most 365d); `None` (reported) when bad.
     fn duration(&mut self, entry: Entry<'_, '_>) -> Option<Duration> {
-        let name: &'static str = DELIVERY_KEYS.iter().find(|k| **k == entry.name())?;
+        let name: &'static str = DELIVERY_KEYS
+            .iter()
+            .chain(&STORAGE_KEYS)
+            .find(|k| **k == entry.name())?;
         match entry.value.get_ref() {
             DeValue::String(text) => match parse_duration(name, text) {
                 Ok(value) if !value.is_zero() => Some(value),
@@ -737,6 +760,7 @@ impl<'t> Checker<'t> {
             }
         };
         let notify = keys.notify.clone();
+        let group = keys.group.clone();
         let target = keys.target(table)?;
         // Built now, so that what only a probe can tell (a stream URL without a port, a
         // certificate file that cannot be read) is reported with the rest.
@@ -757,6 +781,7 @@ impl<'t> Checker<'t> {
             config,
             probe,
             notify,
+            group,
         })
     }
 
@@ -776,6 +801,7 @@ impl<'t> Checker<'t> {
                 "docker" => keys.docker = self.spec(entry),
                 "agent" => keys.agent = self.spec(entry),
                 "notify" => keys.notify = self.notify_list(entry, notifiers),
+                "group" => keys.group = self.group(entry),
                 other if self.check_keys.contains(&other) => {
                     if let Some(one) = self.check_key(entry) {
                         keys.own = one.over(&keys.own);
@@ -798,6 +824,20 @@ impl<'t> Checker<'t> {
             keys.agent = None;
         }
         keys
+    }
+
+    /// A monitor's `group`: a non-empty string.
+    fn group(&mut self, entry: Entry<'_, '_>) -> Option<String> {
+        match entry.value.get_ref().as_str().map(str::trim) {
+            Some(group) if !group.is_empty() => Some(group.to_owned()),
+            _ => {
+                self.invalid(
+                    entry,
+                    "expected a non-empty string: the name of the status page's group",
+                );
+                None
+            }
+        }
     }
 
     fn url(&mut self, entry: Entry<'_, '_>) -> Option<Url> {

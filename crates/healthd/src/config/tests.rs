@@ -298,7 +298,7 @@ fn every_bad_key_of_one_table_is_reported_at_its_own_column() {
         .into_iter()
         .map(str::to_owned)
         .chain([format!(
-            "8:1: [[monitor]] \"api\": unknown key `intervall` = \"1s\"; accepted keys: name, url, docker, agent, notify, {}",
+            "8:1: [[monitor]] \"api\": unknown key `intervall` = \"1s\"; accepted keys: name, url, docker, agent, notify, group, {}",
             value::fields_of::<health_types::HealthCheckOverrides>().join(", ")
         )])
         .collect::<Vec<_>>()
@@ -504,6 +504,83 @@ fn storage_and_delivery_are_read_and_checked_at_their_keys() {
     );
     let p = problems("[delivery]\nmax_backoff = \"500ms\"\n");
     assert!(p[0].contains("at least 1s"), "{p:?}");
+}
+
+#[test]
+fn storage_retention_defaults_to_90_days_and_is_checked_at_its_key() {
+    let d = DaemonConfig::parse("").unwrap();
+    assert_eq!(d.history_retention, Duration::from_secs(90 * 86_400));
+    let c = DaemonConfig::parse("[storage]\nretention = \"30d\"\n").unwrap();
+    assert_eq!(c.history_retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.storage, None);
+    let c = DaemonConfig::parse("[storage]\npath = \":memory:\"\nretention = \"365d\"\n").unwrap();
+    assert_eq!(c.history_retention, Duration::from_secs(365 * 86_400));
+    let p = problems(
+        "[storage]\nretention = 90\n[[monitor]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n",
+    );
+    assert_eq!(
+        p,
+        [
+            "2:1: [storage]: invalid `retention` = 90: a bare number is not a duration; expected a string like \"30s\" (units: ms, s, m, h, d)"
+        ]
+    );
+    let p = problems("[storage]\nretention = \"ninety days\"\n");
+    assert!(
+        p[0].starts_with("2:1: [storage]: invalid `retention` = \"ninety days\""),
+        "{p:?}"
+    );
+    let p = problems("[storage]\nretention = \"400d\"\n");
+    assert!(
+        p[0].contains("`retention`") && p[0].contains("365d"),
+        "{p:?}"
+    );
+    let p = problems("[storage]\nretention = \"12h\"\n");
+    assert_eq!(
+        p,
+        [
+            "2:1: [storage]: invalid `retention` = \"12h\": must be at least 1d: uptime is shown over 24 hours at the least"
+        ]
+    );
+    let p = problems("[storage]\nretention = \"0s\"\n");
+    assert!(
+        p[0].contains("invalid `retention` = \"0s\": must be greater than 0"),
+        "{p:?}"
+    );
+    let p = problems("[storage]\nkeep = \"1d\"\n");
+    assert!(p[0].contains("accepted keys: path, retention"), "{p:?}");
+}
+
+#[test]
+fn a_monitor_group_is_a_non_empty_string() {
+    let c = DaemonConfig::parse(
+        "[[monitor]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\ngroup = \" Edge \"\n[[monitor]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.monitors[0].group.as_deref(), Some("Edge"));
+    assert_eq!(c.monitors[1].group, None);
+    let p = problems(
+        "[[monitor]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\ngroup = 3\n[[monitor]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\ngroup = \"  \"\n",
+    );
+    assert_eq!(
+        p,
+        [
+            "4:1: [[monitor]] \"a\": invalid `group` = 3: expected a non-empty string: the name of the status page's group",
+            "8:1: [[monitor]] \"b\": invalid `group` = \"  \": expected a non-empty string: the name of the status page's group",
+        ]
+    );
+}
+
+#[test]
+fn a_file_with_retention_and_groups_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("healthd.toml");
+    std::fs::write(
+        &path,
+        "[storage]\npath = \":memory:\"\nretention = \"30d\"\n[[monitor]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\ngroup = \"edge\"\n",
+    )
+    .unwrap();
+    let c = DaemonConfig::load(&path).unwrap();
+    assert_eq!(c.monitors[0].group.as_deref(), Some("edge"));
 }
 
 #[test]
