@@ -7,6 +7,7 @@
 //! health-bench serve --http N --tcp N        the upstream (started by `run`)
 //! health-bench scenario SPEC-JSON            one measurement in a process of its own (started by `run`)
 //! health-bench detect SPEC-JSON              the detection-latency measurement (started by `run`)
+//! health-bench page SPEC-JSON                the status page at 1 000 monitors (started by `run`)
 //! health-bench soak [--minutes N] ...         healthd under churn, kill -9 and a flaky receiver (`soak` module)
 //! ```
 //!
@@ -19,6 +20,7 @@ mod chart;
 mod detect;
 mod naive;
 mod ours;
+mod page;
 #[cfg(feature = "pingora")]
 mod pingora;
 mod raw;
@@ -39,7 +41,7 @@ use crate::{
     stats::Stats,
 };
 
-const USAGE: &str = "usage: health-bench [run] [--quick] [--out DIR] | serve --http N --tcp N | scenario JSON | detect JSON | soak [--minutes N] [--out DIR] [--healthd PATH] [--seed N] [--error-rate P] [--without-storage]";
+const USAGE: &str = "usage: health-bench [run] [--quick] [--out DIR] | serve --http N --tcp N | scenario JSON | detect JSON | page JSON | soak [--minutes N] [--out DIR] [--healthd PATH] [--seed N] [--error-rate P] [--without-storage]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Some("serve") => serve_args(&args[1..]).and_then(|(http, tcp)| server::serve(http, tcp)),
         Some("scenario") if args.len() == 2 => scenario(&args[1]),
         Some("detect") if args.len() == 2 => detect(&args[1]),
+        Some("page") if args.len() == 2 => page(&args[1]),
         Some("soak") => soak::SoakOptions::parse(&args[1..]).and_then(|o| soak::run(&o)),
         _ => {
             eprintln!("{USAGE}");
@@ -145,4 +148,10 @@ fn detect(json: &str) -> Result<()> {
     let spec: DetectSpec = serde_json::from_str(json).context("bad detection scenario")?;
     let detection = runtime()?.block_on(detect::run(&spec))?;
     answer(&detection)
+}
+
+fn page(json: &str) -> Result<()> {
+    let spec: page::PageSpec = serde_json::from_str(json).context("bad page scenario")?;
+    let measured = runtime()?.block_on(page::run(&spec))?;
+    answer(&measured)
 }

@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::{
+    page::PageMeasured,
     run::STORE_SCENARIO,
     spec::{Detection, FLAP_DOWN_MS, FLAP_PERIOD_MS, Impl, LagSummary, Measured, Proto, Spec},
 };
@@ -119,6 +120,8 @@ pub(crate) struct Report {
     pub(crate) rows: Vec<Row>,
     /// The detection scenario, unless it failed.
     pub(crate) detection: Option<Detection>,
+    /// The status page scenario, unless it failed.
+    pub(crate) page: Option<PageMeasured>,
 }
 
 /// `a / b`, when both are known and `b` is not zero.
@@ -293,6 +296,12 @@ impl Report {
             0.4,
             "x",
         );
+        at_most(
+            "status page GET / at 1k monitors <= 1000 ms (median)",
+            self.page.as_ref().map(|p| p.serve_p50_ms),
+            1000.0,
+            " ms",
+        );
         checks
     }
 
@@ -439,6 +448,27 @@ impl Report {
             }
             let _ = writeln!(out, "  ratio with/without (means): {:.2}", d.ratio);
         }
+        if let Some(p) = &self.page {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "status page ({} monitors, 90 days of history seeded in {:.1} s; {:.1} MB):",
+                p.monitors,
+                p.seed_s,
+                p.bytes as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "  GET / with the whole body: min {:.1} ms  median {:.1} ms  max {:.1} ms",
+                p.serve_min_ms, p.serve_p50_ms, p.serve_max_ms
+            );
+            let _ = writeln!(
+                out,
+                "  headless Chromium, load to first screenshot (less about:blank): {}",
+                p.chromium_ms
+                    .map_or_else(|| "not measured".to_owned(), |ms| format!("{ms:.0} ms"))
+            );
+        }
         out
     }
 
@@ -483,6 +513,7 @@ impl Report {
                 cpu_ratio_on_off: cost.cpu_ratio().map(round),
             }),
             detection_ms: self.detection.as_ref(),
+            status_page: self.page.as_ref(),
             machine: &self.machine,
             quick: self.quick,
             targets: self.targets(),
@@ -500,6 +531,7 @@ pub(crate) struct ReportJson<'a> {
     scenarios: Vec<ScenarioJson<'a>>,
     store: Option<StoreJson>,
     detection_ms: Option<&'a Detection>,
+    status_page: Option<&'a PageMeasured>,
     machine: &'a Machine,
     quick: bool,
     targets: Vec<TargetCheck>,
@@ -631,6 +663,7 @@ pub(crate) mod tests {
             quick: true,
             rows,
             detection: None,
+            page: None,
         }
     }
 
@@ -708,5 +741,38 @@ pub(crate) mod tests {
         let json = serde_json::to_value(report.json()).unwrap();
         assert!(json["scenarios"][0]["cpu_us_per_check"].is_null());
         assert_eq!(json["scenarios"][0]["impl"], "raw");
+    }
+
+    #[test]
+    fn the_status_page_has_its_row_and_target() {
+        let mut report = sample();
+        assert!(!report.table().contains("status page ("));
+        report.page = Some(PageMeasured {
+            monitors: 1_000,
+            bytes: 9_500_000,
+            seed_s: 4.2,
+            serve_min_ms: 38.0,
+            serve_p50_ms: 41.5,
+            serve_max_ms: 60.0,
+            chromium_ms: None,
+        });
+        let target = report
+            .targets()
+            .into_iter()
+            .find(|t| t.target.starts_with("status page"))
+            .unwrap();
+        assert_eq!(
+            (target.measured.as_str(), target.met),
+            ("41.50 ms", Some(true))
+        );
+        let table = report.table();
+        assert!(table.contains("status page (1000 monitors"), "{table}");
+        assert!(table.contains("median 41.5 ms"), "{table}");
+        assert!(
+            table.contains("Chromium, load to first screenshot (less about:blank): not measured"),
+            "{table}"
+        );
+        let json = serde_json::to_value(report.json()).unwrap();
+        assert_eq!(json["status_page"]["serve_p50_ms"], 41.5);
     }
 }

@@ -10,6 +10,7 @@ use tokio::{process::Command, time::Instant};
 
 use crate::{
     chart,
+    page::{PageMeasured, PageSpec},
     report::{Machine, Report, Row},
     server::Upstream,
     spec::{DetectSpec, Detection, Impl, Measured, Proto, Spec, Targets},
@@ -30,6 +31,9 @@ pub(crate) const STORE_SCENARIO: &str = "http-10k-1s-flap";
 const STORE_MONITORS: usize = 10_000;
 /// The share of [`STORE_SCENARIO`]'s monitors whose target flaps, in percent.
 const FLAPPING_PERCENT: usize = 2;
+
+/// Monitors on the status page of the page scenario.
+const PAGE_MONITORS: usize = 1_000;
 
 /// Options of a run.
 #[derive(Clone, Debug)]
@@ -258,11 +262,41 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
             }
         };
 
+    let page = PageSpec {
+        monitors: PAGE_MONITORS,
+        requests: if options.quick { 10 } else { 30 },
+        chromium_loads: if options.quick { 1 } else { 3 },
+    };
+    eprint!(
+        "  status page: {} monitors, 90 days of history ... ",
+        page.monitors
+    );
+    let page: Option<PageMeasured> = match child::<PageMeasured>(
+        &["page", &serde_json::to_string(&page)?],
+        Duration::from_secs(300),
+    )
+    .await
+    {
+        Ok(p) => {
+            eprintln!(
+                "GET / {:.0} ms (median), {:.1} MB",
+                p.serve_p50_ms,
+                p.bytes as f64 / 1e6
+            );
+            Some(p)
+        }
+        Err(err) => {
+            eprintln!("failed: {err:#}");
+            None
+        }
+    };
+
     let report = Report {
         machine,
         quick: options.quick,
         rows,
         detection,
+        page,
     };
     println!("{}", report.table());
     std::fs::create_dir_all(&options.out)

@@ -74,6 +74,8 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "health-check",
                 "health-monitor",
                 "health-store",
+                // The status-page scenario serves the real page in process.
+                "healthd",
             ][..],
         ),
     ])
