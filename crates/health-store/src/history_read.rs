@@ -536,11 +536,14 @@ impl Monitor {
             .into_iter()
             .filter_map(|(start, agg)| agg.bucket(start, HOUR_MS))
             .collect();
-        let latency_1h: Vec<LatencyBucket> = self
-            .minutes
-            .into_iter()
-            .filter_map(|(start, agg)| agg.bucket(start, MINUTE_MS))
-            .collect();
+        let latency_1h: Vec<LatencyBucket> = if latency_24h.len() < HistorySummary::FEW_HOURS {
+            self.minutes
+                .into_iter()
+                .filter_map(|(start, agg)| agg.bucket(start, MINUTE_MS))
+                .collect()
+        } else {
+            Vec::new()
+        };
         HistorySummary {
             uptime_24h: uptime[0].uptime(),
             uptime_7d: uptime[1].uptime(),

@@ -818,6 +818,8 @@ fn summaries_of_a_thousand_monitors_over_ninety_days() {
         let one = &summaries["monitor-1"];
         assert_eq!(one.days.len(), 90);
         assert_eq!(one.latency_24h.len(), 24);
+        // 24 hours of checks: the last hour by the minute is not kept.
+        assert!(one.latency_1h.is_empty());
         assert!(one.uptime_30d.is_some());
     }
     eprintln!("summaries() of {MONITORS} monitors over 90 days took {times:?}");

@@ -126,13 +126,17 @@ pub struct HistorySummary {
     pub latency_24h: Vec<LatencyBucket>,
     /// The last hour of latency, one bucket a minute, oldest first, the current minute
     /// last (minutes without checks are absent): what a young monitor's chart draws
-    /// while it has too few hours for a 24-hour line.
+    /// while it has too few hours for a 24-hour line. Empty once `latency_24h` has
+    /// [`HistorySummary::FEW_HOURS`] buckets or more (it would not be drawn, and 10 000
+    /// monitors would hold 40 MB of it).
     pub latency_1h: Vec<LatencyBucket>,
 }
 
 impl HistorySummary {
     /// Days in [`HistorySummary::days`].
     pub const DAYS: u32 = 90;
+    /// Below this many hours in `latency_24h`, `latency_1h` is filled.
+    pub const FEW_HOURS: usize = 3;
 }
 
 /// History could not be read or written.

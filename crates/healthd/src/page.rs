@@ -362,10 +362,8 @@ fn write_days(out: &mut String, days: &[DaySummary], dates: &[(i64, String)]) ->
     Ok(())
 }
 
-/// The last 24 hours' mean response time per hour as an inline SVG line, broken where
-/// an hour had no check; a red tick marks each hour with a failed check.
 /// What a card's chart draws: 24 hours by the hour, or, for a monitor with fewer than
-/// [`Spark::FEW_HOURS`] hours of checks (a young one, or the demo's), its last hour by
+/// [`HistorySummary::FEW_HOURS`] hours of checks (a young one, or the demo's), its last hour by
 /// the minute, so that the chart shows something within a minute of the first check.
 struct Spark<'a> {
     buckets: &'a [LatencyBucket],
@@ -378,9 +376,6 @@ struct Spark<'a> {
 }
 
 impl<'a> Spark<'a> {
-    /// Fewer hours than this draw the last hour instead.
-    const FEW_HOURS: usize = 3;
-
     fn of(summary: Option<&'a HistorySummary>) -> Self {
         let day = |buckets| Spark {
             buckets,
@@ -389,18 +384,24 @@ impl<'a> Spark<'a> {
             caption: "24 h",
         };
         match summary {
-            Some(s) if s.latency_24h.len() < Self::FEW_HOURS && !s.latency_1h.is_empty() => Spark {
-                buckets: &s.latency_1h,
-                span: 3_600,
-                per: "minute",
-                caption: "last hour",
-            },
+            Some(s)
+                if s.latency_24h.len() < HistorySummary::FEW_HOURS && !s.latency_1h.is_empty() =>
+            {
+                Spark {
+                    buckets: &s.latency_1h,
+                    span: 3_600,
+                    per: "minute",
+                    caption: "last hour",
+                }
+            }
             Some(s) => day(&s.latency_24h),
             None => day(&[]),
         }
     }
 }
 
+/// The chart's mean response time per bucket (hour or minute) as an inline SVG line,
+/// broken where a bucket had no check; a red tick marks each bucket with a failed check.
 fn write_sparkline(out: &mut String, spark: Spark<'_>, now: i64) -> fmt::Result {
     let Spark {
         buckets,
