@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, Scope};
+use health_monitor::{HealthMonitor, LastSeenRegistry, Monitor, MonitorBuilder, Scope};
 use health_types::{CheckKind, CheckResult, HealthCheckConfig, Probe, ProbeError, Status, Url};
 
 use tokio_util::sync::CancellationToken;
@@ -68,32 +68,38 @@ async fn serve() -> (SocketAddr, Scope, Vec<Monitor>) {
     serve_with(ApiAccess::default()).await
 }
 
-/// The API of two monitors (`api` healthy, `db` not), checked once, open to `access`,
-/// on healthd's own server loop (which hands the API each client's address).
-async fn serve_with(access: ApiAccess) -> (SocketAddr, Scope, Vec<Monitor>) {
-    let scope = Scope::new();
+/// Two monitors, `api` (healthy) and `db` (not), with F = 1, each built through `build`
+/// (which may add a clock or a history sink) and started on `scope`; returned after their
+/// first check.
+async fn two_monitors(
+    scope: &Scope,
+    config: HealthCheckConfig,
+    build: impl Fn(MonitorBuilder) -> MonitorBuilder,
+) -> Vec<Monitor> {
     let mut monitors = Vec::new();
     for (name, healthy) in [("api", true), ("db", false)] {
-        let m = Monitor::builder(
+        let builder = Monitor::builder(
             name,
             Url::parse(&format!("http://{name}.test/")).unwrap(),
             Arc::new(Fixed(healthy)),
         )
         .config(HealthCheckConfig {
             retries: 1,
-            ..Default::default()
+            ..config.clone()
         })
-        .last_seen(Arc::new(LastSeenRegistry::new()))
-        .build()
-        .unwrap();
-        m.start(&scope).unwrap();
+        .last_seen(Arc::new(LastSeenRegistry::new()));
+        let m = build(builder).build().unwrap();
+        m.start(scope).unwrap();
         monitors.push(m);
     }
     for m in &monitors {
-        let mut rx = m.subscribe();
-        rx.wait_for(|s| s.checks() >= 1).await.unwrap();
+        m.subscribe().wait_for(|s| s.checks() >= 1).await.unwrap();
     }
-    let state = ApiState::new(monitors.clone(), Some(Arc::new(Stats))).with_access(access);
+    monitors
+}
+
+/// `state` on healthd's own server loop (which hands the API each client's address).
+async fn serve_api(state: ApiState) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::serve(
@@ -103,7 +109,15 @@ async fn serve_with(access: ApiAccess) -> (SocketAddr, Scope, Vec<Monitor>) {
         Limits::default(),
         CancellationToken::new(),
     ));
-    (addr, scope, monitors)
+    addr
+}
+
+/// The API of two monitors (`api` healthy, `db` not), checked once, open to `access`.
+async fn serve_with(access: ApiAccess) -> (SocketAddr, Scope, Vec<Monitor>) {
+    let scope = Scope::new();
+    let monitors = two_monitors(&scope, HealthCheckConfig::default(), |b| b).await;
+    let state = ApiState::new(monitors.clone(), Some(Arc::new(Stats))).with_access(access);
+    (serve_api(state).await, scope, monitors)
 }
 
 #[tokio::test]
@@ -544,44 +558,23 @@ mod history {
             .unwrap(),
         );
         let scope = Scope::new();
-        let mut monitors = Vec::new();
-        for (name, healthy) in [("api", true), ("db", false)] {
-            let m = Monitor::builder(
-                name,
-                Url::parse(&format!("http://{name}.test/")).unwrap(),
-                Arc::new(Fixed(healthy)),
-            )
-            .config(HealthCheckConfig {
-                retries: 1,
-                jitter: Some(Duration::ZERO),
-                ..Default::default()
-            })
-            .clock(clock.clone())
-            .last_seen(Arc::new(LastSeenRegistry::new()))
-            .history(store.clone() as Arc<dyn HistorySink>)
-            .build()
-            .unwrap();
-            m.start(&scope).unwrap();
-            monitors.push(m);
-        }
-        for m in &monitors {
-            m.subscribe().wait_for(|s| s.checks() >= 1).await.unwrap();
-        }
+        let config = HealthCheckConfig {
+            jitter: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let monitors = two_monitors(&scope, config, |builder| {
+            builder
+                .clock(clock.clone())
+                .history(store.clone() as Arc<dyn HistorySink>)
+        })
+        .await;
         let cache = HistoryCache::new(store as Arc<dyn HistoryReader>, clock.clone());
         cache.refresh().await.unwrap();
         let state = ApiState::new(monitors.clone(), None)
             .with_history(cache.clone())
             .with_groups(vec![Some("edge".into()), None])
             .with_clock(clock.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(server::serve(
-            listener,
-            None,
-            router(state),
-            Limits::default(),
-            CancellationToken::new(),
-        ));
+        let addr = serve_api(state).await;
         Served {
             addr,
             scope,
