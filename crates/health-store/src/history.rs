@@ -102,33 +102,23 @@ impl Agg {
     }
 }
 
-/// A monitor's minute that is still taking checks.
+/// A monitor's minute (or part of one): still taking checks while open, then queued
+/// to be written.
 #[derive(Clone, Debug)]
-pub(crate) struct OpenMinute {
+pub(crate) struct Minute {
     /// The monitor (kept here too: a hash map lends its keys immutably only).
     pub(crate) monitor: Arc<str>,
     /// The minute's start, unix ms.
     pub(crate) start: i64,
-    /// Its checks so far.
-    pub(crate) agg: Agg,
-}
-
-/// A minute (or part of one) whose checks are to be written.
-#[derive(Clone, Debug)]
-pub(crate) struct Closed {
-    /// The monitor.
-    pub(crate) monitor: Arc<str>,
-    /// The minute's start, unix ms.
-    pub(crate) start: i64,
-    /// Its checks.
+    /// Its checks (so far).
     pub(crate) agg: Agg,
 }
 
 /// What one writer batch commits of history.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct HistoryBatch {
     /// Closed minutes (a minute may appear more than once: its rows are upserted).
-    pub(crate) closed: Vec<Closed>,
+    pub(crate) closed: Vec<Minute>,
     /// Status changes in the order they came, times in whole milliseconds.
     pub(crate) changes: Vec<(Arc<str>, StatusChange)>,
 }
@@ -144,7 +134,7 @@ impl HistoryBatch {
 #[derive(Debug, Default)]
 pub(crate) struct HistoryPending {
     /// Each monitor's open minute.
-    pub(crate) open: HashMap<Arc<str>, OpenMinute>,
+    pub(crate) open: HashMap<Arc<str>, Minute>,
     /// What the writer's next batch takes.
     pub(crate) next: HistoryBatch,
     /// The batch the writer is committing; dropped once its commit is visible.
@@ -165,14 +155,13 @@ impl HistoryPending {
             Some(open) if open.start == start => open.agg.add(&agg),
             Some(open) if open.start < start => {
                 let done = std::mem::replace(&mut open.agg, agg);
-                self.next.closed.push(Closed {
-                    monitor: open.monitor.clone(),
-                    start: open.start,
+                self.next.closed.push(Minute {
                     agg: done,
+                    ..open.clone()
                 });
                 open.start = start;
             }
-            Some(open) => self.next.closed.push(Closed {
+            Some(open) => self.next.closed.push(Minute {
                 monitor: open.monitor.clone(),
                 start,
                 agg,
@@ -181,7 +170,7 @@ impl HistoryPending {
                 let monitor: Arc<str> = monitor.into();
                 self.open.insert(
                     monitor.clone(),
-                    OpenMinute {
+                    Minute {
                         monitor,
                         start,
                         agg,
@@ -209,11 +198,7 @@ impl HistoryPending {
         self.open.retain(|_, open| {
             let ended = open.start.saturating_add(MINUTE_MS) <= now_ms;
             if ended {
-                closed.push(Closed {
-                    monitor: open.monitor.clone(),
-                    start: open.start,
-                    agg: open.agg,
-                });
+                closed.push(open.clone());
             }
             !ended
         });
@@ -223,11 +208,7 @@ impl HistoryPending {
     pub(crate) fn close_all(&mut self) {
         self.next
             .closed
-            .extend(self.open.drain().map(|(_, open)| Closed {
-                monitor: open.monitor,
-                start: open.start,
-                agg: open.agg,
-            }));
+            .extend(self.open.drain().map(|(_, open)| open));
     }
 
     /// Takes the next batch for the writer, keeping it visible to readers as in flight.
@@ -240,10 +221,7 @@ impl HistoryPending {
     /// Puts back a batch whose commit failed, under what was queued since.
     pub(crate) fn restore(&mut self, batch: Arc<HistoryBatch>) {
         self.inflight = None;
-        let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| HistoryBatch {
-            closed: shared.closed.clone(),
-            changes: shared.changes.clone(),
-        });
+        let batch = Arc::unwrap_or_clone(batch);
         let newer = std::mem::replace(&mut self.next, batch);
         self.next.closed.extend(newer.closed);
         self.next.changes.extend(newer.changes);
@@ -254,17 +232,11 @@ impl HistoryPending {
     pub(crate) fn snapshot(&self, monitor: Option<&str>) -> Memory {
         let wanted = |name: &str| monitor.is_none_or(|m| m == name);
         let mut memory = Memory::default();
-        let open: Box<dyn Iterator<Item = &OpenMinute>> = match monitor {
+        let open: Box<dyn Iterator<Item = &Minute>> = match monitor {
             Some(name) => Box::new(self.open.get(name).into_iter()),
             None => Box::new(self.open.values()),
         };
-        for open in open {
-            memory.minutes.push(Closed {
-                monitor: open.monitor.clone(),
-                start: open.start,
-                agg: open.agg,
-            });
-        }
+        memory.minutes.extend(open.cloned());
         // The batch in flight is older than the next one: its changes come first.
         for batch in self.inflight.as_deref().into_iter().chain([&self.next]) {
             memory.minutes.extend(
@@ -290,40 +262,39 @@ impl HistoryPending {
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
     /// Minutes (open or closed, a minute possibly more than once) not yet written.
-    pub(crate) minutes: Vec<Closed>,
+    pub(crate) minutes: Vec<Minute>,
     /// Changes not yet committed, oldest first.
     pub(crate) changes: Vec<(Arc<str>, StatusChange)>,
 }
 
-impl HistorySink for Store {
-    /// Adds the check to its monitor's open minute and returns: a mutex and a hash-map
-    /// update, no SQL. Wakes the writer when this closed a minute into an empty batch.
-    fn observe(&self, monitor: &str, observation: &Observation) {
+impl Store {
+    /// Applies `update` to the pending history (unless the writer has stopped), and
+    /// wakes the writer when that made an empty batch non-empty.
+    fn queue_history(&self, update: impl FnOnce(&mut HistoryPending)) {
         let mut pending = lock(&self.shared().pending);
         if pending.refuse(self.path()) {
             return;
         }
         let was_empty = pending.is_empty();
-        pending.history.observe(monitor, observation);
+        update(&mut pending.history);
         let wake = was_empty && !pending.is_empty();
         drop(pending);
         if wake {
             self.shared().wake.notify_one();
         }
     }
+}
+
+impl HistorySink for Store {
+    /// Adds the check to its monitor's open minute and returns: a mutex and a hash-map
+    /// update, no SQL. Wakes the writer when this closed a minute into an empty batch.
+    fn observe(&self, monitor: &str, observation: &Observation) {
+        self.queue_history(|history| history.observe(monitor, observation));
+    }
 
     /// Queues the change for the writer's next batch (committed with it, within a
     /// tick) and returns.
     fn change(&self, monitor: &str, change: &StatusChange) {
-        let mut pending = lock(&self.shared().pending);
-        if pending.refuse(self.path()) {
-            return;
-        }
-        let wake = pending.is_empty();
-        pending.history.change(monitor, change);
-        drop(pending);
-        if wake {
-            self.shared().wake.notify_one();
-        }
+        self.queue_history(|history| history.change(monitor, change));
     }
 }

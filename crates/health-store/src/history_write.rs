@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::{
     history::{Agg, DAY_MS, HOUR_MS, HistoryBatch, MINUTE_MS, floor_to},
+    schema::sql_u64,
     time::to_unix_ms,
 };
 
@@ -30,11 +31,6 @@ const PRUNE_CHUNK_MONITORS: i64 = 500;
 /// The detail of the `stopped` change that closes a run its process did not stop.
 pub(crate) const NOT_STOPPED_DETAIL: &str =
     "the process ended without stopping the monitor (closed at its last known alive time)";
-
-/// Saturating `u64` to SQLite integer.
-fn sql_u64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
 
 /// The writer's knowledge of history: monitor ids, and the last status of the monitors
 /// that changed in this process.
@@ -282,20 +278,24 @@ pub(crate) fn prune_chunk(
     };
     let mut next = pass.next;
     for (id, name) in monitors {
+        let before = chunk.deleted;
         let finished = prune_monitor(&tx, pass, id, max_rows, &mut chunk.deleted)?;
         if !finished {
             // The budget ran out inside this monitor: the next chunk goes on here.
             chunk.done = false;
             break;
         }
-        let left: bool = tx
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM history_change WHERE monitor = ?1)
+        // A monitor's id is written with its first change or minute, in one transaction:
+        // only a monitor that just lost rows can have none left.
+        let left: bool = chunk.deleted == before
+            || tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM history_change WHERE monitor = ?1)
                      OR EXISTS (SELECT 1 FROM history_minute WHERE monitor = ?1)
                      OR EXISTS (SELECT 1 FROM history_hour WHERE monitor = ?1)
                      OR EXISTS (SELECT 1 FROM history_day WHERE monitor = ?1)",
-            )?
-            .query_row([id], |row| row.get(0))?;
+                )?
+                .query_row([id], |row| row.get(0))?;
         if !left {
             tx.prepare_cached("DELETE FROM history_monitor WHERE id = ?1")?
                 .execute([id])?;

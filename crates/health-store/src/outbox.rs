@@ -8,6 +8,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::{
     Store, StoreError,
+    schema::sql_u64,
     time::{from_unix_ms, to_unix_ms},
     writer::lock,
 };
@@ -26,16 +27,11 @@ impl Store {
                 "UPDATE outbox SET state = ?2, reason = ?3, done = ?4
                  WHERE id = ?1 AND state = 'pending'",
             )?
-            .execute(params![sql_id(id), state, reason, now])?;
+            .execute(params![sql_u64(id), state, reason, now])?;
             tx.commit()
         })()
         .map_err(|source| self.write_error(source.into()))
     }
-}
-
-/// An id as SQLite holds it (ids are positive `i64`s; a larger `u64` matches none).
-fn sql_id(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
 }
 
 /// A pending row as read, before its event is parsed.
@@ -86,7 +82,7 @@ impl Outbox for Store {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, OutboxError> {
         let mut entries = Vec::new();
-        let mut after = sql_id(after);
+        let mut after = sql_u64(after);
         loop {
             let want = i64::try_from(limit - entries.len()).unwrap_or(i64::MAX);
             if want == 0 {

@@ -138,6 +138,12 @@ pub(crate) const MIGRATIONS: [&str; 2] = [
     ",
 ];
 
+/// A `u64` as an SQLite integer, held at `i64::MAX` (an id above it matches none; a count
+/// or a sum above it is kept as the largest there is).
+pub(crate) fn sql_u64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// The newest schema version this build knows.
 pub(crate) const KNOWN_VERSION: u32 = MIGRATIONS.len() as u32;
 
