@@ -47,10 +47,10 @@ use axum::{
     routing::{get, post},
 };
 use futures_util::{Stream, StreamExt, stream};
-use health_monitor::{HealthMonitor, Monitor, StopCause};
+use health_monitor::{HealthMonitor, Monitor, Snapshot, StopCause};
 use health_types::{
-    CheckResult, Clock, HistorySpan, LatencyBucket, MonitorJson, Status, StatusChange, SystemClock,
-    duration_nanos,
+    CheckResult, Clock, HistorySpan, HistorySummary, LatencyBucket, MonitorJson, Status,
+    StatusChange, SystemClock, duration_nanos,
 };
 use serde::Serialize;
 use tokio::time::Instant;
@@ -163,29 +163,36 @@ impl ApiState {
     fn view(&self, index: usize) -> MonitorView {
         let monitor = &self.monitors()[index];
         let snapshot = monitor.snapshot();
-        let mut json = snapshot.to_json(monitor.config(), Instant::now());
         let summary = self.history.as_ref().and_then(|h| h.get(monitor.name()));
-        if let Some(summary) = &summary {
-            json.uptime_24h = summary.uptime_24h;
-            json.uptime_7d = summary.uptime_7d;
-            json.uptime_30d = summary.uptime_30d;
-        }
-        let stopped_why = if snapshot.running {
-            None
-        } else {
-            snapshot.stop_cause.as_ref().map(stopped_why)
-        };
         MonitorView {
-            json,
+            json: Self::json_of(monitor, &snapshot, summary.as_deref()),
             group: self.groups.get(index).cloned().flatten(),
             summary,
-            stopped_why,
+            // A running monitor has no stop cause: each start begins a fresh snapshot.
+            stopped_why: snapshot.stop_cause.as_ref().map(stopped_why),
         }
     }
 
     /// The §4 JSON (with §9.2's keys) of the monitor at `index`.
     fn json(&self, index: usize) -> MonitorJson {
-        self.view(index).json
+        let monitor = &self.monitors()[index];
+        let summary = self.history.as_ref().and_then(|h| h.get(monitor.name()));
+        Self::json_of(monitor, &monitor.snapshot(), summary.as_deref())
+    }
+
+    /// `monitor`'s §4 JSON from `snapshot`, with the uptimes of `summary`.
+    fn json_of(
+        monitor: &Monitor,
+        snapshot: &Snapshot,
+        summary: Option<&HistorySummary>,
+    ) -> MonitorJson {
+        let mut json = snapshot.to_json(monitor.config(), Instant::now());
+        if let Some(summary) = summary {
+            json.uptime_24h = summary.uptime_24h;
+            json.uptime_7d = summary.uptime_7d;
+            json.uptime_30d = summary.uptime_30d;
+        }
+        json
     }
 }
 

@@ -484,9 +484,9 @@ fn unix(time: SystemTime) -> i64 {
     }
 }
 
-/// A string escaped for HTML text and quoted attribute values.
+/// A string escaped for HTML (and SVG) text and quoted attribute values.
 #[derive(Clone, Copy, Debug)]
-struct Esc<'a>(&'a str);
+pub(crate) struct Esc<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

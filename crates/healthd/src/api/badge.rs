@@ -14,6 +14,7 @@ use axum::{
 use health_types::Status;
 
 use super::{ApiError, ApiState};
+use crate::page::Esc;
 
 /// Green: healthy, or uptime of 99 % and more.
 const GREEN: &str = "#4c1";
@@ -123,7 +124,8 @@ pub(super) fn render(label: &str, message: &str, colour: &str) -> String {
     // Text is centred at the middle of its box; SVG coordinates in tenths, as shields
     // writes them, avoid half pixels.
     let (label_x, message_x) = (label_w * 5, label_w * 10 + message_w * 5);
-    let (label, message) = (escape(label), escape(message));
+    // A monitor's name is the config's: escaped.
+    let (label, message) = (Esc(label), Esc(message));
     let mut out = String::with_capacity(1_024);
     let _ = write!(
         out,
@@ -148,22 +150,6 @@ pub(super) fn render(label: &str, message: &str, colour: &str) -> String {
         label_x = label_x,
         message_x = message_x,
     );
-    out
-}
-
-/// `text` with XML's special characters escaped (a monitor's name is the config's).
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
     out
 }
 
