@@ -167,7 +167,7 @@ impl Snapshot {
 
     /// Whether the monitor is down: its status is Unhealthy or Error.
     pub fn is_down(&self) -> bool {
-        matches!(self.status, Status::Unhealthy | Status::Error)
+        self.status.is_down()
     }
 
     /// When the monitor went down, while it is [down](Self::is_down): the start of its

@@ -45,6 +45,13 @@ impl Status {
     pub const fn is_good(self) -> bool {
         matches!(self, Status::Starting | Status::Healthy | Status::Napping)
     }
+
+    /// Whether a target with this status is down: it answered badly (`unhealthy`) or
+    /// could not be checked (`error`). What uptime counts against, and what `downSince`
+    /// and the status page's Down section show.
+    pub const fn is_down(self) -> bool {
+        matches!(self, Status::Unhealthy | Status::Error)
+    }
 }
 
 crate::util::wire_names! {

@@ -106,11 +106,6 @@ impl fmt::Display for Counts {
     }
 }
 
-/// Whether a monitor counts as down: its target answered badly or could not be checked.
-fn is_down(status: Status) -> bool {
-    matches!(status, Status::Unhealthy | Status::Error)
-}
-
 /// One section of cards.
 #[derive(Debug)]
 struct Section<'a> {
@@ -129,7 +124,7 @@ fn sections(views: &[MonitorView]) -> Vec<Section<'_>> {
     let mut any_group = false;
     for view in views {
         any_group |= view.group.is_some();
-        if is_down(view.json.status) {
+        if view.json.status.is_down() {
             down.push(view);
             continue;
         }
