@@ -917,6 +917,9 @@ impl Shared {
                     "monitor stopped after {} consecutive errors",
                     snapshot.errors
                 ),
+                EventKind::CertExpiry => {
+                    tracing::warn!(monitor = name, "certificate expires soon");
+                }
             }
         }
     }

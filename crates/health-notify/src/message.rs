@@ -22,17 +22,21 @@ pub enum MessageEvent {
     Up,
     /// A monitor stopped itself.
     Stopped,
+    /// A peer certificate expires soon (SPEC §9.4).
+    CertExpiry,
     /// Anything else (a test message, an announcement).
     Custom,
 }
 
 impl MessageEvent {
-    /// The lowercase name used on the wire: `down`, `up`, `stopped` or `custom`.
+    /// The lowercase name used on the wire: `down`, `up`, `stopped`, `cert_expiry` or
+    /// `custom`.
     pub const fn as_str(self) -> &'static str {
         match self {
             MessageEvent::Down => "down",
             MessageEvent::Up => "up",
             MessageEvent::Stopped => "stopped",
+            MessageEvent::CertExpiry => "cert_expiry",
             MessageEvent::Custom => "custom",
         }
     }
@@ -50,6 +54,7 @@ impl From<EventKind> for MessageEvent {
             EventKind::Down => MessageEvent::Down,
             EventKind::Up => MessageEvent::Up,
             EventKind::Stopped => MessageEvent::Stopped,
+            EventKind::CertExpiry => MessageEvent::CertExpiry,
         }
     }
 }
@@ -266,6 +271,12 @@ impl Message {
             EventKind::Stopped => (
                 Level::Warning,
                 format!("Monitor stopped: {service}"),
+                Color::ORANGE,
+                vec![Field::new("Detail", &detail)],
+            ),
+            EventKind::CertExpiry => (
+                Level::Warning,
+                format!("Certificate expires soon: {service}"),
                 Color::ORANGE,
                 vec![Field::new("Detail", &detail)],
             ),

@@ -10,6 +10,8 @@ use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
+use crate::{IpFamily, JsonCondition, TlsOptions};
+
 /// Default `interval`: 30 s.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `timeout`: 10 s.
@@ -23,6 +25,8 @@ const MAX_DEFAULT_JITTER: Duration = Duration::from_secs(10);
 /// The longest duration any key accepts: 365 days (SPEC §9.3), so that no accepted
 /// config can overflow an `Instant`.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// Default `cert_expiry_warn`: 14 days.
+pub const DEFAULT_CERT_EXPIRY_WARN: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// A config value that was rejected: names the key, the value and the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -262,12 +266,34 @@ pub struct HealthCheckConfig {
     pub payload: Option<String>,
     /// UDP: silence is unhealthy rather than healthy `no reply (udp)` (default false).
     pub expect_reply: bool,
+    /// HTTP: a regex the first 64 KiB of the body must match (SPEC §9.4); else unhealthy
+    /// with kind `body`.
+    pub body_match: Option<String>,
+    /// HTTP: a regex the first 64 KiB of the body must not match; else kind `body`.
+    pub body_not_match: Option<String>,
+    /// HTTP: conditions on the body parsed as JSON; a failed one is kind `json`.
+    pub json: Vec<JsonCondition>,
+    /// HTTP: response header name → regex its value must match; else kind `header`.
+    pub header_match: BTreeMap<String, String>,
+    /// HTTP: follow up to 10 redirects (default false: a redirect is judged by its status).
+    pub follow_redirects: bool,
+    /// The address family connections use (default `any`, falling back across families).
+    pub ip_family: IpFamily,
+    /// TLS settings of HTTPS, gRPC-over-TLS and agent-less TLS checks.
+    pub tls: TlsOptions,
+    /// A `cert_expiry` event goes out once when a peer certificate has less than this
+    /// left (default 14 days).
+    pub cert_expiry_warn: Duration,
+    /// TCP (and UDP): a regex the reply to `payload` must match; else kind `body`.
+    pub expect: Option<String>,
 }
 
 impl Default for HealthCheckConfig {
     /// interval 30s, timeout 10s, path `/`, GET, retries 3, rise 1, jitter
     /// `min(interval, 10s)`, max_errors 5, anything but 5xx expected, no extra headers,
-    /// no certificate verification, an empty UDP payload and no reply required.
+    /// no certificate verification, an empty UDP payload and no reply required; no body,
+    /// header or JSON assertions, redirects not followed, any IP family, no `tls` keys,
+    /// `cert_expiry_warn` 14 days.
     fn default() -> Self {
         HealthCheckConfig {
             interval: DEFAULT_INTERVAL,
@@ -286,6 +312,15 @@ impl Default for HealthCheckConfig {
             tls_verify: false,
             payload: None,
             expect_reply: false,
+            body_match: None,
+            body_not_match: None,
+            json: Vec::new(),
+            header_match: BTreeMap::new(),
+            follow_redirects: false,
+            ip_family: IpFamily::Any,
+            tls: TlsOptions::default(),
+            cert_expiry_warn: DEFAULT_CERT_EXPIRY_WARN,
+            expect: None,
         }
     }
 }
@@ -335,6 +370,7 @@ impl HealthCheckConfig {
             ("jitter", self.jitter),
             ("fast_interval", self.fast_interval),
             ("down_interval", self.down_interval),
+            ("cert_expiry_warn", Some(self.cert_expiry_warn)),
         ];
         for (key, value) in durations {
             if let Some(value) = value {
@@ -371,6 +407,26 @@ impl HealthCheckConfig {
                 "must list at least one code or range",
             ));
         }
+        for (key, pattern) in [
+            ("body_match", &self.body_match),
+            ("body_not_match", &self.body_not_match),
+            ("expect", &self.expect),
+        ] {
+            if let Some(pattern) = pattern {
+                crate::depth::check_regex(key, pattern)?;
+            }
+        }
+        for (name, pattern) in &self.header_match {
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(ConfigError::invalid(
+                    "header_match",
+                    format!("{name:?}"),
+                    "is not a valid header name",
+                ));
+            }
+            crate::depth::check_regex("header_match", pattern)?;
+        }
+        self.tls.validate()?;
         for (name, value) in &self.headers {
             if name.is_empty() || !name.bytes().all(is_token_byte) {
                 return Err(ConfigError::invalid(
@@ -473,20 +529,38 @@ pub struct HealthCheckOverrides {
     pub payload: Option<String>,
     /// See [`HealthCheckConfig::expect_reply`].
     pub expect_reply: Option<bool>,
+    /// See [`HealthCheckConfig::body_match`].
+    pub body_match: Option<String>,
+    /// See [`HealthCheckConfig::body_not_match`].
+    pub body_not_match: Option<String>,
+    /// See [`HealthCheckConfig::json`].
+    pub json: Option<Vec<JsonCondition>>,
+    /// See [`HealthCheckConfig::header_match`].
+    pub header_match: Option<BTreeMap<String, String>>,
+    /// See [`HealthCheckConfig::follow_redirects`].
+    pub follow_redirects: Option<bool>,
+    /// See [`HealthCheckConfig::ip_family`].
+    pub ip_family: Option<IpFamily>,
+    /// See [`HealthCheckConfig::tls`].
+    pub tls: Option<TlsOptions>,
+    /// See [`HealthCheckConfig::cert_expiry_warn`].
+    #[serde(default, deserialize_with = "duration_key::cert_expiry_warn")]
+    pub cert_expiry_warn: Option<Duration>,
+    /// See [`HealthCheckConfig::expect`].
+    pub expect: Option<String>,
 }
 
 impl HealthCheckOverrides {
     /// These keys layered over `base`: a key set here wins, a key unset here comes from
-    /// `base`. `headers` tables are merged, with this layer's values winning.
+    /// `base`. `headers`, `header_match` and `tls` tables are merged, with this layer's
+    /// values winning; a `json` list replaces the base's.
     #[must_use]
     pub fn over(&self, base: &HealthCheckOverrides) -> HealthCheckOverrides {
-        let headers = match (&base.headers, &self.headers) {
-            (Some(base), Some(own)) => {
-                let mut merged = base.clone();
-                merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-                Some(merged)
-            }
-            (base, own) => own.clone().or_else(|| base.clone()),
+        let headers = merge_tables(&self.headers, &base.headers);
+        let header_match = merge_tables(&self.header_match, &base.header_match);
+        let tls = match (&self.tls, &base.tls) {
+            (Some(own), Some(base)) => Some(own.over(base)),
+            (own, base) => own.clone().or_else(|| base.clone()),
         };
         HealthCheckOverrides {
             interval: self.interval.or(base.interval),
@@ -508,6 +582,18 @@ impl HealthCheckOverrides {
             tls_verify: self.tls_verify.or(base.tls_verify),
             payload: self.payload.clone().or_else(|| base.payload.clone()),
             expect_reply: self.expect_reply.or(base.expect_reply),
+            body_match: self.body_match.clone().or_else(|| base.body_match.clone()),
+            body_not_match: self
+                .body_not_match
+                .clone()
+                .or_else(|| base.body_not_match.clone()),
+            json: self.json.clone().or_else(|| base.json.clone()),
+            header_match,
+            follow_redirects: self.follow_redirects.or(base.follow_redirects),
+            ip_family: self.ip_family.or(base.ip_family),
+            tls,
+            cert_expiry_warn: self.cert_expiry_warn.or(base.cert_expiry_warn),
+            expect: self.expect.clone().or_else(|| base.expect.clone()),
         }
     }
 
@@ -531,9 +617,33 @@ impl HealthCheckOverrides {
             tls_verify: self.tls_verify.unwrap_or(d.tls_verify),
             payload: self.payload.clone().or(d.payload),
             expect_reply: self.expect_reply.unwrap_or(d.expect_reply),
+            body_match: self.body_match.clone().or(d.body_match),
+            body_not_match: self.body_not_match.clone().or(d.body_not_match),
+            json: self.json.clone().unwrap_or(d.json),
+            header_match: self.header_match.clone().unwrap_or(d.header_match),
+            follow_redirects: self.follow_redirects.unwrap_or(d.follow_redirects),
+            ip_family: self.ip_family.unwrap_or(d.ip_family),
+            tls: self.tls.clone().unwrap_or(d.tls),
+            cert_expiry_warn: self.cert_expiry_warn.unwrap_or(d.cert_expiry_warn),
+            expect: self.expect.clone().or(d.expect),
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// Two optional tables layered: `own`'s entries win, the rest come from `base`.
+fn merge_tables(
+    own: &Option<BTreeMap<String, String>>,
+    base: &Option<BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    match (base, own) {
+        (Some(base), Some(own)) => {
+            let mut merged = base.clone();
+            merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(merged)
+        }
+        (base, own) => own.clone().or_else(|| base.clone()),
     }
 }
 
@@ -605,7 +715,14 @@ mod duration_key {
         )*};
     }
 
-    keys!(interval, timeout, jitter, fast_interval, down_interval);
+    keys!(
+        interval,
+        timeout,
+        jitter,
+        fast_interval,
+        down_interval,
+        cert_expiry_warn
+    );
 }
 
 #[cfg(test)]
@@ -630,6 +747,9 @@ mod tests {
         assert!(!c.disable && !c.tls_verify);
         assert!(c.is_expected_status(200) && c.is_expected_status(404));
         assert!(!c.is_expected_status(500) && !c.is_expected_status(599));
+        assert_eq!(c.cert_expiry_warn, Duration::from_secs(14 * 86_400));
+        assert!(!c.follow_redirects && c.json.is_empty() && c.tls.is_empty());
+        assert_eq!(c.ip_family, IpFamily::Any);
     }
 
     #[test]
@@ -650,11 +770,31 @@ mod tests {
             expected_status = ["200-299", 404]
             headers = { "X-Probe" = "yes" }
             tls_verify = true
+            body_match = "ok|ready"
+            body_not_match = "maintenance"
+            json = ["$.status == \"ok\"", "$.load < 0.9"]
+            header_match = { "Content-Type" = "^application/json" }
+            follow_redirects = true
+            ip_family = "ipv6"
+            tls = { ca = "/etc/ca.pem", server_name = "api.internal", min_version = "1.3" }
+            cert_expiry_warn = "30d"
+            expect = "^\\+OK"
             "#,
         )
         .unwrap()
         .resolve()
         .unwrap();
+        assert_eq!(c.body_match.as_deref(), Some("ok|ready"));
+        assert_eq!(c.body_not_match.as_deref(), Some("maintenance"));
+        assert_eq!(c.json.len(), 2);
+        assert_eq!(c.json[1].path(), "$.load");
+        assert!(c.header_match.contains_key("Content-Type"));
+        assert!(c.follow_redirects);
+        assert_eq!(c.ip_family, IpFamily::Ipv6);
+        assert_eq!(c.tls.server_name.as_deref(), Some("api.internal"));
+        assert_eq!(c.tls.min_version, Some(crate::TlsVersion::Tls13));
+        assert_eq!(c.cert_expiry_warn, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.expect.as_deref(), Some("^\\+OK"));
         assert_eq!(c.interval, Duration::from_secs(90));
         assert_eq!(c.timeout, Duration::from_millis(250));
         assert_eq!(c.path, "/health?full=1");
@@ -730,6 +870,11 @@ mod tests {
             ("rise = 0", "`rise`"),
             ("expected_status = []", "`expected_status`"),
             ("headers = { \"Bad Name\" = \"x\" }", "`headers`"),
+            ("body_match = \"(unclosed\"", "`body_match`"),
+            ("body_not_match = \"[z-a]\"", "`body_not_match`"),
+            ("header_match = { Server = \"(\" }", "`header_match`"),
+            ("expect = \"*\"", "`expect`"),
+            ("tls = { key = \"/k.pem\" }", "`tls`"),
         ];
         for text in ["interval = \"366d\"", "timeout = \"8761h\""] {
             let err = parse(text).unwrap_err();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// What happened to a monitored service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The fall threshold was reached: the service is down (once per outage).
     Down,
@@ -18,6 +18,9 @@ pub enum EventKind {
     Up,
     /// The monitor stopped itself after too many consecutive errors.
     Stopped,
+    /// The peer's certificate has less than `cert_expiry_warn` left (SPEC §9.4): once
+    /// per certificate, with the certificate and its expiry in the detail.
+    CertExpiry,
 }
 
 crate::util::wire_names! {
@@ -26,6 +29,7 @@ crate::util::wire_names! {
         Down => "down",
         Up => "up",
         Stopped => "stopped",
+        CertExpiry => "cert_expiry",
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod clock;
 mod config;
+mod depth;
 mod event;
 mod history;
 mod json;
@@ -28,10 +29,11 @@ mod util;
 pub use self::{
     clock::{Clock, SystemClock, TokioClock},
     config::{
-        ConfigError, DEFAULT_INTERVAL, DEFAULT_MAX_ERRORS, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
-        ExpectedStatus, HealthCheckConfig, HealthCheckOverrides, MAX_DURATION, Method, StatusRange,
-        parse_duration,
+        ConfigError, DEFAULT_CERT_EXPIRY_WARN, DEFAULT_INTERVAL, DEFAULT_MAX_ERRORS,
+        DEFAULT_RETRIES, DEFAULT_TIMEOUT, ExpectedStatus, HealthCheckConfig, HealthCheckOverrides,
+        MAX_DURATION, Method, StatusRange, parse_duration,
     },
+    depth::{IpFamily, JsonCondition, JsonOp, TlsOptions, TlsVersion},
     event::{Event, EventKind, EventSink},
     history::{
         DaySummary, HistoryError, HistoryReader, HistorySink, HistorySpan, HistorySummary,
@@ -40,7 +42,7 @@ pub use self::{
     json::{ConfigJson, MonitorJson},
     persist::{MonitorState, Outbox, OutboxEntry, OutboxError, StateSink},
     probe::Probe,
-    result::{CheckKind, CheckResult, ProbeError, Verdict},
+    result::{CertInfo, CheckKind, CheckResult, Phases, ProbeError, Verdict},
     scheme::{Scheme, UnknownScheme, unsupported_reason, unsupported_scheme},
     status::{ParseStatusError, Status},
     target::{AgentSpec, DockerSpec, Target},

@@ -1,7 +1,7 @@
 //! The outcome of one probe: a [`CheckResult`] when the target was checked, a
 //! [`ProbeError`] when the check itself could not be carried out.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,13 @@ pub enum CheckKind {
     /// descriptors, buffers or memory; no local address): it changes no counter, sends
     /// nothing and never stops a monitor (SPEC §9.3).
     Local,
+    /// The body failed `body_match` or `body_not_match`, or a TCP reply failed `expect`
+    /// (SPEC §9.4).
+    Body,
+    /// A response header failed `header_match`.
+    Header,
+    /// The body is not JSON, or a `json` condition failed.
+    Json,
 }
 
 crate::util::wire_names! {
@@ -60,6 +67,9 @@ crate::util::wire_names! {
         Config => "config",
         Internal => "internal",
         Local => "local",
+        Body => "body",
+        Header => "header",
+        Json => "json",
     }
 }
 
@@ -78,6 +88,91 @@ pub struct CheckResult {
     /// Time to the answer, on the monotonic clock. Serialised as integer nanoseconds.
     #[serde(with = "nanos")]
     pub latency: Duration,
+    /// How long each phase of the check took, where the probe has phases (SPEC §9.4).
+    #[serde(default, skip_serializing_if = "Phases::is_empty")]
+    pub phases: Phases,
+    /// The peer's leaf certificate, for checks that did a TLS handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<CertInfo>,
+    /// The HTTP status code of the (last) answer, for HTTP checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+/// The phases of one check, each on the monotonic clock; a phase the check did not go
+/// through (no lookup for an IP literal, a pooled connection, no TLS) is `None`.
+///
+/// JSON: an object of integer nanoseconds with only the phases that happened, e.g.
+/// `{"dns":41000,"connect":98000,"tls":2100000,"first_byte":3400000}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Phases {
+    /// The name lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_nanos")]
+    pub dns: Option<Duration>,
+    /// The TCP connect (or, for ICMP and UDP, the socket setup).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_nanos")]
+    pub connect: Option<Duration>,
+    /// The TLS handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_nanos")]
+    pub tls: Option<Duration>,
+    /// From the request sent to the first byte of the answer's head.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_nanos")]
+    pub first_byte: Option<Duration>,
+}
+
+impl Phases {
+    /// The phase names, in order, as used on the wire and in metric labels.
+    pub const NAMES: [&'static str; 4] = ["dns", "connect", "tls", "first_byte"];
+
+    /// Whether no phase was measured.
+    pub fn is_empty(&self) -> bool {
+        *self == Phases::default()
+    }
+
+    /// Each measured phase with its name, in [`NAMES`](Self::NAMES) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Duration)> {
+        Phases::NAMES
+            .into_iter()
+            .zip([self.dns, self.connect, self.tls, self.first_byte])
+            .filter_map(|(name, value)| value.map(|value| (name, value)))
+    }
+}
+
+/// What a check saw of the peer's leaf certificate.
+///
+/// JSON: `{"not_after": <unix s>, "subject": "CN=api.example", "serial": "<hex>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// The end of the certificate's validity, unix seconds.
+    pub not_after: i64,
+    /// The subject, as an RFC 4514 string (or the first DNS name when the subject is
+    /// empty).
+    pub subject: String,
+    /// The serial number in lowercase hex: with `not_after` it tells one certificate
+    /// from its renewal.
+    pub serial: String,
+}
+
+impl CertInfo {
+    /// The expiry as a wall-clock time.
+    pub fn expires(&self) -> SystemTime {
+        let secs = self.not_after.unsigned_abs();
+        if self.not_after >= 0 {
+            UNIX_EPOCH + Duration::from_secs(secs)
+        } else {
+            UNIX_EPOCH - Duration::from_secs(secs)
+        }
+    }
+
+    /// Time left until expiry at `now`; zero once expired.
+    pub fn time_left(&self, now: SystemTime) -> Duration {
+        self.expires().duration_since(now).unwrap_or_default()
+    }
+
+    /// Whole days left at `now` (0 once expired or on the last day).
+    pub fn days_left(&self, now: SystemTime) -> u64 {
+        self.time_left(now).as_secs() / 86_400
+    }
 }
 
 impl CheckResult {
@@ -88,6 +183,9 @@ impl CheckResult {
             kind: CheckKind::Ok,
             detail: detail.into(),
             latency,
+            phases: Phases::default(),
+            cert: None,
+            status_code: None,
         }
     }
 
@@ -98,7 +196,31 @@ impl CheckResult {
             kind,
             detail: detail.into(),
             latency,
+            phases: Phases::default(),
+            cert: None,
+            status_code: None,
         }
+    }
+
+    /// This result with `phases`.
+    #[must_use]
+    pub fn with_phases(mut self, phases: Phases) -> Self {
+        self.phases = phases;
+        self
+    }
+
+    /// This result with the peer's certificate.
+    #[must_use]
+    pub fn with_cert(mut self, cert: Option<CertInfo>) -> Self {
+        self.cert = cert;
+        self
+    }
+
+    /// This result with an HTTP status code.
+    #[must_use]
+    pub fn with_status_code(mut self, code: u16) -> Self {
+        self.status_code = Some(code);
+        self
     }
 
     /// The [`Verdict`] this result stands for: `Healthy` or `Unhealthy`, or `Local` for
@@ -177,6 +299,26 @@ impl Verdict {
     }
 }
 
+mod opt_nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option, reason = "serde's `with` passes a reference")]
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&crate::duration_nanos(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_nanos))
+    }
+}
+
 mod nanos {
     use std::time::Duration;
 
@@ -208,6 +350,38 @@ mod tests {
             serde_json::json!({"healthy": false, "kind": "not_found", "detail": "no such file", "latency": 1_500_000})
         );
         assert_eq!(serde_json::from_value::<CheckResult>(json).unwrap(), result);
+    }
+
+    #[test]
+    fn phases_certificates_and_status_codes_appear_only_when_known() {
+        let phases = Phases {
+            dns: None,
+            connect: Some(Duration::from_micros(98)),
+            tls: Some(Duration::from_micros(2100)),
+            first_byte: Some(Duration::from_micros(3400)),
+        };
+        let cert = CertInfo {
+            not_after: 1_800_000_000,
+            subject: "CN=api.test".into(),
+            serial: "0a1b".into(),
+        };
+        let result = CheckResult::healthy("HTTP 200 OK", Duration::from_millis(4))
+            .with_phases(phases)
+            .with_cert(Some(cert.clone()))
+            .with_status_code(200);
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            json["phases"],
+            serde_json::json!({"connect": 98_000, "tls": 2_100_000, "first_byte": 3_400_000})
+        );
+        assert_eq!(json["cert"]["not_after"], 1_800_000_000);
+        assert_eq!(json["status_code"], 200);
+        assert_eq!(serde_json::from_value::<CheckResult>(json).unwrap(), result);
+        let names: Vec<_> = phases.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["connect", "tls", "first_byte"]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 3 * 86_400 - 5);
+        assert_eq!(cert.days_left(now), 3);
+        assert_eq!(cert.days_left(cert.expires() + Duration::from_secs(1)), 0);
     }
 
     #[test]

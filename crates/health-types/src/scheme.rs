@@ -33,11 +33,20 @@ pub enum Scheme {
     Udp6,
     /// `file:///path`: a file server's root.
     File,
+    /// `dns://<resolver:port>/<name>?type=A&expect=<regex>&rcode=NOERROR`: one DNS query
+    /// (SPEC §9.4).
+    Dns,
+    /// `icmp://<host>`: an echo request on an unprivileged ping socket.
+    Icmp,
+    /// `grpc://host:port[/service]`: the gRPC health protocol v1 over cleartext HTTP/2.
+    Grpc,
+    /// `grpcs://host:port[/service]`: the same over TLS.
+    Grpcs,
 }
 
 impl Scheme {
     /// Every scheme, in the order error messages list them.
-    pub const ALL: [Scheme; 10] = [
+    pub const ALL: [Scheme; 14] = [
         Scheme::Http,
         Scheme::Https,
         Scheme::H2c,
@@ -48,6 +57,10 @@ impl Scheme {
         Scheme::Udp4,
         Scheme::Udp6,
         Scheme::File,
+        Scheme::Dns,
+        Scheme::Icmp,
+        Scheme::Grpc,
+        Scheme::Grpcs,
     ];
 
     /// The schemes of HTTP targets (`http`, `https`, `h2c`): the first three of
@@ -84,7 +97,15 @@ impl Scheme {
 
     /// One of the six [stream](Self::STREAM) schemes.
     pub const fn is_stream(self) -> bool {
-        !self.is_http() && !matches!(self, Scheme::File)
+        matches!(
+            self,
+            Scheme::Tcp | Scheme::Tcp4 | Scheme::Tcp6 | Scheme::Udp | Scheme::Udp4 | Scheme::Udp6
+        )
+    }
+
+    /// `grpc` or `grpcs`.
+    pub const fn is_grpc(self) -> bool {
+        matches!(self, Scheme::Grpc | Scheme::Grpcs)
     }
 }
 
@@ -101,6 +122,10 @@ crate::util::wire_names! {
         Udp4 => "udp4",
         Udp6 => "udp6",
         File => "file",
+        Dns => "dns",
+        Icmp => "icmp",
+        Grpc => "grpc",
+        Grpcs => "grpcs",
     }
 }
 
@@ -165,5 +190,7 @@ mod tests {
         assert!(Scheme::STREAM.iter().all(|s| s.is_stream() && !s.is_http()));
         assert!(Scheme::HTTP.iter().all(|s| s.is_http()));
         assert_eq!(Scheme::ALL.iter().filter(|s| s.is_udp()).count(), 3);
+        assert_eq!(Scheme::ALL.iter().filter(|s| s.is_stream()).count(), 6);
+        assert_eq!(Scheme::ALL.iter().filter(|s| s.is_grpc()).count(), 2);
     }
 }
