@@ -45,9 +45,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 use health_types::{
-    CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, HistorySink, MonitorState,
-    Observation, Probe, ProbeError, StateSink, Status, StatusChange, SystemClock, Url, Verdict,
-    duration_nanos, redacted,
+    CertInfo, CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, HistorySink,
+    MonitorState, Observation, Probe, ProbeError, StateSink, Status, StatusChange, SystemClock,
+    Url, Verdict, duration_nanos, redacted,
 };
 use tokio::{
     sync::{Notify, futures::Notified, oneshot, watch},
@@ -212,6 +212,8 @@ struct RunState {
     /// The status last reported to the history sink (or, before any report, the one
     /// shown): where the next change reported starts from.
     reported: Status,
+    /// The `not_after` of the last certificate warned of (persisted, SPEC §9.4).
+    cert_warned: Option<i64>,
 }
 
 /// What one report hands the history sink: a check's observation, then the status
@@ -255,6 +257,7 @@ impl Shared {
                 flight: None,
                 local_log: LocalLog::default(),
                 reported: Status::Unknown,
+                cert_warned: None,
             },
             Some(state) => {
                 let machine = StateMachine::restore(&config, &state, Instant::now(), clock.now());
@@ -265,6 +268,7 @@ impl Shared {
                     last_seen.record_in(&seen, &name, at);
                 }
                 RunState {
+                    cert_warned: state.cert_warned,
                     outage_start: state.outage_start.filter(|_| machine.in_outage()),
                     machine,
                     scheduler: None,
@@ -387,6 +391,7 @@ impl Shared {
                 url: current.url.clone(),
                 detail,
                 stop_cause: current.stop_cause.clone(),
+                cert: current.cert.clone(),
                 ..**current
             }
         };
@@ -672,7 +677,7 @@ impl Shared {
         }
         let wall = self.clock.now();
 
-        let (transition, next, snapshot, outage_start, record, answer, report) = {
+        let (transition, next, snapshot, outage_start, record, answer, report, cert_due) = {
             let mut run = self.lock_run();
             if !self.is_current(generation) {
                 return;
@@ -685,6 +690,7 @@ impl Shared {
                 .map(|flight| (flight, result.clone()));
             let before = run.outage_start;
             let transition = run.machine.observe(verdict, ended);
+            let cert_due = self.cert_due(&mut run, result.cert.as_ref(), wall);
             run.outage_start = if run.machine.in_outage() {
                 before.or(Some(wall))
             } else {
@@ -723,6 +729,16 @@ impl Shared {
                 show_machine(s, machine);
                 s.kind = Some(result.kind);
                 s.latency = result.latency;
+                s.latencies.observe(result.latency);
+                s.phases = result.phases;
+                if let Some(cert) = &result.cert
+                    && s.cert.as_deref() != Some(cert)
+                {
+                    s.cert = Some(Arc::new(cert.clone()));
+                }
+                if result.status_code.is_some() {
+                    s.status_code = result.status_code;
+                }
                 if verdict == Verdict::Healthy {
                     s.last_seen = Some(wall);
                 }
@@ -743,7 +759,10 @@ impl Shared {
             });
             let snapshot = self.snapshot.load_full();
             let record = self.state_sink.is_some().then(|| {
-                let state = run.machine.state(run.outage_start, snapshot.last_seen);
+                let state = MonitorState {
+                    cert_warned: run.cert_warned,
+                    ..run.machine.state(run.outage_start, snapshot.last_seen)
+                };
                 let due = !transition.events.is_empty() || changed(&run.recorded, &state);
                 if due {
                     run.recorded = state.clone();
@@ -758,6 +777,7 @@ impl Shared {
                 record.flatten(),
                 answer,
                 self.history_turn(note),
+                cert_due,
             )
         };
 
@@ -765,10 +785,12 @@ impl Shared {
         // Built only when there are events and someone takes them: a check that changes
         // nothing allocates nothing here.
         let events: Vec<Event> = if self.sink.is_some() || record.is_some() {
+            let cert = cert_due.map(|cert| self.cert_event(&cert, &snapshot, wall));
             transition
                 .events
                 .iter()
                 .map(|kind| self.event(kind, &transition, &snapshot, wall, outage_start))
+                .chain(cert)
                 .collect()
         } else {
             Vec::new()
@@ -865,6 +887,58 @@ impl Shared {
         }
     }
 
+    /// The certificate a `cert_expiry` event is due for after a result that showed
+    /// `cert` at `now`: one with less than `cert_expiry_warn` left that was not warned
+    /// of yet (SPEC §9.4). Marks it warned. Call with the run lock held.
+    fn cert_due(
+        &self,
+        run: &mut RunState,
+        cert: Option<&CertInfo>,
+        now: SystemTime,
+    ) -> Option<CertInfo> {
+        let cert = cert?;
+        if run.cert_warned == Some(cert.not_after)
+            || cert.time_left(now) >= self.config.cert_expiry_warn
+        {
+            return None;
+        }
+        run.cert_warned = Some(cert.not_after);
+        Some(cert.clone())
+    }
+
+    /// The `cert_expiry` event for `cert`: its detail names the certificate, when it
+    /// expires and how many whole days are left (`certificate CN=api.test (serial 1f)
+    /// expires 2026-12-10T00:00:00Z: 6 days left`, or `... expired ...` once past).
+    fn cert_event(&self, cert: &CertInfo, snapshot: &Snapshot, time: SystemTime) -> Event {
+        let expires = humantime::format_rfc3339_seconds(cert.expires());
+        let detail = if cert.expires() <= time {
+            format!(
+                "certificate {} (serial {}) expired {expires}",
+                cert.subject, cert.serial
+            )
+        } else {
+            let days = cert.days_left(time);
+            format!(
+                "certificate {} (serial {}) expires {expires}: {days} day{} left",
+                cert.subject,
+                cert.serial,
+                if days == 1 { "" } else { "s" }
+            )
+        };
+        tracing::warn!(monitor = %self.name, %detail, "certificate expires soon");
+        Event {
+            kind: EventKind::CertExpiry,
+            service: self.name.clone(),
+            url: redacted(&snapshot.url).into_owned(),
+            detail,
+            latency: snapshot.latency,
+            last_seen: snapshot.last_seen,
+            outage: None,
+            outage_start: None,
+            time,
+        }
+    }
+
     fn event(
         &self,
         kind: EventKind,
@@ -917,9 +991,8 @@ impl Shared {
                     "monitor stopped after {} consecutive errors",
                     snapshot.errors
                 ),
-                EventKind::CertExpiry => {
-                    tracing::warn!(monitor = name, "certificate expires soon");
-                }
+                // Logged with its detail where it is made (`cert_event`).
+                EventKind::CertExpiry => {}
             }
         }
     }

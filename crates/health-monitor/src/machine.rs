@@ -200,6 +200,7 @@ impl StateMachine {
             down_sent: self.down_sent,
             outage_start,
             last_seen,
+            cert_warned: None,
         }
     }
 

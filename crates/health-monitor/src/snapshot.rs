@@ -10,7 +10,8 @@ use std::{
 };
 
 use health_types::{
-    CheckKind, ConfigJson, HealthCheckConfig, MonitorJson, Status, Url, Verdict, redacted,
+    CertInfo, CheckKind, ConfigJson, HealthCheckConfig, MonitorJson, Phases, Status, Url, Verdict,
+    redacted,
 };
 use tokio::time::Instant;
 
@@ -29,6 +30,15 @@ pub struct Snapshot {
     pub detail: String,
     /// Latency of the last result.
     pub latency: Duration,
+    /// Phase timings of the last result (SPEC §9.4), where its probe has phases.
+    pub phases: Phases,
+    /// The peer certificate the last TLS check saw; kept while later results (a
+    /// refused connection, say) show none, so an expiry stays visible in an outage.
+    pub cert: Option<Arc<CertInfo>>,
+    /// The HTTP status code of the last result that had one.
+    pub status_code: Option<u16>,
+    /// Latencies of this run's results, in fixed buckets (a Prometheus histogram).
+    pub latencies: LatencyHistogram,
     /// Wall-clock time of the last healthy result.
     pub last_seen: Option<SystemTime>,
     /// Wall-clock time the last check ended; `None` before the monitor's first check
@@ -92,6 +102,55 @@ impl fmt::Display for StopCause {
     }
 }
 
+/// The latencies of a run's results (local ones excepted) in fixed buckets.
+///
+/// Counting costs one comparison loop over [`BOUNDS`](Self::BOUNDS) per check;
+/// `/metrics` turns it into a Prometheus histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Results per bucket: `counts[i]` had a latency in `(BOUNDS[i-1], BOUNDS[i]]`; the
+    /// last entry counts those above every bound.
+    pub counts: [u64; LatencyHistogram::BOUNDS.len() + 1],
+    /// The sum of all latencies counted.
+    pub sum: Duration,
+}
+
+impl LatencyHistogram {
+    /// The upper bounds of the buckets, in seconds (Prometheus' default buckets).
+    pub const BOUNDS: [f64; 11] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+
+    /// Counts one latency.
+    pub fn observe(&mut self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let bucket = LatencyHistogram::BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LatencyHistogram::BOUNDS.len());
+        self.counts[bucket] += 1;
+        self.sum = self.sum.saturating_add(latency);
+    }
+
+    /// Latencies counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Cumulative counts per upper bound, `+Inf` (as `f64::INFINITY`) last: the
+    /// `_bucket{le}` series of a Prometheus histogram.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        LatencyHistogram::BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().scan(0, |total, n| {
+                *total += n;
+                Some(*total)
+            }))
+    }
+}
+
 /// Results counted since a monitor's run started, by verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResultCounts {
@@ -136,6 +195,10 @@ impl Snapshot {
             kind: None,
             detail: String::new(),
             latency: Duration::ZERO,
+            phases: Phases::default(),
+            cert: None,
+            status_code: None,
+            latencies: LatencyHistogram::default(),
             last_seen,
             last_check: None,
             outage_start: None,
@@ -196,6 +259,12 @@ impl Snapshot {
             uptime_30d: None,
             down_since: self.down_since().map_or(0, unix_seconds),
             last_check: self.last_check.map_or(0, unix_seconds),
+            phases: self
+                .phases
+                .iter()
+                .map(|(name, took)| (name.to_owned(), took.as_secs_f64() * 1000.0))
+                .collect(),
+            cert_expiry: self.cert.as_ref().map_or(0, |cert| cert.not_after),
         }
     }
 }

@@ -112,6 +112,7 @@ fn persisted(
         down_sent,
         outage_start: Some(outage_start),
         last_seen: Some(outage_start - Duration::from_secs(30)),
+        cert_warned: None,
     }
 }
 
@@ -183,6 +184,7 @@ async fn a_restored_outage_is_not_notified_again_and_its_up_reports_all_of_it() 
             down_sent: false,
             outage_start: None,
             last_seen: Some(at(20)),
+            cert_warned: None,
         }
     );
     scope.shutdown().await;
@@ -234,6 +236,7 @@ async fn down_and_up_name_their_outage_and_are_recorded_with_the_state() {
         down_sent,
         outage_start: outage_start.map(at),
         last_seen: Some(at(seen)),
+        cert_warned: None,
     };
     assert_eq!(
         journal.records(),

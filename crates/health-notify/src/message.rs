@@ -225,6 +225,8 @@ impl Message {
     ///   `never`); `#ff0000`; level error.
     /// - up: `Service up: <name>`; Service, Time, URL, Latency (`12 ms`), Downtime
     ///   (`3m 12s`, `unknown` when the event has none); `#00ff00`; level info.
+    /// - cert_expiry: `Certificate expires soon: <name>`; Service, Time, URL, Detail
+    ///   (the certificate, its expiry and the days left); `#ffa500`; a warning.
     /// - stopped: `Monitor stopped: <name>`; Service, Time, URL, Detail; `#ffa500`;
     ///   level warning (delivered with down's priority).
     ///
@@ -603,6 +605,31 @@ mod tests {
         assert!(m.level.is_urgent());
         let names: Vec<_> = m.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["Service", "Time", "URL", "Detail"]);
+    }
+
+    #[test]
+    fn cert_expiry_names_the_service_and_carries_the_certificate_in_its_detail() {
+        let m = Message::from_event(&Event {
+            detail: "certificate CN=api.test (serial 1f) expires 2024-05-10T00:00:00Z: 8 days left"
+                .into(),
+            ..event(EventKind::CertExpiry)
+        });
+        assert_eq!(m.event, MessageEvent::CertExpiry);
+        assert_eq!(m.event.as_str(), "cert_expiry");
+        assert_eq!(m.title, "Certificate expires soon: api");
+        assert_eq!(m.level, Level::Warning);
+        assert_eq!(
+            pairs(&m),
+            [
+                ("Service", "api"),
+                ("Time", "2024-05-01T12:00:00Z"),
+                ("URL", "http://api.test/health"),
+                (
+                    "Detail",
+                    "certificate CN=api.test (serial 1f) expires 2024-05-10T00:00:00Z: 8 days left"
+                )
+            ]
+        );
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn state(status: Status, failures: u32, passes: u32) -> MonitorState {
         down_sent: status == Status::Unhealthy,
         outage_start: None,
         last_seen: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        cert_warned: None,
     }
 }
 

@@ -42,6 +42,10 @@
 //! exist for the status page's 90-day bar: 90 rows a monitor instead of 2 160 hours.
 //! Every table is keyed (or indexed) by monitor first, so a monitor's span is one range
 //! of one B-tree, and the summaries walk the monitors and seek into each.
+//!
+//! Schema version 3 adds `monitor_state.cert_warned INTEGER NULL`: the `not_after` (unix
+//! seconds) of the last certificate a `cert_expiry` event went out for, so a restart
+//! does not warn of it again (SPEC §9.4).
 
 use std::{path::Path, time::Duration};
 
@@ -52,7 +56,7 @@ use crate::StoreError;
 /// The migrations in order: entry `i` brings a file from schema version `i` to `i + 1`.
 /// Each runs in its own transaction with the version bump. Never edit one that was
 /// released; add the next.
-pub(crate) const MIGRATIONS: [&str; 2] = [
+pub(crate) const MIGRATIONS: [&str; 3] = [
     // 0 -> 1: monitor states and the outbox.
     "
     CREATE TABLE monitor_state (
@@ -135,6 +139,10 @@ pub(crate) const MIGRATIONS: [&str; 2] = [
         failures INTEGER NOT NULL,
         PRIMARY KEY (monitor, start)
     ) STRICT, WITHOUT ROWID;
+    ",
+    // 2 -> 3: the certificate a `cert_expiry` event went out for (SPEC §9.4).
+    "
+    ALTER TABLE monitor_state ADD COLUMN cert_warned INTEGER;
     ",
 ];
 

@@ -239,7 +239,8 @@ impl Store {
         let conn = lock(&self.reader);
         let rows = (|| {
             let mut select = conn.prepare_cached(
-                "SELECT monitor, status, failures, passes, errors, down_sent, outage_start, last_seen
+                "SELECT monitor, status, failures, passes, errors, down_sent, outage_start, last_seen,
+                        cert_warned
                  FROM monitor_state",
             )?;
             let rows = select.query_map([], |row| {
@@ -252,6 +253,7 @@ impl Store {
                     down_sent: row.get(5)?,
                     outage_start: row.get(6)?,
                     last_seen: row.get(7)?,
+                    cert_warned: row.get(8)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<Vec<StateRow>>>()
@@ -503,6 +505,7 @@ struct StateRow {
     down_sent: bool,
     outage_start: Option<i64>,
     last_seen: Option<i64>,
+    cert_warned: Option<i64>,
 }
 
 impl StateRow {
@@ -523,6 +526,7 @@ impl StateRow {
             down_sent: self.down_sent,
             outage_start: time(self.outage_start, "outage_start")?,
             last_seen: time(self.last_seen, "last_seen")?,
+            cert_warned: self.cert_warned,
         };
         Ok((self.monitor, state))
     }

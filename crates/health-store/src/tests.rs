@@ -314,6 +314,7 @@ fn states_come_back_after_a_reopen_at_millisecond_precision() {
         down_sent: true,
         outage_start: Some(t0()),
         last_seen: Some(t0() - Duration::from_secs(30)),
+        cert_warned: Some(1_800_000_000),
     };
     let mut expected = HashMap::from([
         ("down".to_owned(), down),

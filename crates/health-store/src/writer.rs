@@ -402,8 +402,9 @@ impl Writer {
         {
             let mut put_state = tx.prepare_cached(
                 "INSERT INTO monitor_state
-                     (monitor, status, failures, passes, errors, down_sent, outage_start, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     (monitor, status, failures, passes, errors, down_sent, outage_start, last_seen,
+                      cert_warned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (monitor) DO UPDATE SET
                      status = excluded.status,
                      failures = excluded.failures,
@@ -411,7 +412,8 @@ impl Writer {
                      errors = excluded.errors,
                      down_sent = excluded.down_sent,
                      outage_start = excluded.outage_start,
-                     last_seen = excluded.last_seen",
+                     last_seen = excluded.last_seen,
+                     cert_warned = excluded.cert_warned",
             )?;
             for (monitor, state) in states {
                 put_state.execute(params![
@@ -423,6 +425,7 @@ impl Writer {
                     state.down_sent,
                     state.outage_start.map(to_unix_ms),
                     state.last_seen.map(to_unix_ms),
+                    state.cert_warned,
                 ])?;
             }
             let mut put_row = tx.prepare_cached(

@@ -109,6 +109,13 @@ pub struct MonitorJson {
     /// When the last check ended, unix seconds (0 = none yet).
     #[serde(rename = "lastCheck", default)]
     pub last_check: i64,
+    /// Phase timings of the last result in milliseconds, by phase name (`dns`,
+    /// `connect`, `tls`, `first_byte`; only the phases it went through; SPEC §9.4).
+    #[serde(default)]
+    pub phases: std::collections::BTreeMap<String, f64>,
+    /// When the peer certificate last seen expires, unix seconds (0 = none seen).
+    #[serde(rename = "certExpiry", default)]
+    pub cert_expiry: i64,
 }
 
 #[cfg(test)]
@@ -142,6 +149,8 @@ mod tests {
             uptime_30d: None,
             down_since: 0,
             last_check: 1_700_000_002,
+            phases: [("connect".to_owned(), 0.25)].into(),
+            cert_expiry: 1_800_000_000,
         };
         let json = serde_json::to_value(&m).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -149,6 +158,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "certExpiry",
                 "config",
                 "detail",
                 "downSince",
@@ -157,6 +167,7 @@ mod tests {
                 "lastSeen",
                 "latency",
                 "name",
+                "phases",
                 "started",
                 "status",
                 "uptime",

@@ -34,6 +34,11 @@ pub struct MonitorState {
     pub outage_start: Option<SystemTime>,
     /// Wall-clock time of the last healthy result.
     pub last_seen: Option<SystemTime>,
+    /// The expiry (`not_after`, unix seconds) of the last certificate a `cert_expiry`
+    /// event went out for (SPEC §9.4): that certificate is not warned of again; its
+    /// renewal, which expires later, is.
+    #[serde(default)]
+    pub cert_warned: Option<i64>,
 }
 
 impl Default for MonitorState {
@@ -47,6 +52,7 @@ impl Default for MonitorState {
             down_sent: false,
             outage_start: None,
             last_seen: None,
+            cert_warned: None,
         }
     }
 }
