@@ -226,20 +226,37 @@ struct AgentAnswer {
     latency: u64,
     #[serde(default)]
     kind: Option<serde_json::Value>,
+    /// Our agent's phase timings, certificate and status code (SPEC §9.4); absent from
+    /// GoDoxy's, and ignored when they do not parse.
+    #[serde(default)]
+    phases: Option<serde_json::Value>,
+    #[serde(default)]
+    cert: Option<serde_json::Value>,
+    #[serde(default)]
+    status_code: Option<serde_json::Value>,
 }
 
 impl AgentAnswer {
     fn into_result(self) -> CheckResult {
         let latency = Duration::from_nanos(self.latency);
-        if self.healthy {
-            return CheckResult::healthy(self.detail, latency);
+        let mut result = if self.healthy {
+            CheckResult::healthy(self.detail, latency)
+        } else {
+            let kind = self
+                .kind
+                .and_then(|kind| serde_json::from_value::<CheckKind>(kind).ok())
+                .filter(|kind| *kind != CheckKind::Ok)
+                .unwrap_or(CheckKind::Status);
+            CheckResult::unhealthy(kind, self.detail, latency)
+        };
+        if let Some(phases) = self.phases.and_then(|p| serde_json::from_value(p).ok()) {
+            result.phases = phases;
         }
-        let kind = self
-            .kind
-            .and_then(|kind| serde_json::from_value::<CheckKind>(kind).ok())
-            .filter(|kind| *kind != CheckKind::Ok)
-            .unwrap_or(CheckKind::Status);
-        CheckResult::unhealthy(kind, self.detail, latency)
+        result.cert = self.cert.and_then(|c| serde_json::from_value(c).ok());
+        result.status_code = self
+            .status_code
+            .and_then(|c| serde_json::from_value(c).ok());
+        result
     }
 }
 
@@ -380,6 +397,28 @@ mod tests {
             serde_json::from_str(r#"{"healthy":false,"detail":"x","latency":1,"kind":"refused"}"#)
                 .unwrap();
         assert_eq!(answer.into_result().kind, CheckKind::Refused);
+    }
+
+    #[test]
+    fn our_agents_phases_certificate_and_status_code_come_through() {
+        let answer: AgentAnswer = serde_json::from_str(
+            r#"{"healthy":true,"kind":"ok","detail":"HTTP 200 OK","latency":2000,
+                "phases":{"connect":500,"tls":900,"first_byte":1200},
+                "cert":{"not_after":1800000000,"subject":"CN=a","serial":"1f"},
+                "status_code":200}"#,
+        )
+        .unwrap();
+        let result = answer.into_result();
+        assert_eq!(result.phases.tls, Some(Duration::from_nanos(900)));
+        assert_eq!(result.cert.map(|c| c.not_after), Some(1_800_000_000));
+        assert_eq!(result.status_code, Some(200));
+        // Garbage in those optional keys is ignored, not an error.
+        let answer: AgentAnswer = serde_json::from_str(
+            r#"{"healthy":true,"detail":"","latency":1,"phases":"soon","cert":3,"status_code":"x"}"#,
+        )
+        .unwrap();
+        let result = answer.into_result();
+        assert!(result.phases.is_empty() && result.cert.is_none() && result.status_code.is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use health_types::{ConfigError, HealthCheckConfig, Probe, Scheme, Target, Url};
 
-use crate::{FileProbe, StreamProbe};
+use crate::{DnsProbe, FileProbe, IcmpProbe, StreamProbe};
 
 /// A probe built for a target, and the URL its monitor shows and checks.
 #[derive(Clone, Debug)]
@@ -17,7 +17,8 @@ pub struct BuiltProbe {
 }
 
 /// Builds the probe for `target` under `config`, by SPEC §4's flow chart: agent, then
-/// Docker, then the URL's [`Scheme`] (h2c → HTTP/HTTPS → file → stream).
+/// Docker, then the URL's [`Scheme`] (h2c → HTTP/HTTPS → file → stream, and the
+/// §9.4 schemes: dns → [`DnsProbe`], icmp → [`IcmpProbe`], grpc/grpcs → `GrpcProbe`).
 ///
 /// This is the only function that picks a probe: the monitor factories, the daemon's
 /// config loader, `healthd check` and the agent server all call it, so a new scheme is
@@ -25,8 +26,10 @@ pub struct BuiltProbe {
 ///
 /// Nothing connects here. Fails when the config is invalid, when the URL is one the
 /// probe can never check (an unsupported scheme, listing the supported ones; no host; a
-/// stream URL without a port; `payload` on a `tcp` URL), when a TLS file cannot be read,
-/// or when the probe needs a feature this build lacks (`http`, `tls`, `docker`).
+/// stream or gRPC URL without a port; `expect_reply` on a `tcp` URL; a `dns://` URL
+/// without a name or with a bad `type`, `expect` or `rcode`), when a TLS file cannot be
+/// read, or when the probe needs a feature this build lacks (`http`, `tls`, `docker`,
+/// `grpc`).
 ///
 /// ```
 /// use health_check::build_probe;
@@ -70,8 +73,13 @@ fn url_probe(config: &HealthCheckConfig, url: &Url) -> Result<Arc<dyn Probe>, Co
         #[cfg(not(feature = "http"))]
         Scheme::Http | Scheme::Https | Scheme::H2c => return Err(missing(url, "http")),
         Scheme::File => Arc::new(FileProbe::try_new(config)?),
-        scheme => {
-            debug_assert!(scheme.is_stream());
+        Scheme::Dns => Arc::new(DnsProbe::try_new(config)?),
+        Scheme::Icmp => Arc::new(IcmpProbe::try_new(config)?),
+        #[cfg(feature = "grpc")]
+        Scheme::Grpc | Scheme::Grpcs => Arc::new(crate::GrpcProbe::try_new(config)?),
+        #[cfg(not(feature = "grpc"))]
+        Scheme::Grpc | Scheme::Grpcs => return Err(missing(url, "grpc")),
+        Scheme::Tcp | Scheme::Tcp4 | Scheme::Tcp6 | Scheme::Udp | Scheme::Udp4 | Scheme::Udp6 => {
             Arc::new(StreamProbe::try_new(config)?)
         }
     };
@@ -133,7 +141,7 @@ fn docker(
 }
 
 /// The error for a target whose probe is compiled out.
-#[cfg(not(feature = "http"))]
+#[cfg(any(not(feature = "http"), not(feature = "grpc")))]
 fn missing(url: &Url, feature: &str) -> ConfigError {
     ConfigError::url(
         health_types::redacted(url),
@@ -159,6 +167,10 @@ mod tests {
             "tcp://127.0.0.1:1",
             "udp6://[::1]:53",
             "file:///srv",
+            "dns://127.0.0.1:5353/example.com?type=TXT",
+            "icmp://127.0.0.1",
+            "grpc://127.0.0.1:50051",
+            "grpcs://127.0.0.1:443/pkg.Service",
         ] {
             let built = build(url).expect(url);
             assert_eq!(built.url.as_str(), url);
@@ -166,21 +178,45 @@ mod tests {
         let err = build("gopher://h/").unwrap_err();
         assert!(
             err.contains("\"gopher\"")
-                && err.contains("supported schemes: http, https, h2c, tcp, tcp4, tcp6, udp"),
+                && err.contains("supported schemes: http, https, h2c, tcp, tcp4, tcp6, udp")
+                && err.contains("dns, icmp, grpc, grpcs"),
             "{err}"
         );
     }
 
     #[test]
-    fn udp_options_on_a_tcp_url_are_rejected() {
-        let config = HealthCheckConfig {
-            payload: Some("ping".to_owned()),
+    fn expect_reply_on_a_tcp_url_is_rejected_and_payload_is_not() {
+        let payload = HealthCheckConfig {
+            payload: Some("PING\r\n".to_owned()),
+            expect: Some("^\\+PONG".to_owned()),
             ..Default::default()
         };
         let tcp = Target::Url(Url::parse("tcp://h:1").expect("valid"));
-        let err = build_probe(&config, &tcp).unwrap_err().to_string();
-        assert!(err.contains("udp targets only"), "{err}");
+        assert!(build_probe(&payload, &tcp).is_ok());
+        let strict = HealthCheckConfig {
+            expect_reply: true,
+            ..Default::default()
+        };
+        let err = build_probe(&strict, &tcp).unwrap_err().to_string();
+        assert!(
+            err.contains("`expect_reply` applies to udp targets only"),
+            "{err}"
+        );
         let udp = Target::Url(Url::parse("udp://h:1").expect("valid"));
-        assert!(build_probe(&config, &udp).is_ok());
+        assert!(build_probe(&strict, &udp).is_ok());
+    }
+
+    #[test]
+    fn bad_dns_urls_are_rejected_before_any_check() {
+        for (url, needle) in [
+            ("dns://127.0.0.1/", "no name"),
+            ("dns://127.0.0.1/x.test?type=BOGUS", "`type`"),
+            ("dns://127.0.0.1/x.test?expect=[", "`expect`"),
+            ("icmp://127.0.0.1:7", "no ports"),
+            ("grpc://127.0.0.1", "port"),
+        ] {
+            let err = build(url).unwrap_err();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
     }
 }

@@ -21,19 +21,51 @@
 //! after the headers) is judged by its status, like any other: the server did answer.
 //! The detail says so: `HTTP 200 OK (body cut short: connection closed)`. The connection
 //! is not reused. A body that breaks the framing (a bad chunk) is a `protocol` failure,
-//! and one that is still arriving at the deadline a `timeout`.
+//! and one that is still arriving at the deadline a `timeout`. Assertions on the body
+//! judge what arrived.
+//!
+//! # Assertions (SPEC §9.4)
+//!
+//! `header_match`, `body_match`, `body_not_match` and `json` are compiled once, when the
+//! probe is built (see `assert`), and judged only when the status passed. A plain check
+//! keeps nothing of its answer: the body is kept (at most [`MAX_BODY_DRAIN`] bytes) only
+//! when a body or JSON assertion needs it, and only the asserted headers are copied out
+//! of the head.
+//!
+//! # Redirects
+//!
+//! With `follow_redirects`, a 3xx (but 304) with a `Location` that resolves to an `http`
+//! or `https` URL (or `h2c` for an `h2c` check) is followed with the same method, at
+//! most [`MAX_REDIRECTS`] times, every hop inside the check's one `timeout`; one more is
+//! unhealthy `too many redirects (10)` (kind `status`). The location's path is sent as
+//! it is (the configured `path` applies to the first request only). A 3xx without a
+//! usable `Location` is judged by its status. The final answer's detail says how it was
+//! reached: `HTTP 200 OK (after 2 redirects)`. The URL's credentials (`user:pass@`) are
+//! sent only to a location on the same host; a configured `Authorization` header goes
+//! everywhere, as configured.
+//!
+//! # Phases, status code and certificate
+//!
+//! A result carries its [`Phases`] on the monotonic clock: `dns` (none for an IP
+//! literal), `connect` (the address that accepted, after any fallback), `tls` (the
+//! handshake) and `first_byte` (request written to the first byte of the answer). A
+//! pooled connection skips the first three. Redirects report the last hop's phases;
+//! the latency runs from the start of the check. Every answer sets `status_code`. Over
+//! TLS, the peer's leaf certificate ([`CertInfo`]: `not_after`, subject, serial) is
+//! parsed once per connection, kept with it in the pool, and put in every result on
+//! it, unhealthy ones included; a failed handshake has none.
 
 use std::{error::Error as StdError, fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use health_types::{
-    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Method, Probe, ProbeError, Scheme,
-    redacted, unsupported_scheme,
+    CertInfo, CheckKind, CheckResult, ConfigError, HealthCheckConfig, IpFamily, Method, Phases,
+    Probe, ProbeError, Scheme, TlsOptions, redacted, unsupported_scheme,
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri,
-    header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, HOST, USER_AGENT},
+    header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, HOST, LOCATION, USER_AGENT},
     uri::PathAndQuery,
 };
 use http_body_util::BodyExt;
@@ -44,16 +76,22 @@ use tokio::time::Instant;
 use url::Url;
 
 use self::{
-    h1::{ExchangeError, Kept},
+    assert::Assertions,
+    h1::{Capture, ExchangeError, Kept},
     pool::{Conn, Connector, H2, Pool, Sender},
 };
 use crate::{
     failure::{Failure, bad_url, classify_chain, classify_stream_io, error_chain},
-    net::{USER_AGENT_VALUE, join_path},
+    net::{USER_AGENT_VALUE, ip_literal, join_path},
 };
 
+mod assert;
 pub(crate) mod h1;
 mod pool;
+
+/// The most redirects a check with `follow_redirects` follows; one more is unhealthy
+/// (`too many redirects (10)`).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// The `Accept` header of every HTTP check.
 const ACCEPT_VALUE: &str = "text/plain,text/html,*/*;q=0.8";
@@ -64,14 +102,16 @@ pub const MAX_BODY_DRAIN: usize = 64 * 1024;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpClientConfig {
     /// A PEM file of CA certificates trusted in addition to the system and webpki roots
-    /// when `tls_verify` is on. Default: none. Needs the `tls` feature.
+    /// when `tls_verify` is on and the config's `tls.ca` is not set (which replaces
+    /// those roots). Default: none. Needs the `tls` feature.
     pub ca_file: Option<PathBuf>,
 }
 
 /// A pooled keep-alive HTTP client shared by the HTTP and H2C probes of one config.
 ///
-/// Cheap to clone: clones share the pools. The TLS settings (`tls_verify`, the extra CA)
-/// are fixed when the client is built.
+/// Cheap to clone: clones share the pools. The connection settings (`tls_verify`, the
+/// `tls` table, the extra CA, `ip_family`) are fixed when the client is built; a probe
+/// of a config that asks for others cannot share it.
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Arc<ClientInner>,
@@ -79,6 +119,8 @@ pub struct HttpClient {
 
 struct ClientInner {
     tls_verify: bool,
+    tls: TlsOptions,
+    ip_family: IpFamily,
     /// HTTP/1.1, or HTTP/2 when TLS negotiates it by ALPN.
     auto: Pool,
     /// HTTP/2 with prior knowledge (h2c).
@@ -89,14 +131,18 @@ impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
             .field("tls_verify", &self.inner.tls_verify)
+            .field("tls", &self.inner.tls)
+            .field("ip_family", &self.inner.ip_family)
             .finish_non_exhaustive()
     }
 }
 
 impl HttpClient {
-    /// Builds the pools and the TLS setup for `config` (`tls_verify`) and `options`.
+    /// Builds the pools and the connection setup for `config` (`tls_verify`, `tls`,
+    /// `ip_family`) and `options`.
     ///
-    /// Fails when a CA file cannot be read, or names one without the `tls` feature.
+    /// Fails when a TLS file (CA, client certificate or key) cannot be read, naming it,
+    /// or when one is named without the `tls` feature.
     pub fn try_new(
         config: &HealthCheckConfig,
         options: &HttpClientConfig,
@@ -105,6 +151,8 @@ impl HttpClient {
         Ok(HttpClient {
             inner: Arc::new(ClientInner {
                 tls_verify: config.tls_verify,
+                tls: config.tls.clone(),
+                ip_family: config.ip_family,
                 auto: Pool::new(connector.clone(), false),
                 h2c: Pool::new(connector, true),
             }),
@@ -124,6 +172,8 @@ impl HttpClient {
         HttpClient {
             inner: Arc::new(ClientInner {
                 tls_verify: true,
+                tls: TlsOptions::default(),
+                ip_family: IpFamily::Any,
                 auto: Pool::new(connector.clone(), false),
                 h2c: Pool::new(connector, true),
             }),
@@ -207,10 +257,13 @@ http_probe! {
     /// Checks `http://` and `https://` targets (SPEC §5).
     ///
     /// Sends `method` to the URL joined with `path`, with the §5 headers plus `headers`;
-    /// healthy iff the status is in `expected_status`. Redirects are not followed. The
-    /// body is drained up to 64 KiB, then the connection is dropped. HTTPS offers HTTP/2
-    /// by ALPN. Latency is the time to the response headers; the whole check is bounded
-    /// by `timeout`.
+    /// healthy iff the status is in `expected_status` and the assertions (`header_match`,
+    /// `body_match`, `body_not_match`, `json`) hold. Redirects are followed only with
+    /// `follow_redirects` (at most [`MAX_REDIRECTS`]). The body is drained up to 64 KiB,
+    /// then the connection is dropped. HTTPS offers HTTP/2 by ALPN. Latency is the time
+    /// to the (final) response headers; the whole check, redirects included, is bounded
+    /// by `timeout`. Results carry the phases, the status code and, over TLS, the peer's
+    /// certificate.
     HttpProbe
 }
 
@@ -224,7 +277,7 @@ http_probe! {
 impl Probe for HttpProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let scheme = http_scheme(url).map_err(|err| bad_url(&err))?;
-        self.spec.run(&self.client.inner.auto, url, scheme).await
+        self.spec.run(&self.client.inner, url, scheme, false).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
@@ -255,7 +308,7 @@ impl Probe for H2cProbe {
         if url.scheme() != "h2c" {
             return Err(bad_url(&unsupported_scheme(url, &[Scheme::H2c])));
         }
-        self.spec.run(&self.client.inner.h2c, url, "http").await
+        self.spec.run(&self.client.inner, url, "http", true).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
@@ -281,6 +334,8 @@ struct RequestSpec {
     authorization_configured: bool,
     /// A fetch ([`RequestSpec::fetch`]): the URL's path as it is, the body kept.
     fetch: bool,
+    /// The assertions beyond the status, compiled.
+    assertions: Assertions,
 }
 
 /// Where one check goes.
@@ -315,6 +370,14 @@ pub(crate) struct Answer {
     /// Why the body ended early (`connection reset`), when it did: a check's answer
     /// still counts by its status (see the module docs); a fetch fails instead.
     pub(crate) cut_short: Option<String>,
+    /// The `Location` header, kept when the check follows redirects.
+    location: Option<String>,
+    /// The values of the asserted headers (see [`Assertions::header_names`]).
+    headers: Vec<Option<String>>,
+    /// How long the connection (when a new one was opened) and the answer took.
+    phases: Phases,
+    /// The peer's leaf certificate, over TLS.
+    cert: Option<Arc<CertInfo>>,
 }
 
 /// The outcome of one attempt on one connection.
@@ -330,6 +393,21 @@ impl RequestSpec {
                 reason: "differs from the shared HTTP client's setting".to_owned(),
             });
         }
+        if config.tls != client.inner.tls {
+            return Err(ConfigError::Invalid {
+                key: "tls",
+                value: format!("{:?}", config.tls),
+                reason: "differs from the shared HTTP client's setting".to_owned(),
+            });
+        }
+        if config.ip_family != client.inner.ip_family {
+            return Err(ConfigError::Invalid {
+                key: "ip_family",
+                value: format!("{:?}", config.ip_family.as_str()),
+                reason: "differs from the shared HTTP client's setting".to_owned(),
+            });
+        }
+        let assertions = Assertions::try_new(config)?;
         if PathAndQuery::try_from(join_path("/", None, &config.path)).is_err() {
             return Err(ConfigError::Invalid {
                 key: "path",
@@ -352,6 +430,7 @@ impl RequestSpec {
             host_configured,
             authorization_configured,
             fetch: false,
+            assertions,
         })
     }
 
@@ -371,23 +450,46 @@ impl RequestSpec {
             host_configured: false,
             authorization_configured: false,
             fetch: true,
+            assertions: Assertions::default(),
         }
     }
 
-    /// Where an answer's body goes: kept for a fetch, thrown away for a check.
+    /// Where an answer's body goes: kept for a fetch and for a check that asserts on
+    /// it, thrown away (never allocated) otherwise.
     fn body(&self) -> Kept {
         Kept {
-            keep: self.fetch,
+            keep: self.fetch || self.assertions.keeps_body(),
             ..Kept::default()
         }
     }
 
     /// Where a check of `url` goes, sent as `scheme` (`http` or `https`).
     fn target<'u>(&self, url: &'u Url, scheme: &'static str) -> Result<Target<'u>, ConfigError> {
+        self.target_at(url, scheme, self.fetch)
+    }
+
+    /// Where a request to `url` goes; `as_is`: with the URL's own path and query (a
+    /// fetch, a redirect's location), else with the configured `path` joined on.
+    fn target_at<'u>(
+        &self,
+        url: &'u Url,
+        scheme: &'static str,
+        as_is: bool,
+    ) -> Result<Target<'u>, ConfigError> {
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host,
             _ => return Err(ConfigError::url(redacted(url), "no host")),
         };
+        let family = self.config.ip_family;
+        if family != IpFamily::Any
+            && let Some(ip) = ip_literal(host)
+            && !family.admits(&ip)
+        {
+            return Err(ConfigError::url(
+                redacted(url),
+                format!("{ip} is not an address of ip_family {family}"),
+            ));
+        }
         let https = scheme == "https";
         let mut key = String::with_capacity(scheme.len() + 3 + host.len() + 6);
         key.push_str(scheme);
@@ -398,7 +500,7 @@ impl RequestSpec {
             // Writing to a String cannot fail.
             let _ = write!(key, ":{port}");
         }
-        let path = if self.fetch {
+        let path = if as_is {
             url[url::Position::BeforePath..url::Position::AfterQuery].to_owned()
         } else {
             join_path(url.path(), url.query(), &self.config.path)
@@ -426,19 +528,87 @@ impl RequestSpec {
 
     async fn run(
         &self,
-        pool: &Pool,
+        client: &ClientInner,
         url: &Url,
         scheme: &'static str,
+        h2c: bool,
     ) -> Result<CheckResult, ProbeError> {
         let start = Instant::now();
         let target = self.target(url, scheme).map_err(|err| bad_url(&err))?;
         let timeout = self.config.timeout;
         let deadline = start + timeout;
-        match tokio::time::timeout_at(deadline, self.exchange(pool, &target, start, deadline)).await
-        {
-            Ok(Ok(answer)) => Ok(self.verdict(&answer)),
+        let pool = if h2c { &client.h2c } else { &client.auto };
+        let checked = async {
+            let answer = self.exchange(pool, &target, start, deadline).await?;
+            if self.config.follow_redirects {
+                self.follow(client, url, &target, answer, h2c, start, deadline)
+                    .await
+            } else {
+                Ok(self.verdict(&answer, 0))
+            }
+        };
+        match tokio::time::timeout_at(deadline, checked).await {
+            Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
             Err(_) => Failure::timed_out(timeout).into_outcome(start.elapsed()),
+        }
+    }
+
+    /// Follows the redirects that start with `answer` (to `url`), at most
+    /// [`MAX_REDIRECTS`], with the same method, inside the check's deadline, and judges
+    /// the final answer. The URL's credentials go only to its own host; an `h2c` check
+    /// stays on h2c for `http` locations.
+    #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
+    async fn follow(
+        &self,
+        client: &ClientInner,
+        url: &Url,
+        first: &Target<'_>,
+        mut answer: Answer,
+        h2c: bool,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<CheckResult, Failure> {
+        let mut hops = 0;
+        let mut base: Option<Url> = None;
+        loop {
+            let Some(next) = redirect_to(&answer, base.as_ref().unwrap_or(url)) else {
+                return Ok(self.verdict(&answer, hops));
+            };
+            if hops == MAX_REDIRECTS {
+                let code = answer.status.as_u16();
+                return Ok(CheckResult::unhealthy(
+                    CheckKind::Status,
+                    format!("too many redirects ({MAX_REDIRECTS})"),
+                    answer.latency,
+                )
+                .with_phases(answer.phases)
+                .with_cert(answer.cert.as_deref().cloned())
+                .with_status_code(code));
+            }
+            hops += 1;
+            let (scheme, pool) = match next.scheme() {
+                "https" => ("https", &client.auto),
+                "h2c" => ("http", &client.h2c),
+                _ if h2c => ("http", &client.h2c),
+                _ => ("http", &client.auto),
+            };
+            answer = {
+                let mut target = self.target_at(&next, scheme, true).map_err(|err| {
+                    Failure::target(
+                        CheckKind::Status,
+                        format!("redirect to a bad location: {err}"),
+                    )
+                })?;
+                if target.authorization.is_none()
+                    && !self.authorization_configured
+                    && next.host_str() == url.host_str()
+                {
+                    target.authorization = first.authorization.clone();
+                }
+                self.exchange(pool, &target, start, deadline).await?
+            };
+            base = Some(next);
         }
     }
 
@@ -456,8 +626,9 @@ impl RequestSpec {
         let mut pooled = pool.checkout(&target.key);
         loop {
             let reused = pooled.is_some();
-            let sender = match pooled.take() {
-                Some(sender) => sender,
+            // A reused connection has only the answer's phase.
+            let (sender, phases) = match pooled.take() {
+                Some(sender) => (sender, Phases::default()),
                 None => pool.connect(target, deadline).await?,
             };
             let attempt = match sender {
@@ -469,7 +640,12 @@ impl RequestSpec {
                     tracing::debug!(key = target.key, failure = %err.failure, "pooled connection failed; retrying on a new one");
                 }
                 Err(err) => return Err(err.failure),
-                Ok(answer) => return Ok(answer),
+                Ok(mut answer) => {
+                    answer.phases.dns = phases.dns;
+                    answer.phases.connect = phases.connect;
+                    answer.phases.tls = phases.tls;
+                    return Ok(answer);
+                }
             }
         }
     }
@@ -512,9 +688,14 @@ impl RequestSpec {
 
         let mut buf = request;
         let head_request = self.method == http::Method::HEAD;
-        let head = h1::send(&mut conn, head_request, &mut buf).await?;
+        let capture = Capture {
+            location: self.config.follow_redirects,
+            headers: self.assertions.header_names(),
+        };
+        let head = h1::send_capturing(&mut conn, head_request, &mut buf, capture).await?;
         let latency = start.elapsed();
         let mut body = self.body();
+        let cert = conn.cert().cloned();
         let drained = h1::drain(&mut conn, &head, &mut buf, &mut body).await;
         let cut_short = self.cut_short(drained.map(|clean| {
             if clean {
@@ -526,6 +707,13 @@ impl RequestSpec {
             latency,
             body,
             cut_short,
+            location: head.location,
+            headers: head.headers,
+            phases: Phases {
+                first_byte: Some(head.first_byte),
+                ..Phases::default()
+            },
+            cert,
         })
     }
 
@@ -547,6 +735,7 @@ impl RequestSpec {
         let H2 {
             send: mut sender,
             peer,
+            cert,
         } = h2;
         // An HTTP/1 server answers the HTTP/2 preface in HTTP/1, or closes: say that,
         // whatever error the HTTP/2 layer made of it.
@@ -565,6 +754,7 @@ impl RequestSpec {
         };
         let request = self.h2_request(target)?;
         sender.ready().await.map_err(|err| unsent(classify(&err)))?;
+        let sent = Instant::now();
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(err) => {
@@ -576,7 +766,21 @@ impl RequestSpec {
             }
         };
         let latency = start.elapsed();
+        let first_byte = sent.elapsed();
         let status = response.status();
+        let location = match self.config.follow_redirects {
+            true => response
+                .headers()
+                .get(LOCATION)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_owned()),
+            false => None,
+        };
+        let headers = self
+            .assertions
+            .header_names()
+            .iter()
+            .map(|name| joined_values(response.headers(), name))
+            .collect();
         let mut body = self.body();
         let drained = drain_h2(response.into_body(), &mut body).await;
         let cut_short = self.cut_short(drained.map_err(|err| classify_http_error(&err)))?;
@@ -585,6 +789,13 @@ impl RequestSpec {
             latency,
             body,
             cut_short,
+            location,
+            headers,
+            phases: Phases {
+                first_byte: Some(first_byte),
+                ..Phases::default()
+            },
+            cert,
         })
     }
 
@@ -608,20 +819,70 @@ impl RequestSpec {
         Ok(request)
     }
 
-    /// Healthy iff the status is expected, body cut short or not (see the module docs).
-    fn verdict(&self, answer: &Answer) -> CheckResult {
+    /// Healthy iff the status is expected, body cut short or not (see the module docs),
+    /// and the assertions hold; `hops` redirects led to this answer.
+    fn verdict(&self, answer: &Answer, hops: usize) -> CheckResult {
+        let code = answer.status.as_u16();
+        let result = if !self.config.is_expected_status(code) {
+            CheckResult::unhealthy(CheckKind::Status, self.detail(answer, hops), answer.latency)
+        } else if let Some((kind, detail)) =
+            self.assertions.judge(&answer.headers, &answer.body.bytes)
+        {
+            CheckResult::unhealthy(kind, detail, answer.latency)
+        } else {
+            CheckResult::healthy(self.detail(answer, hops), answer.latency)
+        };
+        result
+            .with_phases(answer.phases)
+            .with_cert(answer.cert.as_deref().cloned())
+            .with_status_code(code)
+    }
+
+    /// `HTTP 200 OK`, plus how the body was cut short and how many redirects led here.
+    fn detail(&self, answer: &Answer, hops: usize) -> String {
         let mut detail = status_detail(answer.status);
         if let Some(why) = &answer.cut_short {
             detail.push_str(" (body cut short: ");
             detail.push_str(why);
             detail.push(')');
         }
-        if self.config.is_expected_status(answer.status.as_u16()) {
-            CheckResult::healthy(detail, answer.latency)
-        } else {
-            CheckResult::unhealthy(CheckKind::Status, detail, answer.latency)
+        if hops > 0 {
+            let plural = if hops == 1 { "" } else { "s" };
+            // Writing to a String cannot fail.
+            let _ = write!(detail, " (after {hops} redirect{plural})");
+        }
+        detail
+    }
+}
+
+/// Where a redirect `answer` (a 3xx other than 304, with a `Location` that makes an
+/// `http` or `https` URL against `base`, or an `h2c` one against an `h2c` base) points;
+/// `None` for any other answer, which is then judged by its status.
+fn redirect_to(answer: &Answer, base: &Url) -> Option<Url> {
+    if !answer.status.is_redirection() || answer.status == StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    let next = base.join(answer.location.as_deref()?).ok()?;
+    if next.scheme() != "h2c" {
+        http_scheme(&next).ok()?;
+    }
+    Some(next)
+}
+
+/// The values of every `name` field of `headers`, joined with `, `; `None` when absent.
+fn joined_values(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut joined: Option<String> = None;
+    for value in headers.get_all(name) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        match &mut joined {
+            Some(seen) => {
+                seen.push_str(", ");
+                seen.push_str(text.trim());
+            }
+            None => joined = Some(text.trim().to_owned()),
         }
     }
+    joined
 }
 
 /// Reads up to [`MAX_BODY_DRAIN`] bytes of an HTTP/2 `body` into `kept` (when it keeps

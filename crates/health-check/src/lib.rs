@@ -7,6 +7,9 @@
 //! | [`H2cProbe`] | `h2c` | `http` |
 //! | [`StreamProbe`] | `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` | always |
 //! | [`FileProbe`] | `file` | always |
+//! | [`DnsProbe`] | `dns` (one query to one resolver) | always |
+//! | [`IcmpProbe`] | `icmp` (an echo on an unprivileged ping socket) | always |
+//! | `GrpcProbe` | `grpc`, `grpcs` (`grpc.health.v1.Health/Check`) | `grpc` |
 //! | [`DockerProbe`] | a container (display URL `docker://<host>/containers/<id>`) | `docker` |
 //! | [`AgentProbe`] | any of the above, through an agent | `http` (`tls` for `https` agents) |
 //!
@@ -16,7 +19,7 @@
 //! HTTP, H2C and agent probes share one transport: a connector (DNS, TCP, rustls), a
 //! keep-alive pool, an HTTP/1.1 exchange of our own and HTTP/2 on hyper.
 //!
-//! Default features: `http`, `tls`, `docker`. TLS is rustls with the ring provider only;
+//! Default features: `http`, `tls`, `docker`, `grpc`. TLS is rustls with the ring provider only;
 //! every client config is built with an explicit provider, and aws-lc-rs is not a
 //! dependency. The Docker probe talks to the engine on a unix socket or plain TCP
 //! (bollard without TLS).
@@ -72,7 +75,22 @@
 //!   headers `User-Agent: healthd/<version>`, `Accept: text/plain,text/html,*/*;q=0.8`,
 //!   `Accept-Encoding: identity`, `Cache-Control: no-cache`), `expected_status` (default:
 //!   anything but 5xx), `tls_verify` (default false: any certificate is accepted; true:
-//!   system and webpki roots, plus [`HttpClientConfig::ca_file`]). Probes built with
+//!   system and webpki roots, plus [`HttpClientConfig::ca_file`], or only `tls.ca` when
+//!   set), and SPEC §9.4: `header_match` (header → regex; names without case; a
+//!   missing header fails), `body_match` / `body_not_match` (regexes over the body's
+//!   first 64 KiB) and `json` (conditions on the first node a JSONPath selects), judged
+//!   after the status passed and compiled when the probe is built (with `HEAD`, a body
+//!   assertion is a config error); `follow_redirects` (default false: a 3xx is judged
+//!   by its status; true: at most [`MAX_REDIRECTS`] hops, same method, relative or
+//!   absolute, `http` ⇄ `https`, `h2c` stays `h2c`, inside the one `timeout`; the URL's
+//!   credentials go to its own host only); `ip_family` (`any`: every address, falling
+//!   back to the next when a connect fails; `ipv4`/`ipv6`: that family only, and an IP
+//!   literal of the other is a config error); the `tls` table (`ca`, `cert` + `key` for
+//!   mutual TLS, `server_name` for SNI and verification, `min_version` `1.2`/`1.3`;
+//!   unreadable files are config errors naming them). Every result has its phases
+//!   (`dns` unless an IP literal, `connect`, `tls` over TLS, `first_byte`; a reused
+//!   connection has `first_byte` only), the status code of an answer and, over TLS,
+//!   the peer's leaf certificate (kept with a pooled connection). Probes built with
 //!   [`HttpProbe::try_with_client`] share one pooled keep-alive [`HttpClient`]. An
 //!   HTTP/1.1 check runs its exchange in its own task on a pooled socket (no connection
 //!   task, no buffers kept between checks): interim 1xx answers are skipped, the body is
@@ -80,8 +98,18 @@
 //!   reused only when the answer ended cleanly and the server did not ask to close it.
 //!   HTTP/2 (`h2c://`, or `h2` chosen by ALPN) runs on hyper, one shared connection per
 //!   target.
-//! - [`StreamProbe`]: `timeout`, `payload` (the UDP datagram, default empty) and
-//!   `expect_reply` (default false); either one makes a `tcp` URL a config error.
+//! - [`StreamProbe`]: `timeout`, `payload` (the UDP datagram, default empty; on TCP,
+//!   bytes sent once connected), `expect` (a regex the reply must match: the TCP reply
+//!   or greeting, read up to [`MAX_REPLY`]; the UDP reply datagram, which it makes
+//!   required), `expect_reply` (default false; UDP only: it makes a `tcp` URL a config
+//!   error) and `ip_family`.
+//! - [`DnsProbe`]: `timeout`, `expect` (default for the URL's `expect=`) and
+//!   `ip_family` (for a resolver given by name); the URL carries `type` (default `A`),
+//!   `expect` and `rcode` (default `NOERROR`).
+//! - [`IcmpProbe`]: `timeout` and `ip_family`.
+//! - `GrpcProbe` (feature `grpc`): `timeout`, `ip_family`, `tls_verify` and the `tls`
+//!   table (`ca`, `cert`/`key`, `server_name`) for `grpcs`; the URL's path names the
+//!   service.
 //! - [`FileProbe`]: only `timeout`.
 //! - [`AgentProbe`]: `timeout`, `method`, `path`, plus an
 //!   [`AgentSpec`](health_types::AgentSpec): the agent's `url` and, for mutual TLS,
@@ -114,7 +142,22 @@
 //! | TCP connect succeeded | healthy | `ok` | `connected` |
 //! | UDP reply, or silence without `expect_reply` | healthy | `ok` | `reply (udp)`, `no reply (udp)` |
 //! | file or directory exists | healthy | `ok` | `exists` |
+//! | TCP/UDP reply matches `expect` | healthy | `ok` | `reply matches "^\\+PONG"` |
+//! | TCP/UDP reply does not match `expect` (read to its end, 64 KiB or the timeout) | unhealthy | `body` | `reply does not match "^SSH-" (got: "220 mail ESMTP\\r\\n")` |
+//! | DNS answer with the expected rcode (and an answer matching `expect`) | healthy | `ok` | `NOERROR: 2 answers` |
+//! | DNS answer with another rcode, or no answer matching `expect` | unhealthy | `dns` | `dns: rcode NXDOMAIN, expected NOERROR`, `dns: no answer matches "^10\\." (got: 192.0.2.1)` |
+//! | ICMP echo reply | healthy | `ok` | `echo reply` |
+//! | the kernel refuses an unprivileged ping socket (`net.ipv4.ping_group_range`) | error | `io` | `icmp: the kernel refuses unprivileged ping sockets (net.ipv4.ping_group_range)` |
+//! | gRPC health `SERVING` | healthy | `ok` | `SERVING` |
+//! | gRPC health `NOT_SERVING`, `UNKNOWN`, `SERVICE_UNKNOWN`; a gRPC error status | unhealthy | `status` | `NOT_SERVING`, `grpc: service "x" unknown (NOT_FOUND)` |
+//! | gRPC server without the health service | unhealthy | `protocol` | `grpc: the server has no health service (UNIMPLEMENTED)` |
 //! | unexpected HTTP status | unhealthy | `status` | `HTTP 503 Service Unavailable` |
+//! | expected HTTP status after redirects (`follow_redirects`) | healthy | `ok` | `HTTP 200 OK (after 2 redirects)` |
+//! | more than 10 redirects (`follow_redirects`) | unhealthy | `status` | `too many redirects (10)` |
+//! | a response header fails `header_match`, or is missing | unhealthy | `header` | `header Content-Type: "text/html" does not match "^application/json"`, `header X-Ready: missing` |
+//! | the body fails `body_match` or `body_not_match` | unhealthy | `body` | `body does not match "ready"`, `body matches "maintenance"` |
+//! | a `json` condition fails, selects nothing, or the body is not JSON | unhealthy | `json` | `json: $.status == "ok" failed: got "degraded"`, `json: $.x selects nothing`, `json: body is not JSON: expected value at line 1 column 1` |
+//! | no address of `ip_family` for the name | unhealthy | `dns` | `dns: no ipv6 address` |
 //! | connection refused, host unreachable | unhealthy | `refused` | `connection refused` |
 //! | an ICMP error from the target's network: net/host unreachable, unknown or prohibited, protocol unreachable, source route failed, host isolated, fragmentation needed | unhealthy | `refused` | `network unreachable`, `host unreachable`, `protocol unreachable`, `source route failed`, `host unknown`, `host isolated`, `administratively prohibited` |
 //! | ICMP port unreachable (UDP) | unhealthy | `refused` | `port unreachable` |
@@ -165,6 +208,7 @@
 mod agent;
 mod build;
 mod dns;
+mod dns_probe;
 #[cfg(feature = "docker")]
 mod docker;
 mod failure;
@@ -172,8 +216,11 @@ mod file;
 #[cfg(any(feature = "fuzzing", all(test, feature = "http", feature = "docker")))]
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(feature = "grpc")]
+mod grpc;
 #[cfg(feature = "http")]
 mod http;
+mod icmp;
 mod net;
 mod stream;
 #[cfg(feature = "test-util")]
@@ -183,9 +230,11 @@ mod tls;
 
 pub use self::{
     build::{BuiltProbe, build_probe},
+    dns_probe::{DNS_PORT, DNS_RECORD_TYPES, DnsProbe},
     file::FileProbe,
+    icmp::{IcmpProbe, PING_REFUSED},
     net::USER_AGENT_VALUE,
-    stream::{StreamProbe, UDP_MAX_WAIT},
+    stream::{MAX_REPLY, StreamProbe, UDP_MAX_WAIT},
 };
 // A `use` group cannot carry `#[cfg]` on one of its members, so each feature-gated
 // module gets a block of its own.
@@ -194,8 +243,10 @@ pub use self::docker::{
     BollardDockerApi, ContainerHealth, ContainerState, DEFAULT_DOCKER_HOST, DOCKER_SCHEME,
     DockerApi, DockerProbe, HEALTH_CHECK_NOT_AVAILABLE, HealthLogEntry, MAX_HEALTH_OUTPUT,
 };
+#[cfg(feature = "grpc")]
+pub use self::grpc::GrpcProbe;
 #[cfg(feature = "http")]
 pub use self::{
     agent::{AGENT_HEALTH_PATH, AgentProbe},
-    http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN},
+    http::{H2cProbe, HttpClient, HttpClientConfig, HttpProbe, MAX_BODY_DRAIN, MAX_REDIRECTS},
 };

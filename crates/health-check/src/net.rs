@@ -43,6 +43,25 @@ impl Family {
             Family::V6 => "IPv6",
         }
     }
+
+    /// The family's `ip_family` word, as the `dns: no ipv6 address` detail says it.
+    fn word(self) -> &'static str {
+        match self {
+            Family::Any => "ip",
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+impl From<health_types::IpFamily> for Family {
+    fn from(family: health_types::IpFamily) -> Self {
+        match family {
+            health_types::IpFamily::Any => Family::Any,
+            health_types::IpFamily::Ipv4 => Family::V4,
+            health_types::IpFamily::Ipv6 => Family::V6,
+        }
+    }
 }
 
 #[cfg(any(feature = "http", feature = "docker"))]
@@ -97,46 +116,70 @@ pub(crate) async fn resolve(
     if addrs.is_empty() {
         return Err(Failure::target(
             CheckKind::Dns,
-            format!("dns: no {} address", family.name()),
+            format!("dns: no {} address", family.word()),
         ));
     }
     Ok(addrs)
 }
 
-/// Connects to the first of `addrs` that accepts.
+/// Connects to the first of `addrs` that accepts before `deadline`, falling back to the
+/// next address when one fails (`ip_family = "any"`, SPEC §9.4).
 ///
-/// When none accepts, the failure reported is the last target-side one (refused beats a
-/// local error on another address family), else the last one.
-pub(crate) async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
+/// Each attempt but the last gets an equal share of the time left (`left / addresses
+/// left`), so an address that black-holes its SYNs does not eat the whole deadline
+/// while another would answer; the last address is not cut here: the caller's deadline
+/// ends it, as it ends the check (`timed out after …`). When none accepts, the failure
+/// reported is the last target-side one (refused beats a local error on another address
+/// family), else the last one; an attempt cut by its share is `connection timed out`
+/// (kind `timeout`).
+pub(crate) async fn connect_until(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, Failure> {
     let mut failure: Option<Failure> = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(err) => {
-                let next = classify_io(&err);
-                let keep_previous = matches!(&failure, Some(prev) if prev.side == Side::Target)
-                    && next.side == Side::Checker;
-                if !keep_previous {
-                    failure = Some(next);
-                }
-            }
+    for (i, addr) in addrs.iter().enumerate() {
+        let left_addrs = addrs.len() - i;
+        let attempt = if left_addrs == 1 {
+            Ok(TcpStream::connect(addr).await)
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = left / u32::try_from(left_addrs).unwrap_or(u32::MAX);
+            tokio::time::timeout(share, TcpStream::connect(addr)).await
+        };
+        let next = match attempt {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(err)) => classify_io(&err),
+            Err(_) => Failure::target(CheckKind::Timeout, "connection timed out"),
+        };
+        tracing::debug!(%addr, failure = %next, "connect failed; trying the next address");
+        let keep_previous = matches!(&failure, Some(prev) if prev.side == Side::Target)
+            && next.side == Side::Checker;
+        if !keep_previous {
+            failure = Some(next);
         }
     }
     Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, dns::NO_ANSWER)))
 }
 
 #[cfg(feature = "http")]
-/// Resolves (until `deadline`) and connects in one step.
+/// Resolves `host` to addresses of `family` (until `deadline`) and connects to one of
+/// them ([`connect_until`]); also says how long the lookup took (`None` for an IP
+/// literal) and the connect.
 pub(crate) async fn resolve_and_connect(
     host: &str,
     port: u16,
+    family: Family,
     deadline: Instant,
-) -> Result<TcpStream, Failure> {
-    let addrs = resolve(host, port, Family::Any, deadline).await?;
-    let stream = connect(&addrs).await?;
+) -> Result<(TcpStream, Option<std::time::Duration>, std::time::Duration), Failure> {
+    let start = Instant::now();
+    let addrs = resolve(host, port, family, deadline).await?;
+    let dns = ip_literal(host).is_none().then(|| start.elapsed());
+    let connecting = Instant::now();
+    let stream = connect_until(&addrs, deadline).await?;
+    let connect = connecting.elapsed();
     // Probes send one small request; Nagle's delay would only add latency.
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    Ok((stream, dns, connect))
 }
 
 #[cfg(feature = "http")]
@@ -208,6 +251,23 @@ mod tests {
         assert_eq!(ip_literal("[::1]"), Some("::1".parse().unwrap()));
         let url = Url::parse("tcp://:80").ok();
         assert!(url.as_ref().and_then(url_host).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_address_falls_back_to_the_next() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Nothing listens on 127.0.0.3: that address refuses at once.
+        let dead: SocketAddr = ([127, 0, 0, 3], port).into();
+        let live: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        let stream = connect_until(&[dead, live], deadline).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), live);
+        let err = connect_until(&[dead], deadline).await.unwrap_err();
+        assert_eq!(
+            (err.kind, err.detail.as_str()),
+            (CheckKind::Refused, "connection refused")
+        );
     }
 
     #[tokio::test]

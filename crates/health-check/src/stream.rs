@@ -1,4 +1,4 @@
-//! TCP and UDP probes: `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` (SPEC §5).
+//! TCP and UDP probes: `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` (SPEC §5, §9.4).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -7,10 +7,15 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CheckKind, CheckResult, ConfigError, HealthCheckConfig, Probe, ProbeError, Scheme, redacted,
-    timed_out_after,
+    CheckKind, CheckResult, ConfigError, HealthCheckConfig, IpFamily, Phases, Probe, ProbeError,
+    Scheme, redacted, timed_out_after,
 };
-use tokio::{net::UdpSocket, time::Instant};
+use regex::bytes::Regex;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    time::Instant,
+};
 use url::{Host, Url};
 
 use crate::{
@@ -21,55 +26,102 @@ use crate::{
 
 /// The longest a UDP check waits for a reply.
 pub const UDP_MAX_WAIT: Duration = Duration::from_secs(2);
-/// The largest reply read; a longer datagram is cut, which is fine for a health check.
+/// The largest reply read when nothing is matched against it; a longer datagram is
+/// cut, which is fine for a health check.
 const UDP_REPLY_BUFFER: usize = 2048;
+/// The most of a reply (a TCP stream, or one UDP datagram) that `expect` is matched
+/// against.
+pub const MAX_REPLY: usize = 64 * 1024;
+/// The most of a reply a mismatch detail shows, escaped.
+const EXCERPT: usize = 80;
 
-/// Checks stream targets: a TCP connect, or a UDP datagram and its answer.
+/// Checks stream targets: a TCP connect (and an optional exchange), or a UDP datagram and
+/// its answer.
 ///
-/// - TCP: the connect succeeding is healthy; latency is the connect time.
+/// - TCP: the connect succeeding is healthy; latency is the connect time. With
+///   [`payload`](HealthCheckConfig::payload), the payload is sent once connected;
+///   with [`expect`](HealthCheckConfig::expect), the reply (or, without a payload,
+///   the server's greeting: an SMTP or SSH banner) is read until the regex matches,
+///   the peer closes, [`MAX_REPLY`] bytes came or the timeout passes. A match is
+///   healthy `reply matches "<re>"`; anything else that came is unhealthy kind `body`
+///   `reply does not match "<re>" (got: "<escaped excerpt>")`; nothing at all by the
+///   timeout is kind `timeout`. A payload without `expect` is healthy once written.
 /// - UDP: sends the config's [`payload`](HealthCheckConfig::payload) (default empty) on a
 ///   connected socket and waits `min(timeout / 2, 2s)` for a reply. A reply is healthy;
 ///   an ICMP port unreachable is unhealthy `port unreachable` (kind `refused`); silence
 ///   is healthy `no reply (udp)` unless
-///   [`expect_reply`](HealthCheckConfig::expect_reply) is set.
+///   [`expect_reply`](HealthCheckConfig::expect_reply) or `expect` is set. With
+///   `expect`, the reply datagram (its first [`MAX_REPLY`] bytes) must match, else kind
+///   `body`.
 ///
-/// `payload` and `expect_reply` apply to UDP only: with either set, a `tcp` URL is
-/// rejected.
+/// `expect_reply` applies to UDP only: with it set, a `tcp` URL is rejected.
 ///
-/// `tcp4`/`udp4` and `tcp6`/`udp6` use only addresses of that family.
+/// `tcp4`/`udp4` and `tcp6`/`udp6` use only addresses of that family; with `tcp`/`udp`,
+/// [`ip_family`](HealthCheckConfig::ip_family) narrows the addresses used.
 #[derive(Clone, Debug)]
 pub struct StreamProbe {
     timeout: Duration,
-    /// The UDP datagram.
-    payload: Vec<u8>,
+    /// The UDP datagram, or the bytes sent on a TCP connection (`None`: nothing sent on
+    /// TCP, an empty datagram on UDP).
+    payload: Option<Vec<u8>>,
+    /// What the reply must match.
+    expect: Option<Regex>,
     /// UDP silence is unhealthy.
     expect_reply: bool,
-    /// `payload` or `expect_reply` was configured: only UDP URLs are accepted.
-    udp_only: bool,
+    /// The configured address family.
+    ip_family: IpFamily,
 }
 
 impl StreamProbe {
-    /// A probe with `config`'s timeout, `payload` and `expect_reply`.
+    /// A probe with `config`'s timeout, `payload`, `expect`, `expect_reply` and
+    /// `ip_family`.
     ///
-    /// Fails when `config` is invalid.
+    /// Fails when `config` is invalid (a bad `expect` regex among others).
     pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let expect = config
+            .expect
+            .as_deref()
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|err| ConfigError::Invalid {
+                    key: "expect",
+                    value: format!("{pattern:?}"),
+                    reason: format!("is not a valid regex: {err}"),
+                })
+            })
+            .transpose()?;
         Ok(StreamProbe {
             timeout: config.timeout,
-            payload: config.payload.clone().unwrap_or_default().into_bytes(),
+            payload: config.payload.clone().map(String::into_bytes),
+            expect,
             expect_reply: config.expect_reply,
-            udp_only: config.payload.is_some() || config.expect_reply,
+            ip_family: config.ip_family,
         })
     }
 
     /// The target of `url`, or why this probe cannot check it.
     fn target(&self, url: &Url) -> Result<StreamTarget, ConfigError> {
-        let target = StreamTarget::parse(url)?;
-        if self.udp_only && !target.udp {
+        let mut target = StreamTarget::parse(url)?;
+        if self.expect_reply && !target.udp {
             return Err(ConfigError::url(
                 redacted(url),
-                "`payload` and `expect_reply` apply to udp targets only",
+                "`expect_reply` applies to udp targets only (a tcp check with `expect` reads the reply)",
             ));
+        }
+        if target.family == Family::Any {
+            target.family = match self.ip_family {
+                IpFamily::Any => Family::Any,
+                IpFamily::Ipv4 => Family::V4,
+                IpFamily::Ipv6 => Family::V6,
+            };
+            if let Some(ip) = target.ip
+                && !target.family.accepts(ip)
+            {
+                return Err(ConfigError::url(
+                    redacted(url),
+                    format!("{ip} is not an address of ip_family {}", self.ip_family),
+                ));
+            }
         }
         Ok(target)
     }
@@ -80,33 +132,101 @@ impl StreamProbe {
     }
 
     async fn probe(&self, target: &StreamTarget, start: Instant) -> Result<CheckResult, Failure> {
+        let deadline = start + self.timeout;
+        let mut phases = Phases::default();
         let resolved;
         let addrs: &[SocketAddr] = match target.ip {
             Some(ip) => &[SocketAddr::new(ip, target.port)],
             None => {
-                let deadline = start + self.timeout;
                 resolved = net::resolve(&target.host, target.port, target.family, deadline).await?;
+                phases.dns = Some(start.elapsed());
                 &resolved
             }
         };
         if !target.udp {
-            let stream = net::connect(addrs).await?;
-            drop(stream);
-            return Ok(CheckResult::healthy("connected", start.elapsed()));
+            let connecting = Instant::now();
+            let stream = net::connect_until(addrs, deadline).await?;
+            phases.connect = Some(connecting.elapsed());
+            if self.payload.is_none() && self.expect.is_none() {
+                drop(stream);
+                return Ok(CheckResult::healthy("connected", start.elapsed()).with_phases(phases));
+            }
+            return self.exchange(stream, start, deadline, phases).await;
         }
         // A connected UDP socket talks to one address: the first of the family.
         let Some(&addr) = addrs.first() else {
             return Err(Failure::target(CheckKind::Dns, dns::NO_ANSWER));
         };
-        self.udp(addr, start).await
+        self.udp(addr, start, phases).await
     }
 
-    async fn udp(&self, addr: SocketAddr, start: Instant) -> Result<CheckResult, Failure> {
+    /// The TCP exchange: sends the payload, then reads until `expect` matches.
+    async fn exchange(
+        &self,
+        mut stream: TcpStream,
+        start: Instant,
+        deadline: Instant,
+        mut phases: Phases,
+    ) -> Result<CheckResult, Failure> {
+        let _ = stream.set_nodelay(true);
+        let sent = Instant::now();
+        if let Some(payload) = &self.payload {
+            stream
+                .write_all(payload)
+                .await
+                .map_err(|err| classify_io(&err))?;
+        }
+        let Some(expect) = &self.expect else {
+            return Ok(
+                CheckResult::healthy("connected (payload sent)", start.elapsed())
+                    .with_phases(phases),
+            );
+        };
+        let mut reply = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        // Bounded: every round reads at least one byte, and at most MAX_REPLY are kept.
+        let ended = loop {
+            let room = (MAX_REPLY - reply.len()).min(chunk.len());
+            if room == 0 {
+                break "64 KiB read";
+            }
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+                Err(_) if reply.is_empty() => return Err(Failure::timed_out(self.timeout)),
+                Err(_) => break "timed out",
+                Ok(Ok(0)) => break "closed",
+                Ok(Ok(n)) => {
+                    if reply.is_empty() {
+                        phases.first_byte = Some(sent.elapsed());
+                    }
+                    reply.extend_from_slice(&chunk[..n]);
+                    if expect.is_match(&reply) {
+                        return Ok(CheckResult::healthy(
+                            format!("reply matches {:?}", expect.as_str()),
+                            start.elapsed(),
+                        )
+                        .with_phases(phases));
+                    }
+                }
+                Ok(Err(err)) if reply.is_empty() => return Err(classify_io(&err)),
+                Ok(Err(_)) => break "reset",
+            }
+        };
+        tracing::debug!(ended, bytes = reply.len(), "tcp reply did not match");
+        Err(mismatch(expect, &reply))
+    }
+
+    async fn udp(
+        &self,
+        addr: SocketAddr,
+        start: Instant,
+        mut phases: Phases,
+    ) -> Result<CheckResult, Failure> {
         let local = if addr.is_ipv4() {
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
         } else {
             SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
         };
+        let setup = Instant::now();
         let socket = UdpSocket::bind(local).await.map_err(|err| {
             local_failure(&err)
                 .unwrap_or_else(|| Failure::checker(CheckKind::Io, format!("udp socket: {err}")))
@@ -117,22 +237,70 @@ impl StreamProbe {
             .connect(addr)
             .await
             .map_err(|err| udp_failure(&err))?;
+        phases.connect = Some(setup.elapsed());
+        let sent = Instant::now();
         socket
-            .send(&self.payload)
+            .send(self.payload.as_deref().unwrap_or_default())
             .await
             .map_err(|err| udp_failure(&err))?;
         let wait = self.udp_wait();
-        let mut reply = [0u8; UDP_REPLY_BUFFER];
+        let mut reply = vec![
+            0u8;
+            if self.expect.is_some() {
+                MAX_REPLY
+            } else {
+                UDP_REPLY_BUFFER
+            }
+        ];
         match tokio::time::timeout(wait, socket.recv(&mut reply)).await {
-            Ok(Ok(_)) => Ok(CheckResult::healthy("reply (udp)", start.elapsed())),
+            Ok(Ok(n)) => {
+                phases.first_byte = Some(sent.elapsed());
+                match &self.expect {
+                    Some(expect) if !expect.is_match(&reply[..n]) => {
+                        Err(mismatch(expect, &reply[..n]))
+                    }
+                    Some(expect) => Ok(CheckResult::healthy(
+                        format!("reply matches {:?}", expect.as_str()),
+                        start.elapsed(),
+                    )
+                    .with_phases(phases)),
+                    None => Ok(
+                        CheckResult::healthy("reply (udp)", start.elapsed()).with_phases(phases)
+                    ),
+                }
+            }
             Ok(Err(err)) => Err(udp_failure(&err)),
-            Err(_) if self.expect_reply => Err(Failure::target(
+            Err(_) if self.expect_reply || self.expect.is_some() => Err(Failure::target(
                 CheckKind::Timeout,
                 format!("no reply (udp): {}", timed_out_after(wait)),
             )),
-            Err(_) => Ok(CheckResult::healthy("no reply (udp)", start.elapsed())),
+            Err(_) => {
+                Ok(CheckResult::healthy("no reply (udp)", start.elapsed()).with_phases(phases))
+            }
         }
     }
+}
+
+/// The failure of a reply that does not match `expect`: kind `body`, with a short
+/// escaped excerpt of what came.
+fn mismatch(expect: &Regex, reply: &[u8]) -> Failure {
+    Failure::target(
+        CheckKind::Body,
+        format!(
+            "reply does not match {:?} (got: \"{}\")",
+            expect.as_str(),
+            excerpt(reply)
+        ),
+    )
+}
+
+/// The first [`EXCERPT`] bytes of `reply`, escaped (`\r\n`, `\x00`), `…` when cut.
+pub(crate) fn excerpt(reply: &[u8]) -> String {
+    let mut text = reply[..reply.len().min(EXCERPT)].escape_ascii().to_string();
+    if reply.len() > EXCERPT {
+        text.push('…');
+    }
+    text
 }
 
 #[async_trait]

@@ -7,8 +7,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use health_check::{FileProbe, StreamProbe};
 use health_types::{CheckKind, CheckResult, Probe};
-use support::{closed_port, config};
+use support::{closed_port, config, raw_server};
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, UdpSocket},
     sync::mpsc,
     time::Instant,
@@ -152,6 +153,182 @@ async fn udp_silence_is_healthy_unless_a_reply_is_expected() {
     );
     assert!(result.detail.starts_with("no reply (udp)"), "{result:?}");
     drop(silent);
+}
+
+/// A TCP probe with `payload` and `expect` and a `timeout_ms` timeout.
+fn exchange_probe(timeout_ms: u64, payload: Option<&str>, expect: &str) -> StreamProbe {
+    let mut config = config(timeout_ms);
+    config.payload = payload.map(str::to_owned);
+    config.expect = Some(expect.to_owned());
+    StreamProbe::try_new(&config).unwrap()
+}
+
+/// A TCP server that reads up to one line and answers `+PONG` to `PING`, `-ERR` to
+/// anything else.
+async fn pong_server() -> support::Server {
+    raw_server("127.0.0.1:0", |mut stream| async move {
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        let reply: &[u8] = if buf[..n].starts_with(b"PING") {
+            b"+PONG\r\n"
+        } else {
+            b"-ERR unknown command\r\n"
+        };
+        let _ = stream.write_all(reply).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tcp_payload_and_expect_match_the_reply() {
+    let server = pong_server().await;
+    let target = server.url("tcp");
+    let probe = exchange_probe(1000, Some("PING\r\n"), r"^\+PONG");
+    let result = check(&probe, &target).await;
+    assert_eq!(
+        (result.healthy, result.kind, result.detail.as_str()),
+        (true, CheckKind::Ok, r#"reply matches "^\\+PONG""#)
+    );
+    assert!(result.phases.connect.is_some() && result.phases.first_byte.is_some());
+
+    let wrong = exchange_probe(1000, Some("HELLO\r\n"), r"^\+PONG");
+    let result = check(&wrong, &target).await;
+    assert_eq!(
+        (result.healthy, result.kind),
+        (false, CheckKind::Body),
+        "{result:?}"
+    );
+    assert_eq!(
+        result.detail,
+        r#"reply does not match "^\\+PONG" (got: "-ERR unknown command\r\n")"#
+    );
+}
+
+#[tokio::test]
+async fn a_banner_is_matched_without_a_payload() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+        // Keeps the connection open (as a real server waits for the client's banner).
+        let mut buf = [0u8; 16];
+        let _ = stream.read(&mut buf).await;
+    })
+    .await;
+    let target = server.url("tcp");
+    let result = check(&exchange_probe(1000, None, "^SSH-2\\.0-"), &target).await;
+    assert!(result.healthy, "{result:?}");
+    let started = Instant::now();
+    let result = check(&exchange_probe(500, None, "^220 "), &target).await;
+    assert_eq!((result.healthy, result.kind), (false, CheckKind::Body));
+    assert!(
+        result
+            .detail
+            .contains(r#"(got: "SSH-2.0-OpenSSH_9.6\r\n")"#),
+        "{result:?}"
+    );
+    // Read until the timeout (the server keeps the line open), and not past it.
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        let mut buf = [0u8; 64];
+        // Reads, never answers, until the client goes.
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    let started = Instant::now();
+    let result = check(
+        &exchange_probe(300, Some("PING\r\n"), "PONG"),
+        &server.url("tcp"),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (result.healthy, result.kind, result.detail.as_str()),
+        (false, CheckKind::Timeout, "timed out after 300ms")
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(700),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_reply_is_cut_at_64_kib_and_escaped() {
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        let junk = vec![0u8; 4096];
+        // Bounded: 1 MiB at most, until the client goes.
+        for _ in 0..256 {
+            if stream.write_all(&junk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let result = check(&exchange_probe(2000, None, "never"), &server.url("tcp")).await;
+    assert_eq!((result.healthy, result.kind), (false, CheckKind::Body));
+    assert!(
+        result.detail.contains(r#"(got: "\x00\x00"#) && result.detail.ends_with("…\")"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn udp_expect_applies_to_the_reply_and_needs_one() {
+    let (target, _received) = udp_responder("127.0.0.1:0").await;
+    let target = url(&format!("udp://{target}"));
+    let udp = |expect: &str| {
+        let mut config = config(1000);
+        config.payload = Some("ping".to_owned());
+        config.expect = Some(expect.to_owned());
+        StreamProbe::try_new(&config).unwrap()
+    };
+    let result = check(&udp("^pong$"), &target).await;
+    assert_eq!(
+        (result.healthy, result.detail.as_str()),
+        (true, r#"reply matches "^pong$""#)
+    );
+    let result = check(&udp("^PONG"), &target).await;
+    assert_eq!(
+        (result.healthy, result.kind, result.detail.as_str()),
+        (
+            false,
+            CheckKind::Body,
+            r#"reply does not match "^PONG" (got: "pong")"#
+        )
+    );
+    // Silence with `expect` is a timeout even without `expect_reply`.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let result = check(
+        &udp("pong"),
+        &url(&format!("udp://{}", silent.local_addr().unwrap())),
+    )
+    .await;
+    assert_eq!(
+        (result.healthy, result.kind),
+        (false, CheckKind::Timeout),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn expect_reply_on_tcp_is_a_config_error_and_payload_is_not() {
+    let strict = stream_probe(1000, Some(("", true)));
+    let err = strict.validate_url(&url("tcp://127.0.0.1:1")).unwrap_err();
+    assert!(err.to_string().contains("udp targets only"), "{err}");
+    let mut config = config(1000);
+    config.payload = Some("x".to_owned());
+    let probe = StreamProbe::try_new(&config).unwrap();
+    assert!(probe.validate_url(&url("tcp://127.0.0.1:1")).is_ok());
+    config.expect = Some("(".to_owned());
+    let err = StreamProbe::try_new(&config).unwrap_err().to_string();
+    assert!(err.contains("expect"), "{err}");
 }
 
 #[tokio::test]

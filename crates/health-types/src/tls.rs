@@ -21,6 +21,8 @@ use rustls::{
     server::WebPkiClientVerifier,
 };
 
+use crate::TlsVersion;
+
 /// A TLS file or setting that could not be used; the message names the file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -78,15 +80,30 @@ impl ClientAuth {
 }
 
 /// A client config on the ring provider; `alpn` lists the protocols offered, most
-/// preferred first.
+/// preferred first. TLS 1.2 and 1.3 are accepted.
 pub fn client_config(
     trust: &Trust,
     alpn: &[&[u8]],
     auth: Option<ClientAuth>,
 ) -> Result<ClientConfig, TlsError> {
+    client_config_from(trust, alpn, auth, TlsVersion::Tls12)
+}
+
+/// A client config as [`client_config`] makes, accepting only `min_version` and later
+/// (`tls.min_version`: 1.3 leaves TLS 1.2 out).
+pub fn client_config_from(
+    trust: &Trust,
+    alpn: &[&[u8]],
+    auth: Option<ClientAuth>,
+    min_version: TlsVersion,
+) -> Result<ClientConfig, TlsError> {
     let provider = provider();
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls12 => rustls::ALL_VERSIONS,
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|err| TlsError(err.to_string()))?;
     let builder = match trust {
         Trust::AnyCertificate => builder
@@ -260,6 +277,16 @@ mod tests {
                 config.alpn_protocols,
                 vec![b"h2".to_vec(), b"http/1.1".to_vec()]
             );
+        }
+    }
+
+    #[test]
+    fn configs_build_for_each_minimum_version() {
+        // Which versions a config speaks is seen in a handshake: health-check's
+        // `tests/http_depth.rs` refuses a TLS 1.2 server with a minimum of 1.3.
+        for min in [TlsVersion::Tls12, TlsVersion::Tls13] {
+            let config = client_config_from(&Trust::AnyCertificate, &[b"h2"], None, min).unwrap();
+            assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
         }
     }
 

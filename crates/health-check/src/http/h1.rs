@@ -21,7 +21,10 @@ use std::io;
 
 use health_types::CheckKind;
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::Instant,
+};
 
 use super::MAX_BODY_DRAIN;
 use crate::failure::{Failure, classify_stream_io};
@@ -83,14 +86,46 @@ pub(crate) struct Head {
     framing: Framing,
     /// The server lets the connection carry another request after this response.
     keep_alive: bool,
+    /// The `Location` header, when [`Capture::location`] asked for it.
+    pub(crate) location: Option<String>,
+    /// The values of the [`Capture::headers`], in their order (several fields of one
+    /// name joined with `, `); empty when none were asked for.
+    pub(crate) headers: Vec<Option<String>>,
+    /// From the request written to the first byte of the answer.
+    pub(crate) first_byte: std::time::Duration,
+}
+
+/// What of a response head a check keeps beyond its framing: nothing for a plain check
+/// (no allocation), the `Location` when it follows redirects, the headers it asserts on.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Capture<'a> {
+    /// Keep the `Location` header.
+    pub(crate) location: bool,
+    /// Keep these headers (lowercase names).
+    pub(crate) headers: &'a [String],
 }
 
 /// Writes the request that `buf` holds to `io`, then reads the answer's head into the
 /// same buffer (which keeps the bytes that followed the head, for [`drain`]).
+// The fuzz targets' entry point; checks capture with `send_capturing`.
+#[cfg_attr(not(any(feature = "fuzzing", test)), allow(dead_code))]
 pub(crate) async fn send<S>(
     io: &mut S,
     head_request: bool,
     buf: &mut Vec<u8>,
+) -> Result<Head, ExchangeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    send_capturing(io, head_request, buf, Capture::default()).await
+}
+
+/// [`send`], keeping what `capture` asks for of the answer's head.
+pub(crate) async fn send_capturing<S>(
+    io: &mut S,
+    head_request: bool,
+    buf: &mut Vec<u8>,
+    capture: Capture<'_>,
 ) -> Result<Head, ExchangeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -101,6 +136,8 @@ where
     };
     io.write_all(buf).await.map_err(before_answer)?;
     io.flush().await.map_err(before_answer)?;
+    let written = Instant::now();
+    let mut first_byte = std::time::Duration::ZERO;
     buf.clear();
     let mut received = false;
     let mut interim = 0;
@@ -135,14 +172,17 @@ where
             .any(|w| w == b"\n\n" || w == b"\n\r")
             || (searched == 0 && !buf.is_empty());
         searched = buf.len();
-        if complete && let Some((len, head)) = parse_head(buf, head_request)? {
+        if complete && let Some((len, head)) = parse_head(buf, head_request, capture)? {
             if blank + len > MAX_HEAD {
                 return Err(head_too_large().into());
             }
             buf.drain(..len);
             searched = 0;
             match head {
-                Some(head) => return Ok(head),
+                Some(mut head) => {
+                    head.first_byte = first_byte;
+                    return Ok(head);
+                }
                 // An interim 1xx answer: the final one follows.
                 None if interim < MAX_INTERIM => {
                     interim += 1;
@@ -168,7 +208,12 @@ where
                     before_answer: !received,
                 });
             }
-            Ok(_) => received = true,
+            Ok(_) => {
+                if !received {
+                    first_byte = written.elapsed();
+                }
+                received = true;
+            }
             Err(err) if !received => return Err(before_answer(err)),
             Err(err) => return Err(classify_stream_io(&err).into()),
         }
@@ -184,7 +229,11 @@ fn head_too_large() -> Failure {
 
 /// Parses the head at the start of `buf`: `None` while incomplete, else its length and
 /// the head (`None` for an interim 1xx answer).
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<Head>)>, Failure> {
+fn parse_head(
+    buf: &[u8],
+    head_request: bool,
+    capture: Capture<'_>,
+) -> Result<Option<(usize, Option<Head>)>, Failure> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match httparse::ParserConfig::default()
@@ -209,8 +258,28 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut location = None;
+    let mut captured: Vec<Option<String>> = Vec::new();
+    if !capture.headers.is_empty() {
+        captured.resize(capture.headers.len(), None);
+    }
     for header in response.headers.iter() {
         let name = header.name;
+        if capture.location && name.eq_ignore_ascii_case("location") {
+            location = Some(String::from_utf8_lossy(header.value).trim().to_owned());
+        }
+        for (wanted, value) in capture.headers.iter().zip(captured.iter_mut()) {
+            if name.eq_ignore_ascii_case(wanted) {
+                let text = String::from_utf8_lossy(header.value);
+                match value {
+                    Some(seen) => {
+                        seen.push_str(", ");
+                        seen.push_str(text.trim());
+                    }
+                    None => *value = Some(text.trim().to_owned()),
+                }
+            }
+        }
         if name.eq_ignore_ascii_case("content-length") {
             // A list of identical values is allowed (RFC 9110 §8.6).
             for value in header.value.split(|&b| b == b',') {
@@ -270,6 +339,9 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, Option<He
             status,
             framing,
             keep_alive,
+            location,
+            headers: captured,
+            first_byte: std::time::Duration::ZERO,
         }),
     )))
 }
@@ -325,11 +397,22 @@ where
     let limit = MAX_BODY_DRAIN as u64;
     let clean = match head.framing {
         Framing::Empty => buf.is_empty(),
-        Framing::Length(length) => {
-            if length > limit {
-                kept.truncated = kept.keep;
-                return Ok(false);
+        Framing::Length(length) if length > limit => {
+            // Too long to drain: the connection is dropped. A body kept for assertions
+            // still gets its first bytes.
+            if kept.keep {
+                kept.truncated = true;
+                kept.push(buf);
+                let mut seen = buf.len() as u64;
+                while seen < limit {
+                    let n = fill(io, buf).await?;
+                    seen += n as u64;
+                    kept.push(buf);
+                }
             }
+            return Ok(false);
+        }
+        Framing::Length(length) => {
             let mut seen = buf.len() as u64;
             kept.push(buf);
             while seen < length {
@@ -538,7 +621,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &[u8]) -> Head {
-        match parse_head(raw, false) {
+        match parse_head(raw, false, Capture::default()) {
             Ok(Some((len, Some(head)))) => {
                 assert_eq!(len, raw.len());
                 head
@@ -567,9 +650,13 @@ mod tests {
         assert!(h.keep_alive);
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-        let (_, h) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
-            .unwrap()
-            .unwrap();
+        let (_, h) = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            true,
+            Capture::default(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.unwrap().framing, Framing::Empty);
     }
 
@@ -603,13 +690,33 @@ mod tests {
     }
 
     #[test]
+    fn asked_for_headers_are_captured_and_joined() {
+        let wanted = ["x-tag".to_owned(), "x-none".to_owned()];
+        let capture = Capture {
+            location: true,
+            headers: &wanted,
+        };
+        let raw = b"HTTP/1.1 302 Found\r\nLocation:  /next \r\nX-Tag: a\r\nx-tag: b\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Some((_, Some(head)))) = parse_head(raw, false, capture) else {
+            panic!("a complete head");
+        };
+        assert_eq!(head.location.as_deref(), Some("/next"));
+        assert_eq!(head.headers, vec![Some("a, b".to_owned()), None]);
+        // Nothing asked, nothing kept.
+        let Ok(Some((_, Some(head)))) = parse_head(raw, false, Capture::default()) else {
+            panic!("a complete head");
+        };
+        assert_eq!((head.location, head.headers.capacity()), (None, 0));
+    }
+
+    #[test]
     fn interim_answers_are_skipped_and_partial_heads_wait() {
         assert!(matches!(
-            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false, Capture::default()),
             Ok(Some((25, None)))
         ));
         assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false),
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false, Capture::default()),
             Ok(None)
         ));
     }
@@ -622,7 +729,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         ] {
-            let err = parse_head(raw, false).unwrap_err();
+            let err = parse_head(raw, false, Capture::default()).unwrap_err();
             assert_eq!(err.kind, CheckKind::Protocol, "{err:?}");
             assert!(err.detail.starts_with("protocol: "), "{err:?}");
         }

@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use health_types::{ConfigError, HealthCheckConfig};
+use health_types::{CertInfo, ConfigError, HealthCheckConfig, Phases};
 use http_body_util::Empty;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,7 +30,10 @@ use tokio::{
 };
 
 use super::{HttpClientConfig, Target, classify_http_error};
-use crate::{failure::Failure, net};
+use crate::{
+    failure::Failure,
+    net::{self, Family},
+};
 
 /// How long an idle connection is kept. Below the common 60 s server keep-alive
 /// limits, so a check rarely picks a connection the server is about to close.
@@ -111,19 +114,20 @@ impl Pool {
         }
     }
 
-    /// Opens a connection to `target` (its name looked up until `deadline`). An
-    /// HTTP/2 one (h2c, or ALPN `h2`) gets its driver task and is pooled at once, for
-    /// other checks to share; an HTTP/1 one is a bare connection, driven by the check
-    /// that uses it.
+    /// Opens a connection to `target` (its name looked up until `deadline`), with the
+    /// phases it took (`dns`, `connect`, `tls`). An HTTP/2 one (h2c, or ALPN `h2`) gets
+    /// its driver task and is pooled at once, for other checks to share; an HTTP/1 one
+    /// is a bare connection, driven by the check that uses it.
     pub(super) async fn connect(
         &self,
         target: &Target<'_>,
         deadline: Instant,
-    ) -> Result<Sender, Failure> {
-        let (io, alpn_h2) = self.connector.connect(target, deadline).await?;
+    ) -> Result<(Sender, Phases), Failure> {
+        let (io, alpn_h2, phases) = self.connector.connect(target, deadline).await?;
         if !(self.prior_knowledge || alpn_h2) {
-            return Ok(Sender::H1(io));
+            return Ok((Sender::H1(io), phases));
         }
+        let cert = io.cert().cloned();
         let peer = Arc::new(Peer::default());
         let io = FirstBytes {
             io,
@@ -146,9 +150,9 @@ impl Pool {
                 tracing::debug!(error = %err, "http/2 connection ended");
             }
         });
-        let h2 = H2 { send, peer };
+        let h2 = H2 { send, peer, cert };
         self.put(&target.key, Sender::H2(h2.clone()));
-        Ok(Sender::H2(h2))
+        Ok((Sender::H2(h2), phases))
     }
 }
 
@@ -169,11 +173,13 @@ impl Sender {
     }
 }
 
-/// A shared HTTP/2 connection: its request handle, and what its first bytes said.
+/// A shared HTTP/2 connection: its request handle, what its first bytes said, and the
+/// peer's certificate (over TLS).
 #[derive(Clone)]
 pub(super) struct H2 {
     pub(super) send: http2::SendRequest<Empty<Bytes>>,
     pub(super) peer: Arc<Peer>,
+    pub(super) cert: Option<Arc<CertInfo>>,
 }
 
 /// What the server of an HTTP/2 connection showed of itself before its first frame.
@@ -293,88 +299,164 @@ impl AsyncWrite for FirstBytes {
     }
 }
 
-/// Opens the connections of a pool: DNS, TCP, and TLS for `https`, with every failure
+/// Opens the connections of a pool: DNS (addresses of the configured `ip_family`), TCP
+/// (falling back to the next address), and TLS for `https`, with every failure
 /// classified as a [`Failure`].
 #[derive(Clone)]
 pub(super) struct Connector {
+    family: Family,
     #[cfg(feature = "tls")]
-    tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// `tls.server_name`: sent by SNI and verified instead of the URL's host.
+    #[cfg(feature = "tls")]
+    server_name: Option<health_types::tls::rustls::pki_types::ServerName<'static>>,
 }
 
 impl Connector {
+    /// The connector of `config`: its `ip_family`, and its TLS setup (`tls_verify`, the
+    /// `tls` table, [`HttpClientConfig::ca_file`]). A file that cannot be read is a
+    /// config error naming the key and the file.
     #[cfg(feature = "tls")]
     pub(super) fn try_new(
         config: &HealthCheckConfig,
         options: &HttpClientConfig,
     ) -> Result<Self, ConfigError> {
-        use health_types::tls::{Trust, client_config, load_roots, system_roots};
-
-        let trust = match (&options.ca_file, config.tls_verify) {
-            (_, false) => Trust::AnyCertificate,
-            (None, true) => Trust::SystemRoots,
-            (Some(path), true) => {
-                let mut roots = (*system_roots()).clone();
-                let extra = load_roots(path).map_err(|reason| ConfigError::Invalid {
-                    key: "ca_file",
-                    value: format!("{:?}", path.display().to_string()),
-                    reason: reason.to_string(),
-                })?;
-                roots.roots.extend(extra.roots);
-                Trust::Roots(std::sync::Arc::new(roots))
-            }
+        use health_types::{
+            TlsVersion,
+            tls::{ClientAuth, Trust, client_config_from, load_roots, server_name, system_roots},
         };
-        let tls = client_config(&trust, &[b"h2", b"http/1.1"], None).map_err(|reason| {
-            ConfigError::Invalid {
-                key: "tls_verify",
-                value: config.tls_verify.to_string(),
+
+        let file_error = |key: &'static str, path: &std::path::Path| {
+            let value = format!("{:?}", path.display().to_string());
+            move |reason: health_types::tls::TlsError| ConfigError::Invalid {
+                key,
+                value,
                 reason: reason.to_string(),
             }
-        })?;
+        };
+        let options_tls = &config.tls;
+        options_tls.validate()?;
+        // Read even without `tls_verify`, so a wrong path is found when the config is
+        // loaded, not when verification is turned on.
+        let own_roots = match &options_tls.ca {
+            Some(path) => Some(load_roots(path).map_err(file_error("tls.ca", path))?),
+            None => None,
+        };
+        let trust = match (own_roots, &options.ca_file, config.tls_verify) {
+            (_, _, false) => Trust::AnyCertificate,
+            (Some(roots), _, true) => Trust::Roots(Arc::new(roots)),
+            (None, None, true) => Trust::SystemRoots,
+            (None, Some(path), true) => {
+                let mut roots = (*system_roots()).clone();
+                let extra = load_roots(path).map_err(file_error("ca_file", path))?;
+                roots.roots.extend(extra.roots);
+                Trust::Roots(Arc::new(roots))
+            }
+        };
+        let auth = match (&options_tls.cert, &options_tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(
+                    ClientAuth::load(cert, key).map_err(|reason| ConfigError::Invalid {
+                        key: "tls",
+                        value: format!(
+                            "{{ cert = {:?}, key = {:?} }}",
+                            cert.display().to_string(),
+                            key.display().to_string()
+                        ),
+                        reason: reason.to_string(),
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let min_version = options_tls.min_version.unwrap_or(TlsVersion::Tls12);
+        let tls = client_config_from(&trust, &[b"h2", b"http/1.1"], auth, min_version).map_err(
+            |reason| ConfigError::Invalid {
+                key: "tls",
+                value: format!("tls_verify = {}", config.tls_verify),
+                reason: reason.to_string(),
+            },
+        )?;
+        let server_name = match &options_tls.server_name {
+            Some(name) => Some(server_name(name).ok_or_else(|| ConfigError::Invalid {
+                key: "tls.server_name",
+                value: format!("{name:?}"),
+                reason: "is not a DNS name or an IP address".to_owned(),
+            })?),
+            None => None,
+        };
         Ok(Connector {
-            tls: std::sync::Arc::new(tls),
+            family: config.ip_family.into(),
+            tls: Arc::new(tls),
+            server_name,
         })
     }
 
-    /// A connector whose `https` connections use `tls` as it is.
+    /// A connector whose `https` connections use `tls` as it is, over any address family.
     #[cfg(feature = "tls")]
-    pub(super) fn with_tls(tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
-        Connector { tls }
+    pub(super) fn with_tls(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        Connector {
+            family: Family::Any,
+            tls,
+            server_name: None,
+        }
     }
 
     #[cfg(not(feature = "tls"))]
     pub(super) fn try_new(
-        _config: &HealthCheckConfig,
+        config: &HealthCheckConfig,
         options: &HttpClientConfig,
     ) -> Result<Self, ConfigError> {
-        match &options.ca_file {
-            Some(path) => Err(ConfigError::Invalid {
-                key: "ca_file",
-                value: format!("{:?}", path.display().to_string()),
-                reason: "needs the `tls` feature of health-check".to_owned(),
-            }),
-            None => Ok(Connector {}),
+        let needs_tls = |key: &'static str, value: String| ConfigError::Invalid {
+            key,
+            value,
+            reason: "needs the `tls` feature of health-check".to_owned(),
+        };
+        if let Some(path) = &options.ca_file {
+            return Err(needs_tls(
+                "ca_file",
+                format!("{:?}", path.display().to_string()),
+            ));
         }
+        if !config.tls.is_empty() {
+            return Err(needs_tls("tls", format!("{:?}", config.tls)));
+        }
+        Ok(Connector {
+            family: config.ip_family.into(),
+        })
     }
 
     /// Connects to `target`, its name looked up until `deadline`; `true` when TLS chose
-    /// HTTP/2 by ALPN.
+    /// HTTP/2 by ALPN. The phases say how long the lookup (none for an IP literal), the
+    /// connect and the handshake took.
     async fn connect(
         &self,
         target: &Target<'_>,
         deadline: Instant,
-    ) -> Result<(Conn, bool), Failure> {
-        let tcp = net::resolve_and_connect(target.host, target.port, deadline).await?;
+    ) -> Result<(Conn, bool, Phases), Failure> {
+        let (tcp, dns, connect) =
+            net::resolve_and_connect(target.host, target.port, self.family, deadline).await?;
+        let mut phases = Phases {
+            dns,
+            connect: Some(connect),
+            ..Phases::default()
+        };
         if target.https {
-            return Box::pin(self.secure(target.host, tcp)).await;
+            let handshaking = Instant::now();
+            let (conn, h2) = Box::pin(self.secure(target.host, tcp)).await?;
+            phases.tls = Some(handshaking.elapsed());
+            return Ok((conn, h2, phases));
         }
-        Ok((Conn::Plain(tcp), false))
+        Ok((Conn::Plain(tcp), false, phases))
     }
 
     #[cfg(feature = "tls")]
     async fn secure(&self, host: &str, tcp: TcpStream) -> Result<(Conn, bool), Failure> {
-        let tls = crate::tls::handshake(self.tls.clone(), host, tcp).await?;
+        let tls = crate::tls::handshake_as(self.tls.clone(), host, self.server_name.as_ref(), tcp)
+            .await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        Ok((Conn::Tls(Box::new(tls)), h2))
+        let cert = crate::tls::peer_cert(&tls);
+        Ok((Conn::Tls(Box::new(tls), cert), h2))
     }
 
     #[cfg(not(feature = "tls"))]
@@ -389,12 +471,25 @@ impl Connector {
 /// A connection: plain TCP or TLS.
 pub(super) enum Conn {
     Plain(TcpStream),
-    /// Boxed: a TLS stream is over a kilobyte, a TCP one a few words.
+    /// Boxed: a TLS stream is over a kilobyte, a TCP one a few words. With the peer's
+    /// leaf certificate, parsed once per connection, for every check that uses it.
     #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(
+        Box<tokio_rustls::client::TlsStream<TcpStream>>,
+        Option<Arc<CertInfo>>,
+    ),
 }
 
 impl Conn {
+    /// The peer's leaf certificate (TLS only).
+    pub(super) fn cert(&self) -> Option<&Arc<CertInfo>> {
+        match self {
+            Conn::Plain(_) => None,
+            #[cfg(feature = "tls")]
+            Conn::Tls(_, cert) => cert.as_ref(),
+        }
+    }
+
     /// Whether an idle connection is still open: the server sent nothing since the last
     /// response (no close, no stray bytes). A non-blocking read; on a connection that is
     /// fine it also clears the readiness that the last read left, so it costs the next
@@ -408,7 +503,7 @@ impl Conn {
             // Through the TLS stream, not its socket: rustls may hold decrypted bytes (or
             // a close_notify) that the socket no longer shows.
             #[cfg(feature = "tls")]
-            Conn::Tls(tls) => {
+            Conn::Tls(tls, _) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let mut buf = ReadBuf::new(&mut byte);
                 Pin::new(tls.as_mut())
@@ -428,7 +523,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+            Conn::Tls(io, _) => Pin::new(io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -442,7 +537,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+            Conn::Tls(io, _) => Pin::new(io.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -450,7 +545,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_flush(cx),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+            Conn::Tls(io, _) => Pin::new(io.as_mut()).poll_flush(cx),
         }
     }
 
@@ -458,7 +553,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+            Conn::Tls(io, _) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -466,7 +561,7 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Plain(io) => io.is_write_vectored(),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => io.is_write_vectored(),
+            Conn::Tls(io, _) => io.is_write_vectored(),
         }
     }
 
@@ -478,7 +573,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
-            Conn::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(io, _) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 }
