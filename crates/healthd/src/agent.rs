@@ -52,6 +52,21 @@ const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// GoDoxy's name for a file check, besides our `file`.
 const FILESERVER: &str = "fileserver";
+/// The schemes the agent checks: every one of [`Scheme::ALL`] but `dns`, whose question
+/// (a name, `type`, `expect`, `rcode`) the agent protocol has no parameters for.
+const AGENT_SCHEMES: [Scheme; Scheme::ALL.len() - 1] = {
+    let mut schemes = [Scheme::Http; Scheme::ALL.len() - 1];
+    let mut i = 0;
+    let mut j = 0;
+    while i < Scheme::ALL.len() {
+        if !matches!(Scheme::ALL[i], Scheme::Dns) {
+            schemes[j] = Scheme::ALL[i];
+            j += 1;
+        }
+        i += 1;
+    }
+    schemes
+};
 /// The start of the line printed when the agent listens on a non-loopback address
 /// without client certificates (SPEC §9.3).
 const NO_CLIENT_CA_WARNING: &str = "warning: agent without client certificates";
@@ -379,11 +394,15 @@ impl AgentCheck {
                 config,
             });
         }
-        let Ok(scheme) = scheme.parse::<Scheme>() else {
-            // Every scheme a probe checks, and GoDoxy's `fileserver`.
+        let Some(scheme) = scheme
+            .parse::<Scheme>()
+            .ok()
+            .filter(|s| AGENT_SCHEMES.contains(s))
+        else {
+            // Every scheme the agent checks, and GoDoxy's `fileserver`.
             return Err(format!(
                 "{}, {FILESERVER}",
-                unsupported_reason(scheme, &Scheme::ALL)
+                unsupported_reason(scheme, &AGENT_SCHEMES)
             ));
         };
         let host = params
@@ -400,14 +419,21 @@ impl AgentCheck {
             ));
         }
         let base = if scheme.is_http() { "/" } else { "" };
-        let url = Url::parse(&format!("{scheme}://{host}{base}"))
+        let mut url = Url::parse(&format!("{scheme}://{host}{base}"))
             .map_err(|e| format!("invalid `host` = {host:?}: {e}"))?;
         if let Some(path) = params.get("path").filter(|p| !p.is_empty()) {
-            config.path = if path.starts_with('/') {
+            let path = if path.starts_with('/') {
                 path.clone()
             } else {
                 format!("/{path}")
             };
+            // A gRPC check's path is its service name, which its probe reads from the
+            // URL; everywhere else it is the config's `path`.
+            if scheme.is_grpc() {
+                url.set_path(&path);
+            } else {
+                config.path = path;
+            }
         }
         Ok(AgentCheck {
             scheme,
@@ -418,9 +444,10 @@ impl AgentCheck {
 
     /// Points the check at `addr`, the address its host name `host` was checked at, where
     /// the protocol allows it: the stream schemes connect to it; `http` connects to it
-    /// and sends the name as `Host`; `https` and `h2c` keep the name (see [`AgentPolicy`]).
+    /// and sends the name as `Host`; `https`, `h2c` and `grpcs` keep the name (see
+    /// [`AgentPolicy`]).
     fn pin(&mut self, host: &str, addr: SocketAddr) -> Result<(), String> {
-        if matches!(self.scheme, Scheme::Https | Scheme::H2c) {
+        if matches!(self.scheme, Scheme::Https | Scheme::H2c | Scheme::Grpcs) {
             return Ok(());
         }
         if self.scheme == Scheme::Http {

@@ -12,7 +12,8 @@
 //! | `GET /api/v1/events` | Server-Sent Events: one `status` event per monitor, then one whenever a monitor's snapshot changes |
 //! | `GET /badge/{name}/status.svg` | an SVG badge of the status |
 //! | `GET /badge/{name}/uptime/{24h,7d,30d}.svg` | an SVG badge of the uptime (`99.9%`, `n/a` before any observation) |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for `application/openmetrics-text` (see [`crate::metrics`]) |
+//! | `GET /probe?target=<url>&module=<name>` | one check of `target` as blackbox_exporter answers it (see [`crate::probe_api`]) |
 //! | `GET /` | the status page, rendered on the server |
 //! | `GET /healthz` | `ok` |
 //!
@@ -38,7 +39,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware,
     response::{
         Html, IntoResponse, Response,
@@ -58,7 +59,8 @@ use tokio::time::Instant;
 use crate::{
     config::ApiAccess,
     history::HistoryCache,
-    metrics::{Metrics, NotifyStats},
+    metrics::{Format, Metrics, NotifyStats},
+    probe_api::ProbeModules,
     view::MonitorView,
 };
 
@@ -81,6 +83,8 @@ pub(crate) struct ApiState {
     /// Each monitor's `group`, in the monitors' order (empty: none has one).
     groups: Arc<[Option<String>]>,
     clock: Arc<dyn Clock>,
+    /// `/probe`'s defaults, modules and concurrency bound.
+    probes: Arc<ProbeModules>,
 }
 
 #[derive(Debug)]
@@ -109,6 +113,7 @@ impl ApiState {
             history: None,
             groups: Arc::new([]),
             clock: Arc::new(SystemClock),
+            probes: Arc::new(ProbeModules::default()),
         }
     }
 
@@ -123,6 +128,12 @@ impl ApiState {
     /// this call there is no history.
     pub(crate) fn with_history(mut self, history: HistoryCache) -> Self {
         self.history = Some(history);
+        self
+    }
+
+    /// What `/probe` checks with (without this call: the built-in defaults, no modules).
+    pub(crate) fn with_probe_modules(mut self, probes: ProbeModules) -> Self {
+        self.probes = Arc::new(probes);
         self
     }
 
@@ -214,6 +225,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/probe", get(probe))
         .route("/api/v1/health", get(health))
         .route("/api/v1/events", get(events))
         .route("/api/v1/monitors", get(list))
@@ -241,15 +253,30 @@ async fn status_page(State(state): State<ApiState>) -> Html<String> {
     Html(crate::page::render(&state.views(), state.clock.now()))
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+/// `/metrics`: OpenMetrics when the client asks for it, else Prometheus text 0.0.4.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        axum::body::Body::new(state.inner.metrics.stream()),
+        [(header::CONTENT_TYPE, format.content_type())],
+        axum::body::Body::new(state.inner.metrics.stream(format)),
     )
         .into_response()
+}
+
+/// `/probe`: one check of `target` with `module` (see [`crate::probe_api`]).
+async fn probe(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let monitor_config = |name: &str| {
+        let index = state.inner.by_name.get(name)?;
+        Some(state.monitors()[*index].config().clone())
+    };
+    crate::probe_api::probe(&state.probes, monitor_config, &headers, query).await
 }
 
 async fn list(State(state): State<ApiState>) -> Json<Vec<MonitorJson>> {

@@ -148,7 +148,22 @@ async fn check(
         Err(e) => (e.to_result(Duration::ZERO), EXIT_ERROR),
     };
     if json {
-        println!("{}", serde_json::to_string(&result).unwrap_or_default());
+        // Exactly SPEC §7's four keys (latency in ns): the phases, certificate and status
+        // code of a result are in the API and /probe, not in this contract.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            healthy: bool,
+            kind: health_types::CheckKind,
+            detail: &'a str,
+            latency: u64,
+        }
+        let line = Line {
+            healthy: result.healthy,
+            kind: result.kind,
+            detail: &result.detail,
+            latency: health_types::duration_nanos(result.latency),
+        };
+        println!("{}", serde_json::to_string(&line).unwrap_or_default());
     } else {
         println!("{}", describe(&result, code));
     }

@@ -1,5 +1,10 @@
 //! The daemon's config file (SPEC §7): `[server]`, `[defaults]`, `[[notify]]` and
-//! `[[monitor]]` tables, read from TOML and checked before anything starts.
+//! `[[monitor]]` tables, read from TOML and checked before anything starts; and
+//! `[modules.<name>]` tables (SPEC §9.4), the health-check keys `/probe?module=<name>`
+//! checks a target with, layered over `[defaults]` and checked like a monitor's keys.
+//! What only a probe can tell (a certificate file that cannot be read, a key that does
+//! not fit the target's scheme) depends on the target, so for a module it is found, and
+//! answered with 400, when `/probe` builds the probe.
 //!
 //! [`DaemonConfig::parse`] reads the file into TOML's spanned tree once and walks it
 //! once ([`check`]): each key is checked where it is written, so every problem of every
@@ -11,6 +16,7 @@ mod lines;
 mod value;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -97,6 +103,11 @@ pub struct DaemonConfig {
     pub(crate) notify: Vec<NotifierConfig>,
     /// Monitors, in file order, each with `[defaults]` applied.
     pub(crate) monitors: Vec<MonitorEntry>,
+    /// `[defaults]` over the built-in defaults: what `/probe` checks with when no
+    /// `module` is given.
+    pub(crate) probe_defaults: HealthCheckConfig,
+    /// `[modules.<name>]` tables, each with `[defaults]` applied: `/probe?module=<name>`.
+    pub(crate) modules: BTreeMap<String, HealthCheckConfig>,
 }
 
 /// `[server]` besides `listen` (SPEC §9.3).

@@ -26,6 +26,7 @@ use crate::{
     config::DaemonConfig,
     history::{DEFAULT_REFRESH, HistoryCache, Poking},
     metrics::{Backlog, NotifyCounters, NotifyStats},
+    probe_api::ProbeModules,
     server::{self, Limits},
     storage::{self, StorageError},
 };
@@ -309,7 +310,11 @@ pub(crate) async fn start_with(
     )
     .with_access(config.server.access.clone())
     .with_history(history)
-    .with_groups(config.monitors.iter().map(|m| m.group.clone()).collect());
+    .with_groups(config.monitors.iter().map(|m| m.group.clone()).collect())
+    .with_probe_modules(ProbeModules::new(
+        config.probe_defaults.clone(),
+        config.modules.clone(),
+    ));
     let limits = Limits {
         max_connections: config.server.max_connections,
         ..Limits::default()

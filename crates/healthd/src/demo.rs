@@ -58,6 +58,8 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> Dae
         history_retention: crate::config::DEFAULT_HISTORY_RETENTION,
         delivery: Delivery::default(),
         notify: Vec::new(),
+        probe_defaults: HealthCheckConfig::default(),
+        modules: std::collections::BTreeMap::new(),
         monitors: vec![
             entry(
                 "steady",

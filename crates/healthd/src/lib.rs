@@ -3,7 +3,7 @@
 //!
 //! Imports between the modules run one way: `commands` (the CLI) sits on top; `demo`
 //! uses `daemon`, which uses the checked `config` and the `api` (with `metrics`); the
-//! `agent` server and `healthd check` share `probe`; the API and the agent are served by
+//! `agent` server and `healthd check` share `probe`; the API's `/probe` is `probe_api`; the API and the agent are served by
 //! one loop, `server` (timeouts, connection cap). `config` knows nothing of the daemon:
 //! it parses, checks and builds probes.
 
@@ -22,6 +22,7 @@ mod history;
 mod metrics;
 mod page;
 mod probe;
+mod probe_api;
 mod server;
 mod storage;
 #[cfg(test)]

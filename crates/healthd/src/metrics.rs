@@ -1,5 +1,38 @@
-//! `/metrics`: Prometheus text exposition, read from the monitors' snapshots at scrape
-//! time (nothing is counted on the check path).
+//! `/metrics`: the Prometheus text exposition, read from the monitors' snapshots at
+//! scrape time (nothing is counted on the check path), and the [`Encoder`] that
+//! `/probe` writes its answer with too.
+//!
+//! Two formats, by the request's `Accept` header ([`Format::negotiate`]):
+//!
+//! | asked for | served as | counters |
+//! |---|---|---|
+//! | `application/openmetrics-text` | OpenMetrics 1.0.0, ending in `# EOF` | family `x`, samples `x_total` |
+//! | anything else | Prometheus text 0.0.4 | `HELP`/`TYPE` and samples all named `x_total` |
+//!
+//! The encoder is ours rather than prometheus-client's: prometheus-client writes only
+//! OpenMetrics, and the 0.0.4 form (what `promtool check metrics` and most scrapers
+//! other than Prometheus read) differs in how counters are named. Both formats are a few
+//! lines apart, so one writer with a [`Format`] serves them; every family gets `HELP`
+//! and `TYPE`, label values and help text are escaped for the format.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `healthd_monitor_up` | gauge | `monitor` |
+//! | `healthd_monitor_status` | gauge | `monitor`, `status` |
+//! | `healthd_monitor_latency_seconds` | gauge (last check) | `monitor` |
+//! | `healthd_monitor_check_duration_seconds` | histogram (this run's checks) | `monitor`, `le` |
+//! | `healthd_monitor_phase_seconds` | gauge (last check's phases) | `monitor`, `phase` |
+//! | `healthd_cert_expiry_seconds` | gauge (unix s; monitors that saw a certificate) | `monitor` |
+//! | `healthd_monitor_consecutive_failures` | gauge | `monitor` |
+//! | `healthd_monitor_checks_total` | counter | `monitor`, `result` |
+//! | `healthd_local_failures_total` | counter | `monitor` |
+//! | `healthd_monitor_transitions_total` | counter | `monitor` |
+//! | `healthd_notifications_total` | counter | `provider`, `outcome` |
+//! | `healthd_outbox_pending`, `healthd_outbox_oldest_seconds` | gauge | `notifier` |
+//!
+//! The latency histogram is not called `..._latency_histogram_seconds`: promtool's lint
+//! refuses a type name inside a metric name ("metric name should not include type
+//! 'histogram'"), so it is named for what it measures, like `http_request_duration_seconds`.
 //!
 //! The text goes out as it is written, in chunks of [`CHUNK`] bytes with at most
 //! [`CHUNKS_AHEAD`] waiting for the client: a scrape of 10 000 monitors is about 8 MB of
@@ -11,14 +44,232 @@ use std::{fmt, sync::Arc};
 use bytes::Bytes;
 use http_body_util::channel::{Channel, Sender};
 
-use health_monitor::{HealthMonitor, Monitor};
+use health_monitor::{HealthMonitor, LatencyHistogram, Monitor, Snapshot};
 use health_types::Status;
-use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
-    registry::Registry,
-};
+
+/// The exposition formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of the Prometheus text format 0.0.4.
+    pub(crate) const PROMETHEUS: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+    /// The `Content-Type` of OpenMetrics 1.0.0.
+    pub(crate) const OPENMETRICS: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// OpenMetrics when `accept` lists `application/openmetrics-text` (with a `q` other
+    /// than 0), else the Prometheus text format.
+    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
+        let asks = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|param| {
+                    param
+                        .split_once('=')
+                        .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse() == Ok(0.0))
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => Format::PROMETHEUS,
+            Format::OpenMetrics => Format::OPENMETRICS,
+        }
+    }
+}
+
+/// The type of a metric family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A count that only goes up; its samples are named `<family>_total`.
+    Counter,
+    /// Cumulative buckets (`_bucket{le}`), `_sum` and `_count`.
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A sample's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Value {
+    /// A whole number.
+    Int(i64),
+    /// A count.
+    Count(u64),
+    /// A real number (`+Inf`, `-Inf` and `NaN` as the formats spell them).
+    Float(f64),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Count(n) => write!(f, "{n}"),
+            Value::Float(x) if x.is_nan() => f.write_str("NaN"),
+            Value::Float(x) if x == f64::INFINITY => f.write_str("+Inf"),
+            Value::Float(x) if x == f64::NEG_INFINITY => f.write_str("-Inf"),
+            // `Display` of an f64 never uses an exponent and never loses digits.
+            Value::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Int(i64::from(b))
+    }
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        Value::Count(n)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(n: u32) -> Self {
+        Value::Int(i64::from(n))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Int(n)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(x: f64) -> Self {
+        Value::Float(x)
+    }
+}
+
+/// Writes metric families in one of the two [`Format`]s to any [`fmt::Write`].
+///
+/// Call [`family`](Self::family) once per family, then its samples, then the next
+/// family; [`finish`](Self::finish) at the end (OpenMetrics' `# EOF`).
+#[derive(Debug)]
+pub(crate) struct Encoder<W> {
+    out: W,
+    format: Format,
+}
+
+impl<W: fmt::Write> Encoder<W> {
+    /// An encoder writing `format` to `out`.
+    pub(crate) fn new(out: W, format: Format) -> Self {
+        Encoder { out, format }
+    }
+
+    /// The `HELP` and `TYPE` lines of family `name` (a counter's name without `_total`).
+    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) -> fmt::Result {
+        // In 0.0.4 a counter's lines name its series (`x_total`); in OpenMetrics, the
+        // family (`x`).
+        let suffix = match (self.format, kind) {
+            (Format::Prometheus, Kind::Counter) => "_total",
+            _ => "",
+        };
+        write!(self.out, "# HELP {name}{suffix} ")?;
+        for c in help.chars() {
+            match c {
+                '\\' => self.out.write_str("\\\\")?,
+                '\n' => self.out.write_str("\\n")?,
+                '"' if self.format == Format::OpenMetrics => self.out.write_str("\\\"")?,
+                c => self.out.write_char(c)?,
+            }
+        }
+        writeln!(self.out, "\n# TYPE {name}{suffix} {}", kind.as_str())
+    }
+
+    /// One sample: `name` + `suffix` (`_total` for a counter, `_bucket`, `_sum` or
+    /// `_count` for a histogram, else empty), its labels and its value.
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: impl Into<Value>,
+    ) -> fmt::Result {
+        self.out.write_str(name)?;
+        self.out.write_str(suffix)?;
+        if !labels.is_empty() {
+            self.out.write_char('{')?;
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.write_char(',')?;
+                }
+                write!(self.out, "{label}=\"")?;
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.out.write_str("\\\\")?,
+                        '\n' => self.out.write_str("\\n")?,
+                        '"' => self.out.write_str("\\\"")?,
+                        c => self.out.write_char(c)?,
+                    }
+                }
+                self.out.write_char('"')?;
+            }
+            self.out.write_char('}')?;
+        }
+        writeln!(self.out, " {}", value.into())
+    }
+
+    /// The samples of one histogram series `name{labels}` in seconds: a `_bucket` per
+    /// bound (`le`, `+Inf` last), `_sum` and `_count`.
+    pub(crate) fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        histogram: &LatencyHistogram,
+    ) -> fmt::Result {
+        for (bound, count) in histogram.cumulative() {
+            // `{:?}` keeps a `.0` on whole bounds: `1.0`, OpenMetrics' canonical form.
+            let le = if bound.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                format!("{bound:?}")
+            };
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(name, "_bucket", &with_le, count)?;
+        }
+        self.sample(name, "_sum", labels, histogram.sum.as_secs_f64())?;
+        self.sample(name, "_count", labels, histogram.count())
+    }
+
+    /// Ends the exposition (OpenMetrics: `# EOF`) and hands back the writer.
+    pub(crate) fn finish(mut self) -> Result<W, fmt::Error> {
+        if self.format == Format::OpenMetrics {
+            self.out.write_str("# EOF\n")?;
+        }
+        Ok(self.out)
+    }
+}
 
 /// Delivery counters of the notification dispatcher, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,167 +303,177 @@ pub(crate) trait NotifyStats: Send + Sync + fmt::Debug {
     fn backlog(&self) -> Vec<(String, Backlog)>;
 }
 
+/// What `/metrics` reads: the monitors and, optionally, the dispatcher's counters.
 #[derive(Debug)]
-struct MonitorCollector {
+struct Sources {
     monitors: Arc<[Monitor]>,
     notify: Option<Arc<dyn NotifyStats>>,
 }
 
-fn family<M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    rows: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
-) -> Result<(), fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in rows {
-        value.encode(metric.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for MonitorCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let snapshots: Vec<_> = self
+impl Sources {
+    /// Writes every family (see the module docs' table); every value is read from a
+    /// snapshot or the dispatcher.
+    fn encode<W: fmt::Write>(&self, out: &mut Encoder<W>) -> fmt::Result {
+        // One snapshot per monitor, taken once, so that every family agrees.
+        let snapshots: Vec<(&str, Arc<Snapshot>)> = self
             .monitors
             .iter()
-            .map(|m| (m.name().to_owned(), m.snapshot()))
+            .map(|m| (m.name(), m.snapshot()))
             .collect();
-        let label = |name: &str| vec![("monitor", name.to_owned())];
-        family(
-            &mut encoder,
-            "healthd_monitor_up",
+
+        let name = "healthd_monitor_up";
+        out.family(
+            name,
+            Kind::Gauge,
             "1 if the monitor's status is good (starting, healthy, napping), else 0",
-            MetricType::Gauge,
-            snapshots
-                .iter()
-                .map(|(n, s)| (label(n), ConstGauge::new(i64::from(s.status.is_good())))),
         )?;
-        family(
-            &mut encoder,
-            "healthd_monitor_status",
+        for (monitor, s) in &snapshots {
+            out.sample(name, "", &[("monitor", *monitor)], s.status.is_good())?;
+        }
+
+        let name = "healthd_monitor_status";
+        out.family(
+            name,
+            Kind::Gauge,
             "1 for the monitor's current status, 0 for the others",
-            MetricType::Gauge,
-            snapshots.iter().flat_map(|(n, s)| {
-                Status::ALL.into_iter().map(move |status| {
-                    (
-                        vec![("monitor", n.clone()), ("status", status.to_string())],
-                        ConstGauge::new(i64::from(s.status == status)),
-                    )
-                })
-            }),
         )?;
-        family(
-            &mut encoder,
-            "healthd_monitor_latency_seconds",
-            "Latency of the last check",
-            MetricType::Gauge,
-            snapshots
-                .iter()
-                .map(|(n, s)| (label(n), ConstGauge::new(s.latency.as_secs_f64()))),
+        for (monitor, s) in &snapshots {
+            for status in Status::ALL {
+                let labels = [("monitor", *monitor), ("status", status.as_str())];
+                out.sample(name, "", &labels, s.status == status)?;
+            }
+        }
+
+        let name = "healthd_monitor_latency_seconds";
+        out.family(name, Kind::Gauge, "Latency of the last check")?;
+        for (monitor, s) in &snapshots {
+            out.sample(name, "", &[("monitor", *monitor)], s.latency.as_secs_f64())?;
+        }
+
+        let name = "healthd_monitor_check_duration_seconds";
+        out.family(
+            name,
+            Kind::Histogram,
+            "Latencies of the checks since the monitor (re)started (local failures left out)",
         )?;
-        family(
-            &mut encoder,
-            "healthd_monitor_consecutive_failures",
-            "Consecutive unhealthy-or-error results",
-            MetricType::Gauge,
-            snapshots
-                .iter()
-                .map(|(n, s)| (label(n), ConstGauge::new(i64::from(s.failures)))),
+        for (monitor, s) in &snapshots {
+            out.histogram(name, &[("monitor", *monitor)], &s.latencies)?;
+        }
+
+        let name = "healthd_monitor_phase_seconds";
+        out.family(
+            name,
+            Kind::Gauge,
+            "Time each phase of the last check took (dns, connect, tls, first_byte), where \
+             the check went through it",
         )?;
-        family(
-            &mut encoder,
-            "healthd_monitor_checks",
+        for (monitor, s) in &snapshots {
+            for (phase, took) in s.phases.iter() {
+                let labels = [("monitor", *monitor), ("phase", phase)];
+                out.sample(name, "", &labels, took.as_secs_f64())?;
+            }
+        }
+
+        let name = "healthd_cert_expiry_seconds";
+        out.family(
+            name,
+            Kind::Gauge,
+            "When the certificate the monitor last saw expires (not after), in unix seconds",
+        )?;
+        for (monitor, s) in &snapshots {
+            if let Some(cert) = &s.cert {
+                out.sample(name, "", &[("monitor", *monitor)], cert.not_after)?;
+            }
+        }
+
+        let name = "healthd_monitor_consecutive_failures";
+        out.family(name, Kind::Gauge, "Consecutive unhealthy-or-error results")?;
+        for (monitor, s) in &snapshots {
+            out.sample(name, "", &[("monitor", *monitor)], s.failures)?;
+        }
+
+        let name = "healthd_monitor_checks";
+        out.family(
+            name,
+            Kind::Counter,
             "Checks completed since the monitor (re)started, by result",
-            MetricType::Counter,
-            snapshots.iter().flat_map(|(n, s)| {
-                [
-                    ("healthy", s.results.healthy),
-                    ("unhealthy", s.results.unhealthy),
-                    ("error", s.results.error),
-                ]
-                .into_iter()
-                .map(move |(result, count)| {
-                    (
-                        vec![("monitor", n.clone()), ("result", result.to_owned())],
-                        ConstCounter::new(count),
-                    )
-                })
-            }),
         )?;
-        family(
-            &mut encoder,
-            "healthd_local_failures",
+        for (monitor, s) in &snapshots {
+            for (result, count) in [
+                ("healthy", s.results.healthy),
+                ("unhealthy", s.results.unhealthy),
+                ("error", s.results.error),
+            ] {
+                let labels = [("monitor", *monitor), ("result", result)];
+                out.sample(name, "_total", &labels, count)?;
+            }
+        }
+
+        let name = "healthd_local_failures";
+        out.family(
+            name,
+            Kind::Counter,
             "Checks that failed on our side (kind local: out of file descriptors, buffers or \
              memory; no local address) since the monitor (re)started; they count against no \
              target (SPEC 9.3)",
-            MetricType::Counter,
-            snapshots
-                .iter()
-                .map(|(n, s)| (label(n), ConstCounter::new(s.results.local))),
         )?;
-        family(
-            &mut encoder,
-            "healthd_monitor_transitions",
+        for (monitor, s) in &snapshots {
+            out.sample(name, "_total", &[("monitor", *monitor)], s.results.local)?;
+        }
+
+        let name = "healthd_monitor_transitions";
+        out.family(
+            name,
+            Kind::Counter,
             "Status changes since the monitor (re)started",
-            MetricType::Counter,
-            snapshots
-                .iter()
-                .map(|(n, s)| (label(n), ConstCounter::new(s.transitions))),
         )?;
+        for (monitor, s) in &snapshots {
+            out.sample(name, "_total", &[("monitor", *monitor)], s.transitions)?;
+        }
+
         if let Some(notify) = &self.notify {
-            let counters = notify.counters();
-            family(
-                &mut encoder,
-                "healthd_notifications",
+            let name = "healthd_notifications";
+            out.family(
+                name,
+                Kind::Counter,
                 "Notification deliveries by provider and outcome",
-                MetricType::Counter,
-                counters.iter().flat_map(|(provider, c)| {
-                    [
-                        ("sent", c.sent),
-                        ("failed", c.failed),
-                        ("retried", c.retried),
-                        ("dropped", c.dropped),
-                    ]
-                    .into_iter()
-                    .map(move |(outcome, count)| {
-                        (
-                            vec![
-                                ("provider", provider.clone()),
-                                ("outcome", outcome.to_owned()),
-                            ],
-                            ConstCounter::new(count),
-                        )
-                    })
-                }),
             )?;
+            for (provider, c) in notify.counters() {
+                for (outcome, count) in [
+                    ("sent", c.sent),
+                    ("failed", c.failed),
+                    ("retried", c.retried),
+                    ("dropped", c.dropped),
+                ] {
+                    let labels = [("provider", provider.as_str()), ("outcome", outcome)];
+                    out.sample(name, "_total", &labels, count)?;
+                }
+            }
+
             let backlog = notify.backlog();
-            family(
-                &mut encoder,
-                "healthd_outbox_pending",
+            let name = "healthd_outbox_pending";
+            out.family(
+                name,
+                Kind::Gauge,
                 "Notifications committed to the outbox and not yet delivered or given up",
-                MetricType::Gauge,
-                backlog.iter().map(|(notifier, b)| {
-                    let pending = i64::try_from(b.pending).unwrap_or(i64::MAX);
-                    (
-                        vec![("notifier", notifier.clone())],
-                        ConstGauge::new(pending),
-                    )
-                }),
             )?;
-            family(
-                &mut encoder,
-                "healthd_outbox_oldest_seconds",
+            for (notifier, b) in &backlog {
+                out.sample(name, "", &[("notifier", notifier.as_str())], b.pending)?;
+            }
+            let name = "healthd_outbox_oldest_seconds";
+            out.family(
+                name,
+                Kind::Gauge,
                 "Age of the oldest undelivered notification in the outbox; 0 when empty",
-                MetricType::Gauge,
-                backlog.iter().map(|(notifier, b)| {
-                    (
-                        vec![("notifier", notifier.clone())],
-                        ConstGauge::new(b.oldest_seconds),
-                    )
-                }),
             )?;
+            for (notifier, b) in &backlog {
+                out.sample(
+                    name,
+                    "",
+                    &[("notifier", notifier.as_str())],
+                    b.oldest_seconds,
+                )?;
+            }
         }
         Ok(())
     }
@@ -226,35 +487,38 @@ const CHUNKS_AHEAD: usize = 4;
 /// Renders the metrics of `monitors` (and of the dispatcher, when given).
 #[derive(Clone, Debug)]
 pub(crate) struct Metrics {
-    registry: Arc<Registry>,
+    sources: Arc<Sources>,
 }
 
 impl Metrics {
     /// Metrics over `monitors` and, optionally, notification counters.
     pub(crate) fn new(monitors: Arc<[Monitor]>, notify: Option<Arc<dyn NotifyStats>>) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(MonitorCollector { monitors, notify }));
         Metrics {
-            registry: Arc::new(registry),
+            sources: Arc::new(Sources { monitors, notify }),
         }
     }
 
-    /// The Prometheus text exposition as a body that is written while it is sent (see the
+    /// The exposition in `format` as a body that is written while it is sent (see the
     /// module docs). The text is written on a blocking thread; a client that goes away
     /// ends the writing at its next chunk.
-    pub(crate) fn stream(&self) -> Channel<Bytes> {
+    pub(crate) fn stream(&self, format: Format) -> Channel<Bytes> {
         let (sender, body) = Channel::new(CHUNKS_AHEAD);
-        let registry = Arc::clone(&self.registry);
+        let sources = Arc::clone(&self.sources);
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let mut out = Chunks {
-                text: String::with_capacity(CHUNK),
-                sender,
-                runtime,
-            };
-            if encode(&mut out, &registry).is_ok() {
+            let mut out = Encoder::new(
+                Chunks {
+                    text: String::with_capacity(CHUNK),
+                    sender,
+                    runtime,
+                },
+                format,
+            );
+            if sources.encode(&mut out).is_ok()
+                && let Ok(mut chunks) = out.finish()
+            {
                 // A failed last send is a client that went away: nothing to tell.
-                let _ = out.send();
+                let _ = chunks.send();
             }
         });
         body
@@ -293,3 +557,6 @@ impl fmt::Write for Chunks {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

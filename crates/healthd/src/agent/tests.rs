@@ -510,3 +510,25 @@ async fn mutual_tls_accepts_our_client_and_rejects_others() {
     running.shutdown(Duration::from_secs(1)).await;
     stop.cancel();
 }
+
+#[test]
+fn a_grpc_checks_path_is_its_service_and_dns_is_not_offered() {
+    let check = parse(&[
+        ("scheme", "grpc"),
+        ("host", "10.0.0.7:50051"),
+        ("path", "/orders.v1.Orders"),
+    ])
+    .unwrap();
+    assert_eq!(check.url.as_str(), "grpc://10.0.0.7:50051/orders.v1.Orders");
+    assert_eq!(check.config.path, "/");
+    let check = parse(&[("scheme", "http"), ("host", "h:1"), ("path", "/health")]).unwrap();
+    assert_eq!(
+        (check.url.path(), check.config.path.as_str()),
+        ("/", "/health")
+    );
+    let err = parse(&[("scheme", "dns"), ("host", "10.0.0.53")]).unwrap_err();
+    assert!(
+        err.contains("\"dns\"") && err.contains("icmp, grpc, grpcs, fileserver"),
+        "{err}"
+    );
+}

@@ -13,8 +13,14 @@ use crate::{
     config::{ApiAccess, ApiToken},
     metrics::{Backlog, NotifyCounters, NotifyStats},
     server::{self, Limits},
-    test_support::{json, request, request_with},
+    test_support::{content_type, json, request, request_with},
 };
+
+/// The `Accept` header Prometheus 2 sends: OpenMetrics first.
+const OPENMETRICS: (&str, &str) = (
+    "Accept",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+);
 
 #[derive(Debug)]
 struct Fixed(bool);
@@ -176,10 +182,9 @@ async fn metrics_healthz_and_the_page() {
     let (addr, scope, _m) = serve().await;
     let (status, head, body) = request(addr, "GET", "/metrics").await;
     assert_eq!(status, 200);
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
-        "{head}"
+    assert_eq!(
+        content_type(&head),
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     for line in [
         "healthd_monitor_up{monitor=\"api\"} 1",
@@ -193,14 +198,22 @@ async fn metrics_healthz_and_the_page() {
         "healthd_outbox_pending{notifier=\"ops\"} 2",
         "healthd_outbox_pending{notifier=\"phone\"} 0",
         "healthd_outbox_oldest_seconds{notifier=\"ops\"} 7.5",
-        "healthd_outbox_oldest_seconds{notifier=\"phone\"} 0.0",
-        "# EOF",
+        "healthd_outbox_oldest_seconds{notifier=\"phone\"} 0",
+        "# HELP healthd_monitor_checks_total Checks completed since the monitor (re)started, by result",
+        "# TYPE healthd_monitor_checks_total counter",
+        "# TYPE healthd_monitor_check_duration_seconds histogram",
+        "healthd_monitor_check_duration_seconds_bucket{monitor=\"api\",le=\"0.01\"} 0",
+        "healthd_monitor_check_duration_seconds_bucket{monitor=\"api\",le=\"0.025\"} 1",
+        "healthd_monitor_check_duration_seconds_bucket{monitor=\"api\",le=\"+Inf\"} 1",
+        "healthd_monitor_check_duration_seconds_sum{monitor=\"api\"} 0.012",
+        "healthd_monitor_check_duration_seconds_count{monitor=\"api\"} 1",
     ] {
         assert!(
             body.lines().any(|l| l == line),
             "missing {line:?} in\n{body}"
         );
     }
+    assert!(!body.contains("# EOF"), "{body}");
     let (status, _, body) = request(addr, "GET", "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, head, body) = request(addr, "GET", "/").await;
@@ -235,7 +248,7 @@ async fn a_large_scrape_streams_whole_in_chunks() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let (status, head, body) = request(addr, "GET", "/metrics").await;
+    let (status, head, body) = request_with(addr, "GET", "/metrics", &[OPENMETRICS]).await;
     assert_eq!(status, 200);
     assert!(
         head.to_ascii_lowercase()
@@ -254,6 +267,288 @@ async fn a_large_scrape_streams_whole_in_chunks() {
         assert!(up.contains(&line.as_str()), "missing {line}");
     }
     assert_eq!(body.lines().last(), Some("# EOF"));
+}
+
+/// Checks an OpenMetrics exposition the way a strict parser reads it: every sample
+/// belongs to the family declared last (by name and, for a counter, `_total`; for a
+/// histogram, `_bucket`/`_sum`/`_count`), every family has one `HELP` and one `TYPE`
+/// before its samples and is declared once, and `# EOF` is the last line. Returns the
+/// families with their types.
+fn parse_openmetrics(text: &str) -> Vec<(String, String)> {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut helped: Vec<String> = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "the last line is # EOF");
+    assert!(text.ends_with("# EOF\n"), "ends with a newline");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(!helped.iter().any(|h| h == name), "HELP twice: {name}");
+            assert!(
+                !families.iter().any(|(f, _)| f == name),
+                "HELP after TYPE: {name}"
+            );
+            helped.push(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                helped.last().map(String::as_str) == Some(name),
+                "TYPE {name} without HELP"
+            );
+            assert!(
+                !families.iter().any(|(f, _)| f == name),
+                "declared twice: {name}"
+            );
+            assert!(
+                !name.ends_with("_total"),
+                "a family is named without _total: {name}"
+            );
+            assert!(["gauge", "counter", "histogram"].contains(&kind), "{kind}");
+            families.push((name.to_owned(), kind.to_owned()));
+        } else {
+            assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+            let series = line.split(['{', ' ']).next().unwrap();
+            let (family, kind) = families.last().expect("a sample after a TYPE");
+            let suffixes: &[&str] = match kind.as_str() {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            assert!(
+                suffixes.iter().any(|s| series == format!("{family}{s}")),
+                "{series} is not a sample of {kind} {family}"
+            );
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(
+                value == "+Inf" || value.parse::<f64>().is_ok(),
+                "value of {line:?}"
+            );
+        }
+    }
+    families
+}
+
+#[tokio::test]
+async fn openmetrics_is_served_when_asked_for_and_parses() {
+    let (addr, scope, _m) = serve().await;
+    let (status, head, body) = request_with(addr, "GET", "/metrics", &[OPENMETRICS]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        content_type(&head),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let families = parse_openmetrics(&body);
+    for (family, kind) in [
+        ("healthd_monitor_up", "gauge"),
+        ("healthd_monitor_checks", "counter"),
+        ("healthd_local_failures", "counter"),
+        ("healthd_monitor_transitions", "counter"),
+        ("healthd_notifications", "counter"),
+        ("healthd_monitor_check_duration_seconds", "histogram"),
+        ("healthd_monitor_phase_seconds", "gauge"),
+        ("healthd_cert_expiry_seconds", "gauge"),
+    ] {
+        assert!(
+            families.iter().any(|(f, k)| f == family && k == kind),
+            "{family} {kind} in {families:?}"
+        );
+    }
+    assert!(
+        body.lines()
+            .any(|l| l == "healthd_monitor_checks_total{monitor=\"api\",result=\"healthy\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l
+                == "healthd_monitor_check_duration_seconds_bucket{monitor=\"api\",le=\"1.0\"} 1"),
+        "{body}"
+    );
+    // Asking for it with q=0 is refusing it.
+    let refuse = ("Accept", "application/openmetrics-text;q=0, text/plain");
+    let (_, head, body) = request_with(addr, "GET", "/metrics", &[refuse]).await;
+    assert_eq!(
+        content_type(&head),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(!body.contains("# EOF"));
+    scope.shutdown().await;
+}
+
+/// `/probe` over real loopback upstreams: a module from `[modules]`, a monitor's config
+/// as module, the defaults; and every 400.
+mod probe {
+    use std::collections::BTreeMap;
+
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    use super::*;
+    use crate::probe_api::{MAX_CONCURRENT, ProbeModules};
+
+    /// An HTTP server answering every request with `status`, closing each connection.
+    async fn upstream(status: u16) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0_u8; 4096];
+                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn serve_probes(modules: ProbeModules) -> (SocketAddr, Scope) {
+        let scope = Scope::new();
+        let monitors = two_monitors(&scope, HealthCheckConfig::default(), |b| b).await;
+        let state = ApiState::new(monitors, None).with_probe_modules(modules);
+        (serve_api(state).await, scope)
+    }
+
+    fn modules() -> ProbeModules {
+        let mut modules = BTreeMap::new();
+        // Only 404 is healthy for this module.
+        modules.insert(
+            "want_404".to_owned(),
+            toml::from_str::<health_types::HealthCheckOverrides>("expected_status = [404]")
+                .unwrap()
+                .resolve()
+                .unwrap(),
+        );
+        ProbeModules::new(HealthCheckConfig::default(), modules)
+    }
+
+    fn has(body: &str, line: &str) -> bool {
+        body.lines().any(|l| l == line)
+    }
+
+    #[tokio::test]
+    async fn probes_answer_like_blackbox() {
+        let (addr, scope) = serve_probes(modules()).await;
+        let ok = upstream(200).await;
+        let busy = upstream(503).await;
+
+        let (status, head, body) =
+            request(addr, "GET", &format!("/probe?target=http://{ok}/")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            content_type(&head),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert!(has(&body, "probe_success 1"), "{body}");
+        assert!(has(&body, "probe_http_status_code 200"), "{body}");
+        assert!(!body.contains("probe_failure_kind"), "{body}");
+        assert!(
+            body.contains("# TYPE probe_duration_seconds gauge"),
+            "{body}"
+        );
+
+        let (_, _, body) = request(addr, "GET", &format!("/probe?target=http://{busy}/x")).await;
+        assert!(has(&body, "probe_success 0"), "{body}");
+        assert!(has(&body, "probe_http_status_code 503"), "{body}");
+        assert!(
+            has(&body, "probe_failure_kind{kind=\"status\"} 1"),
+            "{body}"
+        );
+
+        // The module's expected_status makes a 200 a failure.
+        let path = format!("/probe?module=want_404&target=http://{ok}/");
+        let (_, _, body) = request(addr, "GET", &path).await;
+        assert!(has(&body, "probe_success 0"), "{body}");
+
+        // A monitor's name is a module too.
+        let path = format!("/probe?module=api&target=http://{ok}/");
+        let (status, _, body) = request(addr, "GET", &path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(has(&body, "probe_success 1"), "{body}");
+
+        // A refused TCP connection: a failure of kind refused.
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (_, _, body) = request(addr, "GET", &format!("/probe?target=tcp://{closed}")).await;
+        assert!(has(&body, "probe_success 0"), "{body}");
+        assert!(
+            has(&body, "probe_failure_kind{kind=\"refused\"} 1"),
+            "{body}"
+        );
+        assert!(has(&body, "probe_http_status_code 0"), "{body}");
+        scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_requests_name_the_problem() {
+        let (addr, scope) = serve_probes(modules()).await;
+        for (path, wanted) in [
+            ("/probe", "missing `target`"),
+            ("/probe?target=", "missing `target`"),
+            (
+                "/probe?target=http://127.0.0.1:1/&module=nope",
+                "unknown `module` = \"nope\"",
+            ),
+            (
+                "/probe?target=not%20a%20url",
+                "invalid `target` = \"not a url\"",
+            ),
+            (
+                "/probe?target=http://admin:s3cret@bad%20host/",
+                "invalid `target` = \"http://admin:***@bad host/\"",
+            ),
+            (
+                "/probe?target=file:///etc/passwd",
+                "does not check file:// URLs",
+            ),
+            (
+                "/probe?target=gopher://127.0.0.1:1/",
+                "cannot check `target`",
+            ),
+        ] {
+            let (status, head, body) = request(addr, "GET", path).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(content_type(&head).starts_with("text/plain"), "{head}");
+            assert!(body.contains(wanted), "{path}: {body}");
+            assert!(!body.contains("s3cret"), "{path}: {body}");
+        }
+        let headers = [("X-Prometheus-Scrape-Timeout-Seconds", "soon")];
+        let (status, _, body) =
+            request_with(addr, "GET", "/probe?target=http://127.0.0.1:1/", &headers).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("X-Prometheus-Scrape-Timeout-Seconds"),
+            "{body}"
+        );
+        scope.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn past_the_concurrency_bound_the_answer_is_503() {
+        let modules = modules();
+        let held = Arc::clone(modules.permits_for_tests())
+            .acquire_many_owned(u32::try_from(MAX_CONCURRENT).unwrap())
+            .await
+            .unwrap();
+        let (addr, scope) = serve_probes(modules).await;
+        let ok = upstream(200).await;
+        let path = format!("/probe?target=http://{ok}/");
+        let (status, _, body) = request(addr, "GET", &path).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("too many probes at once"), "{body}");
+        drop(held);
+        let (status, _, body) = request(addr, "GET", &path).await;
+        assert_eq!(status, 200, "{body}");
+        scope.shutdown().await;
+    }
 }
 
 /// `POST .../check` runs the monitor's own next check (SPEC §9.3), the monitor JSON and
@@ -387,7 +682,7 @@ mod monitor_checks {
                 let line = "healthd_local_failures_total{monitor=\"db\"} 2";
                 assert!(body.lines().any(|l| l == line), "{body}");
                 assert!(
-                    body.contains("# TYPE healthd_local_failures counter"),
+                    body.contains("# TYPE healthd_local_failures_total counter"),
                     "{body}"
                 );
             }

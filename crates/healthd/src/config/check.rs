@@ -10,7 +10,7 @@
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -23,8 +23,8 @@ use health_notify::{
     PushoverConfig, SlackConfig, TelegramConfig, WebhookConfig,
 };
 use health_types::{
-    AgentSpec, ConfigError, DockerSpec, ErrorChain, HealthCheckOverrides, Target, Url,
-    parse_duration, truncate,
+    AgentSpec, ConfigError, DockerSpec, ErrorChain, HealthCheckConfig, HealthCheckOverrides,
+    Target, Url, parse_duration, truncate,
 };
 use serde::de::DeserializeOwned;
 use toml::{
@@ -49,10 +49,11 @@ const DELIVERY: &str = "[delivery]";
 const DEFAULTS: &str = "[defaults]";
 const NOTIFY: &str = "[[notify]]";
 const MONITOR: &str = "[[monitor]]";
+const MODULES: &str = "[modules]";
 
 /// The keys of the top level.
-const TOP_KEYS: [&str; 6] = [
-    "server", "storage", "delivery", "defaults", "notify", "monitor",
+const TOP_KEYS: [&str; 7] = [
+    "server", "storage", "delivery", "defaults", "notify", "monitor", "modules",
 ];
 /// The keys of `[server]`.
 const SERVER_KEYS: [&str; 5] = [
@@ -88,7 +89,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     }
     let root = root.into_inner();
     let (mut server, mut defaults, mut notify, mut monitor) = (None, None, None, None);
-    let (mut storage, mut delivery) = (None, None);
+    let (mut storage, mut delivery, mut modules) = (None, None, None);
     for entry in entries(TOP, &root) {
         let slot = match entry.name() {
             "server" => &mut server,
@@ -97,6 +98,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
             "defaults" => &mut defaults,
             "notify" => &mut notify,
             "monitor" => &mut monitor,
+            "modules" => &mut modules,
             _ => {
                 checker.unknown(entry, Accepted::Top);
                 continue;
@@ -114,6 +116,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     let delivery = delivery
         .map(|entry| checker.delivery(entry))
         .unwrap_or_default();
+    let defaults_entry = defaults;
     let defaults = defaults
         .map(|entry| checker.defaults(entry))
         .unwrap_or_default();
@@ -122,6 +125,10 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
         .unwrap_or_default();
     let monitors = monitor
         .map(|entry| checker.monitors(entry, &defaults, &notifier_names))
+        .unwrap_or_default();
+    let probe_defaults = checker.probe_defaults(defaults_entry, &defaults);
+    let modules = modules
+        .map(|entry| checker.modules(entry, &defaults, &monitors))
         .unwrap_or_default();
     if checker.problems.is_empty() {
         Ok(DaemonConfig {
@@ -132,6 +139,8 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
             delivery,
             notify,
             monitors,
+            probe_defaults,
+            modules,
         })
     } else {
         Err(checker.finish())
@@ -732,6 +741,88 @@ impl<'t> Checker<'t> {
             }
         }
         monitors
+    }
+
+    /// The config `/probe` uses without a `module`: `[defaults]` over the built-in
+    /// defaults. A rule across `[defaults]`' keys that fails is reported at `[defaults]`.
+    fn probe_defaults(
+        &mut self,
+        entry: Option<Entry<'_, '_>>,
+        defaults: &HealthCheckOverrides,
+    ) -> HealthCheckConfig {
+        match defaults.resolve() {
+            Ok(config) => config,
+            Err(err) => {
+                let at = entry.map_or(0, |entry| {
+                    entry
+                        .value
+                        .get_ref()
+                        .as_table()
+                        .and_then(|table| self.config_key(table, &err))
+                        .unwrap_or_else(|| entry.at())
+                });
+                self.report(at, DEFAULTS, err);
+                HealthCheckConfig::default()
+            }
+        }
+    }
+
+    /// `[modules.<name>]` tables (for `/probe?module=<name>`): health-check keys over
+    /// `[defaults]`, checked as a monitor's are; a module may not share a monitor's
+    /// name (`module=` names either).
+    fn modules(
+        &mut self,
+        entry: Entry<'_, '_>,
+        defaults: &HealthCheckOverrides,
+        monitors: &[MonitorEntry],
+    ) -> BTreeMap<String, HealthCheckConfig> {
+        let mut modules = BTreeMap::new();
+        let Some(table) = self.table(entry, "`[modules.<name>]` tables of health-check keys")
+        else {
+            return modules;
+        };
+        for module in entries(MODULES, table) {
+            let name = module.name();
+            let section = format!("[modules.{name}]");
+            let before = self.problems.len();
+            if name.trim().is_empty() {
+                self.report(module.at(), MODULES, "a module needs a non-empty name");
+            }
+            if monitors.iter().any(|m| m.name == name) {
+                self.report(
+                    module.at(),
+                    &section,
+                    format_args!(
+                        "a [[monitor]] is also named {name:?}: `/probe?module={name}` would be ambiguous; rename one"
+                    ),
+                );
+            }
+            let Some(keys) = self.table(module, "a table of health-check keys") else {
+                continue;
+            };
+            let mut own = HealthCheckOverrides::default();
+            for key in entries(&section, keys) {
+                if self.check_keys.contains(&key.name()) {
+                    if let Some(one) = self.check_key(key) {
+                        own = one.over(&own);
+                    }
+                } else {
+                    self.unknown(key, Accepted::Defaults);
+                }
+            }
+            match own.over(defaults).resolve() {
+                Ok(config) if self.problems.len() == before => {
+                    modules.insert(name.to_owned(), config);
+                }
+                Ok(_) => {}
+                // Each key was valid alone; a rule across keys would fail here.
+                Err(err) => {
+                    let at = self.config_key(keys, &err).unwrap_or_else(|| module.at());
+                    self.report(at, &section, err);
+                }
+            }
+        }
+        modules
     }
 
     /// One `[[monitor]]` table: every key, then the probe.

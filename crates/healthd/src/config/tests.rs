@@ -161,7 +161,7 @@ fn what_only_a_probe_can_tell_is_reported_with_its_monitor() {
             "supported schemes: http, https, h2c",
         ),
         (
-            "[[monitor]]\nname = \"x\"\nurl = \"tcp://h:1\"\npayload = \"ping\"\n",
+            "[[monitor]]\nname = \"x\"\nurl = \"tcp://h:1\"\nexpect_reply = true\n",
             "",
             "udp targets only",
         ),
@@ -307,7 +307,7 @@ fn every_bad_key_of_one_table_is_reported_at_its_own_column() {
 
 #[test]
 fn unknown_keys_list_every_accepted_key_of_their_table() {
-    let p = problem("[[monitor]]\nname = \"a\"\nurl = \"udp://h:1\"\nexpect = \"x\"\n");
+    let p = problem("[[monitor]]\nname = \"a\"\nurl = \"udp://h:1\"\nexpects = \"x\"\n");
     for key in [
         "name",
         "url",
@@ -354,7 +354,7 @@ fn unknown_keys_list_every_accepted_key_of_their_table() {
     assert_eq!(
         p,
         [
-            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, storage, delivery, defaults, notify, monitor"
+            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, storage, delivery, defaults, notify, monitor, modules"
         ]
     );
 }
@@ -690,5 +690,81 @@ fn server_public_read_and_max_connections_problems_are_at_their_keys() {
         p.starts_with("2:1: [server]: invalid `public_read` = false")
             && p.contains("`token` or `token_file`"),
         "{p}"
+    );
+}
+
+#[test]
+fn modules_layer_over_defaults_and_are_checked_like_monitors() {
+    let c = DaemonConfig::parse(
+        r#"
+[defaults]
+timeout = "3s"
+path = "/health"
+
+[modules.strict]
+expected_status = ["200-299"]
+timeout = "1s"
+
+[modules.loose]
+method = "HEAD"
+
+# The README's.
+[modules.http_2xx]
+expected_status = ["200-299"]
+follow_redirects = true
+timeout = "5s"
+
+[modules.tcp_banner]
+payload = "PING\r\n"
+expect = "^\\+PONG"
+
+[[monitor]]
+name = "api"
+url = "http://127.0.0.1:8080/"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.probe_defaults.timeout, Duration::from_secs(3));
+    assert_eq!(c.probe_defaults.path, "/health");
+    let strict = &c.modules["strict"];
+    assert_eq!(strict.timeout, Duration::from_secs(1));
+    assert_eq!(strict.path, "/health", "[defaults] under the module's keys");
+    assert!(strict.expected_status.is_some());
+    assert_eq!(c.modules["loose"].timeout, Duration::from_secs(3));
+    assert_eq!(c.modules.len(), 4);
+    assert!(c.modules["http_2xx"].follow_redirects);
+
+    let p = problems(
+        r#"[modules.a]
+timeout = "0s"
+name = "x"
+
+[modules.api]
+interval = "1s"
+
+[modules]
+b = 3
+
+[[monitor]]
+name = "api"
+url = "http://127.0.0.1:8080/"
+"#,
+    );
+    assert_eq!(p.len(), 4, "{p:#?}");
+    assert!(p[0].starts_with("2:1: [modules.a]: "), "{p:#?}");
+    assert!(p[0].contains("timeout"), "{p:#?}");
+    assert!(
+        p[1].starts_with(
+            "3:1: [modules.a]: unknown key `name` = \"x\"; accepted keys: interval, timeout,"
+        ),
+        "{p:#?}"
+    );
+    assert!(
+        p[2].starts_with("5:10: [modules.api]: a [[monitor]] is also named \"api\""),
+        "{p:#?}"
+    );
+    assert!(
+        p[3].starts_with("9:1: [modules]: invalid `b` = 3: expected a table"),
+        "{p:#?}"
     );
 }
