@@ -85,7 +85,7 @@ pub struct GrpcProbe {
 }
 
 /// The peer certificate of a channel's latest handshake.
-type PeerCert = Arc<Mutex<Option<CertInfo>>>;
+type PeerCert = Arc<Mutex<Option<Arc<CertInfo>>>>;
 
 impl fmt::Debug for GrpcProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -341,7 +341,7 @@ impl Connector {
                 let tls = crate::tls::handshake_as(config.clone(), &self.host, name.as_ref(), tcp)
                     .await?;
                 *self.cert.lock().unwrap_or_else(PoisonError::into_inner) =
-                    crate::tls::peer_cert(&tls).as_deref().cloned();
+                    crate::tls::peer_cert(&tls);
                 Box::pin(tls)
             }
             None => Box::pin(tcp),

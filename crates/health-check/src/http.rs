@@ -583,7 +583,7 @@ impl RequestSpec {
                     answer.latency,
                 )
                 .with_phases(answer.phases)
-                .with_cert(answer.cert.as_deref().cloned())
+                .with_cert(answer.cert.clone())
                 .with_status_code(code));
             }
             hops += 1;
@@ -834,7 +834,7 @@ impl RequestSpec {
         };
         result
             .with_phases(answer.phases)
-            .with_cert(answer.cert.as_deref().cloned())
+            .with_cert(answer.cert.clone())
             .with_status_code(code)
     }
 

@@ -690,7 +690,7 @@ impl Shared {
                 .map(|flight| (flight, result.clone()));
             let before = run.outage_start;
             let transition = run.machine.observe(verdict, ended);
-            let cert_due = self.cert_due(&mut run, result.cert.as_ref(), wall);
+            let cert_due = self.cert_due(&mut run, result.cert.as_deref(), wall);
             run.outage_start = if run.machine.in_outage() {
                 before.or(Some(wall))
             } else {
@@ -731,10 +731,8 @@ impl Shared {
                 s.latency = result.latency;
                 s.latencies.observe(result.latency);
                 s.phases = result.phases;
-                if let Some(cert) = &result.cert
-                    && s.cert.as_deref() != Some(cert)
-                {
-                    s.cert = Some(Arc::new(cert.clone()));
+                if let Some(cert) = &result.cert {
+                    s.cert = Some(cert.clone());
                 }
                 if result.status_code.is_some() {
                     s.status_code = result.status_code;

@@ -39,10 +39,12 @@ impl CertProbe {
 #[async_trait]
 impl Probe for CertProbe {
     async fn check(&self, _url: &Url) -> Result<CheckResult, ProbeError> {
-        let cert = self.not_after.lock().unwrap().map(|not_after| CertInfo {
-            not_after,
-            subject: "CN=svc.test".to_owned(),
-            serial: format!("{not_after:x}"),
+        let cert = self.not_after.lock().unwrap().map(|not_after| {
+            Arc::new(CertInfo {
+                not_after,
+                subject: "CN=svc.test".to_owned(),
+                serial: format!("{not_after:x}"),
+            })
         });
         Ok(CheckResult::healthy("HTTP 200 OK", Duration::from_millis(3)).with_cert(cert))
     }

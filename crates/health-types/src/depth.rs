@@ -248,12 +248,12 @@ impl JsonOp {
 ///
 /// Evaluated on the first node the path selects; a path that selects nothing fails the
 /// condition (`!=` included), since a missing field is seldom what a check means.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsonCondition {
     text: String,
     path: String,
     op: JsonOp,
-    value: String,
+    value: serde_json::Value,
 }
 
 impl JsonCondition {
@@ -268,9 +268,8 @@ impl JsonCondition {
     }
 
     /// The literal, parsed.
-    pub fn value(&self) -> serde_json::Value {
-        // Checked when the condition was parsed.
-        serde_json::from_str(&self.value).unwrap_or(serde_json::Value::Null)
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
     }
 
     /// The condition as written.
@@ -327,7 +326,7 @@ impl FromStr for JsonCondition {
                             text: trimmed.to_owned(),
                             path: path.to_owned(),
                             op,
-                            value: value.to_owned(),
+                            value: parsed,
                         });
                     }
                     Err(err) => literal_error.get_or_insert(format!(
@@ -375,15 +374,15 @@ mod tests {
     fn conditions_parse_path_operator_and_literal() {
         let c: JsonCondition = "$.status == \"ok\"".parse().unwrap();
         assert_eq!((c.path(), c.op()), ("$.status", JsonOp::Eq));
-        assert_eq!(c.value(), serde_json::json!("ok"));
+        assert_eq!(c.value(), &serde_json::json!("ok"));
         let c: JsonCondition = "$.db.latency < 250".parse().unwrap();
         assert_eq!((c.path(), c.op()), ("$.db.latency", JsonOp::Lt));
         let c: JsonCondition = "$.tags contains \"a == b\"".parse().unwrap();
         assert_eq!((c.path(), c.op()), ("$.tags", JsonOp::Contains));
-        assert_eq!(c.value(), serde_json::json!("a == b"));
+        assert_eq!(c.value(), &serde_json::json!("a == b"));
         let c: JsonCondition = "$.items[?@.name == 'x'].up == true".parse().unwrap();
         assert_eq!(c.path(), "$.items[?@.name == 'x'].up");
-        assert_eq!(c.value(), serde_json::json!(true));
+        assert_eq!(c.value(), &serde_json::json!(true));
         assert_eq!(c.to_string(), "$.items[?@.name == 'x'].up == true");
     }
 

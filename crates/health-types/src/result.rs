@@ -1,7 +1,10 @@
 //! The outcome of one probe: a [`CheckResult`] when the target was checked, a
 //! [`ProbeError`] when the check itself could not be carried out.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +94,10 @@ pub struct CheckResult {
     /// How long each phase of the check took, where the probe has phases (SPEC §9.4).
     #[serde(default, skip_serializing_if = "Phases::is_empty")]
     pub phases: Phases,
-    /// The peer's leaf certificate, for checks that did a TLS handshake.
+    /// The peer's leaf certificate, for checks that did a TLS handshake (shared: one
+    /// certificate serves every check on a pooled connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<CertInfo>,
+    pub cert: Option<Arc<CertInfo>>,
     /// The HTTP status code of the (last) answer, for HTTP checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
@@ -211,7 +215,7 @@ impl CheckResult {
 
     /// This result with the peer's certificate.
     #[must_use]
-    pub fn with_cert(mut self, cert: Option<CertInfo>) -> Self {
+    pub fn with_cert(mut self, cert: Option<Arc<CertInfo>>) -> Self {
         self.cert = cert;
         self
     }
@@ -367,7 +371,7 @@ mod tests {
         };
         let result = CheckResult::healthy("HTTP 200 OK", Duration::from_millis(4))
             .with_phases(phases)
-            .with_cert(Some(cert.clone()))
+            .with_cert(Some(Arc::new(cert.clone())))
             .with_status_code(200);
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(

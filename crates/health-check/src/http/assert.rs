@@ -82,7 +82,7 @@ impl Assertions {
             })?;
             assertions
                 .json
-                .push((condition.clone(), path, condition.value()));
+                .push((condition.clone(), path, condition.value().clone()));
         }
         for (name, pattern) in &config.header_match {
             assertions

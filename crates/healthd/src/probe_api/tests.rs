@@ -70,11 +70,11 @@ fn a_failure_names_its_kind_and_its_phases() {
         tls: None,
         first_byte: Some(Duration::from_millis(3)),
     };
-    result.cert = Some(CertInfo {
+    result.cert = Some(std::sync::Arc::new(CertInfo {
         not_after: 1_900_000_000,
         subject: "CN=api.test".into(),
         serial: "01".into(),
-    });
+    }));
     let text = text(&result, Duration::from_millis(5));
     for line in [
         "# HELP probe_success 1 if the target was healthy, else 0",
