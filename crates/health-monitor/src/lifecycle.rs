@@ -46,8 +46,8 @@ use std::{
 use arc_swap::ArcSwap;
 use health_types::{
     CertInfo, CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, HistorySink,
-    MonitorState, Observation, Probe, ProbeError, StateSink, Status, StatusChange, SystemClock,
-    Url, Verdict, duration_nanos, redacted,
+    MonitorState, Observation, Phases, Probe, ProbeError, StateSink, Status, StatusChange,
+    SystemClock, Url, Verdict, duration_nanos, redacted,
 };
 use tokio::{
     sync::{Notify, futures::Notified, oneshot, watch},
@@ -730,13 +730,11 @@ impl Shared {
                 s.kind = Some(result.kind);
                 s.latency = result.latency;
                 s.latencies.observe(result.latency);
-                s.phases = result.phases;
+                merge_phases(&mut s.phases, &result.phases);
                 if let Some(cert) = &result.cert {
                     s.cert = Some(cert.clone());
                 }
-                if result.status_code.is_some() {
-                    s.status_code = result.status_code;
-                }
+                s.status_code = result.status_code;
                 if verdict == Verdict::Healthy {
                     s.last_seen = Some(wall);
                 }
@@ -886,8 +884,13 @@ impl Shared {
     }
 
     /// The certificate a `cert_expiry` event is due for after a result that showed
-    /// `cert` at `now`: one with less than `cert_expiry_warn` left that was not warned
-    /// of yet (SPEC §9.4). Marks it warned. Call with the run lock held.
+    /// `cert` at `now`: one with less than `cert_expiry_warn` left that expires later
+    /// than the last one warned of (SPEC §9.4). Marks it warned. Call with the run lock
+    /// held.
+    ///
+    /// "Later than", not "other than": behind a load balancer whose nodes serve two
+    /// certificates, or a node still serving the old one, checks alternate between
+    /// them, and each may be warned of once, in order of expiry, never once per switch.
     fn cert_due(
         &self,
         run: &mut RunState,
@@ -895,7 +898,9 @@ impl Shared {
         now: SystemTime,
     ) -> Option<CertInfo> {
         let cert = cert?;
-        if run.cert_warned == Some(cert.not_after)
+        if run
+            .cert_warned
+            .is_some_and(|warned| cert.not_after <= warned)
             || cert.time_left(now) >= self.config.cert_expiry_warn
         {
             return None;
@@ -908,7 +913,7 @@ impl Shared {
     /// expires and how many whole days are left (`certificate CN=api.test (serial 1f)
     /// expires 2026-12-10T00:00:00Z: 6 days left`, or `... expired ...` once past).
     fn cert_event(&self, cert: &CertInfo, snapshot: &Snapshot, time: SystemTime) -> Event {
-        let expires = humantime::format_rfc3339_seconds(cert.expires());
+        let expires = rfc3339(cert.not_after);
         let detail = if cert.expires() <= time {
             format!(
                 "certificate {} (serial {}) expired {expires}",
@@ -996,6 +1001,34 @@ impl Shared {
     }
 }
 
+/// `not_after` (unix s) in RFC 3339, or `unix time <n>` outside 1970..=9999, where
+/// humantime cannot (and a certificate or an agent may say anything).
+fn rfc3339(not_after: i64) -> String {
+    /// 10000-01-01T00:00:00Z.
+    const YEAR_10000: i64 = 253_402_300_800;
+    match u64::try_from(not_after) {
+        Ok(secs) if not_after < YEAR_10000 => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string()
+        }
+        _ => format!("unix time {not_after}"),
+    }
+}
+
+/// Takes each phase `new` measured into `shown`, keeping the others.
+fn merge_phases(shown: &mut Phases, new: &Phases) {
+    for (slot, value) in [
+        (&mut shown.dns, new.dns),
+        (&mut shown.connect, new.connect),
+        (&mut shown.tls, new.tls),
+        (&mut shown.first_byte, new.first_byte),
+    ] {
+        if value.is_some() {
+            *slot = value;
+        }
+    }
+}
+
 /// Shows `machine`'s status and counters in `snapshot`.
 fn show_machine(snapshot: &mut Snapshot, machine: &StateMachine) {
     snapshot.status = machine.status();
@@ -1037,6 +1070,42 @@ fn random_below(bound: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phase_not_measured_keeps_its_last_value() {
+        let ms = Duration::from_millis;
+        let mut shown = Phases {
+            dns: Some(ms(1)),
+            connect: Some(ms(2)),
+            tls: Some(ms(3)),
+            first_byte: Some(ms(4)),
+        };
+        // A check on a reused connection measures only its first byte.
+        merge_phases(
+            &mut shown,
+            &Phases {
+                first_byte: Some(ms(9)),
+                ..Phases::default()
+            },
+        );
+        assert_eq!(
+            shown,
+            Phases {
+                dns: Some(ms(1)),
+                connect: Some(ms(2)),
+                tls: Some(ms(3)),
+                first_byte: Some(ms(9)),
+            }
+        );
+    }
+
+    #[test]
+    fn expiry_dates_outside_humantimes_range_are_unix_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_800), "unix time 253402300800");
+        assert_eq!(rfc3339(-1), "unix time -1");
+    }
 
     #[test]
     fn local_results_are_logged_once_a_minute_with_the_count_between() {

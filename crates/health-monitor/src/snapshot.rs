@@ -30,12 +30,15 @@ pub struct Snapshot {
     pub detail: String,
     /// Latency of the last result.
     pub latency: Duration,
-    /// Phase timings of the last result (SPEC §9.4), where its probe has phases.
+    /// The last measured value of each phase (SPEC §9.4): a check that did not go
+    /// through a phase (a reused connection has only `first_byte`) leaves that phase's
+    /// last value, so a phase once measured stays shown (and its metric series stays
+    /// alive) instead of coming and going with connection reuse.
     pub phases: Phases,
     /// The peer certificate the last TLS check saw; kept while later results (a
     /// refused connection, say) show none, so an expiry stays visible in an outage.
     pub cert: Option<Arc<CertInfo>>,
-    /// The HTTP status code of the last result that had one.
+    /// The HTTP status code of the last result; `None` when it had no HTTP answer.
     pub status_code: Option<u16>,
     /// Latencies of this run's results, in fixed buckets (a Prometheus histogram).
     pub latencies: LatencyHistogram,
@@ -109,8 +112,9 @@ impl fmt::Display for StopCause {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
     /// Results per bucket: `counts[i]` had a latency in `(BOUNDS[i-1], BOUNDS[i]]`; the
-    /// last entry counts those above every bound.
-    pub counts: [u64; LatencyHistogram::BOUNDS.len() + 1],
+    /// last entry counts those above every bound. Read through
+    /// [`cumulative`](Self::cumulative), so the buckets can change without breaking users.
+    counts: [u64; LatencyHistogram::BOUNDS.len() + 1],
     /// The sum of all latencies counted.
     pub sum: Duration,
 }

@@ -140,17 +140,70 @@ async fn one_warning_per_certificate_under_the_threshold() {
     run_for(Duration::from_secs(120)).await;
     assert!(drain(&mut events).is_empty());
 
-    // Its replacement, also short-lived, is a new certificate: one more warning. An
-    // expired one says so.
-    probe.showing(Some(in_days(-1)));
+    // Its replacement, also short-lived, expires later: one more warning.
+    probe.showing(Some(in_days(12)));
     run_for(Duration::from_secs(120)).await;
     let warned = drain(&mut events);
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(
-        warned[0].detail.contains(" expired 2023-11-"),
+        warned[0].detail.ends_with(": 11 days left"),
         "{}",
         warned[0].detail
     );
+    scope.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn nodes_serving_different_certificates_are_warned_of_once_each() {
+    let probe = Arc::new(CertProbe::default());
+    let sink = Arc::new(Warned::default());
+    let (m, mut events) = with_events(builder(&probe, &sink));
+    let scope = start(&m);
+    // Two nodes behind one name, one check each in turn, for ten rounds; then a node
+    // left behind with the certificate before both.
+    for round in 0..10 {
+        probe.showing(Some(in_days(if round % 2 == 0 { 5 } else { 8 })));
+        run_for(Duration::from_secs(60)).await;
+    }
+    probe.showing(Some(in_days(3)));
+    run_for(Duration::from_secs(120)).await;
+    let warned: Vec<_> = drain(&mut events).into_iter().map(|e| e.detail).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].ends_with(": 5 days left"), "{warned:?}");
+    assert!(warned[1].ends_with(": 7 days left"), "{warned:?}");
+    assert_eq!(sink.last(), Some(in_days(8)));
+    scope.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_and_absurd_certificates_are_told_without_a_panic() {
+    for (not_after, says) in [
+        (in_days(-1), " expired 2023-11-13T"),
+        (-86_400, " expired unix time -86400"),
+        (i64::MIN, " expired unix time -9223372036854775808"),
+    ] {
+        let probe = Arc::new(CertProbe::default());
+        probe.showing(Some(not_after));
+        let sink = Arc::new(Warned::default());
+        let (m, mut events) = with_events(builder(&probe, &sink));
+        let scope = start(&m);
+        run_for(Duration::from_secs(150)).await;
+        let warned = drain(&mut events);
+        assert_eq!(warned.len(), 1, "{not_after}: {warned:?}");
+        assert!(warned[0].detail.contains(says), "{}", warned[0].detail);
+        assert!(m.snapshot().running, "the monitor keeps checking");
+        assert_eq!(m.snapshot().checks(), 3);
+        scope.shutdown().await;
+    }
+    // Far in the future: no warning, no panic.
+    let probe = Arc::new(CertProbe::default());
+    probe.showing(Some(i64::MAX));
+    let sink = Arc::new(Warned::default());
+    let (m, mut events) = with_events(builder(&probe, &sink));
+    let scope = start(&m);
+    run_for(Duration::from_secs(90)).await;
+    assert!(drain(&mut events).is_empty());
+    assert_eq!(m.snapshot().checks(), 2);
     scope.shutdown().await;
 }
 

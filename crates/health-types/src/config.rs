@@ -282,7 +282,7 @@ pub struct HealthCheckConfig {
     /// TLS settings of HTTPS, gRPC-over-TLS and agent-less TLS checks.
     pub tls: TlsOptions,
     /// A `cert_expiry` event goes out once when a peer certificate has less than this
-    /// left (default 14 days).
+    /// left (default 14 days); `"0s"` turns the warning off.
     pub cert_expiry_warn: Duration,
     /// TCP (and UDP): a regex the reply to `payload` must match; else kind `body`.
     pub expect: Option<String>,

@@ -158,13 +158,21 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
-    /// The expiry as a wall-clock time.
+    /// The expiry as a wall-clock time (held at the platform's limits for an absurd
+    /// `not_after`, which an agent's answer could carry).
     pub fn expires(&self) -> SystemTime {
-        let secs = self.not_after.unsigned_abs();
+        let secs = Duration::from_secs(self.not_after.unsigned_abs());
+        let far = Duration::from_secs(1 << 40);
         if self.not_after >= 0 {
-            UNIX_EPOCH + Duration::from_secs(secs)
+            UNIX_EPOCH
+                .checked_add(secs)
+                .or_else(|| UNIX_EPOCH.checked_add(far))
+                .unwrap_or(UNIX_EPOCH)
         } else {
-            UNIX_EPOCH - Duration::from_secs(secs)
+            UNIX_EPOCH
+                .checked_sub(secs)
+                .or_else(|| UNIX_EPOCH.checked_sub(far))
+                .unwrap_or(UNIX_EPOCH)
         }
     }
 
