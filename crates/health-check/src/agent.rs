@@ -55,9 +55,20 @@ impl AgentProbe {
     /// A probe asking the agent of `spec` with `config`'s timeout, method and path.
     ///
     /// Fails when `config` is invalid, the agent URL is not `http`/`https` with a host,
-    /// the TLS files cannot be read, or only one of `cert`/`key` is given.
+    /// the TLS files cannot be read, or only one of `cert`/`key` is given; and when
+    /// `config` sets a probe-depth key (SPEC §9.4: `body_match`, `body_not_match`,
+    /// `json`, `header_match`, `follow_redirects`, an `ip_family` other than `any`, a
+    /// `tls` table, `payload`, `expect`) that the agent protocol cannot carry: the
+    /// error names the key, rather than the check silently skipping it.
     pub fn try_new(config: &HealthCheckConfig, spec: AgentSpec) -> Result<Self, ConfigError> {
         config.validate()?;
+        if let Some((key, value)) = unsupported_key(config) {
+            return Err(ConfigError::Invalid {
+                key,
+                value,
+                reason: format!("`{key}` {NOT_THROUGH_AN_AGENT}"),
+            });
+        }
         let url = &spec.url;
         #[cfg(feature = "tls")]
         let schemes = [Scheme::Http, Scheme::Https];
@@ -162,6 +173,45 @@ impl AgentProbe {
         })?;
         Ok(answer.into_result())
     }
+}
+
+/// Why a probe-depth key is refused on an agent monitor.
+const NOT_THROUGH_AN_AGENT: &str = "is not supported through an agent (the agent protocol carries scheme, host, path, timeout and method)";
+
+/// The first probe-depth key (SPEC §9.4) `config` sets that the agent protocol cannot
+/// carry, with its value as written: the agent would ignore it, so the monitor is
+/// refused instead.
+fn unsupported_key(config: &HealthCheckConfig) -> Option<(&'static str, String)> {
+    let quoted = |value: &Option<String>| value.as_ref().map(|v| format!("{v:?}"));
+    let map = |map: &std::collections::BTreeMap<String, String>| {
+        (!map.is_empty()).then(|| format!("{map:?}"))
+    };
+    [
+        ("body_match", quoted(&config.body_match)),
+        ("body_not_match", quoted(&config.body_not_match)),
+        (
+            "json",
+            (!config.json.is_empty()).then(|| format!("{} condition(s)", config.json.len())),
+        ),
+        ("header_match", map(&config.header_match)),
+        (
+            "follow_redirects",
+            config.follow_redirects.then(|| "true".to_owned()),
+        ),
+        (
+            "ip_family",
+            (config.ip_family != health_types::IpFamily::Any)
+                .then(|| format!("{:?}", config.ip_family.to_string())),
+        ),
+        (
+            "tls",
+            (!config.tls.is_empty()).then(|| "a table".to_owned()),
+        ),
+        ("payload", quoted(&config.payload)),
+        ("expect", quoted(&config.expect)),
+    ]
+    .into_iter()
+    .find_map(|(key, value)| Some((key, value?)))
 }
 
 /// The client of every `http://` agent (its TLS setup is never used): built once per

@@ -9,6 +9,7 @@
 use std::{
     hash::{BuildHasher, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -21,17 +22,18 @@ use hickory_resolver::proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RecordType},
 };
-use regex::Regex;
+use regex::bytes::Regex;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
     time::Instant,
 };
-use url::{Host, Url};
+use url::Url;
 
 use crate::{
     failure::{Failure, bad_url, classify_io, local_failure},
-    net::{self, Family},
+    net,
+    target::{Attempt, compile_regex, first_reachable, url_host},
 };
 
 /// The port a resolver is asked on when the URL names none.
@@ -74,25 +76,39 @@ const ANSWERS_SHOWN: usize = 160;
 /// - `rcode`: the response code expected (`NOERROR`, `NXDOMAIN`, `SERVFAIL`, `REFUSED`,
 ///   ...; default `NOERROR`).
 ///
+/// The query is split on `&` and `=` and percent-decoded, nothing more: a `+` stays a
+/// `+` (`expect=^10\.\d+\.` is that regex), unlike form decoding; write a space `%20`.
+///
 /// Verdicts: the response code differs from `rcode` → unhealthy kind `dns`, `dns: rcode
 /// NXDOMAIN, expected NOERROR`; `expect` set and no answer matches → unhealthy kind
 /// `dns`, `dns: no answer matches "<re>" (got: <answers>)`; otherwise healthy, detail
 /// `NOERROR: 1 answer` (or `NXDOMAIN: 0 answers` when that was expected). NOERROR with
 /// no answers and no `expect` is healthy: the resolver answered, which is what was
 /// asked. No answer by the timeout → unhealthy `timeout`; an ICMP port unreachable from
-/// the resolver → unhealthy `refused`. Latency and the `first_byte` phase are the time
-/// from the query sent to the answer read (`dns` is set when the resolver's own name
-/// was looked up).
+/// the resolver → unhealthy `refused`, `dns: connection refused (port unreachable)`; a
+/// refused TCP retry (after a truncated answer) → `dns: tcp: connection refused`.
+/// An answer counts only when its id and its question are ours (RFC 5452); others are
+/// skipped. Latency is the whole check (the resolver's name lookup included); the
+/// `first_byte` phase is the time from the query sent to the answer read (`dns` is set
+/// when the resolver's own name was looked up). A resolver given by name is asked at
+/// its first address; when the network cannot reach that one (no route, no local
+/// address of its family) the next is tried.
 ///
 /// [`validate_url`](Probe::validate_url) checks the whole URL (resolver, name, every
-/// key) and opens no socket.
+/// key) and opens no socket. The regex of a URL is compiled once: the probe keeps the
+/// last URL it took apart.
 #[derive(Clone, Debug)]
 pub struct DnsProbe {
     timeout: Duration,
-    /// The config's `expect`, used when the URL has none.
-    expect: Option<String>,
+    /// The config's `expect`, compiled, used when the URL has none.
+    expect: Option<Regex>,
     ip_family: IpFamily,
+    /// The last URL taken apart, and what it gave.
+    last: Arc<Mutex<Option<LastTarget>>>,
 }
+
+/// A URL and what it gave taken apart.
+type LastTarget = (Url, Arc<DnsTarget>);
 
 /// A `dns://` URL taken apart.
 #[derive(Clone, Debug)]
@@ -116,34 +132,37 @@ impl DnsProbe {
         config.validate()?;
         Ok(DnsProbe {
             timeout: config.timeout,
-            expect: config.expect.clone(),
+            expect: config
+                .expect
+                .as_deref()
+                .map(|pattern| compile_regex("expect", pattern, None))
+                .transpose()?,
             ip_family: config.ip_family,
+            last: Arc::default(),
         })
+    }
+
+    /// The target of `url`, from the last one when it is the same URL.
+    fn cached_target(&self, url: &Url) -> Result<Arc<DnsTarget>, ConfigError> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, target)) = &*last
+            && seen == url
+        {
+            return Ok(target.clone());
+        }
+        let target = Arc::new(self.target(url)?);
+        *last = Some((url.clone(), target.clone()));
+        Ok(target)
     }
 
     fn target(&self, url: &Url) -> Result<DnsTarget, ConfigError> {
         let invalid = |reason: String| ConfigError::url(redacted(url), reason);
         Scheme::of_among(url, &[Scheme::Dns])?;
-        let (ip, host) = match url.host() {
-            None | Some(Host::Domain("")) => {
-                return Err(invalid(
-                    "no resolver (like dns://192.0.2.53/example.com)".to_owned(),
-                ));
-            }
-            Some(Host::Ipv4(ip)) => (Some(IpAddr::V4(ip)), String::new()),
-            Some(Host::Ipv6(ip)) => (Some(IpAddr::V6(ip)), String::new()),
-            Some(Host::Domain(name)) => match net::ip_literal(name) {
-                Some(ip) => (Some(ip), String::new()),
-                None => (None, name.to_owned()),
-            },
-        };
-        if let Some(ip) = ip
-            && !self.ip_family.admits(&ip)
-        {
-            return Err(invalid(format!(
-                "{ip} is not an address of ip_family {}",
-                self.ip_family
-            )));
+        let (ip, host) = url_host(url)
+            .ok_or_else(|| invalid("no resolver (like dns://192.0.2.53/example.com)".to_owned()))?
+            .split();
+        if let Some(ip) = ip {
+            net::check_family(url, ip, self.ip_family)?;
         }
         let port = match url.port() {
             Some(0) => return Err(invalid("port 0 cannot be checked".to_owned())),
@@ -166,9 +185,14 @@ impl DnsProbe {
         // The name is asked as written: never completed from a search list.
         name.set_fqdn(true);
         let mut record_type = RecordType::A;
-        let mut expect = self.expect.clone();
+        let mut expect = None;
         let mut rcode = ResponseCode::NoError;
-        for (key, value) in url.query_pairs() {
+        for (key, value) in query_pairs(url.query().unwrap_or_default()) {
+            let (Some(key), Some(value)) = (percent_decode(key), percent_decode(value)) else {
+                return Err(invalid(format!(
+                    "the query pair {key:?}={value:?} is not valid percent-encoded UTF-8"
+                )));
+            };
             match &*key {
                 "type" => {
                     record_type = DNS_RECORD_TYPES
@@ -184,7 +208,7 @@ impl DnsProbe {
                             ),
                         })?;
                 }
-                "expect" => expect = Some(value.into_owned()),
+                "expect" => expect = Some(compile_regex("expect", &value, Some(url))?),
                 "rcode" => {
                     rcode = RCODES
                         .iter()
@@ -206,22 +230,13 @@ impl DnsProbe {
                 }
             }
         }
-        let expect = expect
-            .map(|pattern| {
-                Regex::new(&pattern).map_err(|err| ConfigError::Invalid {
-                    key: "expect",
-                    value: format!("{pattern:?} in {}", redacted(url)),
-                    reason: format!("is not a valid regex: {err}"),
-                })
-            })
-            .transpose()?;
         Ok(DnsTarget {
             ip,
             host,
             port,
             name,
             record_type,
-            expect,
+            expect: expect.or_else(|| self.expect.clone()),
             rcode,
         })
     }
@@ -229,24 +244,21 @@ impl DnsProbe {
     async fn probe(&self, target: &DnsTarget, start: Instant) -> Result<CheckResult, Failure> {
         let deadline = start + self.timeout;
         let mut phases = Phases::default();
-        let server = match target.ip {
-            Some(ip) => SocketAddr::new(ip, target.port),
+        let resolved;
+        let servers: &[SocketAddr] = match target.ip {
+            Some(ip) => &[SocketAddr::new(ip, target.port)],
             None => {
-                let family = match self.ip_family {
-                    IpFamily::Any => Family::Any,
-                    IpFamily::Ipv4 => Family::V4,
-                    IpFamily::Ipv6 => Family::V6,
-                };
-                let found = net::resolve(&target.host, target.port, family, deadline).await?;
+                resolved = net::resolve(&target.host, target.port, self.ip_family.into(), deadline)
+                    .await?;
                 phases.dns = Some(start.elapsed());
-                // `resolve` never answers an empty list.
-                found[0]
+                &resolved
             }
         };
         let id = query_id();
+        let question = Query::query(target.name.clone(), target.record_type);
         let mut query = Message::new(id, MessageType::Query, OpCode::Query);
         query.metadata.recursion_desired = true;
-        query.add_query(Query::query(target.name.clone(), target.record_type));
+        query.add_query(question.clone());
         let bytes = query.to_vec().map_err(|err| {
             Failure::checker(
                 CheckKind::Internal,
@@ -254,12 +266,12 @@ impl DnsProbe {
             )
         })?;
         let sent = Instant::now();
-        let mut answer = udp_exchange(server, &bytes, id).await?;
+        let (socket, server) = first_reachable(servers, |server| udp_send(server, &bytes)).await?;
+        let mut answer = udp_answer(&socket, id, &question).await?;
         if answer.metadata.truncation {
-            answer = tcp_exchange(server, &bytes, id).await?;
+            answer = tcp_exchange(server, &bytes, id, &question).await?;
         }
         phases.first_byte = Some(sent.elapsed());
-        let latency = sent.elapsed();
         let rcode = answer.metadata.response_code;
         if rcode != target.rcode {
             return Err(Failure::target(
@@ -277,7 +289,7 @@ impl DnsProbe {
             .map(|record| record.data.to_string())
             .collect();
         if let Some(expect) = &target.expect
-            && !texts.iter().any(|text| expect.is_match(text))
+            && !texts.iter().any(|text| expect.is_match(text.as_bytes()))
         {
             let mut got = texts.join(", ");
             if got.is_empty() {
@@ -293,7 +305,7 @@ impl DnsProbe {
         let plural = if count == 1 { "" } else { "s" };
         Ok(CheckResult::healthy(
             format!("{}: {count} answer{plural}", rcode_name(rcode)),
-            latency,
+            start.elapsed(),
         )
         .with_phases(phases))
     }
@@ -302,7 +314,7 @@ impl DnsProbe {
 #[async_trait]
 impl Probe for DnsProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
-        let target = self.target(url).map_err(|err| bad_url(&err))?;
+        let target = self.cached_target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
         match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
             Ok(Ok(result)) => Ok(result),
@@ -312,7 +324,7 @@ impl Probe for DnsProbe {
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
-        self.target(url).map(drop)
+        self.cached_target(url).map(drop)
     }
 }
 
@@ -332,44 +344,70 @@ fn query_id() -> u16 {
     hasher.finish() as u16
 }
 
-/// Sends `query` on a connected UDP socket and reads answers until one carries `id`.
-async fn udp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Failure> {
+/// Sends `query` to `server` on a connected UDP socket of its own; a failure the
+/// network gives before anything is sent (no route, no local address) lets the caller
+/// try the resolver's next address.
+async fn udp_send(server: SocketAddr, query: &[u8]) -> Result<(UdpSocket, SocketAddr), Attempt> {
     let local = if server.is_ipv4() {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
     } else {
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     };
     let socket = UdpSocket::bind(local).await.map_err(|err| {
-        local_failure(&err)
-            .unwrap_or_else(|| Failure::checker(CheckKind::Io, format!("dns: udp socket: {err}")))
+        Attempt::io(&err, |err| {
+            local_failure(err).unwrap_or_else(|| {
+                Failure::checker(CheckKind::Io, format!("dns: udp socket: {err}"))
+            })
+        })
     })?;
     socket
         .connect(server)
         .await
-        .map_err(|err| io_failure(&err))?;
-    socket.send(query).await.map_err(|err| io_failure(&err))?;
+        .map_err(|err| Attempt::io(&err, udp_failure))?;
+    socket
+        .send(query)
+        .await
+        .map_err(|err| Attempt::io(&err, udp_failure))?;
+    Ok((socket, server))
+}
+
+/// Reads answers on `socket` until one carries `id` and `question` (RFC 5452).
+async fn udp_answer(socket: &UdpSocket, id: u16, question: &Query) -> Result<Message, Failure> {
     let mut buf = vec![0u8; UDP_ANSWER_BUFFER];
     // Bounded by the check's deadline: a datagram that is not our answer (a stale one,
-    // garbage) is skipped.
+    // a spoofed one, garbage) is skipped.
     loop {
         let n = socket
             .recv(&mut buf)
             .await
-            .map_err(|err| io_failure(&err))?;
+            .map_err(|err| udp_failure(&err))?;
         if let Ok(answer) = Message::from_vec(&buf[..n])
-            && answer.metadata.id == id
-            && answer.metadata.message_type == MessageType::Response
+            && is_our_answer(&answer, id, question)
         {
             return Ok(answer);
         }
     }
 }
 
+/// Whether `answer` answers our query: a response with its id and, as its only
+/// question, ours (names compare case-insensitively).
+fn is_our_answer(answer: &Message, id: u16, question: &Query) -> bool {
+    answer.metadata.id == id
+        && answer.metadata.message_type == MessageType::Response
+        && answer.queries.len() == 1
+        && answer.queries[0] == *question
+}
+
 /// Asks again over TCP (RFC 7766 framing: a two-byte length before each message).
-async fn tcp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Failure> {
+async fn tcp_exchange(
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    question: &Query,
+) -> Result<Message, Failure> {
     let mut stream = TcpStream::connect(server)
         .await
-        .map_err(|err| io_failure(&err))?;
+        .map_err(|err| tcp_failure(&err))?;
     let len = u16::try_from(query.len())
         .map_err(|_| Failure::checker(CheckKind::Internal, "dns: query longer than 64 KiB"))?;
     let mut framed = Vec::with_capacity(query.len() + 2);
@@ -378,15 +416,15 @@ async fn tcp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Messa
     stream
         .write_all(&framed)
         .await
-        .map_err(|err| io_failure(&err))?;
-    let len = stream.read_u16().await.map_err(|err| io_failure(&err))?;
+        .map_err(|err| tcp_failure(&err))?;
+    let len = stream.read_u16().await.map_err(|err| tcp_failure(&err))?;
     let mut buf = vec![0u8; usize::from(len)];
     stream
         .read_exact(&mut buf)
         .await
-        .map_err(|err| io_failure(&err))?;
+        .map_err(|err| tcp_failure(&err))?;
     match Message::from_vec(&buf) {
-        Ok(answer) if answer.metadata.id == id => Ok(answer),
+        Ok(answer) if is_our_answer(&answer, id, question) => Ok(answer),
         Ok(_) => Err(Failure::target(
             CheckKind::Protocol,
             "dns: the answer over tcp is for another query",
@@ -398,9 +436,9 @@ async fn tcp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Messa
     }
 }
 
-/// A socket error talking to the resolver: ECONNREFUSED on UDP is an ICMP port
+/// A UDP socket error talking to the resolver: ECONNREFUSED is an ICMP port
 /// unreachable.
-fn io_failure(err: &std::io::Error) -> Failure {
+fn udp_failure(err: &std::io::Error) -> Failure {
     let failure = classify_io(err);
     if failure.kind == CheckKind::Refused && failure.detail == "connection refused" {
         return Failure::target(
@@ -409,6 +447,25 @@ fn io_failure(err: &std::io::Error) -> Failure {
         );
     }
     failure
+}
+
+/// A TCP error talking to the resolver (the retry of a truncated answer): as for any
+/// TCP connection, prefixed `dns: tcp: `.
+fn tcp_failure(err: &std::io::Error) -> Failure {
+    let mut failure = classify_io(err);
+    if failure.kind != CheckKind::Local {
+        failure.detail = format!("dns: tcp: {}", failure.detail);
+    }
+    failure
+}
+
+/// The `key=value` pairs of a query, split on `&` and the first `=`, not decoded (a
+/// key without `=` has an empty value; empty pairs are skipped).
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// `text` with its `%XX` escapes decoded, or `None` when that is not UTF-8 or an escape
@@ -485,6 +542,67 @@ mod tests {
                 "{url}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_plus_in_the_query_stays_a_plus() {
+        let t = target(r"dns://127.0.0.1/x.test?expect=^10\.\d+\.").unwrap();
+        assert_eq!(t.expect.unwrap().as_str(), r"^10\.\d+\.");
+        let t = target("dns://127.0.0.1/x.test?expect=a%20b%2Bc+d&type=TXT").unwrap();
+        assert_eq!(t.expect.unwrap().as_str(), "a b+c+d");
+        assert_eq!(t.record_type, RecordType::TXT);
+        let pairs: Vec<_> = query_pairs("a=1&&b&c=x=y").collect();
+        assert_eq!(pairs, [("a", "1"), ("b", ""), ("c", "x=y")]);
+        let err = target("dns://127.0.0.1/x.test?expect=%ff").unwrap_err();
+        assert!(err.contains("percent-encoded"), "{err}");
+    }
+
+    #[test]
+    fn the_config_expect_is_the_default_and_compiled_once() {
+        let probe = DnsProbe::try_new(&HealthCheckConfig {
+            expect: Some("^192\\.".to_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+        let url = Url::parse("dns://127.0.0.1/x.test").unwrap();
+        let first = probe.cached_target(&url).unwrap();
+        assert_eq!(first.expect.as_ref().unwrap().as_str(), "^192\\.");
+        assert!(Arc::ptr_eq(&first, &probe.cached_target(&url).unwrap()));
+        let other = Url::parse("dns://127.0.0.1/x.test?expect=y").unwrap();
+        assert_eq!(
+            probe
+                .cached_target(&other)
+                .unwrap()
+                .expect
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "y"
+        );
+    }
+
+    #[test]
+    fn an_answer_counts_only_with_our_id_and_question() {
+        let name = Name::from_ascii("web.test.").unwrap();
+        let question = Query::query(name.clone(), RecordType::A);
+        let answer = |id, q: Query| {
+            let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+            m.add_query(q);
+            m
+        };
+        assert!(is_our_answer(&answer(7, question.clone()), 7, &question));
+        // Names compare case-insensitively (0x20 randomisation stays possible).
+        let upper = Query::query(Name::from_ascii("WEB.test.").unwrap(), RecordType::A);
+        assert!(is_our_answer(&answer(7, upper), 7, &question));
+        assert!(!is_our_answer(&answer(8, question.clone()), 7, &question));
+        let other = Query::query(Name::from_ascii("evil.test.").unwrap(), RecordType::A);
+        assert!(!is_our_answer(&answer(7, other), 7, &question));
+        let aaaa = Query::query(name, RecordType::AAAA);
+        assert!(!is_our_answer(&answer(7, aaaa), 7, &question));
+        let none = Message::new(7, MessageType::Response, OpCode::Query);
+        assert!(!is_our_answer(&none, 7, &question));
+        let query = Message::new(7, MessageType::Query, OpCode::Query);
+        assert!(!is_our_answer(&query, 7, &question));
     }
 
     #[test]

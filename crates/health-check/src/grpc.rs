@@ -4,9 +4,29 @@
 //!
 //! The channel's connections come from this crate's own connector: the shared resolver,
 //! a TCP connect honouring `ip_family`, and for `grpcs` a rustls handshake on the ring
-//! provider offering ALPN `h2`, trusting what `tls_verify` and the `tls` table say. So
-//! tonic's own TLS features (and with them a second crypto provider) stay out of the
-//! build, and `tls_verify = false` works as it does for HTTPS.
+//! provider offering ALPN `h2`, with the HTTP probes' TLS setup ([`crate::tls`]:
+//! `tls_verify`, the `tls` table, `tls.min_version`). So tonic's own TLS features (and
+//! with them a second crypto provider) stay out of the build, and `tls_verify = false`
+//! works as it does for HTTPS.
+//!
+//! Channels: one per target (`scheme://host:port`), cached in the probe. A channel is
+//! connected eagerly, inside the check's deadline (`connect_with_connector`, never the
+//! lazy variant), and cached only once connected. A transport error or a timeout
+//! forgets it, and so does being unused for [`IDLE_EXPIRY`] (swept at the start of the
+//! next check): the next check connects afresh.
+//!
+//! Cancel safety: a check dropped while connecting drops the connect with it (the DNS
+//! lookup, the TCP connect and the TLS and HTTP/2 handshakes all run in the check's own
+//! future; nothing is spawned before the connection is up). What outlives a dropped
+//! check is only a connected, cached channel: tonic's buffer worker and hyper's HTTP/2
+//! connection task, idle; they end when the channel is forgotten (a failed or timed-out
+//! check of the target, or the sweep of a later check after [`IDLE_EXPIRY`]) or the
+//! probe is dropped. A call in flight when its check is dropped is reset by hyper
+//! (the stream's handle is dropped), not left running. One thing runs in a task of
+//! tonic's rather than the check's: when a cached channel's connection has died, tonic
+//! reconnects inside its buffer worker on the next call; that reconnect uses this
+//! crate's connector, bounded by its own `timeout` deadline, so a check dropped during
+//! it leaves it running for at most `timeout`.
 
 use std::{
     collections::HashMap,
@@ -18,8 +38,8 @@ use std::{
 
 use async_trait::async_trait;
 use health_types::{
-    CertInfo, CheckKind, CheckResult, ConfigError, HealthCheckConfig, IpFamily, Probe, ProbeError,
-    Scheme, redacted, tls::rustls::pki_types::ServerName,
+    CertInfo, CheckKind, CheckResult, ConfigError, HealthCheckConfig, IpFamily, Phases, Probe,
+    ProbeError, Scheme, redacted, tls::rustls::pki_types::ServerName,
 };
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -41,6 +61,17 @@ use crate::{
     net::{self, Family},
 };
 
+/// A cached channel unused this long is dropped by the next check (which connects
+/// afresh), so no connection idles forever and a stale one is not trusted.
+const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// The largest health response message decoded: a `HealthCheckResponse` is a few bytes,
+/// so a hostile server cannot make the check buffer more.
+const MAX_RESPONSE: usize = 4 * 1024;
+/// The largest header list (status, `grpc-message`) accepted from the server.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// How much of a server's status message goes into a detail.
+const MESSAGE_SHOWN: usize = 200;
+
 /// Checks a gRPC server's health service (`grpc://`, `grpcs://`).
 ///
 /// Asks `grpc.health.v1.Health/Check` for the service named by the URL's path without
@@ -53,24 +84,25 @@ use crate::{
 /// | `NOT_SERVING`, `UNKNOWN`, `SERVICE_UNKNOWN` | unhealthy | `status` | the status name |
 /// | status `NOT_FOUND` (the server does not know the service) | unhealthy | `status` | `grpc: service "<name>" unknown (NOT_FOUND)` |
 /// | status `UNIMPLEMENTED` (no health service) | unhealthy | `protocol` | `grpc: the server has no health service (UNIMPLEMENTED)` |
-/// | another status | unhealthy | `status` | `grpc: <CODE>: <message>` |
+/// | status `DEADLINE_EXCEEDED` from the server | unhealthy | `timeout` | `grpc: the server says the deadline was exceeded (DEADLINE_EXCEEDED): <message>` |
+/// | another status | unhealthy | `status` | `grpc: <CODE>: <message>` (the message cut at 200 characters) |
 /// | refused, reset, TLS failure, not HTTP/2 | unhealthy | `refused`, `reset`, `tls`, `protocol` | as for HTTP |
 /// | no answer within `timeout` | unhealthy | `timeout` | `timed out after 10s` |
 ///
 /// `grpcs` verifies the server's certificate when `tls_verify` is true (against
 /// `tls.ca` when given, else the system and webpki roots), sends `tls.cert`/`tls.key`
-/// when the server asks, and names `tls.server_name` (default: the URL's host) by SNI.
-/// `tls.min_version` is not applied to gRPC checks: rustls's default versions (1.2 and
-/// 1.3) are offered.
+/// when the server asks, names `tls.server_name` (default: the URL's host) by SNI and
+/// accepts `tls.min_version` and later. `tls.ca` is read even without `tls_verify`: a
+/// wrong path is a config error naming `tls.ca` and the file.
 ///
-/// A `grpcs` result carries the server's leaf certificate (as of the channel's latest
-/// handshake).
+/// Every `grpcs` result that got an answer from the server (healthy, or unhealthy by
+/// its status) carries the server's leaf certificate (as of the channel's handshake),
+/// so a certificate's expiry is seen while the service is down. Phases: `dns`,
+/// `connect` and `tls` when the check opened the channel's connection, `first_byte`
+/// the call.
 ///
-/// One channel (one HTTP/2 connection, kept alive) per target is cached in the probe
-/// and reused by its checks; a check that fails on the transport drops it, so the next
-/// check connects afresh. Cancel safety: a dropped check leaves only the cached
-/// channel (and the connection task tonic runs for it), as the HTTP probes leave their
-/// pooled connections.
+/// The response message is bounded (4 KiB) and so is the server's header list (16 KiB);
+/// see the module docs for the channel cache and cancel safety.
 #[derive(Clone)]
 pub struct GrpcProbe {
     timeout: Duration,
@@ -79,13 +111,27 @@ pub struct GrpcProbe {
     tls: Arc<ClientConfig>,
     /// `tls.server_name`, instead of the URL's host.
     server_name: Option<ServerName<'static>>,
-    /// Channels by target (`scheme://host:port`), each with the certificate its latest
-    /// TLS handshake saw.
-    channels: Arc<Mutex<HashMap<String, (Channel, PeerCert)>>>,
+    /// Connected channels by target (`scheme://host:port`).
+    channels: Arc<Mutex<HashMap<String, Cached>>>,
 }
 
-/// The peer certificate of a channel's latest handshake.
-type PeerCert = Arc<Mutex<Option<Arc<CertInfo>>>>;
+/// A connected channel, what its connections saw, and when a check last used it.
+#[derive(Clone)]
+struct Cached {
+    channel: Channel,
+    seen: Seen,
+    used: Instant,
+}
+
+/// What the connector saw of a channel's connections: the certificate of the latest
+/// handshake, and the phases of a connection not yet reported by a check.
+type Seen = Arc<Mutex<ConnSeen>>;
+
+#[derive(Default)]
+struct ConnSeen {
+    cert: Option<Arc<CertInfo>>,
+    phases: Option<Phases>,
+}
 
 impl fmt::Debug for GrpcProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,23 +162,16 @@ impl GrpcTarget {
 impl GrpcProbe {
     /// A probe with `config`'s `timeout`, `ip_family`, `tls_verify` and `tls` table.
     ///
-    /// Fails when `config` is invalid or a `tls` file cannot be read.
+    /// Fails when `config` is invalid or a `tls` file cannot be read (the error names
+    /// the key and the file).
     pub fn try_new(config: &HealthCheckConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let setup = crate::tls::client_setup(config, &[b"h2"], None)?;
         Ok(GrpcProbe {
             timeout: config.timeout,
             ip_family: config.ip_family,
-            tls: Arc::new(tls_config(config)?),
-            server_name: match &config.tls.server_name {
-                None => None,
-                Some(name) => Some(health_types::tls::server_name(name).ok_or_else(|| {
-                    ConfigError::Invalid {
-                        key: "tls.server_name",
-                        value: format!("{name:?}"),
-                        reason: "is not a DNS name or an IP address".to_owned(),
-                    }
-                })?),
-            },
+            tls: setup.own,
+            server_name: setup.server_name,
             channels: Arc::default(),
         })
     }
@@ -156,13 +195,8 @@ impl GrpcProbe {
                 "a gRPC URL takes no query (the path names the service)",
             ));
         }
-        if let Some(ip) = net::ip_literal(&host)
-            && !self.ip_family.admits(&ip)
-        {
-            return Err(invalid(&format!(
-                "{ip} is not an address of ip_family {}",
-                self.ip_family
-            )));
+        if let Some(ip) = net::ip_literal(&host) {
+            net::check_family(url, ip, self.ip_family)?;
         }
         let service = url.path().trim_start_matches('/').to_owned();
         Ok(GrpcTarget {
@@ -173,13 +207,18 @@ impl GrpcProbe {
         })
     }
 
-    /// The cached channel of `target`, or a new lazy one (it connects on the first call).
-    fn channel(&self, target: &GrpcTarget) -> Result<(Channel, PeerCert), Failure> {
-        let key = target.key();
+    /// The cached channel of `target` (marked used now), after dropping every channel
+    /// idle for [`IDLE_EXPIRY`].
+    fn cached(&self, target: &GrpcTarget, now: Instant) -> Option<(Channel, Seen)> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = channels.get(&key) {
-            return Ok(entry.clone());
-        }
+        channels.retain(|_, cached| now.saturating_duration_since(cached.used) < IDLE_EXPIRY);
+        let cached = channels.get_mut(&target.key())?;
+        cached.used = now;
+        Some((cached.channel.clone(), cached.seen.clone()))
+    }
+
+    /// A new channel to `target`, connected (inside the caller's deadline) and cached.
+    async fn connect(&self, target: &GrpcTarget) -> Result<(Channel, Seen), Failure> {
         // Always `http://`: the connector does TLS itself, and tonic refuses an `https`
         // URI without a TLS feature of its own.
         let host = match net::ip_literal(&target.host) {
@@ -188,29 +227,38 @@ impl GrpcProbe {
         };
         let endpoint = Endpoint::from_shared(format!("http://{host}:{}", target.port))
             .map_err(|err| Failure::checker(CheckKind::Config, format!("grpc: {err}")))?
-            .connect_timeout(self.timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_max_header_list_size(MAX_HEADER_LIST);
         let connector = Connector {
             host: target.host.clone(),
             port: target.port,
-            family: match self.ip_family {
-                IpFamily::Any => Family::Any,
-                IpFamily::Ipv4 => Family::V4,
-                IpFamily::Ipv6 => Family::V6,
-            },
+            family: self.ip_family.into(),
             timeout: self.timeout,
             tls: target
                 .tls
                 .then(|| (self.tls.clone(), self.server_name.clone())),
-            cert: PeerCert::default(),
+            seen: Seen::default(),
         };
-        let cert = connector.cert.clone();
-        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-            let connector = connector.clone();
-            async move { connector.connect().await }
-        }));
-        channels.insert(key, (channel.clone(), cert.clone()));
-        Ok((channel, cert))
+        let seen = connector.seen.clone();
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let connector = connector.clone();
+                async move { connector.connect().await }
+            }))
+            .await
+            .map_err(|err| transport_failure(&err, self.timeout))?;
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                target.key(),
+                Cached {
+                    channel: channel.clone(),
+                    seen: seen.clone(),
+                    used: Instant::now(),
+                },
+            );
+        Ok((channel, seen))
     }
 
     fn forget(&self, target: &GrpcTarget) {
@@ -221,68 +269,106 @@ impl GrpcProbe {
     }
 
     async fn probe(&self, target: &GrpcTarget, start: Instant) -> Result<CheckResult, Failure> {
-        let (channel, cert) = self.channel(target)?;
-        let mut client = HealthClient::new(channel);
+        let (channel, seen) = match self.cached(target, start) {
+            Some(cached) => cached,
+            None => self.connect(target).await?,
+        };
+        let mut client = HealthClient::new(channel).max_decoding_message_size(MAX_RESPONSE);
         let mut request = tonic::Request::new(HealthCheckRequest {
             service: target.service.clone(),
         });
         request.set_timeout(self.timeout.saturating_sub(start.elapsed()));
-        let response = match client.check(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return Err(self.status_failure(target, &status)),
+        let calling = Instant::now();
+        let answer = client.check(request).await;
+        let first_byte = calling.elapsed();
+        let (cert, phases) = {
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            (seen.cert.clone(), seen.phases.take().unwrap_or_default())
+        };
+        let phases = Phases {
+            first_byte: Some(first_byte),
+            ..phases
         };
         let latency = start.elapsed();
-        let cert = cert.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        match ServingStatus::try_from(response.status) {
-            Ok(ServingStatus::Serving) => {
-                Ok(CheckResult::healthy("SERVING", latency).with_cert(cert))
+        let response = match answer {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let (kind, detail) = self.status_verdict(target, &status)?;
+                return Ok(CheckResult::unhealthy(kind, detail, latency)
+                    .with_cert(cert)
+                    .with_phases(phases));
             }
-            Ok(other) => {
-                Ok(
-                    CheckResult::unhealthy(CheckKind::Status, other.as_str_name(), latency)
-                        .with_cert(cert),
-                )
-            }
-            Err(_) => Err(Failure::target(
+        };
+        let result = match ServingStatus::try_from(response.status) {
+            Ok(ServingStatus::Serving) => CheckResult::healthy("SERVING", latency),
+            Ok(other) => CheckResult::unhealthy(CheckKind::Status, other.as_str_name(), latency),
+            Err(_) => CheckResult::unhealthy(
                 CheckKind::Status,
                 format!("grpc: unknown serving status {}", response.status),
-            )),
-        }
+                latency,
+            ),
+        };
+        Ok(result.with_cert(cert).with_phases(phases))
     }
 
-    /// Classifies a failed call; a transport failure also drops the target's channel.
-    fn status_failure(&self, target: &GrpcTarget, status: &Status) -> Failure {
-        match status.code() {
-            Code::NotFound => Failure::target(
+    /// The verdict on a status the server answered (kind and detail), or the failure of
+    /// a call that did not get that far: a transport failure, which also drops the
+    /// target's channel.
+    fn status_verdict(
+        &self,
+        target: &GrpcTarget,
+        status: &Status,
+    ) -> Result<(CheckKind, String), Failure> {
+        // A status made from a transport error (or tonic's own timeout) carries it as
+        // its source; a status the server sent has none.
+        if let Some(source) = std::error::Error::source(status) {
+            self.forget(target);
+            return Err(source_failure(source, self.timeout));
+        }
+        let message = health_types::truncate(status.message(), MESSAGE_SHOWN);
+        Ok(match status.code() {
+            Code::NotFound => (
                 CheckKind::Status,
                 format!("grpc: service {:?} unknown (NOT_FOUND)", target.service),
             ),
-            Code::Unimplemented => Failure::target(
+            Code::Unimplemented => (
                 CheckKind::Protocol,
-                "grpc: the server has no health service (UNIMPLEMENTED)",
+                "grpc: the server has no health service (UNIMPLEMENTED)".to_owned(),
             ),
-            Code::DeadlineExceeded => Failure::timed_out(self.timeout),
-            code => {
-                // A status made from a transport error carries it as its source.
-                if let Some(source) = std::error::Error::source(status) {
-                    self.forget(target);
-                    let chain = error_chain(source);
-                    if let Some(failure) = chain.iter().find_map(|e| e.downcast_ref::<Failure>()) {
-                        return failure.clone();
-                    }
-                    // The channel enforces the call's `grpc-timeout` itself.
-                    if chain.iter().any(|e| e.is::<tonic::TimeoutExpired>()) {
-                        return Failure::timed_out(self.timeout);
-                    }
-                    return classify_chain(source).prefixed("grpc: ");
-                }
-                Failure::target(
-                    CheckKind::Status,
-                    format!("grpc: {}: {}", code_name(code), status.message()),
-                )
-            }
-        }
+            Code::DeadlineExceeded => (
+                CheckKind::Timeout,
+                format!(
+                    "grpc: the server says the deadline was exceeded (DEADLINE_EXCEEDED): {message}"
+                ),
+            ),
+            code => (
+                CheckKind::Status,
+                format!("grpc: {}: {message}", code_name(code)),
+            ),
+        })
     }
+}
+
+/// The failure a transport error (from connecting, or under a call) stands for.
+fn source_failure(source: &(dyn std::error::Error + 'static), timeout: Duration) -> Failure {
+    let chain = error_chain(source);
+    if let Some(failure) = chain.iter().find_map(|e| e.downcast_ref::<Failure>()) {
+        return failure.clone();
+    }
+    // The channel enforces the call's `grpc-timeout` itself.
+    if chain.iter().any(|e| e.is::<tonic::TimeoutExpired>()) {
+        return Failure::timed_out(timeout);
+    }
+    let mut failure = classify_chain(source);
+    if failure.kind != CheckKind::Local {
+        failure.detail = format!("grpc: {}", failure.detail);
+    }
+    failure
+}
+
+/// The failure of a channel that could not be connected.
+fn transport_failure(err: &tonic::transport::Error, timeout: Duration) -> Failure {
+    source_failure(err, timeout)
 }
 
 #[async_trait]
@@ -293,14 +379,12 @@ impl Probe for GrpcProbe {
         match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => {
-                if failure.kind == CheckKind::Timeout {
-                    self.forget(&target);
-                }
+                self.forget(&target);
                 failure.into_outcome(start.elapsed())
             }
             Err(_) => {
-                // A connection stuck in its HTTP/2 handshake would stall every later
-                // call on this channel: the next check starts afresh.
+                // A connection stuck in its HTTP/2 handshake or call would stall every
+                // later call on this channel: the next check starts afresh.
                 self.forget(&target);
                 Failure::timed_out(self.timeout).into_outcome(start.elapsed())
             }
@@ -326,49 +410,39 @@ struct Connector {
     timeout: Duration,
     /// The TLS config and the name to verify instead of the host, for `grpcs`.
     tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
-    /// Where the latest handshake's peer certificate goes.
-    cert: PeerCert,
+    /// Where the latest handshake's peer certificate and the phases go.
+    seen: Seen,
 }
 
 impl Connector {
     async fn connect(self) -> Result<TokioIo<Pin<Box<dyn Io>>>, Failure> {
-        let deadline = Instant::now() + self.timeout;
+        let start = Instant::now();
+        let deadline = start + self.timeout;
+        let mut phases = Phases::default();
         let addrs = net::resolve(&self.host, self.port, self.family, deadline).await?;
+        if net::ip_literal(&self.host).is_none() {
+            phases.dns = Some(start.elapsed());
+        }
+        let connecting = Instant::now();
         let tcp = net::connect_until(&addrs, deadline).await?;
+        phases.connect = Some(connecting.elapsed());
         let _ = tcp.set_nodelay(true);
-        let io: Pin<Box<dyn Io>> = match &self.tls {
+        let (io, cert): (Pin<Box<dyn Io>>, _) = match &self.tls {
             Some((config, name)) => {
+                let handshaking = Instant::now();
                 let tls = crate::tls::handshake_as(config.clone(), &self.host, name.as_ref(), tcp)
                     .await?;
-                *self.cert.lock().unwrap_or_else(PoisonError::into_inner) =
-                    crate::tls::peer_cert(&tls);
-                Box::pin(tls)
+                phases.tls = Some(handshaking.elapsed());
+                let cert = crate::tls::peer_cert(&tls);
+                (Box::pin(tls), cert)
             }
-            None => Box::pin(tcp),
+            None => (Box::pin(tcp), None),
         };
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.cert = cert;
+        seen.phases = Some(phases);
         Ok(TokioIo::new(io))
     }
-}
-
-/// The TLS config of `grpcs` checks, from `tls_verify` and the `tls` table; ALPN `h2`.
-fn tls_config(config: &HealthCheckConfig) -> Result<ClientConfig, ConfigError> {
-    use health_types::tls::{ClientAuth, Trust, client_config, load_roots};
-
-    let file_error = |err: health_types::tls::TlsError| ConfigError::Invalid {
-        key: "tls",
-        value: "(a grpcs client config)".to_owned(),
-        reason: err.to_string(),
-    };
-    let trust = match (config.tls_verify, &config.tls.ca) {
-        (false, _) => Trust::AnyCertificate,
-        (true, None) => Trust::SystemRoots,
-        (true, Some(ca)) => Trust::Roots(Arc::new(load_roots(ca).map_err(file_error)?)),
-    };
-    let auth = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => Some(ClientAuth::load(cert, key).map_err(file_error)?),
-        _ => None,
-    };
-    client_config(&trust, &[b"h2"], auth).map_err(file_error)
 }
 
 /// The canonical name of a gRPC status code (`NOT_FOUND`).
@@ -411,6 +485,29 @@ mod tests {
             "the URL parser rejects an empty host"
         );
         assert!(target("grpc:///svc").unwrap_err().contains("no host"));
+    }
+
+    #[tokio::test]
+    async fn a_channel_unused_for_a_minute_is_dropped_by_the_next_check() {
+        let probe = GrpcProbe::try_new(&HealthCheckConfig::default()).unwrap();
+        let target = target("grpc://127.0.0.1:50051/x").unwrap();
+        let channel = Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+        let used = Instant::now();
+        probe.channels.lock().unwrap().insert(
+            target.key(),
+            Cached {
+                channel,
+                seen: Seen::default(),
+                used,
+            },
+        );
+        // Used within the minute: kept, and marked used again.
+        let later = used + IDLE_EXPIRY - Duration::from_secs(1);
+        assert!(probe.cached(&target, later).is_some());
+        assert!(probe.cached(&target, later + IDLE_EXPIRY / 2).is_some());
+        // A minute after its last use: gone, so the check connects afresh.
+        assert!(probe.cached(&target, later + IDLE_EXPIRY * 2).is_none());
+        assert!(probe.channels.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -40,9 +40,21 @@
 //! unhealthy `too many redirects (10)` (kind `status`). The location's path is sent as
 //! it is (the configured `path` applies to the first request only). A 3xx without a
 //! usable `Location` is judged by its status. The final answer's detail says how it was
-//! reached: `HTTP 200 OK (after 2 redirects)`. The URL's credentials (`user:pass@`) are
-//! sent only to a location on the same host; a configured `Authorization` header goes
-//! everywhere, as configured.
+//! reached: `HTTP 200 OK (after 2 redirects)`.
+//!
+//! What a hop gets depends on where it goes, compared with the configured URL:
+//!
+//! - Same origin (scheme, host and port, the scheme's default port if none): the URL's
+//!   credentials (`user:pass@` as `Basic`), every configured header, and the pool.
+//! - Another origin (another host, another port, or `https` to `http`): no credentials,
+//!   and the configured `Authorization`, `Cookie`, `Proxy-Authorization` (any case) and
+//!   `Host` are left out, the hop's own authority going as `Host` (`:authority` on
+//!   HTTP/2), on HTTP/1 and HTTP/2 alike. Its connection is used once and closed, never
+//!   pooled (an HTTP/2 one's driver task ends with it), so an upstream that redirects to
+//!   a fresh authority on every check leaves nothing behind.
+//! - Another host: `tls.server_name` and the client certificate (`tls.cert`, `tls.key`)
+//!   do not apply either; the hop is verified against its own name, and no client
+//!   certificate is offered.
 //!
 //! # Phases, status code and certificate
 //!
@@ -65,7 +77,10 @@ use health_types::{
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri,
-    header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, HOST, LOCATION, USER_AGENT},
+    header::{
+        ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, COOKIE, HOST, LOCATION,
+        PROXY_AUTHORIZATION, USER_AGENT,
+    },
     uri::PathAndQuery,
 };
 use http_body_util::BodyExt;
@@ -82,7 +97,7 @@ use self::{
 };
 use crate::{
     failure::{Failure, bad_url, classify_chain, classify_stream_io, error_chain},
-    net::{USER_AGENT_VALUE, ip_literal, join_path},
+    net::{self, USER_AGENT_VALUE, ip_literal, join_path},
 };
 
 mod assert;
@@ -328,6 +343,11 @@ struct RequestSpec {
     h2_headers: HeaderMap,
     /// The same headers as HTTP/1.1 header lines, `Host` left out unless configured.
     h1_headers: Vec<u8>,
+    /// The headers of a request to another origin (a redirect hop): the configured
+    /// `Authorization`, `Cookie`, `Proxy-Authorization` and `Host` left out.
+    h2_cross: HeaderMap,
+    /// The same as HTTP/1.1 header lines.
+    h1_cross: Vec<u8>,
     /// A `Host` header is configured (it then replaces the URL's authority).
     host_configured: bool,
     /// An `Authorization` header is configured (it then wins over a URL's user info).
@@ -353,11 +373,26 @@ struct Target<'u> {
     path: String,
     /// `Basic …` from the URL's user info, unless the config sets `Authorization`.
     authorization: Option<HeaderValue>,
+    /// On the origin (scheme, host, port) of the configured URL: the configured
+    /// credentials and headers go, and the connection is pooled. A redirect hop to
+    /// another origin gets none of that (see the module docs).
+    same_origin: bool,
+    /// On the host of the configured URL: `tls.server_name` and the client certificate
+    /// apply.
+    own_host: bool,
 }
 
 impl Target<'_> {
     fn authority(&self) -> &str {
         &self.key[self.authority_at..]
+    }
+
+    /// Sets [`own_host`](Self::own_host) and [`same_origin`](Self::same_origin) of a
+    /// redirect hop against the `first` target, the configured URL's: the same host (no
+    /// case), and the same scheme and port (the scheme's default when none is written).
+    fn compare_with(&mut self, first: &Target<'_>) {
+        self.own_host = self.host.eq_ignore_ascii_case(first.host);
+        self.same_origin = self.own_host && self.https == first.https && self.port == first.port;
     }
 }
 
@@ -419,12 +454,19 @@ impl RequestSpec {
         let h1_headers = header_lines(&h2_headers);
         let host_configured = h2_headers.remove(HOST).is_some();
         let authorization_configured = h2_headers.contains_key(AUTHORIZATION);
+        let mut h2_cross = h2_headers.clone();
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+            h2_cross.remove(name);
+        }
+        let h1_cross = header_lines(&h2_cross);
         Ok(RequestSpec {
             config: config.clone(),
             method: match config.method {
                 Method::Get => http::Method::GET,
                 Method::Head => http::Method::HEAD,
             },
+            h1_cross,
+            h2_cross,
             h2_headers,
             h1_headers,
             host_configured,
@@ -445,6 +487,8 @@ impl RequestSpec {
         RequestSpec {
             config: HealthCheckConfig::default(),
             method: http::Method::GET,
+            h2_cross: h2_headers.clone(),
+            h1_cross: h1_headers.clone(),
             h2_headers,
             h1_headers,
             host_configured: false,
@@ -480,15 +524,8 @@ impl RequestSpec {
             Some(host) if !host.is_empty() => host,
             _ => return Err(ConfigError::url(redacted(url), "no host")),
         };
-        let family = self.config.ip_family;
-        if family != IpFamily::Any
-            && let Some(ip) = ip_literal(host)
-            && !family.admits(&ip)
-        {
-            return Err(ConfigError::url(
-                redacted(url),
-                format!("{ip} is not an address of ip_family {family}"),
-            ));
+        if let Some(ip) = ip_literal(host) {
+            net::check_family(url, ip, self.config.ip_family)?;
         }
         let https = scheme == "https";
         let mut key = String::with_capacity(scheme.len() + 3 + host.len() + 6);
@@ -523,6 +560,8 @@ impl RequestSpec {
             } else {
                 basic_authorization(url)
             },
+            same_origin: true,
+            own_host: true,
         })
     }
 
@@ -556,8 +595,9 @@ impl RequestSpec {
 
     /// Follows the redirects that start with `answer` (to `url`), at most
     /// [`MAX_REDIRECTS`], with the same method, inside the check's deadline, and judges
-    /// the final answer. The URL's credentials go only to its own host; an `h2c` check
-    /// stays on h2c for `http` locations.
+    /// the final answer. The URL's credentials and the sensitive configured headers go
+    /// only to the URL's origin, TLS settings only to its host (see the module docs); an
+    /// `h2c` check stays on h2c for `http` locations.
     #[allow(clippy::too_many_arguments)] // One call site; a struct would only rename them.
     async fn follow(
         &self,
@@ -572,7 +612,7 @@ impl RequestSpec {
         let mut hops = 0;
         let mut base: Option<Url> = None;
         loop {
-            let Some(next) = redirect_to(&answer, base.as_ref().unwrap_or(url)) else {
+            let Some(next) = redirect_to(&answer, base.as_ref().unwrap_or(url), h2c) else {
                 return Ok(self.verdict(&answer, hops));
             };
             if hops == MAX_REDIRECTS {
@@ -600,10 +640,8 @@ impl RequestSpec {
                         format!("redirect to a bad location: {err}"),
                     )
                 })?;
-                if target.authorization.is_none()
-                    && !self.authorization_configured
-                    && next.host_str() == url.host_str()
-                {
+                target.compare_with(first);
+                if target.authorization.is_none() && target.same_origin {
                     target.authorization = first.authorization.clone();
                 }
                 self.exchange(pool, &target, start, deadline).await?
@@ -623,7 +661,12 @@ impl RequestSpec {
         start: Instant,
         deadline: Instant,
     ) -> Result<Answer, Failure> {
-        let mut pooled = pool.checkout(&target.key);
+        // A hop to another origin is not pooled: a redirect to a fresh authority on
+        // every check must not leave a connection (or an HTTP/2 driver) behind.
+        let mut pooled = target
+            .same_origin
+            .then(|| pool.checkout(&target.key))
+            .flatten();
         loop {
             let reused = pooled.is_some();
             // A reused connection has only the answer's phase.
@@ -662,10 +705,15 @@ impl RequestSpec {
         let authority = target.authority();
         // One buffer for the request, then for the answer.
         let authorization = target.authorization.as_ref().map(HeaderValue::as_bytes);
+        let (lines, host_configured) = if target.same_origin {
+            (&self.h1_headers, self.host_configured)
+        } else {
+            (&self.h1_cross, false)
+        };
         let length = self.method.as_str().len()
             + target.path.len()
             + authority.len()
-            + self.h1_headers.len()
+            + lines.len()
             + authorization.map_or(0, |value| value.len() + 17)
             + 24;
         let mut request = Vec::with_capacity(length.max(h1::FIRST_READ));
@@ -673,7 +721,7 @@ impl RequestSpec {
         request.push(b' ');
         request.extend_from_slice(target.path.as_bytes());
         request.extend_from_slice(b" HTTP/1.1\r\n");
-        if !self.host_configured {
+        if !host_configured {
             request.extend_from_slice(b"host: ");
             request.extend_from_slice(authority.as_bytes());
             request.extend_from_slice(b"\r\n");
@@ -683,7 +731,7 @@ impl RequestSpec {
             request.extend_from_slice(value);
             request.extend_from_slice(b"\r\n");
         }
-        request.extend_from_slice(&self.h1_headers);
+        request.extend_from_slice(lines);
         request.extend_from_slice(b"\r\n");
 
         let mut buf = request;
@@ -698,7 +746,7 @@ impl RequestSpec {
         let cert = conn.cert().cloned();
         let drained = h1::drain(&mut conn, &head, &mut buf, &mut body).await;
         let cut_short = self.cut_short(drained.map(|clean| {
-            if clean {
+            if clean && target.same_origin {
                 pool.checkin(&target.key, conn);
             }
         }))?;
@@ -812,7 +860,11 @@ impl RequestSpec {
             .uri(uri)
             .body(Empty::new())
             .map_err(|err| Failure::checker(CheckKind::Internal, format!("http request: {err}")))?;
-        *request.headers_mut() = self.h2_headers.clone();
+        *request.headers_mut() = if target.same_origin {
+            self.h2_headers.clone()
+        } else {
+            self.h2_cross.clone()
+        };
         if let Some(value) = &target.authorization {
             request.headers_mut().insert(AUTHORIZATION, value.clone());
         }
@@ -856,14 +908,14 @@ impl RequestSpec {
 }
 
 /// Where a redirect `answer` (a 3xx other than 304, with a `Location` that makes an
-/// `http` or `https` URL against `base`, or an `h2c` one against an `h2c` base) points;
-/// `None` for any other answer, which is then judged by its status.
-fn redirect_to(answer: &Answer, base: &Url) -> Option<Url> {
+/// `http` or `https` URL against `base`, or an `h2c` one when the check is `h2c`)
+/// points; `None` for any other answer, which is then judged by its status.
+fn redirect_to(answer: &Answer, base: &Url, h2c: bool) -> Option<Url> {
     if !answer.status.is_redirection() || answer.status == StatusCode::NOT_MODIFIED {
         return None;
     }
     let next = base.join(answer.location.as_deref()?).ok()?;
-    if next.scheme() != "h2c" {
+    if !(h2c && next.scheme() == "h2c") {
         http_scheme(&next).ok()?;
     }
     Some(next)
@@ -1026,6 +1078,204 @@ mod tests {
         assert_eq!(h2.uri(), "http://[::1]:8080/api/health?full=1");
         assert_eq!(h2.method(), http::Method::HEAD);
         assert!(!h2.headers().contains_key(HOST));
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let spec = RequestSpec::fetch("*/*");
+        let url = |text: &str| Url::parse(text).unwrap();
+        let scheme = |url: &Url| {
+            if url.scheme() == "https" {
+                "https"
+            } else {
+                "http"
+            }
+        };
+        let first_url = url("https://u:p@Api.test:8443/");
+        let first = spec.target(&first_url, "https").unwrap();
+        let cases = [
+            ("https://api.test:8443/x", true, true),
+            ("http://api.test:8443/", false, true),
+            ("https://api.test:9443/", false, true),
+            ("https://other.test:8443/", false, false),
+        ];
+        for (text, same_origin, own_host) in cases {
+            let next = url(text);
+            let mut hop = spec.target(&next, scheme(&next)).unwrap();
+            hop.compare_with(&first);
+            let seen = (hop.same_origin, hop.own_host);
+            assert_eq!(seen, (same_origin, own_host), "{text}");
+        }
+        // A port left out is the scheme's default.
+        let (default, written) = (url("https://api.test/"), url("https://api.test:443/"));
+        let mut hop = spec.target(&written, "https").unwrap();
+        hop.compare_with(&spec.target(&default, "https").unwrap());
+        assert!(hop.same_origin);
+    }
+
+    #[test]
+    fn only_h2c_checks_follow_h2c_locations() {
+        let answer = Answer {
+            status: StatusCode::FOUND,
+            latency: Duration::ZERO,
+            body: Kept::default(),
+            cut_short: None,
+            location: Some("h2c://127.0.0.1:8080/next".to_owned()),
+            headers: Vec::new(),
+            phases: Phases::default(),
+            cert: None,
+        };
+        let http = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let h2c = Url::parse("h2c://127.0.0.1:8080/").unwrap();
+        assert_eq!(redirect_to(&answer, &http, false), None);
+        assert_eq!(redirect_to(&answer, &h2c, false), None);
+        let next = redirect_to(&answer, &h2c, true).unwrap();
+        assert_eq!(next.as_str(), "h2c://127.0.0.1:8080/next");
+    }
+
+    #[test]
+    fn cross_origin_requests_leave_the_sensitive_headers_out() {
+        let config = HealthCheckConfig {
+            headers: [
+                ("authorization", "Bearer t0ken"),
+                ("COOKIE", "session=1"),
+                ("Proxy-Authorization", "Basic eA=="),
+                ("Host", "configured.test"),
+                ("X-Probe", "yes"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .into(),
+            ..Default::default()
+        };
+        let client = HttpClient::try_new(&config, &HttpClientConfig::default()).unwrap();
+        let spec = RequestSpec::try_new(&config, &client).unwrap();
+        let first_url = Url::parse("h2c://127.0.0.1:8080/").unwrap();
+        let first = spec.target(&first_url, "http").unwrap();
+        let next_url = Url::parse("h2c://127.0.0.1:8081/").unwrap();
+        let mut hop = spec.target_at(&next_url, "http", true).unwrap();
+        hop.compare_with(&first);
+        let same = spec.h2_request(&first).unwrap();
+        assert_eq!(same.headers()[AUTHORIZATION], "Bearer t0ken");
+        let cross = spec.h2_request(&hop).unwrap();
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, HOST] {
+            assert!(!cross.headers().contains_key(&name), "{name}");
+        }
+        assert_eq!(cross.headers()["x-probe"], "yes");
+        assert_eq!(cross.uri().authority().unwrap(), "127.0.0.1:8081");
+    }
+
+    /// Serves HTTP/1.1 (`h2`: HTTP/2 with prior knowledge) on `listener` with
+    /// `handler`; says on `closed` each time a connection ends.
+    fn serve(
+        listener: tokio::net::TcpListener,
+        h2: bool,
+        handler: Arc<dyn Fn() -> http::Response<http_body_util::Full<Bytes>> + Send + Sync>,
+        closed: tokio::sync::mpsc::UnboundedSender<()>,
+    ) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        tokio::spawn(async move {
+            // Bounded: the test makes at most a few connections per server.
+            for _ in 0..64 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        let response = handler();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let io = TokioIo::new(tcp);
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await
+                    };
+                    let _ = closed.send(());
+                });
+            }
+        });
+    }
+
+    /// Fifty checks, each redirected to a fresh loopback port, leave only the
+    /// configured origin's connection in the pool, and close every other connection
+    /// (for HTTP/2, its driver task ended).
+    async fn redirects_to_fresh_authorities_do_not_grow_the_pool(h2c: bool) {
+        const CHECKS: usize = 50;
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let mut ports = Vec::with_capacity(CHECKS);
+        for _ in 0..CHECKS {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ports.push(listener.local_addr().unwrap().port());
+            let ok = Arc::new(|| http::Response::new(http_body_util::Full::new(Bytes::new())));
+            serve(listener, h2c, ok, closed_tx.clone());
+        }
+        let ports = Arc::new(std::sync::Mutex::new(ports));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let first = listener.local_addr().unwrap();
+        let (first_closed, _) = tokio::sync::mpsc::unbounded_channel();
+        serve(
+            listener,
+            h2c,
+            Arc::new(move || {
+                let port = ports.lock().unwrap().pop().unwrap_or(1);
+                let scheme = if h2c { "h2c" } else { "http" };
+                http::Response::builder()
+                    .status(302)
+                    .header(LOCATION, format!("{scheme}://127.0.0.1:{port}/"))
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap()
+            }),
+            first_closed,
+        );
+        let config = HealthCheckConfig {
+            follow_redirects: true,
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let client = HttpClient::try_new(&config, &HttpClientConfig::default()).unwrap();
+        let scheme = if h2c { "h2c" } else { "http" };
+        let url = Url::parse(&format!("{scheme}://{first}/")).unwrap();
+        for _ in 0..CHECKS {
+            let result = if h2c {
+                let probe = H2cProbe::try_with_client(&config, client.clone()).unwrap();
+                probe.check(&url).await.unwrap()
+            } else {
+                let probe = HttpProbe::try_with_client(&config, client.clone()).unwrap();
+                probe.check(&url).await.unwrap()
+            };
+            assert!(result.healthy, "{result:?}");
+        }
+        let pool = if h2c {
+            &client.inner.h2c
+        } else {
+            &client.inner.auto
+        };
+        assert_eq!(pool.size(), (1, 1));
+        let all_closed = async {
+            for _ in 0..CHECKS {
+                closed.recv().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_closed)
+            .await
+            .expect("every redirect target's connection is closed");
+    }
+
+    #[tokio::test]
+    async fn http1_redirects_to_fresh_authorities_do_not_grow_the_pool() {
+        redirects_to_fresh_authorities_do_not_grow_the_pool(false).await;
+    }
+
+    #[tokio::test]
+    async fn h2c_redirects_to_fresh_authorities_do_not_grow_the_pool() {
+        redirects_to_fresh_authorities_do_not_grow_the_pool(true).await;
     }
 
     #[test]

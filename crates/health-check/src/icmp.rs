@@ -7,6 +7,15 @@
 //! identifier. So a reply is ours when its sequence number and payload are the ones we
 //! sent. Where the sysctl excludes us the socket cannot be opened, and the check is an
 //! error (the checker cannot do its job), kind `io`, whose detail names the sysctl.
+//!
+//! ICMP errors: the socket does not set `IP_RECVERR`/`IPV6_RECVERR` (nix's socket
+//! options are not among this crate's features, and socket2 has none), and Linux
+//! hands a ping socket without it only the "hard" ICMP errors; host and network
+//! unreachable from a router are "soft", so they are dropped and the check ends as
+//! a `timeout`. A route this host itself lacks (no route, an `unreachable` route, no
+//! local address of the family) fails the send at once: unhealthy `refused`
+//! (`network unreachable`, `host unreachable`), after the next address of the name
+//! was tried.
 
 use std::{
     hash::{BuildHasher, Hasher},
@@ -22,11 +31,12 @@ use health_types::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{net::UdpSocket, time::Instant};
-use url::{Host, Url};
+use url::Url;
 
 use crate::{
     failure::{Failure, bad_url, classify_io, local_failure},
-    net::{self, Family},
+    net,
+    target::{Attempt, first_reachable, url_host},
 };
 
 /// The detail of a check on a machine whose kernel refuses us ping sockets.
@@ -48,9 +58,12 @@ const MARKER: &[u8; 8] = b"healthd\0";
 /// [`ip_family`](HealthCheckConfig::ip_family) (the first admitted address is pinged).
 /// A reply with our sequence number and payload is healthy, detail `echo reply`,
 /// latency the round trip (`first_byte` phase; `connect` is the socket setup, `dns` the
-/// lookup). No reply within `timeout` is unhealthy `timeout`; an ICMP error (host or
-/// network unreachable) is unhealthy `refused`. A kernel that refuses the socket is an
-/// error of kind `io`, detail [`PING_REFUSED`].
+/// lookup). No reply within `timeout` is unhealthy `timeout`, and so is an ICMP host or
+/// network unreachable from a router on the way (see the module docs); no route from
+/// this host is unhealthy `refused` (`network unreachable`). With a name, when this
+/// host cannot reach its first address (no route, no local address of the family), the
+/// next is pinged. A kernel that refuses the socket is an error of kind `io`, detail
+/// [`PING_REFUSED`].
 ///
 /// The URL takes a host and nothing else: a port, a path or a query is a config error.
 #[derive(Clone, Debug)]
@@ -81,29 +94,10 @@ impl IcmpProbe {
     fn target(&self, url: &Url) -> Result<IcmpTarget, ConfigError> {
         let invalid = |reason: String| ConfigError::url(redacted(url), reason);
         Scheme::of_among(url, &[Scheme::Icmp])?;
-        let target = match url.host() {
-            None | Some(Host::Domain("")) => {
-                return Err(invalid("no host (like icmp://192.0.2.1)".to_owned()));
-            }
-            Some(Host::Ipv4(ip)) => IcmpTarget {
-                ip: Some(IpAddr::V4(ip)),
-                host: String::new(),
-            },
-            Some(Host::Ipv6(ip)) => IcmpTarget {
-                ip: Some(IpAddr::V6(ip)),
-                host: String::new(),
-            },
-            Some(Host::Domain(name)) => match net::ip_literal(name) {
-                Some(ip) => IcmpTarget {
-                    ip: Some(ip),
-                    host: String::new(),
-                },
-                None => IcmpTarget {
-                    ip: None,
-                    host: name.to_owned(),
-                },
-            },
-        };
+        let (ip, host) = url_host(url)
+            .ok_or_else(|| invalid("no host (like icmp://192.0.2.1)".to_owned()))?
+            .split();
+        let target = IcmpTarget { ip, host };
         if url.port().is_some() {
             return Err(invalid("ICMP has no ports: write icmp://<host>".to_owned()));
         }
@@ -112,47 +106,44 @@ impl IcmpProbe {
                 "an icmp:// URL is a host alone (no path, no query)".to_owned(),
             ));
         }
-        if let Some(ip) = target.ip
-            && !self.ip_family.admits(&ip)
-        {
-            return Err(invalid(format!(
-                "{ip} is not an address of ip_family {}",
-                self.ip_family
-            )));
+        if let Some(ip) = target.ip {
+            net::check_family(url, ip, self.ip_family)?;
         }
         Ok(target)
     }
 
     async fn probe(&self, target: &IcmpTarget, start: Instant) -> Result<CheckResult, Failure> {
         let mut phases = Phases::default();
-        let ip = match target.ip {
-            Some(ip) => ip,
+        let resolved;
+        let addrs: &[SocketAddr] = match target.ip {
+            Some(ip) => &[SocketAddr::new(ip, 0)],
             None => {
-                let family = match self.ip_family {
-                    IpFamily::Any => Family::Any,
-                    IpFamily::Ipv4 => Family::V4,
-                    IpFamily::Ipv6 => Family::V6,
-                };
-                let found = net::resolve(&target.host, 0, family, start + self.timeout).await?;
+                resolved =
+                    net::resolve(&target.host, 0, self.ip_family.into(), start + self.timeout)
+                        .await?;
                 phases.dns = Some(start.elapsed());
-                // `resolve` never answers an empty list.
-                found[0].ip()
+                &resolved
             }
         };
         let setup = Instant::now();
-        let socket = ping_socket(ip)?;
-        socket
-            .connect(SocketAddr::new(ip, 0))
-            .await
-            .map_err(|err| classify_io(&err))?;
-        phases.connect = Some(setup.elapsed());
         let (sequence, nonce) = random_pair();
-        let request = echo_request(ip.is_ipv4(), sequence, nonce);
-        let sent = Instant::now();
-        socket
-            .send(&request)
-            .await
-            .map_err(|err| classify_io(&err))?;
+        let (socket, ip, sent) = first_reachable(addrs, |addr| async move {
+            let ip = addr.ip();
+            let socket = ping_socket(ip).map_err(Attempt::last)?;
+            socket
+                .connect(addr)
+                .await
+                .map_err(|err| Attempt::io(&err, classify_io))?;
+            let request = echo_request(ip.is_ipv4(), sequence, nonce);
+            let sent = Instant::now();
+            socket
+                .send(&request)
+                .await
+                .map_err(|err| Attempt::io(&err, classify_io))?;
+            Ok((socket, ip, sent))
+        })
+        .await?;
+        phases.connect = Some(sent.saturating_duration_since(setup));
         let mut buf = [0u8; 1024];
         // Bounded by the check's deadline: replies to other pings on this socket (none,
         // as it is ours alone) or stray datagrams are skipped.

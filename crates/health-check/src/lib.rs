@@ -82,8 +82,11 @@
 //!   after the status passed and compiled when the probe is built (with `HEAD`, a body
 //!   assertion is a config error); `follow_redirects` (default false: a 3xx is judged
 //!   by its status; true: at most [`MAX_REDIRECTS`] hops, same method, relative or
-//!   absolute, `http` ⇄ `https`, `h2c` stays `h2c`, inside the one `timeout`; the URL's
-//!   credentials go to its own host only); `ip_family` (`any`: every address, falling
+//!   absolute, `http` ⇄ `https`, `h2c` stays `h2c` and only an `h2c` check follows an
+//!   `h2c` location, inside the one `timeout`; the URL's credentials, the configured
+//!   `Authorization`/`Cookie`/`Proxy-Authorization`/`Host` and the pool are for its own
+//!   origin only, `tls.server_name` and the client certificate for its own host only);
+//!   `ip_family` (`any`: every address, falling
 //!   back to the next when a connect fails; `ipv4`/`ipv6`: that family only, and an IP
 //!   literal of the other is a config error); the `tls` table (`ca`, `cert` + `key` for
 //!   mutual TLS, `server_name` for SNI and verification, `min_version` `1.2`/`1.3`;
@@ -108,8 +111,10 @@
 //!   `expect` and `rcode` (default `NOERROR`).
 //! - [`IcmpProbe`]: `timeout` and `ip_family`.
 //! - `GrpcProbe` (feature `grpc`): `timeout`, `ip_family`, `tls_verify` and the `tls`
-//!   table (`ca`, `cert`/`key`, `server_name`) for `grpcs`; the URL's path names the
-//!   service.
+//!   table (`ca`, `cert`/`key`, `server_name`, `min_version`) for `grpcs`; the URL's
+//!   path names the service.
+//! - [`AgentProbe`] refuses the probe-depth keys (SPEC §9.4) the agent protocol cannot
+//!   carry, naming the key.
 //! - [`FileProbe`]: only `timeout`.
 //! - [`AgentProbe`]: `timeout`, `method`, `path`, plus an
 //!   [`AgentSpec`](health_types::AgentSpec): the agent's `url` and, for mutual TLS,
@@ -148,6 +153,7 @@
 //! | DNS answer with another rcode, or no answer matching `expect` | unhealthy | `dns` | `dns: rcode NXDOMAIN, expected NOERROR`, `dns: no answer matches "^10\\." (got: 192.0.2.1)` |
 //! | ICMP echo reply | healthy | `ok` | `echo reply` |
 //! | the kernel refuses an unprivileged ping socket (`net.ipv4.ping_group_range`) | error | `io` | `icmp: the kernel refuses unprivileged ping sockets (net.ipv4.ping_group_range)` |
+//! | ICMP echo: no reply, or a host/network unreachable from a router (the ping socket has no `IP_RECVERR`, so Linux drops those soft errors) | unhealthy | `timeout` | `timed out after 2s` |
 //! | gRPC health `SERVING` | healthy | `ok` | `SERVING` |
 //! | gRPC health `NOT_SERVING`, `UNKNOWN`, `SERVICE_UNKNOWN`; a gRPC error status | unhealthy | `status` | `NOT_SERVING`, `grpc: service "x" unknown (NOT_FOUND)` |
 //! | gRPC server without the health service | unhealthy | `protocol` | `grpc: the server has no health service (UNIMPLEMENTED)` |
@@ -199,8 +205,10 @@
 //! # Cancel safety
 //!
 //! Every `check` may be dropped at any await point. The HTTP probes leave only pooled
-//! idle connections behind (that is the point of the pool); the others leave nothing,
-//! with one narrow exception: a dropped Docker check leaves bollard's connection task
+//! idle connections behind (that is the point of the pool), and the gRPC probe only its
+//! cached, connected channel (idle; dropped by a failed check or after a minute unused;
+//! a connect in progress is dropped with its check); the others leave nothing, with one
+//! narrow exception: a dropped Docker check leaves bollard's connection task
 //! (hyper-util's client spawns one per connection), which sees the request gone, closes
 //! its socket and ends.
 
@@ -223,6 +231,7 @@ mod http;
 mod icmp;
 mod net;
 mod stream;
+mod target;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 #[cfg(feature = "tls")]

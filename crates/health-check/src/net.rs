@@ -3,10 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use health_types::CheckKind;
+use health_types::{CheckKind, ConfigError, IpFamily, redacted};
 use tokio::{net::TcpStream, time::Instant};
 #[cfg(any(feature = "http", feature = "docker"))]
-use url::{Host, Url};
+use url::Host;
+use url::Url;
 
 use crate::{
     dns,
@@ -61,6 +62,21 @@ impl From<health_types::IpFamily> for Family {
             health_types::IpFamily::Ipv4 => Family::V4,
             health_types::IpFamily::Ipv6 => Family::V6,
         }
+    }
+}
+
+/// Checks that the literal address `ip` (the host of `url`) is admitted by the
+/// configured `ip_family`: the one check of every probe, with one wording
+/// (`<ip> is not an address of ip_family <family>`, a URL error naming `url`, its
+/// password masked).
+pub(crate) fn check_family(url: &Url, ip: IpAddr, family: IpFamily) -> Result<(), ConfigError> {
+    if family.admits(&ip) {
+        Ok(())
+    } else {
+        Err(ConfigError::url(
+            redacted(url),
+            format!("{ip} is not an address of ip_family {family}"),
+        ))
     }
 }
 
@@ -122,13 +138,26 @@ pub(crate) async fn resolve(
     Ok(addrs)
 }
 
+/// The longest a connect attempt that is not the last may take ([`connect_until`]).
+const MAX_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a connect attempt may take with `left` until the deadline and `left_addrs`
+/// addresses still to try (this one included): `min(left / left_addrs, 2 s)`, or `None`
+/// (not cut here) for the last one.
+fn attempt_limit(left: std::time::Duration, left_addrs: usize) -> Option<std::time::Duration> {
+    (left_addrs > 1)
+        .then(|| (left / u32::try_from(left_addrs).unwrap_or(u32::MAX)).min(MAX_ATTEMPT))
+}
+
 /// Connects to the first of `addrs` that accepts before `deadline`, falling back to the
 /// next address when one fails (`ip_family = "any"`, SPEC §9.4).
 ///
-/// Each attempt but the last gets an equal share of the time left (`left / addresses
-/// left`), so an address that black-holes its SYNs does not eat the whole deadline
-/// while another would answer; the last address is not cut here: the caller's deadline
-/// ends it, as it ends the check (`timed out after …`). When none accepts, the failure
+/// Each attempt but the last gets an equal share of the time left, at most
+/// [`MAX_ATTEMPT`] (`min(left / addresses left, 2 s)`, like Happy Eyeballs' fixed
+/// fallback delay), so an address that black-holes its SYNs does not eat the deadline
+/// while another would answer, nor delay a long-timeout check by more than 2 s per dead
+/// address; the last address is not cut here: the caller's deadline ends it, as it ends
+/// the check (`timed out after …`). When none accepts, the failure
 /// reported is the last target-side one (refused beats a local error on another address
 /// family), else the last one; an attempt cut by its share is `connection timed out`
 /// (kind `timeout`).
@@ -139,12 +168,10 @@ pub(crate) async fn connect_until(
     let mut failure: Option<Failure> = None;
     for (i, addr) in addrs.iter().enumerate() {
         let left_addrs = addrs.len() - i;
-        let attempt = if left_addrs == 1 {
-            Ok(TcpStream::connect(addr).await)
-        } else {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let share = left / u32::try_from(left_addrs).unwrap_or(u32::MAX);
-            tokio::time::timeout(share, TcpStream::connect(addr)).await
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = match attempt_limit(left, left_addrs) {
+            None => Ok(TcpStream::connect(addr).await),
+            Some(share) => tokio::time::timeout(share, TcpStream::connect(addr)).await,
         };
         let next = match attempt {
             Ok(Ok(stream)) => return Ok(stream),
@@ -253,6 +280,18 @@ mod tests {
         assert!(url.as_ref().and_then(url_host).is_none());
     }
 
+    #[test]
+    fn attempts_get_a_share_of_the_time_left_at_most_2s() {
+        use std::time::Duration;
+
+        let secs = Duration::from_secs;
+        assert_eq!(attempt_limit(secs(3), 2), Some(Duration::from_millis(1500)));
+        assert_eq!(attempt_limit(secs(10), 2), Some(secs(2)));
+        assert_eq!(attempt_limit(secs(30), 3), Some(secs(2)));
+        assert_eq!(attempt_limit(secs(30), 1), None);
+        assert_eq!(attempt_limit(Duration::ZERO, 4), Some(Duration::ZERO));
+    }
+
     #[tokio::test]
     async fn a_failed_address_falls_back_to_the_next() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -268,6 +307,24 @@ mod tests {
             (err.kind, err.detail.as_str()),
             (CheckKind::Refused, "connection refused")
         );
+    }
+
+    #[test]
+    fn literals_are_checked_against_ip_family() {
+        let url = Url::parse("http://u:pw@[::1]:80/").unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert!(check_family(&url, v6, IpFamily::Any).is_ok());
+        assert!(check_family(&url, v6, IpFamily::Ipv6).is_ok());
+        let err = check_family(&url, v6, IpFamily::Ipv4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("::1 is not an address of ip_family ipv4"),
+            "{err}"
+        );
+        assert!(!err.contains("pw"), "{err}");
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(check_family(&url, v4, IpFamily::Ipv6).is_err());
     }
 
     #[tokio::test]

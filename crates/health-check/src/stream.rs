@@ -12,16 +12,16 @@ use health_types::{
 };
 use regex::bytes::Regex;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
     time::Instant,
 };
-use url::{Host, Url};
+use url::Url;
 
 use crate::{
-    dns,
     failure::{Failure, bad_url, classify_io, local_failure},
     net::{self, Family},
+    target::{Attempt, compile_regex, first_reachable, url_host},
 };
 
 /// The longest a UDP check waits for a reply.
@@ -34,6 +34,9 @@ const UDP_REPLY_BUFFER: usize = 2048;
 pub const MAX_REPLY: usize = 64 * 1024;
 /// The most of a reply a mismatch detail shows, escaped.
 const EXCERPT: usize = 80;
+/// How long a TCP peer may pause before what it sent so far is matched, even though
+/// the reply has not doubled since the last match ([`Scans`]).
+const IDLE_SCAN: Duration = Duration::from_millis(50);
 
 /// Checks stream targets: a TCP connect (and an optional exchange), or a UDP datagram and
 /// its answer.
@@ -82,13 +85,7 @@ impl StreamProbe {
         let expect = config
             .expect
             .as_deref()
-            .map(|pattern| {
-                Regex::new(pattern).map_err(|err| ConfigError::Invalid {
-                    key: "expect",
-                    value: format!("{pattern:?}"),
-                    reason: format!("is not a valid regex: {err}"),
-                })
-            })
+            .map(|pattern| compile_regex("expect", pattern, None))
             .transpose()?;
         Ok(StreamProbe {
             timeout: config.timeout,
@@ -109,18 +106,9 @@ impl StreamProbe {
             ));
         }
         if target.family == Family::Any {
-            target.family = match self.ip_family {
-                IpFamily::Any => Family::Any,
-                IpFamily::Ipv4 => Family::V4,
-                IpFamily::Ipv6 => Family::V6,
-            };
-            if let Some(ip) = target.ip
-                && !target.family.accepts(ip)
-            {
-                return Err(ConfigError::url(
-                    redacted(url),
-                    format!("{ip} is not an address of ip_family {}", self.ip_family),
-                ));
+            target.family = self.ip_family.into();
+            if let Some(ip) = target.ip {
+                net::check_family(url, ip, self.ip_family)?;
             }
         }
         Ok(target)
@@ -153,11 +141,12 @@ impl StreamProbe {
             }
             return self.exchange(stream, start, deadline, phases).await;
         }
-        // A connected UDP socket talks to one address: the first of the family.
-        let Some(&addr) = addrs.first() else {
-            return Err(Failure::target(CheckKind::Dns, dns::NO_ANSWER));
-        };
-        self.udp(addr, start, phases).await
+        // A connected UDP socket talks to one address: the first of the family that the
+        // network can reach.
+        let setup = Instant::now();
+        let (socket, sent) = first_reachable(addrs, |addr| self.udp_send(addr)).await?;
+        phases.connect = Some(sent.saturating_duration_since(setup));
+        self.udp_reply(&socket, sent, start, phases).await
     }
 
     /// The TCP exchange: sends the payload, then reads until `expect` matches.
@@ -182,88 +171,79 @@ impl StreamProbe {
                     .with_phases(phases),
             );
         };
-        let mut reply = Vec::new();
-        let mut chunk = vec![0u8; 16 * 1024];
-        // Bounded: every round reads at least one byte, and at most MAX_REPLY are kept.
-        let ended = loop {
-            let room = (MAX_REPLY - reply.len()).min(chunk.len());
-            if room == 0 {
-                break "64 KiB read";
-            }
-            match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
-                Err(_) if reply.is_empty() => return Err(Failure::timed_out(self.timeout)),
-                Err(_) => break "timed out",
-                Ok(Ok(0)) => break "closed",
-                Ok(Ok(n)) => {
-                    if reply.is_empty() {
-                        phases.first_byte = Some(sent.elapsed());
-                    }
-                    reply.extend_from_slice(&chunk[..n]);
-                    if expect.is_match(&reply) {
-                        return Ok(CheckResult::healthy(
-                            format!("reply matches {:?}", expect.as_str()),
-                            start.elapsed(),
-                        )
-                        .with_phases(phases));
-                    }
-                }
-                Ok(Err(err)) if reply.is_empty() => return Err(classify_io(&err)),
-                Ok(Err(_)) => break "reset",
-            }
-        };
-        tracing::debug!(ended, bytes = reply.len(), "tcp reply did not match");
-        Err(mismatch(expect, &reply))
+        let mut scans = Scans::default();
+        match read_reply(&mut stream, expect, sent, deadline, &mut phases, &mut scans).await? {
+            None => Ok(self.reply_matches(expect, start, phases)),
+            Some(reply) if reply.is_empty() => Err(Failure::timed_out(self.timeout)),
+            Some(reply) => Err(mismatch(expect, &reply)),
+        }
     }
 
-    async fn udp(
-        &self,
-        addr: SocketAddr,
-        start: Instant,
-        mut phases: Phases,
-    ) -> Result<CheckResult, Failure> {
+    /// The healthy result of a reply that matched.
+    fn reply_matches(&self, expect: &Regex, start: Instant, phases: Phases) -> CheckResult {
+        CheckResult::healthy(
+            format!("reply matches {:?}", expect.as_str()),
+            start.elapsed(),
+        )
+        .with_phases(phases)
+    }
+
+    /// A UDP socket connected to `addr` with the payload sent, and when it was sent; a
+    /// failure the network gives before anything leaves (no route, no local address of
+    /// the family) lets the caller try the next address.
+    async fn udp_send(&self, addr: SocketAddr) -> Result<(UdpSocket, Instant), Attempt> {
         let local = if addr.is_ipv4() {
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
         } else {
             SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
         };
-        let setup = Instant::now();
         let socket = UdpSocket::bind(local).await.map_err(|err| {
-            local_failure(&err)
-                .unwrap_or_else(|| Failure::checker(CheckKind::Io, format!("udp socket: {err}")))
+            Attempt::io(&err, |err| {
+                local_failure(err).unwrap_or_else(|| {
+                    Failure::checker(CheckKind::Io, format!("udp socket: {err}"))
+                })
+            })
         })?;
         // Connecting the socket is what makes the kernel report an ICMP port unreachable
         // as ECONNREFUSED on the next receive (or send).
         socket
             .connect(addr)
             .await
-            .map_err(|err| udp_failure(&err))?;
-        phases.connect = Some(setup.elapsed());
+            .map_err(|err| Attempt::io(&err, udp_failure))?;
         let sent = Instant::now();
         socket
             .send(self.payload.as_deref().unwrap_or_default())
             .await
-            .map_err(|err| udp_failure(&err))?;
+            .map_err(|err| Attempt::io(&err, udp_failure))?;
+        Ok((socket, sent))
+    }
+
+    /// Waits for the reply to a datagram sent at `sent`.
+    async fn udp_reply(
+        &self,
+        socket: &UdpSocket,
+        sent: Instant,
+        start: Instant,
+        mut phases: Phases,
+    ) -> Result<CheckResult, Failure> {
         let wait = self.udp_wait();
-        let mut reply = vec![
-            0u8;
-            if self.expect.is_some() {
-                MAX_REPLY
-            } else {
-                UDP_REPLY_BUFFER
-            }
-        ];
-        match tokio::time::timeout(wait, socket.recv(&mut reply)).await {
+        // Without `expect` a small buffer on the stack does: the reply is not looked at.
+        let mut small = [0u8; UDP_REPLY_BUFFER];
+        let mut large;
+        let reply: &mut [u8] = if self.expect.is_some() {
+            large = vec![0u8; MAX_REPLY];
+            &mut large
+        } else {
+            &mut small
+        };
+        match tokio::time::timeout(wait, socket.recv(reply)).await {
             Ok(Ok(n)) => {
                 phases.first_byte = Some(sent.elapsed());
                 match &self.expect {
                     Some(expect) if !expect.is_match(&reply[..n]) => {
                         Err(mismatch(expect, &reply[..n]))
                     }
-                    Some(expect) => Ok(CheckResult::healthy(
-                        format!("reply matches {:?}", expect.as_str()),
-                        start.elapsed(),
-                    )
-                    .with_phases(phases)),
+                    Some(expect) => Ok(self.reply_matches(expect, start, phases)),
                     None => Ok(
                         CheckResult::healthy("reply (udp)", start.elapsed()).with_phases(phases)
                     ),
@@ -278,6 +258,95 @@ impl StreamProbe {
                 Ok(CheckResult::healthy("no reply (udp)", start.elapsed()).with_phases(phases))
             }
         }
+    }
+}
+
+/// Reads a TCP reply until `expect` matches (`None`), or the peer closes or resets,
+/// [`MAX_REPLY`] bytes came or `deadline` passes: then the reply that did not match
+/// (empty when nothing came by the deadline). An error before any byte is a failure.
+async fn read_reply<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    expect: &Regex,
+    sent: Instant,
+    deadline: Instant,
+    phases: &mut Phases,
+    scans: &mut Scans,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let mut reply = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let matched = |scans: &mut Scans, reply: &[u8]| {
+        scans.record(reply.len());
+        expect.is_match(reply)
+    };
+    // Bounded: every round reads at least one byte (at most MAX_REPLY are kept), or
+    // ends an idle pause with a scan (which leaves nothing pending), or ends the loop.
+    let ended = loop {
+        let room = (MAX_REPLY - reply.len()).min(chunk.len());
+        if room == 0 {
+            break "64 KiB read";
+        }
+        // What came and was not matched yet is matched when the peer pauses.
+        let pending = reply.len() > scans.last;
+        let until = if pending {
+            (Instant::now() + IDLE_SCAN).min(deadline)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(until, stream.read(&mut chunk[..room])).await {
+            Err(_) if until < deadline => {
+                if matched(scans, &reply) {
+                    return Ok(None);
+                }
+            }
+            Err(_) => break "timed out",
+            Ok(Ok(0)) => break "closed",
+            Ok(Ok(n)) => {
+                if reply.is_empty() {
+                    phases.first_byte = Some(sent.elapsed());
+                }
+                reply.extend_from_slice(&chunk[..n]);
+                if scans.due(reply.len()) && matched(scans, &reply) {
+                    return Ok(None);
+                }
+            }
+            Ok(Err(err)) if reply.is_empty() => return Err(classify_io(&err)),
+            Ok(Err(_)) => break "reset",
+        }
+    };
+    // Once more on all that came: the last bytes may not have been matched yet.
+    if reply.len() > scans.last && matched(scans, &reply) {
+        return Ok(None);
+    }
+    tracing::debug!(
+        ended,
+        bytes = reply.len(),
+        scans = scans.count,
+        "tcp reply did not match"
+    );
+    Ok(Some(reply))
+}
+
+/// When a TCP reply is matched again as it grows: each time it has at least doubled
+/// since the last match, so a reply of `n` bytes is scanned about `log2(n)` times (not
+/// once per read, which a peer trickling bytes would make quadratic); plus once after
+/// each pause of the peer ([`IDLE_SCAN`]) and once at the end.
+#[derive(Debug, Default)]
+struct Scans {
+    /// The reply's length at the last scan.
+    last: usize,
+    /// How many scans ran.
+    count: usize,
+}
+
+impl Scans {
+    /// Whether a reply grown to `len` is due a scan.
+    fn due(&self, len: usize) -> bool {
+        len > self.last && len >= self.last.saturating_mul(2)
+    }
+
+    fn record(&mut self, len: usize) {
+        self.last = len;
+        self.count += 1;
     }
 }
 
@@ -350,18 +419,9 @@ impl StreamTarget {
             _ => Family::Any,
         };
         let udp = scheme.is_udp();
-        let (ip, host) = match url.host() {
-            None | Some(Host::Domain("")) => {
-                return Err(ConfigError::url(redacted(url), "no host"));
-            }
-            Some(Host::Ipv4(ip)) => (Some(IpAddr::V4(ip)), String::new()),
-            Some(Host::Ipv6(ip)) => (Some(IpAddr::V6(ip)), String::new()),
-            // Non-special schemes (`tcp://`) keep IPv4 literals as domains.
-            Some(Host::Domain(name)) => match net::ip_literal(name) {
-                Some(ip) => (Some(ip), String::new()),
-                None => (None, name.to_owned()),
-            },
-        };
+        let (ip, host) = url_host(url)
+            .ok_or_else(|| ConfigError::url(redacted(url), "no host"))?
+            .split();
         let port = match url.port() {
             Some(0) => return Err(ConfigError::url(redacted(url), "port 0 cannot be checked")),
             Some(port) => port,
@@ -423,6 +483,68 @@ mod tests {
         let err = parse("sctp://host:9").unwrap_err();
         assert!(err.contains("\"sctp\""), "{err}");
         assert!(err.contains("tcp, tcp4, tcp6, udp, udp4, udp6"), "{err}");
+    }
+
+    #[test]
+    fn a_trickled_reply_is_scanned_a_logarithmic_number_of_times() {
+        let mut scans = Scans::default();
+        // 64 KiB arriving one byte per read.
+        for len in 1..=MAX_REPLY {
+            if scans.due(len) {
+                scans.record(len);
+            }
+        }
+        assert_eq!(scans.count, 17, "1, 2, 4, ... 65536");
+        assert!(!scans.due(MAX_REPLY));
+        assert!(scans.due(2 * MAX_REPLY));
+    }
+
+    /// A peer that hands over its bytes one per read, then closes.
+    struct Trickle(std::collections::VecDeque<u8>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some(byte) = self.0.pop_front() {
+                buf.put_slice(&[byte]);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_read_a_byte_at_a_time_is_scanned_log_n_times() {
+        let expect = Regex::new("[A-Z]{3}$").unwrap();
+        let run = |bytes: Vec<u8>| {
+            let expect = expect.clone();
+            async move {
+                let mut scans = Scans::default();
+                let mut phases = Phases::default();
+                let now = Instant::now();
+                let got = read_reply(
+                    &mut Trickle(bytes.into()),
+                    &expect,
+                    now,
+                    now + Duration::from_secs(30),
+                    &mut phases,
+                    &mut scans,
+                )
+                .await
+                .unwrap();
+                (got, scans.count)
+            }
+        };
+        let mut bytes = vec![b'x'; 60 * 1024];
+        bytes.extend_from_slice(b"END");
+        let (got, count) = run(bytes).await;
+        // 1, 2, 4, ... 32768 as it grows, then the last bytes at the close.
+        assert_eq!((got, count), (None, 17));
+        // 64 KiB and more: cut, never matched, scanned 17 times.
+        let (got, count) = run(vec![b'x'; 100 * 1024]).await;
+        assert_eq!((got.map(|reply| reply.len()), count), (Some(MAX_REPLY), 17));
     }
 
     #[test]

@@ -89,6 +89,104 @@ pub(crate) fn cert_info(der: &[u8]) -> Option<CertInfo> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The client TLS side of a check's config, shared by the HTTP connector and the gRPC
+/// probe.
+pub(crate) struct ClientSetup {
+    /// The config for the configured target: its trust, minimum version and client
+    /// certificate.
+    pub(crate) own: Arc<ClientConfig>,
+    /// The same without the client certificate, for other hosts a redirect leads to
+    /// (the very same config when there is no certificate).
+    pub(crate) foreign: Arc<ClientConfig>,
+    /// The name to verify instead of the URL's host (`tls.server_name`).
+    pub(crate) server_name: Option<ServerName<'static>>,
+}
+
+/// The client TLS setup of `config`: `tls_verify`, the `tls` table (`ca`, `cert`/`key`,
+/// `server_name`, `min_version`) and `extra_ca` (roots added to the system's: the HTTP
+/// client's `ca_file`), offering `alpn`.
+///
+/// `tls.ca` is read even without `tls_verify`, so a wrong path is found when the config
+/// is loaded; a file that cannot be read is a config error naming the key and the file.
+pub(crate) fn client_setup(
+    config: &health_types::HealthCheckConfig,
+    alpn: &[&[u8]],
+    extra_ca: Option<&std::path::Path>,
+) -> Result<ClientSetup, health_types::ConfigError> {
+    use health_types::{
+        ConfigError, TlsVersion,
+        tls::{ClientAuth, Trust, client_config_from, load_roots, server_name, system_roots},
+    };
+
+    let file_error = |key: &'static str, path: &std::path::Path| {
+        let value = format!("{:?}", path.display().to_string());
+        move |reason: health_types::tls::TlsError| ConfigError::Invalid {
+            key,
+            value,
+            reason: reason.to_string(),
+        }
+    };
+    let options = &config.tls;
+    options.validate()?;
+    let own_roots = match &options.ca {
+        Some(path) => Some(load_roots(path).map_err(file_error("tls.ca", path))?),
+        None => None,
+    };
+    let trust = match (own_roots, extra_ca, config.tls_verify) {
+        (_, _, false) => Trust::AnyCertificate,
+        (Some(roots), _, true) => Trust::Roots(Arc::new(roots)),
+        (None, None, true) => Trust::SystemRoots,
+        (None, Some(path), true) => {
+            let mut roots = (*system_roots()).clone();
+            let extra = load_roots(path).map_err(file_error("ca_file", path))?;
+            roots.roots.extend(extra.roots);
+            Trust::Roots(Arc::new(roots))
+        }
+    };
+    let auth = match (&options.cert, &options.key) {
+        (Some(cert), Some(key)) => {
+            Some(
+                ClientAuth::load(cert, key).map_err(|reason| ConfigError::Invalid {
+                    key: "tls",
+                    value: format!(
+                        "{{ cert = {:?}, key = {:?} }}",
+                        cert.display().to_string(),
+                        key.display().to_string()
+                    ),
+                    reason: reason.to_string(),
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let min_version = options.min_version.unwrap_or(TlsVersion::Tls12);
+    let build = |auth| {
+        client_config_from(&trust, alpn, auth, min_version)
+            .map(Arc::new)
+            .map_err(|reason| ConfigError::Invalid {
+                key: "tls",
+                value: format!("tls_verify = {}", config.tls_verify),
+                reason: reason.to_string(),
+            })
+    };
+    let has_auth = auth.is_some();
+    let own = build(auth)?;
+    let foreign = if has_auth { build(None)? } else { own.clone() };
+    let server_name = match &options.server_name {
+        Some(name) => Some(server_name(name).ok_or_else(|| ConfigError::Invalid {
+            key: "tls.server_name",
+            value: format!("{name:?}"),
+            reason: "is not a DNS name or an IP address".to_owned(),
+        })?),
+        None => None,
+    };
+    Ok(ClientSetup {
+        own,
+        foreign,
+        server_name,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,3 +331,107 @@ mod tls {
         assert!(err.to_string().contains("key"), "{err}");
     }
 }
+
+#[test]
+fn probe_depth_keys_are_refused_through_an_agent_naming_the_key() {
+    use health_types::{IpFamily, Target, TlsOptions};
+    use std::collections::BTreeMap;
+
+    let agent_url = Url::parse("http://agent.internal:8890").unwrap();
+    let cases: Vec<(&str, HealthCheckConfig)> = vec![
+        (
+            "body_match",
+            HealthCheckConfig {
+                body_match: Some("ok".to_owned()),
+                ..config(1000)
+            },
+        ),
+        (
+            "body_not_match",
+            HealthCheckConfig {
+                body_not_match: Some("down".to_owned()),
+                ..config(1000)
+            },
+        ),
+        (
+            "json",
+            HealthCheckConfig {
+                json: vec!["$.status == \"ok\"".parse().unwrap()],
+                ..config(1000)
+            },
+        ),
+        (
+            "header_match",
+            HealthCheckConfig {
+                header_match: BTreeMap::from([("x-ok".to_owned(), "1".to_owned())]),
+                ..config(1000)
+            },
+        ),
+        (
+            "follow_redirects",
+            HealthCheckConfig {
+                follow_redirects: true,
+                ..config(1000)
+            },
+        ),
+        (
+            "ip_family",
+            HealthCheckConfig {
+                ip_family: IpFamily::Ipv6,
+                ..config(1000)
+            },
+        ),
+        (
+            "tls",
+            HealthCheckConfig {
+                tls: TlsOptions {
+                    server_name: Some("api.test".to_owned()),
+                    ..Default::default()
+                },
+                ..config(1000)
+            },
+        ),
+        (
+            "payload",
+            HealthCheckConfig {
+                payload: Some("PING\r\n".to_owned()),
+                ..config(1000)
+            },
+        ),
+        (
+            "expect",
+            HealthCheckConfig {
+                expect: Some("^PONG".to_owned()),
+                ..config(1000)
+            },
+        ),
+    ];
+    for (key, config) in cases {
+        let err = AgentProbe::try_new(&config, AgentSpec::new(agent_url.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "`{key}` is not supported through an agent (the agent protocol carries scheme, host, path, timeout and method)"
+            )),
+            "{key}: {err}"
+        );
+        // build_probe (and so `healthd validate`) refuses it the same way.
+        let target = Target::Agent {
+            spec: AgentSpec::new(agent_url.clone()),
+            url: Url::parse("http://app.internal:8080").unwrap(),
+        };
+        let err = health_check::build_probe(&config, &target)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+    }
+    // The keys the protocol carries, and ip_family any, are fine.
+    let plain = HealthCheckConfig {
+        method: Method::Head,
+        path: "/ready".to_owned(),
+        ..config(1000)
+    };
+    AgentProbe::try_new(&plain, AgentSpec::new(agent_url)).unwrap();
+}

@@ -337,16 +337,64 @@ async fn a_silent_resolver_times_out_and_a_closed_port_is_refused() {
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(800),
         "{elapsed:?}"
     );
-    // Nothing listens on a released UDP port: ICMP port unreachable comes back at once.
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    drop(socket);
-    let url = Url::parse(&format!("dns://127.0.0.1:{port}/web.test")).unwrap();
+    // Nothing listens on 127.0.0.3 at a port this test holds on 127.0.0.1 (without
+    // SO_REUSEADDR no one can bind it on the wildcard meanwhile): the ICMP port
+    // unreachable comes back at once.
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let url = Url::parse(&format!("dns://127.0.0.3:{port}/web.test")).unwrap();
     let result = probe(1000).check(&url).await.unwrap();
     assert_eq!(
-        (result.healthy, result.kind),
-        (false, CheckKind::Refused),
-        "{result:?}"
+        verdict(&result),
+        (
+            false,
+            CheckKind::Refused,
+            "dns: connection refused (port unreachable)"
+        )
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_refused_tcp_retry_is_not_called_a_port_unreachable() {
+    // UDP answers truncated; the same TCP port is bound, never listening: refused.
+    let script: Script = Arc::new(HashMap::from([(
+        ("big.test".to_owned(), RecordType::TXT),
+        Answer::Truncated(vec![txt("big=yes")]),
+    )]));
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Err(err) = tcp.bind(addr) {
+        println!("skipped: tcp port {addr} taken by another process: {err}");
+        return;
+    }
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+            let query = Message::from_vec(&buf[..n]).unwrap();
+            let bytes = reply(&query, &script, false).to_vec().unwrap();
+            let _ = udp.send_to(&bytes, peer).await;
+        }
+    });
+    let url = Url::parse(&format!("dns://{addr}/big.test?type=TXT")).unwrap();
+    let result = probe(1000).check(&url).await.unwrap();
+    task.abort();
+    assert_eq!(
+        verdict(&result),
+        (false, CheckKind::Refused, "dns: tcp: connection refused")
+    );
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn a_plus_in_expect_is_a_regex_plus() {
+    let server = scripted().await;
+    // `+` decoded as a space would make this `^192\.0\.2\.\d $`: no match.
+    let result = check(&server, "web.test?expect=^192\\.0\\.2\\.\\d+$").await;
+    assert_eq!(
+        verdict(&result),
+        (true, CheckKind::Ok, "NOERROR: 2 answers")
     );
 }
 

@@ -202,10 +202,37 @@ async fn grpcs_with_and_without_verification() {
     let probe = GrpcProbe::try_new(&config(2000)).unwrap();
     let result = check(&probe, &target).await;
     assert_eq!(verdict(&result), (true, CheckKind::Ok, "SERVING"));
-    let cert = result.cert.expect("a grpcs result carries the certificate");
+    let cert = result
+        .cert
+        .clone()
+        .expect("a grpcs result carries the certificate");
     assert!(cert.not_after > 0 && !cert.serial.is_empty(), "{cert:?}");
-    // A second check on the kept channel still knows it.
-    assert!(check(&probe, &target).await.cert.is_some());
+    // The check opened the connection: its phases (no lookup for an address).
+    let phases = result.phases;
+    assert!(
+        phases.dns.is_none()
+            && phases.connect.is_some()
+            && phases.tls.is_some()
+            && phases.first_byte.is_some(),
+        "{phases:?}"
+    );
+    // A second check on the kept channel still knows it, and made no connection.
+    let again = check(&probe, &target).await;
+    assert!(again.cert.is_some(), "{again:?}");
+    assert!(
+        again.phases.connect.is_none() && again.phases.first_byte.is_some(),
+        "{again:?}"
+    );
+    // Unhealthy answers carry it too: the expiry is seen while the service is down.
+    for service in ["pkg.Down", "pkg.Nobody"] {
+        let down = check(&probe, &url("grpcs", server.addr, service)).await;
+        assert_eq!(
+            (down.healthy, down.kind),
+            (false, CheckKind::Status),
+            "{down:?}"
+        );
+        assert_eq!(down.cert.as_deref(), Some(&*cert), "{service}: {down:?}");
+    }
 
     // tls_verify true with the CA that issued the server's certificate.
     let dir = tempfile::tempdir().unwrap();
@@ -253,10 +280,46 @@ async fn grpcs_with_and_without_verification() {
         "{result:?}"
     );
 
-    // Cleartext gRPC to a TLS port is not HTTP/2.
+    // Cleartext gRPC to a TLS port is not HTTP/2: the TLS server hangs up on it.
     let probe = GrpcProbe::try_new(&config(1000)).unwrap();
     let result = check(&probe, &url("grpc", server.addr, "")).await;
-    assert!(!result.healthy, "{result:?}");
+    assert_eq!(
+        verdict(&result),
+        (false, CheckKind::Reset, "grpc: connection reset")
+    );
+}
+
+#[tokio::test]
+async fn tls_min_version_applies_to_grpcs() {
+    use tokio_rustls::rustls::version::TLS12;
+
+    // A server that speaks TLS 1.2 only.
+    let identity = TestCa::new().server();
+    let mut tls12 = ServerConfig::builder_with_provider(health_types::tls::provider())
+        .with_protocol_versions(&[&TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key())
+        .unwrap();
+    tls12.alpn_protocols = vec![b"h2".to_vec()];
+    let server = health_server(Some(Arc::new(tls12))).await;
+    let target = url("grpcs", server.addr, "pkg.Up");
+    let with_min = |min_version| HealthCheckConfig {
+        tls: TlsOptions {
+            min_version,
+            ..Default::default()
+        },
+        ..config(2000)
+    };
+    let result = check(&GrpcProbe::try_new(&with_min(None)).unwrap(), &target).await;
+    assert_eq!(verdict(&result), (true, CheckKind::Ok, "SERVING"));
+    let probe = GrpcProbe::try_new(&with_min(Some(health_types::TlsVersion::Tls13))).unwrap();
+    let result = check(&probe, &target).await;
+    assert_eq!(
+        (result.healthy, result.kind),
+        (false, CheckKind::Tls),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -312,5 +375,108 @@ fn grpc_urls_are_validated_by_build_probe() {
         ..Default::default()
     };
     let err = GrpcProbe::try_new(&missing_ca).unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    assert!(
+        err.contains("`tls.ca`") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    // Read even when nothing is verified: a wrong path is found at load.
+    let unverified = HealthCheckConfig {
+        tls_verify: false,
+        ..missing_ca
+    };
+    let err = GrpcProbe::try_new(&unverified).unwrap_err().to_string();
+    assert!(
+        err.contains("`tls.ca`") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    let missing_key = HealthCheckConfig {
+        tls: TlsOptions {
+            cert: Some("/nonexistent/client.pem".into()),
+            key: Some("/nonexistent/client.key".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = GrpcProbe::try_new(&missing_key).unwrap_err().to_string();
+    assert!(
+        err.contains("`tls`") && err.contains("/nonexistent/client.pem"),
+        "{err}"
+    );
+    assert!(!err.contains("a grpcs client config"), "{err}");
+}
+
+/// A health service answering by the service asked: `huge` an INTERNAL status with a
+/// 10 000-character message, `slow` the server's own DEADLINE_EXCEEDED.
+struct Scripted;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for Scripted {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        match request.into_inner().service.as_str() {
+            "huge" => Err(tonic::Status::internal("x".repeat(10_000))),
+            "slow" => Err(tonic::Status::deadline_exceeded("backend too slow")),
+            _ => Ok(tonic::Response::new(
+                tonic_health::pb::HealthCheckResponse { status: 1 },
+            )),
+        }
+    }
+
+    type WatchStream =
+        futures_util::stream::Empty<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+#[tokio::test]
+async fn a_long_status_message_is_cut_and_a_servers_deadline_keeps_the_channel() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let incoming = futures_util::stream::unfold(listener, move |listener| {
+        let counter = counter.clone();
+        async move {
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                stream
+            });
+            Some((accepted, listener))
+        }
+    });
+    let router =
+        Server::builder().add_service(tonic_health::pb::health_server::HealthServer::new(Scripted));
+    let task = tokio::spawn(async move {
+        let _ = router.serve_with_incoming(incoming).await;
+    });
+    let probe = GrpcProbe::try_new(&config(2000)).unwrap();
+    let result = check(&probe, &url("grpc", addr, "huge")).await;
+    assert_eq!((result.healthy, result.kind), (false, CheckKind::Status));
+    assert!(
+        result.detail.starts_with("grpc: INTERNAL: xxx") && result.detail.len() < 300,
+        "{} characters: {:.60}…",
+        result.detail.len(),
+        result.detail
+    );
+    let result = check(&probe, &url("grpc", addr, "slow")).await;
+    assert_eq!(
+        verdict(&result),
+        (
+            false,
+            CheckKind::Timeout,
+            "grpc: the server says the deadline was exceeded (DEADLINE_EXCEEDED): backend too slow"
+        )
+    );
+    let result = check(&probe, &url("grpc", addr, "")).await;
+    assert_eq!(verdict(&result), (true, CheckKind::Ok, "SERVING"));
+    // One connection served all three: neither answer dropped the channel.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    task.abort();
 }

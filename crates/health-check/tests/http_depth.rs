@@ -26,10 +26,21 @@ use url::Url;
 fn dns() -> &'static ScriptedDns {
     static DNS: OnceLock<ScriptedDns> = OnceLock::new();
     DNS.get_or_init(|| {
-        let dns = ScriptedDns::start([(
-            "v4only.test",
-            DnsAnswer::Address(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        )]);
+        let dns = ScriptedDns::start([
+            (
+                "v4only.test",
+                DnsAnswer::Address(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ),
+            // Nothing listens on 127.0.0.3 (see the fallback test): refused, then
+            // 127.0.0.1.
+            (
+                "fallback.test",
+                DnsAnswer::Addresses(vec![
+                    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ]),
+            ),
+        ]);
         assert!(
             use_name_server(dns.addr()),
             "no probe resolved a name before"
@@ -396,6 +407,104 @@ async fn absolute_redirects_cross_hosts_without_the_credentials() {
     assert!(!authorization(&other_seen[0]), "{other_seen:?}");
 }
 
+/// Whether `seen` carried a header `name` (any case).
+fn has_header(seen: &support::Seen, name: &str) -> bool {
+    seen.headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+/// A server that redirects `/` to `to` and answers 200 otherwise.
+async fn redirect_server(
+    tls: Option<Arc<health_types::tls::rustls::ServerConfig>>,
+    to: String,
+) -> Server {
+    http_server(
+        "127.0.0.1:0",
+        tls,
+        redirecting(move |path| (path == "/").then(|| to.clone())),
+    )
+    .await
+}
+
+fn with_password(mut url: Url) -> Url {
+    url.set_username("admin").unwrap();
+    url.set_password(Some("s3cret")).unwrap();
+    url
+}
+
+#[tokio::test]
+async fn credentials_do_not_follow_to_another_port_of_the_same_host() {
+    let other = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let first = redirect_server(None, format!("http://127.0.0.1:{}/port", other.addr.port())).await;
+    let following = probe(HealthCheckConfig {
+        follow_redirects: true,
+        ..config(2000)
+    });
+    let result = check(&following, &with_password(first.url("http"))).await;
+    assert!(result.healthy, "{result:?}");
+    assert!(has_header(&first.seen()[0], "authorization"));
+    let other_seen = other.seen();
+    assert_eq!(other_seen.len(), 1);
+    assert!(
+        !has_header(&other_seen[0], "authorization"),
+        "{other_seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn configured_credentials_and_host_do_not_cross_hosts() {
+    let headers: std::collections::BTreeMap<String, String> = [
+        ("Authorization", "Bearer t0ken"),
+        ("cookie", "session=1"),
+        ("PROXY-AUTHORIZATION", "Basic eA=="),
+        ("Host", "configured.test"),
+        ("X-Probe", "yes"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .into();
+    for h2c in [false, true] {
+        let other = http_server("127.0.0.1:0", None, ok_handler()).await;
+        let scheme = if h2c { "h2c" } else { "http" };
+        let first = redirect_server(
+            None,
+            format!("{scheme}://localhost:{}/elsewhere", other.addr.port()),
+        )
+        .await;
+        let config = HealthCheckConfig {
+            follow_redirects: true,
+            headers: headers.clone().into_iter().collect(),
+            ..config(2000)
+        };
+        let result = if h2c {
+            check(&H2cProbe::try_new(&config).unwrap(), &first.url("h2c")).await
+        } else {
+            check(&probe(config), &first.url("http")).await
+        };
+        assert!(result.healthy, "{scheme}: {result:?}");
+        let first_seen = &first.seen()[0];
+        assert!(has_header(first_seen, "authorization"), "{first_seen:?}");
+        assert!(has_header(first_seen, "cookie"), "{first_seen:?}");
+        let seen = &other.seen()[0];
+        for name in ["authorization", "cookie", "proxy-authorization"] {
+            assert!(!has_header(seen, name), "{scheme}: {name} in {seen:?}");
+        }
+        assert!(has_header(seen, "x-probe"), "{scheme}: {seen:?}");
+        let host = seen
+            .headers
+            .iter()
+            .find(|(name, _)| name == "host")
+            .map(|(_, value)| value.as_str());
+        if h2c {
+            assert!(host.is_none(), "{seen:?}");
+            assert_eq!(seen.version, Version::HTTP_2);
+        } else {
+            let own = format!("localhost:{}", other.addr.port());
+            assert_eq!(host, Some(own.as_str()), "{seen:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_redirect_loop_is_too_many_redirects() {
     let server = http_server(
@@ -439,16 +548,6 @@ async fn h2c_redirects_stay_on_h2c() {
     );
 }
 
-/// A server on `[::1]:0`, or `None` (and a `skipped:` line) when this host has no IPv6
-/// loopback.
-async fn ipv6_server(handler: Handler) -> Option<Server> {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        println!("skipped: no IPv6 loopback (::1) on this host");
-        return None;
-    }
-    Some(http_server("[::1]:0", None, handler).await)
-}
-
 #[tokio::test]
 async fn ip_family_picks_the_addresses_of_localhost() {
     let v4 = http_server("127.0.0.1:0", None, ok_handler()).await;
@@ -463,28 +562,57 @@ async fn ip_family_picks_the_addresses_of_localhost() {
     assert!(result.healthy, "{result:?}");
     assert!(result.phases.dns.is_some(), "{result:?}");
 
-    let Some(v6) = ipv6_server(ok_handler()).await else {
+    let Some((v6, _held)) = ipv6_server_refused_over_ipv4().await else {
         return;
     };
     let url = Url::parse(&format!("http://localhost:{}/", v6.addr.port())).unwrap();
     let result = check(&family(IpFamily::Ipv6), &url).await;
     assert!(result.healthy, "{result:?}");
     assert_eq!(v6.connections(), 1);
-    // Over IPv4 only, nothing listens on that port.
+    // Over IPv4 only, that port is bound without a listener: refused.
     let result = check(&family(IpFamily::Ipv4), &url).await;
     assert_eq!(result.kind, CheckKind::Refused, "{result:?}");
 }
 
+/// A server on `[::1]:p` whose port `p` is certainly refused on 127.0.0.1 (bound there,
+/// never listening, while the returned socket lives); `None` (and a `skipped:` line)
+/// without an IPv6 loopback or, after a few tries, a port free on both.
+async fn ipv6_server_refused_over_ipv4() -> Option<(Server, tokio::net::TcpSocket)> {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("skipped: no IPv6 loopback (::1) on this host");
+        return None;
+    }
+    for _ in 0..20 {
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let bind = format!("[::1]:{port}");
+        if std::net::TcpListener::bind(&bind).is_ok() {
+            return Some((http_server(&bind, None, ok_handler()).await, held));
+        }
+    }
+    println!("skipped: no port free on both 127.0.0.1 and ::1");
+    None
+}
+
 #[tokio::test]
 async fn with_any_family_a_refused_address_falls_back_to_the_next() {
-    // `localhost` resolves IPv4 first; only ::1 listens.
-    let Some(v6) = ipv6_server(ok_handler()).await else {
-        return;
-    };
-    let url = Url::parse(&format!("http://localhost:{}/", v6.addr.port())).unwrap();
+    // `fallback.test` resolves to 127.0.0.3 first, then 127.0.0.1, where the server
+    // listens; the port is bound on 127.0.0.3 without a listener, so it is refused there.
+    let server = http_server("127.0.0.1:0", None, ok_handler()).await;
+    let port = server.addr.port();
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind(([127, 0, 0, 3], port).into()).unwrap();
+    let url = Url::parse(&format!("http://fallback.test:{port}/")).unwrap();
     let result = check(&probe(config(2000)), &url).await;
     assert!(result.healthy, "{result:?}");
-    assert_eq!(v6.connections(), 1);
+    assert!(result.phases.dns.is_some(), "{result:?}");
+    assert_eq!(server.connections(), 1);
+    // The first address alone is refused: the healthy check fell back.
+    let first = Url::parse(&format!("http://127.0.0.3:{port}/")).unwrap();
+    let result = check(&probe(config(2000)), &first).await;
+    assert_eq!(result.kind, CheckKind::Refused, "{result:?}");
+    drop(held);
 }
 
 #[tokio::test]
@@ -827,6 +955,101 @@ mod tls {
                 (Some(&cert), Some(503))
             );
         }
+    }
+
+    #[tokio::test]
+    async fn credentials_do_not_follow_from_https_to_http() {
+        let plain = http_server("127.0.0.1:0", None, ok_handler()).await;
+        let secure = redirect_server(
+            Some(self_signed().server_config(&[b"http/1.1"], None)),
+            format!("http://127.0.0.1:{}/plain", plain.addr.port()),
+        )
+        .await;
+        let following = probe(HealthCheckConfig {
+            follow_redirects: true,
+            ..config(2000)
+        });
+        let result = check(&following, &with_password(secure.url("https"))).await;
+        assert!(result.healthy, "{result:?}");
+        assert!(has_header(&secure.seen()[0], "authorization"));
+        let seen = plain.seen();
+        assert_eq!(seen.len(), 1);
+        assert!(!has_header(&seen[0], "authorization"), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn server_name_does_not_apply_to_a_redirect_to_another_host() {
+        let ca = TestCa::new();
+        let named = ca.issue(
+            vec!["api.internal".into()],
+            health_types::test_util::KeyUsage::ServerAuth,
+        );
+        // Its certificate names `localhost`, not `api.internal`.
+        let other = http_server(
+            "127.0.0.1:0",
+            Some(ca.server().server_config(&[b"http/1.1"], None)),
+            ok_handler(),
+        )
+        .await;
+        let first = redirect_server(
+            Some(named.server_config(&[b"http/1.1"], None)),
+            format!("https://localhost:{}/other", other.addr.port()),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let probe = probe(HealthCheckConfig {
+            follow_redirects: true,
+            tls_verify: true,
+            tls: TlsOptions {
+                ca: Some(ca_file(&ca, &dir)),
+                server_name: Some("api.internal".into()),
+                ..Default::default()
+            },
+            ..config(2000)
+        });
+        let result = check(&probe, &first.url("https")).await;
+        assert!(result.healthy, "{result:?}");
+        assert_eq!(result.detail, "HTTP 200 OK (after 1 redirect)");
+        assert_eq!(other.seen()[0].uri, "/other");
+    }
+
+    #[tokio::test]
+    async fn the_client_certificate_goes_to_the_configured_host_only() {
+        let ca = TestCa::new();
+        let mutual = || Some(ca.server().server_config(&[b"http/1.1"], Some(ca.roots())));
+        // Another host that asks for a client certificate: it gets none, and fails the
+        // handshake.
+        let other = http_server("127.0.0.1:0", mutual(), ok_handler()).await;
+        let to_other = format!("https://localhost:{}/other", other.addr.port());
+        let first = http_server(
+            "127.0.0.1:0",
+            mutual(),
+            redirecting(move |path| match path {
+                "/" => Some("/again".to_owned()),
+                "/again" => Some(to_other.clone()),
+                _ => None,
+            }),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.client().write(dir.path(), "client");
+        let probe = probe(HealthCheckConfig {
+            follow_redirects: true,
+            tls_verify: true,
+            tls: TlsOptions {
+                ca: Some(ca_file(&ca, &dir)),
+                cert: Some(cert),
+                key: Some(key),
+                ..Default::default()
+            },
+            ..config(2000)
+        });
+        let result = check(&probe, &first.url("https")).await;
+        // The configured host (both requests) took the certificate; the other did not.
+        assert_eq!(first.seen().len(), 2, "{result:?}");
+        assert!(!result.healthy, "{result:?}");
+        assert!(other.seen().is_empty(), "{result:?}");
+        assert_eq!(other.connections(), 1);
     }
 
     #[tokio::test]

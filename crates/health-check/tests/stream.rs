@@ -261,22 +261,57 @@ async fn a_server_that_never_answers_times_out() {
 
 #[tokio::test]
 async fn a_long_reply_is_cut_at_64_kib_and_escaped() {
+    // The server writes without end (up to 16 MiB, the test's budget) and never closes
+    // by itself: only the 64 KiB cut can end the check before its timeout.
     let server = raw_server("127.0.0.1:0", |mut stream| async move {
         let junk = vec![0u8; 4096];
-        // Bounded: 1 MiB at most, until the client goes.
-        for _ in 0..256 {
+        for _ in 0..4096 {
             if stream.write_all(&junk).await.is_err() {
                 return;
             }
         }
+        let _ = stream.read(&mut [0u8; 1]).await;
     })
     .await;
-    let result = check(&exchange_probe(2000, None, "never"), &server.url("tcp")).await;
+    let started = Instant::now();
+    let result = check(&exchange_probe(10_000, None, "never"), &server.url("tcp")).await;
+    let elapsed = started.elapsed();
     assert_eq!((result.healthy, result.kind), (false, CheckKind::Body));
     assert!(
         result.detail.contains(r#"(got: "\x00\x00"#) && result.detail.ends_with("…\")"),
         "{result:?}"
     );
+    assert!(elapsed < Duration::from_secs(5), "not cut: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_trickled_reply_matches_as_soon_as_the_peer_pauses() {
+    // 60 KiB one byte per write, then the match, then the peer waits.
+    let server = raw_server("127.0.0.1:0", |mut stream| async move {
+        let _ = stream.set_nodelay(true);
+        for _ in 0..60 * 1024 {
+            if stream.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+        if stream.write_all(b"END").await.is_ok() {
+            let _ = stream.read(&mut [0u8; 1]).await;
+        }
+    })
+    .await;
+    // A class, not a literal: no prefilter makes a full scan cheap.
+    let probe = exchange_probe(20_000, None, "[A-Z]{3}$");
+    let started = Instant::now();
+    let result = check(&probe, &server.url("tcp")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (result.healthy, result.detail.as_str()),
+        (true, r#"reply matches "[A-Z]{3}$""#),
+        "{result:?}"
+    );
+    // Generous: the trickle itself takes well under a second; the peer then waits, so
+    // only the scan after its pause (not the timeout, not the close) can end the check.
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
 }
 
 #[tokio::test]

@@ -280,14 +280,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn configs_build_for_each_minimum_version() {
-        // Which versions a config speaks is seen in a handshake: health-check's
-        // `tests/http_depth.rs` refuses a TLS 1.2 server with a minimum of 1.3.
-        for min in [TlsVersion::Tls12, TlsVersion::Tls13] {
-            let config = client_config_from(&Trust::AnyCertificate, &[b"h2"], None, min).unwrap();
-            assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+    /// The `supported_versions` a config's ClientHello offers (TLS 1.3 as 0x0304, 1.2 as
+    /// 0x0303), read from the hello it writes.
+    fn offered_versions(config: ClientConfig) -> Vec<u16> {
+        let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        let u16_at = |at: usize| u16::from_be_bytes([hello[at], hello[at + 1]]);
+        // Record header (5), handshake header (4), legacy version (2), random (32).
+        let mut at = 5 + 4 + 2 + 32;
+        at += 1 + usize::from(hello[at]); // session id
+        at += 2 + usize::from(u16_at(at)); // cipher suites
+        at += 1 + usize::from(hello[at]); // compression methods
+        let end = at + 2 + usize::from(u16_at(at));
+        at += 2;
+        while at + 4 <= end {
+            let (kind, len) = (u16_at(at), usize::from(u16_at(at + 2)));
+            if kind == 0x002b {
+                let list = &hello[at + 5..at + 5 + usize::from(hello[at + 4])];
+                return list
+                    .chunks(2)
+                    .map(|v| u16::from_be_bytes([v[0], v[1]]))
+                    .collect();
+            }
+            at += 4 + len;
         }
+        panic!("the ClientHello has no supported_versions extension");
+    }
+
+    #[test]
+    fn configs_offer_the_versions_from_their_minimum() {
+        let config =
+            client_config_from(&Trust::AnyCertificate, &[b"h2"], None, TlsVersion::Tls12).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(offered_versions(config), vec![0x0304, 0x0303]);
+        let config =
+            client_config_from(&Trust::AnyCertificate, &[b"h2"], None, TlsVersion::Tls13).unwrap();
+        assert_eq!(offered_versions(config), vec![0x0304]);
     }
 
     #[test]

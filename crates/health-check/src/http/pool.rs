@@ -144,15 +144,25 @@ impl Pool {
         let (send, connection) = Box::pin(handshake)
             .await
             .map_err(|err| classify_http_error(&err))?;
-        // The driver ends when the connection closes or every sender is dropped.
+        // The driver ends when the connection closes or every sender is dropped: an
+        // unpooled one (a redirect hop to another origin) when its check is done.
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "http/2 connection ended");
             }
         });
         let h2 = H2 { send, peer, cert };
-        self.put(&target.key, Sender::H2(h2.clone()));
+        if target.same_origin {
+            self.put(&target.key, Sender::H2(h2.clone()));
+        }
         Ok((Sender::H2(h2), phases))
+    }
+
+    /// How many targets have idle connections, and how many connections that is.
+    #[cfg(test)]
+    pub(super) fn size(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        (idle.len(), idle.values().map(Vec::len).sum())
     }
 }
 
@@ -307,7 +317,12 @@ pub(super) struct Connector {
     family: Family,
     #[cfg(feature = "tls")]
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
-    /// `tls.server_name`: sent by SNI and verified instead of the URL's host.
+    /// The same without the client certificate (`tls.cert`, `tls.key`), for another
+    /// host than the configured one (a redirect); `tls` itself when there is none.
+    #[cfg(feature = "tls")]
+    tls_foreign: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// `tls.server_name`: sent by SNI and verified instead of the URL's host, on the
+    /// configured host only.
     #[cfg(feature = "tls")]
     server_name: Option<health_types::tls::rustls::pki_types::ServerName<'static>>,
 }
@@ -321,74 +336,13 @@ impl Connector {
         config: &HealthCheckConfig,
         options: &HttpClientConfig,
     ) -> Result<Self, ConfigError> {
-        use health_types::{
-            TlsVersion,
-            tls::{ClientAuth, Trust, client_config_from, load_roots, server_name, system_roots},
-        };
-
-        let file_error = |key: &'static str, path: &std::path::Path| {
-            let value = format!("{:?}", path.display().to_string());
-            move |reason: health_types::tls::TlsError| ConfigError::Invalid {
-                key,
-                value,
-                reason: reason.to_string(),
-            }
-        };
-        let options_tls = &config.tls;
-        options_tls.validate()?;
-        // Read even without `tls_verify`, so a wrong path is found when the config is
-        // loaded, not when verification is turned on.
-        let own_roots = match &options_tls.ca {
-            Some(path) => Some(load_roots(path).map_err(file_error("tls.ca", path))?),
-            None => None,
-        };
-        let trust = match (own_roots, &options.ca_file, config.tls_verify) {
-            (_, _, false) => Trust::AnyCertificate,
-            (Some(roots), _, true) => Trust::Roots(Arc::new(roots)),
-            (None, None, true) => Trust::SystemRoots,
-            (None, Some(path), true) => {
-                let mut roots = (*system_roots()).clone();
-                let extra = load_roots(path).map_err(file_error("ca_file", path))?;
-                roots.roots.extend(extra.roots);
-                Trust::Roots(Arc::new(roots))
-            }
-        };
-        let auth = match (&options_tls.cert, &options_tls.key) {
-            (Some(cert), Some(key)) => {
-                Some(
-                    ClientAuth::load(cert, key).map_err(|reason| ConfigError::Invalid {
-                        key: "tls",
-                        value: format!(
-                            "{{ cert = {:?}, key = {:?} }}",
-                            cert.display().to_string(),
-                            key.display().to_string()
-                        ),
-                        reason: reason.to_string(),
-                    })?,
-                )
-            }
-            _ => None,
-        };
-        let min_version = options_tls.min_version.unwrap_or(TlsVersion::Tls12);
-        let tls = client_config_from(&trust, &[b"h2", b"http/1.1"], auth, min_version).map_err(
-            |reason| ConfigError::Invalid {
-                key: "tls",
-                value: format!("tls_verify = {}", config.tls_verify),
-                reason: reason.to_string(),
-            },
-        )?;
-        let server_name = match &options_tls.server_name {
-            Some(name) => Some(server_name(name).ok_or_else(|| ConfigError::Invalid {
-                key: "tls.server_name",
-                value: format!("{name:?}"),
-                reason: "is not a DNS name or an IP address".to_owned(),
-            })?),
-            None => None,
-        };
+        let setup =
+            crate::tls::client_setup(config, &[b"h2", b"http/1.1"], options.ca_file.as_deref())?;
         Ok(Connector {
             family: config.ip_family.into(),
-            tls: Arc::new(tls),
-            server_name,
+            tls: setup.own,
+            tls_foreign: setup.foreign,
+            server_name: setup.server_name,
         })
     }
 
@@ -397,6 +351,7 @@ impl Connector {
     pub(super) fn with_tls(tls: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
         Connector {
             family: Family::Any,
+            tls_foreign: tls.clone(),
             tls,
             server_name: None,
         }
@@ -443,24 +398,30 @@ impl Connector {
         };
         if target.https {
             let handshaking = Instant::now();
-            let (conn, h2) = Box::pin(self.secure(target.host, tcp)).await?;
+            let (conn, h2) = Box::pin(self.secure(target, tcp)).await?;
             phases.tls = Some(handshaking.elapsed());
             return Ok((conn, h2, phases));
         }
         Ok((Conn::Plain(tcp), false, phases))
     }
 
+    /// The TLS handshake of `target`: with `tls.server_name` and the client certificate
+    /// on the configured host, with the target's own name and none on another one.
     #[cfg(feature = "tls")]
-    async fn secure(&self, host: &str, tcp: TcpStream) -> Result<(Conn, bool), Failure> {
-        let tls = crate::tls::handshake_as(self.tls.clone(), host, self.server_name.as_ref(), tcp)
-            .await?;
+    async fn secure(&self, target: &Target<'_>, tcp: TcpStream) -> Result<(Conn, bool), Failure> {
+        let (config, name) = if target.own_host {
+            (self.tls.clone(), self.server_name.as_ref())
+        } else {
+            (self.tls_foreign.clone(), None)
+        };
+        let tls = crate::tls::handshake_as(config, target.host, name, tcp).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         let cert = crate::tls::peer_cert(&tls);
         Ok((Conn::Tls(Box::new(tls), cert), h2))
     }
 
     #[cfg(not(feature = "tls"))]
-    async fn secure(&self, _host: &str, _tcp: TcpStream) -> Result<(Conn, bool), Failure> {
+    async fn secure(&self, _target: &Target<'_>, _tcp: TcpStream) -> Result<(Conn, bool), Failure> {
         Err(Failure::checker(
             health_types::CheckKind::Config,
             "https needs the `tls` feature of health-check",

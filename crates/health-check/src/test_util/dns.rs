@@ -12,7 +12,7 @@ use std::{
 };
 
 use hickory_resolver::proto::{
-    op::{Message, MessageType, OpCode, ResponseCode},
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{RData, Record, RecordType, rdata},
 };
 
@@ -22,6 +22,9 @@ pub enum DnsAnswer {
     /// An A record for an IPv4 address, an AAAA record for an IPv6 one; a query for
     /// the other family gets NOERROR without records.
     Address(IpAddr),
+    /// Every address of the list of the queried family (A records for the IPv4 ones,
+    /// AAAA for the IPv6 ones), in order; NOERROR without records when none is.
+    Addresses(Vec<IpAddr>),
     /// NXDOMAIN: no such name.
     NxDomain,
     /// SERVFAIL: the server could not answer.
@@ -151,6 +154,18 @@ fn serve(
     }
 }
 
+/// Adds the records of `ips` that `question` asks for (A or AAAA) to `reply`, in order.
+fn add_records(reply: &mut Message, question: &Query, ips: &[IpAddr]) {
+    for ip in ips {
+        let data = match (ip, question.query_type()) {
+            (IpAddr::V4(v4), RecordType::A) => RData::A(rdata::A(*v4)),
+            (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(rdata::AAAA(*v6)),
+            _ => continue,
+        };
+        reply.add_answer(Record::from_rdata(question.name().clone(), 60, data));
+    }
+}
+
 /// The scripted reply to `query`, or `None` to stay silent.
 fn answer(query: &Message, script: &HashMap<String, DnsAnswer>) -> Option<Message> {
     let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
@@ -167,16 +182,8 @@ fn answer(query: &Message, script: &HashMap<String, DnsAnswer>) -> Option<Messag
         DnsAnswer::NxDomain => reply.metadata.response_code = ResponseCode::NXDomain,
         DnsAnswer::ServFail => reply.metadata.response_code = ResponseCode::ServFail,
         DnsAnswer::Empty => {}
-        DnsAnswer::Address(ip) => {
-            let data = match (ip, question.query_type()) {
-                (IpAddr::V4(v4), RecordType::A) => Some(RData::A(rdata::A(*v4))),
-                (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(rdata::AAAA(*v6))),
-                _ => None,
-            };
-            if let Some(data) = data {
-                reply.add_answer(Record::from_rdata(question.name().clone(), 60, data));
-            }
-        }
+        DnsAnswer::Address(ip) => add_records(&mut reply, question, std::slice::from_ref(ip)),
+        DnsAnswer::Addresses(ips) => add_records(&mut reply, question, ips),
     }
     Some(reply)
 }
