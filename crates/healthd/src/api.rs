@@ -6,7 +6,7 @@
 //! | `GET /api/v1/monitors` | array of monitors in the §4 JSON form, with §9.2's keys (`uptime24h`, `uptime7d`, `uptime30d`, `downSince`, `lastCheck`) |
 //! | `GET /api/v1/monitors/{name}` | one monitor, or 404 |
 //! | `GET /api/v1/monitors/{name}/history?since=&until=` | its status changes and latency buckets in `since..until` (unix s; `until` defaults to now, `since` to 24 h before `until`); 400 for a bad span, 404 for no such monitor |
-//! | `POST /api/v1/monitors/{name}/check` | runs one check now: `{"healthy","kind","detail","latency"}` (ns) |
+//! | `POST /api/v1/monitors/{name}/check` | runs one check now: the result, `{"healthy","kind","detail","latency"}` (`latency` in ns), plus `phases` (ns each: `dns`, `connect`, `tls`, `first_byte`, those the check went through), `cert` (`{"not_after","subject","serial"}`, when a certificate was seen) and `status_code` (when known) |
 //! | `POST /api/v1/monitors/{name}/restart` | restarts it; answers with its JSON |
 //! | `GET /api/v1/health` | map name → `{status, uptime, latency, detail}`, durations in ns (GoDoxy) |
 //! | `GET /api/v1/events` | Server-Sent Events: one `status` event per monitor, then one whenever a monitor's snapshot changes |
@@ -18,7 +18,8 @@
 //! | `GET /healthz` | `ok` |
 //!
 //! Every monitor's JSON, wherever it is served, is one [`MonitorView`]'s: the snapshot's
-//! §4 form with the uptimes from the [`HistoryCache`] (`null` without history).
+//! §4 form with the uptimes from the [`HistoryCache`] (`null` without history); its
+//! `phases` are in ms, like its `latency` (a check result's are in ns, like its own).
 //!
 //! The event stream holds one [`watch`](tokio::sync::watch) receiver per monitor and
 //! builds an event only when the client takes one: a monitor that changed many times
@@ -27,7 +28,8 @@
 //!
 //! Who may use which route is [`auth`]'s (SPEC §9.3): writes need the `[server] token`
 //! when one is set, else a loopback client; a cross-origin write is refused; reads are
-//! open unless `public_read = false`.
+//! open unless `public_read = false`. `/probe`, a read, is also refused (403) when a
+//! browser sent it from another site (`Sec-Fetch-Site`, `Origin`: [`auth`]).
 
 use std::{
     collections::HashMap,
@@ -39,7 +41,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     middleware,
     response::{
         Html, IntoResponse, Response,
@@ -256,8 +258,9 @@ async fn status_page(State(state): State<ApiState>) -> Html<String> {
 /// `/metrics`: OpenMetrics when the client asks for it, else Prometheus text 0.0.4.
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok());
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok());
     let format = Format::negotiate(accept);
     (
         [(header::CONTENT_TYPE, format.content_type())],
@@ -269,14 +272,18 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
 /// `/probe`: one check of `target` with `module` (see [`crate::probe_api`]).
 async fn probe(
     State(state): State<ApiState>,
+    uri: Uri,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let monitor_config = |name: &str| {
-        let index = state.inner.by_name.get(name)?;
-        Some(state.monitors()[*index].config().clone())
+    if let Err(reason) = auth::same_site_only(&headers, &uri) {
+        return crate::probe_api::plain(StatusCode::FORBIDDEN, reason);
+    }
+    let monitor = |name: &str| {
+        let monitor = &state.monitors()[*state.inner.by_name.get(name)?];
+        Some((monitor.config().clone(), monitor.url()))
     };
-    crate::probe_api::probe(&state.probes, monitor_config, &headers, query).await
+    crate::probe_api::probe(&state.probes, monitor, &headers, query).await
 }
 
 async fn list(State(state): State<ApiState>) -> Json<Vec<MonitorJson>> {

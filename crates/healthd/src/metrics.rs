@@ -2,11 +2,11 @@
 //! scrape time (nothing is counted on the check path), and the [`Encoder`] that
 //! `/probe` writes its answer with too.
 //!
-//! Two formats, by the request's `Accept` header ([`Format::negotiate`]):
+//! Two formats, by the request's `Accept` header ([`Format::negotiate`], by `q`-values):
 //!
 //! | asked for | served as | counters |
 //! |---|---|---|
-//! | `application/openmetrics-text` | OpenMetrics 1.0.0, ending in `# EOF` | family `x`, samples `x_total` |
+//! | `application/openmetrics-text` with the highest `q` (ties included) | OpenMetrics 1.0.0, ending in `# EOF` | family `x`, samples `x_total` |
 //! | anything else | Prometheus text 0.0.4 | `HELP`/`TYPE` and samples all named `x_total` |
 //!
 //! The encoder is ours rather than prometheus-client's: prometheus-client writes only
@@ -35,9 +35,17 @@
 //! 'histogram'"), so it is named for what it measures, like `http_request_duration_seconds`.
 //!
 //! The text goes out as it is written, in chunks of [`CHUNK`] bytes with at most
-//! [`CHUNKS_AHEAD`] waiting for the client: a scrape of 10 000 monitors is about 8 MB of
-//! text, and holding it whole, once per scrape, is what made a long-running healthd's
-//! resident memory creep up by steps (the allocator keeps such a block for the next one).
+//! [`CHUNKS_AHEAD`] waiting for the client: a monitor with every series it can have
+//! (the histogram's 14, four phases, a certificate) and a 13-character name adds about
+//! 2.5 KB to a scrape in either format (measured by the test
+//! `a_monitor_adds_about_two_and_a_half_kilobytes_to_a_scrape`), so a scrape of 10 000
+//! monitors is about 25 MB of text; holding it whole, once per scrape, is what made a
+//! long-running healthd's resident memory creep up by steps (the allocator keeps such a
+//! block for the next one). Writing it allocates nothing per sample: label values are
+//! escaped as they are written and the histogram's `le` labels are the constants [`LE`].
+//!
+//! A sample's name is its family's, with `_total` added by the [`Encoder`] when the
+//! family is a counter; the callers never spell the suffix.
 
 use std::{fmt, sync::Arc};
 
@@ -63,22 +71,59 @@ impl Format {
     pub(crate) const OPENMETRICS: &'static str =
         "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-    /// OpenMetrics when `accept` lists `application/openmetrics-text` (with a `q` other
-    /// than 0), else the Prometheus text format.
-    pub(crate) fn negotiate(accept: Option<&str>) -> Format {
-        let asks = accept.is_some_and(|accept| {
-            accept.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                let media = parts.next().unwrap_or_default();
-                let refused = parts.any(|param| {
-                    param
-                        .split_once('=')
-                        .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse() == Ok(0.0))
-                });
-                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-            })
-        });
-        if asks {
+    /// The format for the `Accept` header lines `accept` (all of them, in order, as if
+    /// joined by `,`): OpenMetrics when `application/openmetrics-text` has a `q` above 0
+    /// and at least that of the Prometheus text format, else the Prometheus text format
+    /// (also when neither is acceptable, or without `Accept`).
+    ///
+    /// OpenMetrics' `q` is the highest of the `application/openmetrics-text` ranges
+    /// (Prometheus lists one per version). The text format's is that of the most
+    /// specific range matching it: `text/plain`, else `text/*`, else `*/*`. A range
+    /// without `q` has 1; `q=0` means not acceptable; a `q` that is no number from 0 to
+    /// 1 leaves its range out. Media types and parameter names are compared without
+    /// case. A tie goes to OpenMetrics, which Prometheus lists first.
+    pub(crate) fn negotiate<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
+        let mut openmetrics: Option<f64> = None;
+        // (specificity, q) of the most specific range matching text/plain.
+        let mut text: Option<(u8, f64)> = None;
+        for range in accept.into_iter().flat_map(|line| line.split(',')) {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let mut q = Some(1.0);
+            for param in parts {
+                if let Some((name, value)) = param.split_once('=')
+                    && name.trim().eq_ignore_ascii_case("q")
+                {
+                    q = value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q));
+                }
+            }
+            let Some(q) = q else { continue };
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = Some(openmetrics.map_or(q, |best| best.max(q)));
+                continue;
+            }
+            let specificity = if media.eq_ignore_ascii_case("text/plain") {
+                3
+            } else if media.eq_ignore_ascii_case("text/*") {
+                2
+            } else if media == "*/*" {
+                1
+            } else {
+                continue;
+            };
+            text = match text {
+                Some((s, best)) if s > specificity => Some((s, best)),
+                Some((s, best)) if s == specificity => Some((s, best.max(q))),
+                _ => Some((specificity, q)),
+            };
+        }
+        let openmetrics = openmetrics.unwrap_or(0.0);
+        let text = text.map_or(0.0, |(_, q)| q);
+        if openmetrics > 0.0 && openmetrics >= text {
             Format::OpenMetrics
         } else {
             Format::Prometheus
@@ -170,24 +215,41 @@ impl From<f64> for Value {
     }
 }
 
+/// The `le` label of each bucket of a [`LatencyHistogram`], `+Inf` last: written as
+/// they are rather than formatted per bucket and series (`1.0` keeps its `.0`, the
+/// canonical OpenMetrics form). A test checks them against
+/// [`LatencyHistogram::BOUNDS`].
+pub(crate) const LE: [&str; LatencyHistogram::BOUNDS.len() + 1] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf",
+];
+
 /// Writes metric families in one of the two [`Format`]s to any [`fmt::Write`].
 ///
 /// Call [`family`](Self::family) once per family, then its samples, then the next
-/// family; [`finish`](Self::finish) at the end (OpenMetrics' `# EOF`).
+/// family; [`finish`](Self::finish) at the end (OpenMetrics' `# EOF`). A sample's name
+/// gets `_total` when its family is a counter: callers give the family's name.
 #[derive(Debug)]
 pub(crate) struct Encoder<W> {
     out: W,
     format: Format,
+    /// The kind of the family being written.
+    kind: Kind,
 }
 
 impl<W: fmt::Write> Encoder<W> {
     /// An encoder writing `format` to `out`.
     pub(crate) fn new(out: W, format: Format) -> Self {
-        Encoder { out, format }
+        Encoder {
+            out,
+            format,
+            kind: Kind::Gauge,
+        }
     }
 
-    /// The `HELP` and `TYPE` lines of family `name` (a counter's name without `_total`).
+    /// The `HELP` and `TYPE` lines of family `name` (a counter's name without `_total`);
+    /// the samples that follow are this family's.
     pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) -> fmt::Result {
+        self.kind = kind;
         // In 0.0.4 a counter's lines name its series (`x_total`); in OpenMetrics, the
         // family (`x`).
         let suffix = match (self.format, kind) {
@@ -206,24 +268,41 @@ impl<W: fmt::Write> Encoder<W> {
         writeln!(self.out, "\n# TYPE {name}{suffix} {}", kind.as_str())
     }
 
-    /// One sample: `name` + `suffix` (`_total` for a counter, `_bucket`, `_sum` or
-    /// `_count` for a histogram, else empty), its labels and its value.
+    /// One sample of the current family `name` (`name_total` for a counter), its labels
+    /// and its value. Histograms write theirs with [`histogram`](Self::histogram).
     pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl Into<Value>,
+    ) -> fmt::Result {
+        let suffix = match self.kind {
+            Kind::Counter => "_total",
+            Kind::Gauge | Kind::Histogram => "",
+        };
+        self.line(name, suffix, labels, None, value.into())
+    }
+
+    /// One sample line: `name` + `suffix`, `labels` and then `le` when given, the value.
+    fn line(
         &mut self,
         name: &str,
         suffix: &str,
         labels: &[(&str, &str)],
-        value: impl Into<Value>,
+        le: Option<&str>,
+        value: Value,
     ) -> fmt::Result {
         self.out.write_str(name)?;
         self.out.write_str(suffix)?;
-        if !labels.is_empty() {
+        if !labels.is_empty() || le.is_some() {
             self.out.write_char('{')?;
-            for (i, (label, value)) in labels.iter().enumerate() {
+            let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+            for (i, (label, value)) in all.enumerate() {
                 if i > 0 {
                     self.out.write_char(',')?;
                 }
-                write!(self.out, "{label}=\"")?;
+                self.out.write_str(label)?;
+                self.out.write_str("=\"")?;
                 for c in value.chars() {
                     match c {
                         '\\' => self.out.write_str("\\\\")?,
@@ -236,30 +315,29 @@ impl<W: fmt::Write> Encoder<W> {
             }
             self.out.write_char('}')?;
         }
-        writeln!(self.out, " {}", value.into())
+        writeln!(self.out, " {value}")
     }
 
     /// The samples of one histogram series `name{labels}` in seconds: a `_bucket` per
-    /// bound (`le`, `+Inf` last), `_sum` and `_count`.
+    /// bound (`le` from [`LE`], `+Inf` last), `_sum` and `_count`. Nothing is allocated.
     pub(crate) fn histogram(
         &mut self,
         name: &str,
         labels: &[(&str, &str)],
         histogram: &LatencyHistogram,
     ) -> fmt::Result {
-        for (bound, count) in histogram.cumulative() {
-            // `{:?}` keeps a `.0` on whole bounds: `1.0`, OpenMetrics' canonical form.
-            let le = if bound.is_infinite() {
-                "+Inf".to_owned()
-            } else {
-                format!("{bound:?}")
-            };
-            let mut with_le = labels.to_vec();
-            with_le.push(("le", &le));
-            self.sample(name, "_bucket", &with_le, count)?;
+        for (le, (_, count)) in LE.iter().zip(histogram.cumulative()) {
+            self.line(name, "_bucket", labels, Some(le), Value::Count(count))?;
         }
-        self.sample(name, "_sum", labels, histogram.sum.as_secs_f64())?;
-        self.sample(name, "_count", labels, histogram.count())
+        let sum = Value::Float(histogram.sum.as_secs_f64());
+        self.line(name, "_sum", labels, None, sum)?;
+        self.line(
+            name,
+            "_count",
+            labels,
+            None,
+            Value::Count(histogram.count()),
+        )
     }
 
     /// Ends the exposition (OpenMetrics: `# EOF`) and hands back the writer.
@@ -328,7 +406,7 @@ impl Sources {
             "1 if the monitor's status is good (starting, healthy, napping), else 0",
         )?;
         for (monitor, s) in &snapshots {
-            out.sample(name, "", &[("monitor", *monitor)], s.status.is_good())?;
+            out.sample(name, &[("monitor", *monitor)], s.status.is_good())?;
         }
 
         let name = "healthd_monitor_status";
@@ -340,14 +418,14 @@ impl Sources {
         for (monitor, s) in &snapshots {
             for status in Status::ALL {
                 let labels = [("monitor", *monitor), ("status", status.as_str())];
-                out.sample(name, "", &labels, s.status == status)?;
+                out.sample(name, &labels, s.status == status)?;
             }
         }
 
         let name = "healthd_monitor_latency_seconds";
         out.family(name, Kind::Gauge, "Latency of the last check")?;
         for (monitor, s) in &snapshots {
-            out.sample(name, "", &[("monitor", *monitor)], s.latency.as_secs_f64())?;
+            out.sample(name, &[("monitor", *monitor)], s.latency.as_secs_f64())?;
         }
 
         let name = "healthd_monitor_check_duration_seconds";
@@ -370,7 +448,7 @@ impl Sources {
         for (monitor, s) in &snapshots {
             for (phase, took) in s.phases.iter() {
                 let labels = [("monitor", *monitor), ("phase", phase)];
-                out.sample(name, "", &labels, took.as_secs_f64())?;
+                out.sample(name, &labels, took.as_secs_f64())?;
             }
         }
 
@@ -382,14 +460,14 @@ impl Sources {
         )?;
         for (monitor, s) in &snapshots {
             if let Some(cert) = &s.cert {
-                out.sample(name, "", &[("monitor", *monitor)], cert.not_after)?;
+                out.sample(name, &[("monitor", *monitor)], cert.not_after)?;
             }
         }
 
         let name = "healthd_monitor_consecutive_failures";
         out.family(name, Kind::Gauge, "Consecutive unhealthy-or-error results")?;
         for (monitor, s) in &snapshots {
-            out.sample(name, "", &[("monitor", *monitor)], s.failures)?;
+            out.sample(name, &[("monitor", *monitor)], s.failures)?;
         }
 
         let name = "healthd_monitor_checks";
@@ -405,7 +483,7 @@ impl Sources {
                 ("error", s.results.error),
             ] {
                 let labels = [("monitor", *monitor), ("result", result)];
-                out.sample(name, "_total", &labels, count)?;
+                out.sample(name, &labels, count)?;
             }
         }
 
@@ -418,7 +496,7 @@ impl Sources {
              target (SPEC 9.3)",
         )?;
         for (monitor, s) in &snapshots {
-            out.sample(name, "_total", &[("monitor", *monitor)], s.results.local)?;
+            out.sample(name, &[("monitor", *monitor)], s.results.local)?;
         }
 
         let name = "healthd_monitor_transitions";
@@ -428,7 +506,7 @@ impl Sources {
             "Status changes since the monitor (re)started",
         )?;
         for (monitor, s) in &snapshots {
-            out.sample(name, "_total", &[("monitor", *monitor)], s.transitions)?;
+            out.sample(name, &[("monitor", *monitor)], s.transitions)?;
         }
 
         if let Some(notify) = &self.notify {
@@ -446,7 +524,7 @@ impl Sources {
                     ("dropped", c.dropped),
                 ] {
                     let labels = [("provider", provider.as_str()), ("outcome", outcome)];
-                    out.sample(name, "_total", &labels, count)?;
+                    out.sample(name, &labels, count)?;
                 }
             }
 
@@ -458,7 +536,7 @@ impl Sources {
                 "Notifications committed to the outbox and not yet delivered or given up",
             )?;
             for (notifier, b) in &backlog {
-                out.sample(name, "", &[("notifier", notifier.as_str())], b.pending)?;
+                out.sample(name, &[("notifier", notifier.as_str())], b.pending)?;
             }
             let name = "healthd_outbox_oldest_seconds";
             out.family(
@@ -467,12 +545,7 @@ impl Sources {
                 "Age of the oldest undelivered notification in the outbox; 0 when empty",
             )?;
             for (notifier, b) in &backlog {
-                out.sample(
-                    name,
-                    "",
-                    &[("notifier", notifier.as_str())],
-                    b.oldest_seconds,
-                )?;
+                out.sample(name, &[("notifier", notifier.as_str())], b.oldest_seconds)?;
             }
         }
         Ok(())

@@ -4,13 +4,37 @@
 //!
 //! | query | meaning |
 //! |---|---|
-//! | `target` | the URL to check (any scheme a monitor takes but `file://`); missing or invalid: 400 naming the problem, a password shown as `***` |
+//! | `target` | the URL to check (any scheme a monitor takes but `file://`); without `://`, `http://` is put in front (as blackbox's HTTP prober does), so other schemes are written out (`tcp://host:port`, `icmp://host`, `dns://…`); missing or invalid: 400 naming the problem, a password shown as `***` |
 //! | `module` | a `[modules.<name>]` table, else a monitor's name (its config); absent: `[defaults]`; unknown: 400 naming it |
 //!
-//! The check is built by `health_check::build_probe` (as every monitor's is) and bounded
-//! by the module's `timeout` and, when Prometheus sends
-//! `X-Prometheus-Scrape-Timeout-Seconds`, by that less [`SCRAPE_MARGIN`] (so the answer
-//! arrives before Prometheus gives up). The answer (200, Prometheus text 0.0.4):
+//! The target is the whole URL, as in blackbox: the check asks for exactly the target's
+//! path and query. The config's `path` is `/` (`[defaults]`' and a monitor's own `path`
+//! are not used: a monitor's belongs to its URL), and for HTTP the target's last path
+//! segment is handed to the probe as that `path` (the probe joins `path` on with a `/`
+//! between, which would make `/metrics` `/metrics/`: see `exact_path`). A
+//! `[modules.<name>]` table that sets a `path` of its own has it joined onto the
+//! target's path, as for a monitor. A table's `path` is told from `[defaults]`' by its
+//! value, so a table that repeats `[defaults]`' `path` is taken as setting none.
+//!
+//! Credentials stay with the targets they were written for:
+//!
+//! | module | `headers`, `tls.cert`/`tls.key`, the URL's `user:password` |
+//! |---|---|
+//! | none (`[defaults]`) | `headers` and `tls.cert`/`tls.key` of `[defaults]` are not used |
+//! | a monitor's name | used only when the target has the monitor URL's scheme, host and port (the monitor's user and password then go with a target that has none); for any other target they are dropped and the rest of the monitor's config applies |
+//! | a `[modules.<name>]` table | used as written: the operator wrote the table for probing |
+//!
+//! A browser request sent from another site (`Sec-Fetch-Site: cross-site` or
+//! `same-site`, or an `Origin` that is not the server's own, as for writes, SPEC §9.3) is
+//! refused with a plain-text 403, so a web page cannot make its visitors' browsers probe
+//! with healthd. Prometheus sends neither header.
+//!
+//! The check is [`check_url`] (`health_check::build_probe`, as every monitor's) and bounded
+//! by the module's `timeout`, by at most [`MAX_PROBE_TIMEOUT`] whatever the module says
+//! (so targets that never answer cannot hold the [`MAX_CONCURRENT`] permits for long),
+//! and, when Prometheus sends `X-Prometheus-Scrape-Timeout-Seconds`, by that less
+//! [`SCRAPE_MARGIN`] (so the answer arrives before Prometheus gives up). The answer (200,
+//! Prometheus text 0.0.4):
 //!
 //! | family | value |
 //! |---|---|
@@ -25,6 +49,11 @@
 //! A check that could not be carried out (a probe error) is `probe_success 0` with its
 //! kind. At most [`MAX_CONCURRENT`] probes run at once; past that the answer is 503.
 //!
+//! A password in a 400's `target` is masked: a target that parses is shown through
+//! `health_types::redacted`; one that does not has everything from the first `:` of its
+//! authority (when that comes before any `@`, `/`, `?` or `#`) to its last `@` shown as
+//! `***`, so a password holding `/`, `?`, `#` or `@` does not leak either.
+//!
 //! Who may ask is the API's read rule (SPEC §9.3): with `public_read = true` (the
 //! default) anyone who can reach healthd can make it connect to any URL, as anyone who
 //! can reach a blackbox_exporter can. Set `public_read = false` and a `[server] token`
@@ -32,6 +61,7 @@
 //! paths on this host.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
@@ -42,17 +72,19 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use health_check::build_probe;
-use health_monitor::check_once;
-use health_types::{
-    CheckKind, CheckResult, HealthCheckConfig, PASSWORD_MASK, Target, Url, redacted,
-};
+use health_types::{CheckKind, CheckResult, HealthCheckConfig, PASSWORD_MASK, Url, redacted};
 use tokio::{sync::Semaphore, time::Instant};
 
-use crate::metrics::{Encoder, Format, Kind};
+use crate::{
+    metrics::{Encoder, Format, Kind},
+    probe::check_url,
+};
 
 /// How many `/probe` checks may run at once; past it the answer is 503.
 pub(crate) const MAX_CONCURRENT: usize = 64;
+/// The longest a `/probe` check may take, whatever its module's `timeout` (as the
+/// agent's bound on a client's timeout).
+pub(crate) const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What is kept from Prometheus' scrape timeout for the answer to travel back.
 pub(crate) const SCRAPE_MARGIN: Duration = Duration::from_millis(500);
 /// The header Prometheus states its scrape timeout in, in seconds.
@@ -97,10 +129,98 @@ impl ProbeModules {
     pub(crate) fn module(&self, name: &str) -> Option<&HealthCheckConfig> {
         self.modules.get(name)
     }
+
+    /// The config a check of `target` runs with when `source` is its module, and the URL
+    /// it checks: the rules of the module docs on `path` and on credentials.
+    fn for_target(&self, source: Source, mut target: Url) -> (HealthCheckConfig, Url) {
+        match source {
+            Source::Defaults => {
+                let mut config = self.defaults.clone();
+                without_credentials(&mut config);
+                config.path = "/".to_owned();
+                (config, target)
+            }
+            Source::Table(mut config) => {
+                if config.path == self.defaults.path {
+                    config.path = "/".to_owned();
+                }
+                (config, target)
+            }
+            Source::Monitor { mut config, url } => {
+                // The monitor's path belongs to its own URL.
+                config.path = "/".to_owned();
+                if same_origin(&url, &target) {
+                    if target.username().is_empty() && target.password().is_none() {
+                        // Both succeed on a URL that has a host, as one of the same
+                        // origin as a monitor's URL with a user has.
+                        let _ = target.set_username(url.username());
+                        let _ = target.set_password(url.password());
+                    }
+                } else {
+                    without_credentials(&mut config);
+                }
+                (config, target)
+            }
+        }
+    }
+}
+
+/// Where a `/probe`'s config comes from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// No `module`: `[defaults]`.
+    Defaults,
+    /// A `[modules.<name>]` table.
+    Table(HealthCheckConfig),
+    /// A monitor's config, and its URL.
+    Monitor {
+        /// The monitor's config.
+        config: HealthCheckConfig,
+        /// The monitor's URL.
+        url: Arc<Url>,
+    },
+}
+
+/// `config` without what identifies healthd to a server: `headers` and the TLS client
+/// certificate and key.
+fn without_credentials(config: &mut HealthCheckConfig) {
+    config.headers.clear();
+    config.tls.cert = None;
+    config.tls.key = None;
+}
+
+/// Whether `a` and `b` have the same scheme, host and port (a scheme's default port
+/// counting as given).
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme().eq_ignore_ascii_case(b.scheme())
+        && a.host_str().is_some_and(|host| {
+            b.host_str()
+                .is_some_and(|other| other.eq_ignore_ascii_case(host))
+        })
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// The URL an HTTP check of `url` goes to with `config`, set so that the request asks
+/// for exactly `url`'s path and query: the probe joins `path` onto the URL's path with a
+/// `/` between (`/metrics` and `/` would ask for `/metrics/`), so with `path` = `/` the
+/// last segment of the URL's path moves into `path` (`/a/metrics` becomes `/a/` and
+/// `/metrics`). Other schemes and another `path` (a `[modules]` table's own): `url`.
+fn exact_path(config: &mut HealthCheckConfig, url: &Url) -> Url {
+    if config.path != "/" || !matches!(url.scheme(), "http" | "https" | "h2c") {
+        return url.clone();
+    }
+    let path = url.path();
+    let Some((dir, last)) = path.rsplit_once('/').filter(|(_, last)| !last.is_empty()) else {
+        return url.clone();
+    };
+    config.path = format!("/{last}");
+    let mut parent = url.clone();
+    parent.set_path(&format!("{dir}/"));
+    parent
 }
 
 /// A plain-text answer of `status`.
-fn plain(status: StatusCode, message: String) -> Response {
+pub(crate) fn plain(status: StatusCode, message: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -109,27 +229,48 @@ fn plain(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-/// `text` with a URL's password (if any) shown as `***`, for a `target` that may not
-/// parse: the user info is what comes before the last `@` of the authority.
+/// `text` with a URL's password (if any) shown as `***`, for a `target` that does not
+/// parse: from the first `:` after `://` (when it comes before any `@`, `/`, `?` or `#`:
+/// a user name holds none of them) to the last `@`, since a password may hold `/`, `?`,
+/// `#` and `@` too. A URL with an `@` in its path and a port loses more than its
+/// password to the mask: never less.
 fn masked(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_owned();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
+    let Some(colon) = rest
+        .find([':', '@', '/', '?', '#'])
+        .filter(|&at| rest[at..].starts_with(':'))
+    else {
         return text.to_owned();
     };
-    match user_info.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{PASSWORD_MASK}@{host}{tail}"),
-        None => text.to_owned(),
+    match rest.rfind('@') {
+        Some(at) if at > colon => {
+            format!(
+                "{scheme}://{}:{PASSWORD_MASK}@{}",
+                &rest[..colon],
+                &rest[at + 1..]
+            )
+        }
+        _ => text.to_owned(),
     }
 }
 
-/// The check's time bound: the config's timeout, or less when Prometheus' scrape timeout
-/// (less [`SCRAPE_MARGIN`]) is shorter; for a header that is not a number of seconds,
-/// the reason to answer 400 with.
+/// `target` as a URL: with `http://` in front when it has no `://` (as blackbox's HTTP
+/// prober reads it).
+fn with_scheme(target: &str) -> Cow<'_, str> {
+    if target.contains("://") {
+        Cow::Borrowed(target)
+    } else {
+        Cow::Owned(format!("http://{target}"))
+    }
+}
+
+/// The check's time bound: the config's timeout, at most [`MAX_PROBE_TIMEOUT`], or less
+/// when Prometheus' scrape timeout (less [`SCRAPE_MARGIN`]) is shorter; for a header that
+/// is not a number of seconds, the reason to answer 400 with.
 fn time_bound(headers: &HeaderMap, timeout: Duration) -> Result<Duration, String> {
+    let timeout = timeout.min(MAX_PROBE_TIMEOUT);
     let Some(value) = headers.get(SCRAPE_TIMEOUT_HEADER) else {
         return Ok(timeout);
     };
@@ -153,11 +294,12 @@ fn time_bound(headers: &HeaderMap, timeout: Duration) -> Result<Duration, String
     Ok(timeout.min(bound))
 }
 
-/// `/probe`: see the module docs. `monitor_config` is the config of the monitor of that
-/// name, for a `module` that is no `[modules]` table.
+/// `/probe`: see the module docs. `monitor` gives the config and URL of the monitor of
+/// that name, for a `module` that is no `[modules]` table. The API has refused requests
+/// from other sites before this.
 pub(crate) async fn probe(
     modules: &ProbeModules,
-    monitor_config: impl FnOnce(&str) -> Option<HealthCheckConfig>,
+    monitor: impl FnOnce(&str) -> Option<(HealthCheckConfig, Arc<Url>)>,
     headers: &HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
@@ -173,14 +315,14 @@ pub(crate) async fn probe(
                     .to_owned(),
             );
         }
-        Some(target) => target,
+        Some(target) => with_scheme(target),
     };
-    let url = match Url::parse(target) {
+    let url = match Url::parse(&target) {
         Ok(url) => url,
         Err(err) => {
             return plain(
                 StatusCode::BAD_REQUEST,
-                format!("invalid `target` = {:?}: {err}", masked(target)),
+                format!("invalid `target` = {:?}: {err}", masked(&target)),
             );
         }
     };
@@ -193,24 +335,24 @@ pub(crate) async fn probe(
             ),
         );
     }
-    let mut config = match query.get("module").map(String::as_str) {
-        None => modules.defaults.clone(),
-        Some(name) => match modules
-            .module(name)
-            .cloned()
-            .or_else(|| monitor_config(name))
-        {
-            Some(config) => config,
-            None => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown `module` = {name:?}: no [modules.{name}] table and no monitor of that name"
-                    ),
-                );
-            }
+    let source = match query.get("module").map(String::as_str) {
+        None => Source::Defaults,
+        Some(name) => match modules.module(name) {
+            Some(config) => Source::Table(config.clone()),
+            None => match monitor(name) {
+                Some((config, url)) => Source::Monitor { config, url },
+                None => {
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "unknown `module` = {name:?}: no [modules.{name}] table and no monitor of that name"
+                        ),
+                    );
+                }
+            },
         },
     };
+    let (mut config, url) = modules.for_target(source, url);
     config.timeout = match time_bound(headers, config.timeout) {
         Ok(bound) => bound,
         Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
@@ -221,8 +363,10 @@ pub(crate) async fn probe(
             format!("too many probes at once (at most {MAX_CONCURRENT}); try again"),
         );
     };
-    let built = match build_probe(&config, &Target::Url(url.clone())) {
-        Ok(built) => built,
+    let checked = exact_path(&mut config, &url);
+    let started = Instant::now();
+    let outcome = match check_url(&config, &checked).await {
+        Ok(outcome) => outcome,
         Err(err) => {
             let mut message = format!("cannot check `target` = {:?}: {err}", redacted(&url));
             // The error may quote the URL as given; its password never leaves.
@@ -232,8 +376,6 @@ pub(crate) async fn probe(
             return plain(StatusCode::BAD_REQUEST, message);
         }
     };
-    let started = Instant::now();
-    let outcome = check_once(&*built.probe, &built.url, config.timeout).await;
     let took = started.elapsed();
     let result = match outcome {
         Ok(result) => result,
@@ -263,16 +405,16 @@ fn write_result<W: std::fmt::Write>(
 ) -> std::fmt::Result {
     let gauge = |out: &mut Encoder<W>, name: &str, help: &str| out.family(name, Kind::Gauge, help);
     gauge(out, "probe_success", "1 if the target was healthy, else 0")?;
-    out.sample("probe_success", "", &[], result.healthy)?;
+    out.sample("probe_success", &[], result.healthy)?;
     gauge(out, "probe_duration_seconds", "How long the check took")?;
-    out.sample("probe_duration_seconds", "", &[], took.as_secs_f64())?;
+    out.sample("probe_duration_seconds", &[], took.as_secs_f64())?;
     gauge(
         out,
         "probe_http_status_code",
         "The HTTP status code of the answer; 0 when there was none",
     )?;
     let code = result.status_code.map_or(0, i64::from);
-    out.sample("probe_http_status_code", "", &[], code)?;
+    out.sample("probe_http_status_code", &[], code)?;
     if let Some(cert) = &result.cert {
         let name = "probe_ssl_earliest_cert_expiry";
         gauge(
@@ -280,13 +422,13 @@ fn write_result<W: std::fmt::Write>(
             name,
             "When the peer certificate expires (not after), in unix seconds",
         )?;
-        out.sample(name, "", &[], cert.not_after)?;
+        out.sample(name, &[], cert.not_after)?;
     }
     if !result.healthy {
         let name = "probe_failure_kind";
         gauge(out, name, "1 for the kind of the failure (only on failure)")?;
         let kind: CheckKind = result.kind;
-        out.sample(name, "", &[("kind", kind.as_str())], 1_i64)?;
+        out.sample(name, &[("kind", kind.as_str())], 1_i64)?;
     }
     if !result.phases.is_empty() {
         let name = "probe_phase_duration_seconds";
@@ -296,13 +438,13 @@ fn write_result<W: std::fmt::Write>(
             "How long each phase of the check took (dns, connect, tls, first_byte)",
         )?;
         for (phase, took) in result.phases.iter() {
-            out.sample(name, "", &[("phase", phase)], took.as_secs_f64())?;
+            out.sample(name, &[("phase", phase)], took.as_secs_f64())?;
         }
     }
     if let Some(dns) = result.phases.dns {
         let name = "probe_dns_lookup_time_seconds";
         gauge(out, name, "How long the name lookup took")?;
-        out.sample(name, "", &[], dns.as_secs_f64())?;
+        out.sample(name, &[], dns.as_secs_f64())?;
     }
     Ok(())
 }

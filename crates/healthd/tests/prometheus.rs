@@ -58,7 +58,9 @@ fn answer(status: u16) -> String {
     format!("HTTP/1.1 {status} Status\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 }
 
-/// An HTTP server on loopback answering every request with `status`.
+/// An HTTP server on loopback answering every request with `status`. (The unit tests'
+/// upstreams are in `src/test_support.rs`, a crate-private module an integration test
+/// cannot reach; this one stays here.)
 async fn http_upstream(status: u16) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -9,7 +9,9 @@
 //! Before any of that, a write whose `Origin` is not the server's own (scheme, host and
 //! port against the request's `Host`) is refused with 403, token or not: a page on
 //! another site cannot make a browser write to healthd, not even a browser that holds
-//! the token in some other way.
+//! the token in some other way. `/probe` refuses such requests too, and those a browser
+//! marks `Sec-Fetch-Site: cross-site` or `same-site` (`same_site_only`, called by its
+//! handler so that the answer is plain text).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ use crate::config::{ApiAccess, ApiToken};
 const OWN_SCHEME: &str = "http";
 /// The port of an `http` origin or `Host` that names none.
 const OWN_DEFAULT_PORT: u16 = 80;
+/// The header in which browsers say where a request comes from (Fetch Metadata).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 /// The route that stays open even when reads need the token: liveness probes have none.
 const HEALTHZ: &str = "/healthz";
 
@@ -148,6 +152,34 @@ fn bearer(headers: &HeaderMap, token: &ApiToken) -> Result<(), Refusal> {
     } else {
         Err(Refusal::WrongToken)
     }
+}
+
+/// `Ok` unless a browser sent the request from another site, for reads that must not
+/// be triggered by other web sites (`/probe`: it connects where the query says, with
+/// credentials a module may carry): a `Sec-Fetch-Site` of `cross-site` or `same-site`,
+/// or an `Origin` that is not this server's (as for writes, [`same_origin`]). Clients
+/// that are no browser (Prometheus, curl) send neither header. The error is the reason
+/// to answer 403 with.
+pub(super) fn same_site_only(headers: &HeaderMap, uri: &Uri) -> Result<(), String> {
+    if let Some(site) = headers.get(SEC_FETCH_SITE)
+        && let Some(site @ ("cross-site" | "same-site")) = site
+            .to_str()
+            .ok()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .as_deref()
+    {
+        return Err(format!(
+            "request from another site refused: Sec-Fetch-Site is {site:?}; /probe answers only \
+             requests that no other web site made a browser send"
+        ));
+    }
+    same_origin(headers, uri).map_err(|refusal| match refusal {
+        Refusal::ForeignOrigin(origin) => format!(
+            "cross-origin request refused: Origin {origin:?} is not this server's; /probe answers \
+             only requests that no other web site made a browser send"
+        ),
+        other => format!("{other:?}"),
+    })
 }
 
 /// `Ok` when the request has no `Origin` (not sent by a page) or one equal to this

@@ -380,33 +380,11 @@ async fn openmetrics_is_served_when_asked_for_and_parses() {
 mod probe {
     use std::collections::BTreeMap;
 
-    use tokio::{io::AsyncWriteExt, net::TcpListener};
-
     use super::*;
-    use crate::probe_api::{MAX_CONCURRENT, ProbeModules};
-
-    /// An HTTP server answering every request with `status`, closing each connection.
-    async fn upstream(status: u16) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let mut buf = [0_u8; 4096];
-                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        addr
-    }
+    use crate::{
+        probe_api::{MAX_CONCURRENT, ProbeModules},
+        test_support::{http_upstream as upstream, recording_upstream, refused_port},
+    };
 
     async fn serve_probes(modules: ProbeModules) -> (SocketAddr, Scope) {
         let scope = Scope::new();
@@ -472,11 +450,9 @@ mod probe {
         assert_eq!(status, 200, "{body}");
         assert!(has(&body, "probe_success 1"), "{body}");
 
-        // A refused TCP connection: a failure of kind refused.
-        let closed = {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            l.local_addr().unwrap()
-        };
+        // A refused TCP connection: a failure of kind refused. The socket is bound and
+        // never listens, so no one else can take the port while the test runs.
+        let (_held, closed) = refused_port();
         let (_, _, body) = request(addr, "GET", &format!("/probe?target=tcp://{closed}")).await;
         assert!(has(&body, "probe_success 0"), "{body}");
         assert!(
@@ -499,7 +475,8 @@ mod probe {
             ),
             (
                 "/probe?target=not%20a%20url",
-                "invalid `target` = \"not a url\"",
+                // Without `://`, `http://` was put in front.
+                "invalid `target` = \"http://not a url\"",
             ),
             (
                 "/probe?target=http://admin:s3cret@bad%20host/",
@@ -547,6 +524,212 @@ mod probe {
         drop(held);
         let (status, _, body) = request(addr, "GET", &path).await;
         assert_eq!(status, 200, "{body}");
+        scope.shutdown().await;
+    }
+
+    /// Every byte but ASCII letters and digits percent-encoded, for a query value.
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// Health-check keys as a config.
+    fn config(toml: &str) -> HealthCheckConfig {
+        toml::from_str::<health_types::HealthCheckOverrides>(toml)
+            .unwrap()
+            .resolve()
+            .unwrap()
+    }
+
+    /// `/probe` over `modules`, with one monitor `secret` of `url` and `keys` (not
+    /// started: only its config and URL are used).
+    async fn serve_with_monitor(modules: ProbeModules, url: &str, keys: &str) -> SocketAddr {
+        let monitor = Monitor::builder("secret", Url::parse(url).unwrap(), Arc::new(Fixed(true)))
+            .config(config(keys))
+            .build()
+            .unwrap();
+        serve_api(ApiState::new(vec![monitor], None).with_probe_modules(modules)).await
+    }
+
+    #[tokio::test]
+    async fn a_browser_request_from_another_site_is_refused() {
+        let (addr, scope) = serve_probes(modules()).await;
+        let ok = upstream(200).await;
+        let path = format!("/probe?target=http://{ok}/");
+        for headers in [
+            &[("Sec-Fetch-Site", "cross-site")][..],
+            &[("Sec-Fetch-Site", "Same-Site")],
+            &[("Origin", "http://evil.example")],
+            &[("Origin", "null")],
+            // Same host, another port: another origin.
+            &[
+                ("Host", "127.0.0.1:8090"),
+                ("Origin", "http://127.0.0.1:8091"),
+            ],
+        ] {
+            let (status, head, body) = request_with(addr, "GET", &path, headers).await;
+            assert_eq!(status, 403, "{headers:?}: {body}");
+            assert!(content_type(&head).starts_with("text/plain"), "{head}");
+            assert!(body.contains("refused"), "{headers:?}: {body}");
+        }
+        // What Prometheus and curl send (neither header), and the server's own pages.
+        for headers in [
+            &[][..],
+            &[("Sec-Fetch-Site", "same-origin")],
+            &[("Sec-Fetch-Site", "none")],
+            &[
+                ("Host", "127.0.0.1:8090"),
+                ("Origin", "http://127.0.0.1:8090"),
+            ],
+        ] {
+            let (status, _, body) = request_with(addr, "GET", &path, headers).await;
+            assert_eq!(status, 200, "{headers:?}: {body}");
+            assert!(has(&body, "probe_success 1"), "{body}");
+        }
+        scope.shutdown().await;
+    }
+
+    /// The next request head `upstream` received.
+    async fn next_head(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), heads.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn credentials_go_only_to_the_targets_they_were_written_for() {
+        let (own, mut own_heads) = recording_upstream(200).await;
+        let (other, mut other_heads) = recording_upstream(200).await;
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            "probing".to_owned(),
+            config("headers = { X-Module = \"m0dule\" }"),
+        );
+        let defaults = config("headers = { X-Default = \"d3fault\" }");
+        let addr = serve_with_monitor(
+            ProbeModules::new(defaults, tables),
+            &format!("http://user:pw@{own}/health"),
+            "headers = { X-Secret = \"t0ken\" }",
+        )
+        .await;
+        let probe = |query: String| async move {
+            let (status, _, body) = request(addr, "GET", &format!("/probe?{query}")).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            assert!(has(&body, "probe_success 1"), "{query}: {body}");
+        };
+
+        // The monitor's own origin: its headers and its user and password go along.
+        probe(format!("module=secret&target=http://{own}/other")).await;
+        let head = next_head(&mut own_heads).await;
+        assert!(head.contains("x-secret: t0ken"), "{head}");
+        assert!(head.contains("authorization: basic dxnlcjpwdw=="), "{head}");
+        // Another port on the same host: neither.
+        probe(format!("module=secret&target=http://{other}/")).await;
+        let head = next_head(&mut other_heads).await;
+        assert!(!head.contains("x-secret"), "{head}");
+        assert!(!head.contains("authorization"), "{head}");
+        // (Another scheme to the same host and port: see probe_api's unit tests.)
+
+        // [defaults]' headers are not sent without a module.
+        probe(format!("target=http://{other}/")).await;
+        let head = next_head(&mut other_heads).await;
+        assert!(!head.contains("x-default"), "{head}");
+        // A [modules] table is used as written, wherever it is sent.
+        probe(format!("module=probing&target=http://{other}/")).await;
+        let head = next_head(&mut other_heads).await;
+        assert!(head.contains("x-module: m0dule"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn the_target_is_the_whole_url() {
+        let (up, mut heads) = recording_upstream(200).await;
+        let mut tables = BTreeMap::new();
+        tables.insert("plain".to_owned(), config("expected_status = [200]"));
+        tables.insert("deep".to_owned(), config("path = \"/deeper?z=9\""));
+        // [defaults] and the monitor both have a path of their own.
+        let addr = serve_with_monitor(
+            ProbeModules::new(config("path = \"/healthz\""), tables),
+            &format!("http://{up}/monitor-path"),
+            "path = \"/ready\"",
+        )
+        .await;
+        for (query, wanted) in [
+            (format!("target=http://{up}/x/?y=1"), "get /x/?y=1 http/1.1"),
+            (
+                format!(
+                    "target={}",
+                    encode(&format!("http://{up}/a/metrics?y=1&w=2"))
+                ),
+                "get /a/metrics?y=1&w=2 http/1.1",
+            ),
+            // Without `://`, the target is http.
+            (
+                format!("target={}", encode(&format!("{up}/?y=2"))),
+                "get /?y=2 http/1.1",
+            ),
+            (
+                format!("module=secret&target=http://{up}/"),
+                "get / http/1.1",
+            ),
+            (
+                format!("module=plain&target=http://{up}/a/"),
+                "get /a/ http/1.1",
+            ),
+            // A table's own path is joined on, as for a monitor.
+            (
+                format!(
+                    "module=deep&target={}",
+                    encode(&format!("http://{up}/a?y=3"))
+                ),
+                "get /a/deeper?y=3&z=9 http/1.1",
+            ),
+        ] {
+            let (status, _, body) = request(addr, "GET", &format!("/probe?{query}")).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            assert!(has(&body, "probe_success 1"), "{query}: {body}");
+            let head = next_head(&mut heads).await;
+            assert!(head.starts_with(wanted), "{query}: {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_never_leaves_in_a_400() {
+        let (addr, scope) = serve_probes(modules()).await;
+        for password in [
+            "pa/ss",
+            "pa?ss",
+            "pa#ss",
+            "p@ss",
+            "pa/s?s#w@rd",
+            "p%2Fss%40x",
+        ] {
+            // Unparsable: a space in the host.
+            let target = format!("http://admin:{password}@bad host/x");
+            let path = format!("/probe?target={}", encode(&target));
+            let (status, _, body) = request(addr, "GET", &path).await;
+            assert_eq!(status, 400, "{password}: {body}");
+            assert!(body.contains("invalid `target`"), "{password}: {body}");
+            assert!(body.contains("admin:***@"), "{password}: {body}");
+            assert!(!body.contains(password), "{password}: {body}");
+        }
+        // Parsable, refused for its scheme: shown redacted.
+        let path = format!(
+            "/probe?target={}",
+            encode("gopher://admin:p%40ss@127.0.0.1:1/")
+        );
+        let (status, _, body) = request(addr, "GET", &path).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("gopher://admin:***@127.0.0.1:1/"), "{body}");
+        assert!(!body.contains("p%40ss") && !body.contains("p@ss"), "{body}");
         scope.shutdown().await;
     }
 }

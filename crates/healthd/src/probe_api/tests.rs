@@ -1,6 +1,6 @@
 //! `/probe`'s pieces: the password mask, the time bound and the answer's text.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::http::{HeaderMap, HeaderValue};
 use health_types::{CertInfo, CheckKind, CheckResult, Phases};
@@ -17,6 +17,131 @@ fn a_password_in_an_unparsable_target_is_masked() {
     assert_eq!(masked("no url at all"), "no url at all");
     // An `@` in the path is not user info.
     assert_eq!(masked("http://host/a:b@c"), "http://host/a:b@c");
+    assert_eq!(
+        masked("http://admin@ho st:80/a@b"),
+        "http://admin@ho st:80/a@b"
+    );
+    // A password holding `/`, `?`, `#` or `@`, or percent-encoded, goes whole.
+    for password in [
+        "pa/ss",
+        "pa?ss",
+        "pa#ss",
+        "p@ss",
+        "p@s/s?w#o@rd",
+        "p%2Fss%40",
+    ] {
+        let text = format!("http://admin:{password}@exa mple/x?y");
+        assert_eq!(masked(&text), "http://admin:***@exa mple/x?y", "{password}");
+    }
+}
+
+#[test]
+fn a_target_without_a_scheme_is_http() {
+    assert_eq!(
+        with_scheme("example.com:8080/x"),
+        "http://example.com:8080/x"
+    );
+    assert_eq!(with_scheme("tcp://db:5432"), "tcp://db:5432");
+    assert_eq!(with_scheme("https://example.com/"), "https://example.com/");
+}
+
+#[test]
+fn a_probe_is_bounded_by_a_minute_whatever_its_module_says() {
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        time_bound(&HeaderMap::new(), hour).unwrap(),
+        MAX_PROBE_TIMEOUT
+    );
+    assert_eq!(MAX_PROBE_TIMEOUT, Duration::from_secs(60));
+    let mut headers = HeaderMap::new();
+    headers.insert(SCRAPE_TIMEOUT_HEADER, HeaderValue::from_static("300"));
+    assert_eq!(time_bound(&headers, hour).unwrap(), MAX_PROBE_TIMEOUT);
+}
+
+/// A config with every credential `/probe` may drop, and `path`.
+fn with_credentials(path: &str) -> HealthCheckConfig {
+    let mut config = HealthCheckConfig {
+        path: path.to_owned(),
+        ..HealthCheckConfig::default()
+    };
+    config.headers.insert("X-Secret".into(), "t0ken".into());
+    config.tls.cert = Some("/etc/healthd/client.pem".into());
+    config.tls.key = Some("/etc/healthd/client.key".into());
+    config.tls.ca = Some("/etc/healthd/ca.pem".into());
+    config
+}
+
+fn has_credentials(config: &HealthCheckConfig) -> bool {
+    !config.headers.is_empty() && config.tls.cert.is_some() && config.tls.key.is_some()
+}
+
+fn has_none(config: &HealthCheckConfig) -> bool {
+    config.headers.is_empty() && config.tls.cert.is_none() && config.tls.key.is_none()
+}
+
+#[test]
+fn a_monitors_credentials_go_to_its_own_origin_only() {
+    let modules = ProbeModules::new(HealthCheckConfig::default(), BTreeMap::new());
+    let monitor = |url: &str| Source::Monitor {
+        config: with_credentials("/ready"),
+        url: Arc::new(Url::parse(url).unwrap()),
+    };
+    let own = "https://user:pw@api.test/health";
+    for target in [
+        "https://api.test/",
+        "https://API.test:443/other?x=1",
+        "https://other:secret@api.test/",
+    ] {
+        let (config, url) = modules.for_target(monitor(own), Url::parse(target).unwrap());
+        assert!(has_credentials(&config), "{target}");
+        assert_eq!(config.path, "/", "{target}");
+        if target.contains("other:secret") {
+            // A target's own user info is kept.
+            assert_eq!((url.username(), url.password()), ("other", Some("secret")));
+        } else {
+            assert_eq!(
+                (url.username(), url.password()),
+                ("user", Some("pw")),
+                "{target}"
+            );
+        }
+    }
+    for target in [
+        "http://api.test/",
+        "https://api.test:8443/",
+        "https://api.test.evil.example/",
+        "https://evil.example/",
+        "grpcs://api.test:443/",
+    ] {
+        let (config, url) = modules.for_target(monitor(own), Url::parse(target).unwrap());
+        assert!(has_none(&config), "{target}");
+        // The rest of the monitor's config applies.
+        assert_eq!(
+            config.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/healthd/ca.pem"))
+        );
+        assert_eq!(config.path, "/", "{target}");
+        assert_eq!((url.username(), url.password()), ("", None), "{target}");
+    }
+}
+
+#[test]
+fn defaults_lose_their_credentials_and_tables_keep_theirs() {
+    let modules = ProbeModules::new(with_credentials("/healthz"), BTreeMap::new());
+    let target = || Url::parse("https://anywhere.example/x").unwrap();
+    let (config, _) = modules.for_target(Source::Defaults, target());
+    assert!(has_none(&config));
+    assert_eq!(config.path, "/");
+    assert_eq!(
+        config.tls.ca.as_deref(),
+        Some(std::path::Path::new("/etc/healthd/ca.pem"))
+    );
+    // A table is used as written; its path only when it sets one of its own.
+    let (config, _) = modules.for_target(Source::Table(with_credentials("/healthz")), target());
+    assert!(has_credentials(&config));
+    assert_eq!(config.path, "/");
+    let (config, _) = modules.for_target(Source::Table(with_credentials("/deep")), target());
+    assert_eq!(config.path, "/deep");
 }
 
 #[test]
@@ -116,4 +241,33 @@ fn a_success_has_no_failure_kind_and_no_certificate_unless_seen() {
     ] {
         assert!(!text.contains(absent), "{absent} in\n{text}");
     }
+}
+
+#[test]
+fn an_http_check_asks_for_exactly_the_target() {
+    for (target, url, path) in [
+        ("http://h/metrics", "http://h/", "/metrics"),
+        ("http://h/a/metrics?x=1", "http://h/a/?x=1", "/metrics"),
+        ("https://h/a/", "https://h/a/", "/"),
+        ("h2c://h", "h2c://h", "/"),
+        ("tcp://h:1", "tcp://h:1", "/"),
+    ] {
+        let mut config = HealthCheckConfig::default();
+        let checked = exact_path(&mut config, &Url::parse(target).unwrap());
+        assert_eq!(
+            (checked.as_str(), config.path.as_str()),
+            (url, path),
+            "{target}"
+        );
+    }
+    // A table's own path is joined onto the target's as it is.
+    let mut config = HealthCheckConfig {
+        path: "/deep".into(),
+        ..HealthCheckConfig::default()
+    };
+    let checked = exact_path(&mut config, &Url::parse("http://h/a").unwrap());
+    assert_eq!(
+        (checked.as_str(), config.path.as_str()),
+        ("http://h/a", "/deep")
+    );
 }
