@@ -114,7 +114,7 @@ pub use self::{
     monitor::{HealthMonitor, Monitor, MonitorBuilder},
     scheduler::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STARTS_PER_TICK, SchedulerOptions},
     scope::Scope,
-    snapshot::{LatencyHistogram, ResultCounts, Snapshot, StopCause},
+    snapshot::{LatencyHistogram, PhaseTimes, ResultCounts, Snapshot, StopCause},
 };
 pub use tokio_util::sync::CancellationToken;
 

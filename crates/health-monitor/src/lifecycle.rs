@@ -46,8 +46,8 @@ use std::{
 use arc_swap::ArcSwap;
 use health_types::{
     CertInfo, CheckResult, Clock, Event, EventKind, EventSink, HealthCheckConfig, HistorySink,
-    MonitorState, Observation, Phases, Probe, ProbeError, StateSink, Status, StatusChange,
-    SystemClock, Url, Verdict, duration_nanos, redacted,
+    MonitorState, Observation, Probe, ProbeError, StateSink, Status, StatusChange, SystemClock,
+    Url, Verdict, duration_nanos, redacted,
 };
 use tokio::{
     sync::{Notify, futures::Notified, oneshot, watch},
@@ -59,7 +59,7 @@ use crate::{
     last_seen::{LastSeenRegistry, Slot},
     machine::{StateMachine, Transition},
     scheduler::Scheduler,
-    snapshot::{Snapshot, StopCause},
+    snapshot::{LatencyCounter, Snapshot, StopCause},
 };
 
 /// Everything of one monitor, shared by its handles and its scheduled checks.
@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
     seen: Arc<Slot>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
+    /// The latencies of its results, beside the snapshot rather than in it.
+    pub(crate) latencies: LatencyCounter,
     /// Created on the first `subscribe`, so that monitors nobody watches pay nothing.
     watch: OnceLock<watch::Sender<Arc<Snapshot>>>,
     /// Wakes the check in flight when the monitor is finished or restarted.
@@ -304,6 +306,7 @@ impl Shared {
             clock,
             last_seen,
             snapshot: ArcSwap::from_pointee(snapshot),
+            latencies: LatencyCounter::default(),
             watch: OnceLock::new(),
             stop: Notify::new(),
             generation: AtomicU64::new(0),
@@ -688,6 +691,7 @@ impl Shared {
                 .take()
                 .filter(Flight::awaited)
                 .map(|flight| (flight, result.clone()));
+            self.latencies.observe(result.latency);
             let before = run.outage_start;
             let transition = run.machine.observe(verdict, ended);
             let cert_due = self.cert_due(&mut run, result.cert.as_deref(), wall);
@@ -729,8 +733,7 @@ impl Shared {
                 show_machine(s, machine);
                 s.kind = Some(result.kind);
                 s.latency = result.latency;
-                s.latencies.observe(result.latency);
-                merge_phases(&mut s.phases, &result.phases);
+                s.phases.merge(&result.phases);
                 if let Some(cert) = &result.cert {
                     s.cert = Some(cert.clone());
                 }
@@ -1015,20 +1018,6 @@ fn rfc3339(not_after: i64) -> String {
     }
 }
 
-/// Takes each phase `new` measured into `shown`, keeping the others.
-fn merge_phases(shown: &mut Phases, new: &Phases) {
-    for (slot, value) in [
-        (&mut shown.dns, new.dns),
-        (&mut shown.connect, new.connect),
-        (&mut shown.tls, new.tls),
-        (&mut shown.first_byte, new.first_byte),
-    ] {
-        if value.is_some() {
-            *slot = value;
-        }
-    }
-}
-
 /// Shows `machine`'s status and counters in `snapshot`.
 fn show_machine(snapshot: &mut Snapshot, machine: &StateMachine) {
     snapshot.status = machine.status();
@@ -1070,34 +1059,6 @@ fn random_below(bound: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_phase_not_measured_keeps_its_last_value() {
-        let ms = Duration::from_millis;
-        let mut shown = Phases {
-            dns: Some(ms(1)),
-            connect: Some(ms(2)),
-            tls: Some(ms(3)),
-            first_byte: Some(ms(4)),
-        };
-        // A check on a reused connection measures only its first byte.
-        merge_phases(
-            &mut shown,
-            &Phases {
-                first_byte: Some(ms(9)),
-                ..Phases::default()
-            },
-        );
-        assert_eq!(
-            shown,
-            Phases {
-                dns: Some(ms(1)),
-                connect: Some(ms(2)),
-                tls: Some(ms(3)),
-                first_byte: Some(ms(9)),
-            }
-        );
-    }
 
     #[test]
     fn expiry_dates_outside_humantimes_range_are_unix_times() {

@@ -211,6 +211,12 @@ impl Monitor {
         self.shared.snapshot.load().running
     }
 
+    /// The latencies of this monitor's results since it was built (local ones left
+    /// out), in [`LatencyHistogram::BOUNDS`](crate::LatencyHistogram::BOUNDS) buckets.
+    pub fn latencies(&self) -> crate::LatencyHistogram {
+        self.shared.latencies.read()
+    }
+
     /// Wall-clock time of the last healthy result (kept across `update_url` and restarts).
     pub fn last_seen(&self) -> Option<SystemTime> {
         self.shared.snapshot.load().last_seen

@@ -5,7 +5,10 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -34,14 +37,12 @@ pub struct Snapshot {
     /// through a phase (a reused connection has only `first_byte`) leaves that phase's
     /// last value, so a phase once measured stays shown (and its metric series stays
     /// alive) instead of coming and going with connection reuse.
-    pub phases: Phases,
+    pub phases: PhaseTimes,
     /// The peer certificate the last TLS check saw; kept while later results (a
     /// refused connection, say) show none, so an expiry stays visible in an outage.
     pub cert: Option<Arc<CertInfo>>,
     /// The HTTP status code of the last result; `None` when it had no HTTP answer.
     pub status_code: Option<u16>,
-    /// Latencies of this run's results, in fixed buckets (a Prometheus histogram).
-    pub latencies: LatencyHistogram,
     /// Wall-clock time of the last healthy result.
     pub last_seen: Option<SystemTime>,
     /// Wall-clock time the last check ended; `None` before the monitor's first check
@@ -105,10 +106,13 @@ impl fmt::Display for StopCause {
     }
 }
 
-/// The latencies of a run's results (local ones excepted) in fixed buckets.
+/// The latencies of a monitor's results (local ones excepted) in fixed buckets, as
+/// [`Monitor::latencies`](crate::Monitor::latencies) reads them; `/metrics` turns it
+/// into a Prometheus histogram.
 ///
-/// Counting costs one comparison loop over [`BOUNDS`](Self::BOUNDS) per check;
-/// `/metrics` turns it into a Prometheus histogram.
+/// Kept beside the snapshot, not in it (a [`LatencyCounter`] of atomics): a snapshot is
+/// copied on every check and held for every monitor, and 100 000 monitors should not
+/// pay 100 bytes each for a histogram twice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LatencyHistogram {
     /// Results per bucket: `counts[i]` had a latency in `(BOUNDS[i-1], BOUNDS[i]]`; the
@@ -127,12 +131,7 @@ impl LatencyHistogram {
 
     /// Counts one latency.
     pub fn observe(&mut self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let bucket = LatencyHistogram::BOUNDS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LatencyHistogram::BOUNDS.len());
-        self.counts[bucket] += 1;
+        self.counts[bucket_of(latency)] += 1;
         self.sum = self.sum.saturating_add(latency);
     }
 
@@ -152,6 +151,96 @@ impl LatencyHistogram {
                 *total += n;
                 Some(*total)
             }))
+    }
+}
+
+/// The last measured value of each phase of a monitor's checks, in whole microseconds
+/// (16 bytes where [`Phases`] takes 64: every snapshot holds one, and a snapshot is
+/// copied on every check). A phase over `u32::MAX - 1` µs (71 minutes) is held there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseTimes([u32; 4]);
+
+impl Default for PhaseTimes {
+    /// No phase measured.
+    fn default() -> Self {
+        PhaseTimes([PhaseTimes::NONE; 4])
+    }
+}
+
+impl PhaseTimes {
+    const NONE: u32 = u32::MAX;
+
+    /// The phases, in [`Phases`]' form.
+    pub fn get(&self) -> Phases {
+        let [dns, connect, tls, first_byte] = self
+            .0
+            .map(|us| (us != PhaseTimes::NONE).then(|| Duration::from_micros(u64::from(us))));
+        Phases {
+            dns,
+            connect,
+            tls,
+            first_byte,
+        }
+    }
+
+    /// Takes each phase `new` measured, keeping the others' last values.
+    pub fn merge(&mut self, new: &Phases) {
+        for (slot, value) in self
+            .0
+            .iter_mut()
+            .zip([new.dns, new.connect, new.tls, new.first_byte])
+        {
+            if let Some(took) = value {
+                *slot = u32::try_from(took.as_micros())
+                    .unwrap_or(u32::MAX)
+                    .min(PhaseTimes::NONE - 1);
+            }
+        }
+    }
+}
+
+/// The bucket of [`LatencyHistogram::BOUNDS`] a latency falls in (the last: above all).
+fn bucket_of(latency: Duration) -> usize {
+    let seconds = latency.as_secs_f64();
+    LatencyHistogram::BOUNDS
+        .iter()
+        .position(|&bound| seconds <= bound)
+        .unwrap_or(LatencyHistogram::BOUNDS.len())
+}
+
+/// A monitor's latency histogram as counters that checks add to without a lock: 56
+/// bytes a monitor, one relaxed add per check for the bucket and one for the sum.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyCounter {
+    counts: [AtomicU32; LatencyHistogram::BOUNDS.len() + 1],
+    /// Nanoseconds, saturating at `u64::MAX` (584 years).
+    sum: AtomicU64,
+}
+
+impl LatencyCounter {
+    /// Counts one latency.
+    pub(crate) fn observe(&self, latency: Duration) {
+        self.counts[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        // fetch_update never fails with a closure that always answers Some.
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(sum.saturating_add(nanos))
+            });
+    }
+
+    /// The counts now. Read bucket by bucket while checks may add: a scrape may see a
+    /// check in one bucket and not yet in the sum, never a count going down.
+    pub(crate) fn read(&self) -> LatencyHistogram {
+        let mut histogram = LatencyHistogram {
+            sum: Duration::from_nanos(self.sum.load(Ordering::Relaxed)),
+            ..LatencyHistogram::default()
+        };
+        for (count, counter) in histogram.counts.iter_mut().zip(&self.counts) {
+            *count = u64::from(counter.load(Ordering::Relaxed));
+        }
+        histogram
     }
 }
 
@@ -199,10 +288,9 @@ impl Snapshot {
             kind: None,
             detail: String::new(),
             latency: Duration::ZERO,
-            phases: Phases::default(),
+            phases: PhaseTimes::default(),
             cert: None,
             status_code: None,
-            latencies: LatencyHistogram::default(),
             last_seen,
             last_check: None,
             outage_start: None,
@@ -265,6 +353,7 @@ impl Snapshot {
             last_check: self.last_check.map_or(0, unix_seconds),
             phases: self
                 .phases
+                .get()
                 .iter()
                 .map(|(name, took)| (name.to_owned(), took.as_secs_f64() * 1000.0))
                 .collect(),
@@ -276,4 +365,75 @@ impl Snapshot {
 fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_not_measured_keeps_its_last_value() {
+        let ms = Duration::from_millis;
+        let mut shown = PhaseTimes::default();
+        assert!(shown.get().is_empty());
+        shown.merge(&Phases {
+            dns: Some(ms(1)),
+            connect: Some(ms(2)),
+            tls: Some(ms(3)),
+            first_byte: Some(ms(4)),
+        });
+        // A check on a reused connection measures only its first byte.
+        shown.merge(&Phases {
+            first_byte: Some(ms(9)),
+            ..Phases::default()
+        });
+        assert_eq!(
+            shown.get(),
+            Phases {
+                dns: Some(ms(1)),
+                connect: Some(ms(2)),
+                tls: Some(ms(3)),
+                first_byte: Some(ms(9)),
+            }
+        );
+        // Microseconds kept; a phase past 71 minutes is held at the largest.
+        shown.merge(&Phases {
+            dns: Some(Duration::from_nanos(1_500)),
+            connect: Some(Duration::from_secs(365 * 86_400)),
+            ..Phases::default()
+        });
+        assert_eq!(shown.get().dns, Some(Duration::from_micros(1)));
+        assert_eq!(
+            shown.get().connect,
+            Some(Duration::from_micros(u64::from(u32::MAX - 1)))
+        );
+    }
+
+    #[test]
+    fn latencies_fall_in_their_buckets_and_read_back_cumulatively() {
+        let counter = LatencyCounter::default();
+        for ms in [1, 5, 6, 300, 20_000] {
+            counter.observe(Duration::from_millis(ms));
+        }
+        // A latency no u64 of nanoseconds holds saturates the sum.
+        counter.observe(Duration::MAX);
+        let histogram = counter.read();
+        assert_eq!(histogram.count(), 6);
+        assert_eq!(histogram.sum, Duration::from_nanos(u64::MAX));
+        let cumulative: Vec<(f64, u64)> = histogram.cumulative().collect();
+        assert_eq!(cumulative.len(), LatencyHistogram::BOUNDS.len() + 1);
+        // le 0.005 holds 1 ms and 5 ms; le 0.01 adds 6 ms; le 0.5 adds 300 ms; +Inf the rest.
+        assert_eq!(cumulative[0], (0.005, 2));
+        assert_eq!(cumulative[1], (0.01, 3));
+        assert_eq!(cumulative[5], (0.25, 3));
+        assert_eq!(cumulative[6], (0.5, 4));
+        assert_eq!(cumulative[10], (10.0, 4));
+        assert_eq!(cumulative[11], (f64::INFINITY, 6));
+        let mut plain = LatencyHistogram::default();
+        for ms in [1, 5, 6, 300, 20_000] {
+            plain.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(plain.count(), 5);
+        assert_eq!(plain.sum, Duration::from_millis(20_312));
+    }
 }

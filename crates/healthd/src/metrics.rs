@@ -432,10 +432,10 @@ impl Sources {
         out.family(
             name,
             Kind::Histogram,
-            "Latencies of the checks since the monitor (re)started (local failures left out)",
+            "Latencies of the monitor's checks since healthd started (local failures left out)",
         )?;
-        for (monitor, s) in &snapshots {
-            out.histogram(name, &[("monitor", *monitor)], &s.latencies)?;
+        for monitor in self.monitors.iter() {
+            out.histogram(name, &[("monitor", monitor.name())], &monitor.latencies())?;
         }
 
         let name = "healthd_monitor_phase_seconds";
@@ -446,7 +446,7 @@ impl Sources {
              the check went through it",
         )?;
         for (monitor, s) in &snapshots {
-            for (phase, took) in s.phases.iter() {
+            for (phase, took) in s.phases.get().iter() {
                 let labels = [("monitor", *monitor), ("phase", phase)];
                 out.sample(name, &labels, took.as_secs_f64())?;
             }
