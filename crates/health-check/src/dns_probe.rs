@@ -8,7 +8,7 @@
 
 use std::{
     hash::{BuildHasher, Hasher},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -31,7 +31,7 @@ use tokio::{
 use url::Url;
 
 use crate::{
-    failure::{Failure, bad_url, classify_io, local_failure},
+    failure::{Failure, bad_url, classify_io},
     net,
     target::{Attempt, compile_regex, first_reachable, url_host},
 };
@@ -316,11 +316,7 @@ impl Probe for DnsProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let target = self.cached_target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
-        match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
-            Err(_) => Failure::timed_out(self.timeout).into_outcome(start.elapsed()),
-        }
+        crate::failure::within(self.timeout, start, self.probe(&target, start)).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {
@@ -348,22 +344,7 @@ fn query_id() -> u16 {
 /// network gives before anything is sent (no route, no local address) lets the caller
 /// try the resolver's next address.
 async fn udp_send(server: SocketAddr, query: &[u8]) -> Result<(UdpSocket, SocketAddr), Attempt> {
-    let local = if server.is_ipv4() {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-    };
-    let socket = UdpSocket::bind(local).await.map_err(|err| {
-        Attempt::io(&err, |err| {
-            local_failure(err).unwrap_or_else(|| {
-                Failure::checker(CheckKind::Io, format!("dns: udp socket: {err}"))
-            })
-        })
-    })?;
-    socket
-        .connect(server)
-        .await
-        .map_err(|err| Attempt::io(&err, udp_failure))?;
+    let socket = crate::target::udp_connected(server, "dns: ", udp_failure).await?;
     socket
         .send(query)
         .await
@@ -489,6 +470,8 @@ fn percent_decode(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
 
     fn target(url: &str) -> Result<DnsTarget, String> {

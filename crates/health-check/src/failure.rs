@@ -1,9 +1,24 @@
 //! How a failed check is classified: a target-side [`Failure`] becomes an unhealthy
 //! result, a checker-side one becomes a [`ProbeError`] (SPEC §3).
 
-use std::{fmt, io, time::Duration};
+use std::{fmt, future::Future, io, time::Duration};
 
 use health_types::{CheckKind, CheckResult, ConfigError, ProbeError, timed_out_after};
+
+/// Runs a check's `probe`, begun at `start`, until `start + timeout`: its result, its
+/// failure as the outcome, or `timed out after <timeout>`, with the time taken as the
+/// latency of either failure.
+pub(crate) async fn within(
+    timeout: Duration,
+    start: tokio::time::Instant,
+    probe: impl Future<Output = Result<CheckResult, Failure>>,
+) -> Result<CheckResult, ProbeError> {
+    match tokio::time::timeout_at(start + timeout, probe).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
+        Err(_) => Failure::timed_out(timeout).into_outcome(start.elapsed()),
+    }
+}
 
 /// Which side of the check failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

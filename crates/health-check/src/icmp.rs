@@ -166,11 +166,7 @@ impl Probe for IcmpProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let target = self.target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
-        match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
-            Err(_) => Failure::timed_out(self.timeout).into_outcome(start.elapsed()),
-        }
+        crate::failure::within(self.timeout, start, self.probe(&target, start)).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {

@@ -1,7 +1,7 @@
 //! TCP and UDP probes: `tcp`, `tcp4`, `tcp6`, `udp`, `udp4`, `udp6` (SPEC §5, §9.4).
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -19,7 +19,7 @@ use tokio::{
 use url::Url;
 
 use crate::{
-    failure::{Failure, bad_url, classify_io, local_failure},
+    failure::{Failure, bad_url, classify_io},
     net::{self, Family},
     target::{Attempt, compile_regex, first_reachable, url_host},
 };
@@ -192,24 +192,7 @@ impl StreamProbe {
     /// failure the network gives before anything leaves (no route, no local address of
     /// the family) lets the caller try the next address.
     async fn udp_send(&self, addr: SocketAddr) -> Result<(UdpSocket, Instant), Attempt> {
-        let local = if addr.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let socket = UdpSocket::bind(local).await.map_err(|err| {
-            Attempt::io(&err, |err| {
-                local_failure(err).unwrap_or_else(|| {
-                    Failure::checker(CheckKind::Io, format!("udp socket: {err}"))
-                })
-            })
-        })?;
-        // Connecting the socket is what makes the kernel report an ICMP port unreachable
-        // as ECONNREFUSED on the next receive (or send).
-        socket
-            .connect(addr)
-            .await
-            .map_err(|err| Attempt::io(&err, udp_failure))?;
+        let socket = crate::target::udp_connected(addr, "", udp_failure).await?;
         let sent = Instant::now();
         socket
             .send(self.payload.as_deref().unwrap_or_default())
@@ -377,11 +360,7 @@ impl Probe for StreamProbe {
     async fn check(&self, url: &Url) -> Result<CheckResult, ProbeError> {
         let target = self.target(url).map_err(|err| bad_url(&err))?;
         let start = Instant::now();
-        match tokio::time::timeout_at(start + self.timeout, self.probe(&target, start)).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(failure)) => failure.into_outcome(start.elapsed()),
-            Err(_) => Failure::timed_out(self.timeout).into_outcome(start.elapsed()),
-        }
+        crate::failure::within(self.timeout, start, self.probe(&target, start)).await
     }
 
     fn validate_url(&self, url: &Url) -> Result<(), ConfigError> {

@@ -2,7 +2,11 @@
 //! a URL (an address or a name), the `expect` regex, and trying the next address when
 //! the network cannot reach the first (`ip_family = "any"`, SPEC §9.4).
 
-use std::{future::Future, io, net::IpAddr, net::SocketAddr};
+use std::{
+    future::Future,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use health_types::{CheckKind, ConfigError, redacted};
 use regex::bytes::Regex;
@@ -58,6 +62,34 @@ pub(crate) fn compile_regex(
         },
         reason: format!("is not a valid regex: {err}"),
     })
+}
+
+/// A UDP socket of `addr`'s family connected to it (so that an ICMP port unreachable
+/// comes back as `ECONNREFUSED`). A socket that cannot be made is an error
+/// `<what>: udp socket: <err>` (or `local`); `connect_failure` classifies a failed
+/// connect, which may let the caller try the next address.
+pub(crate) async fn udp_connected(
+    addr: SocketAddr,
+    what: &str,
+    connect_failure: fn(&io::Error) -> Failure,
+) -> Result<tokio::net::UdpSocket, Attempt> {
+    let local = if addr.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await.map_err(|err| {
+        Attempt::io(&err, |err| {
+            crate::failure::local_failure(err).unwrap_or_else(|| {
+                Failure::checker(CheckKind::Io, format!("{what}udp socket: {err}"))
+            })
+        })
+    })?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(|err| Attempt::io(&err, connect_failure))?;
+    Ok(socket)
 }
 
 /// Whether `err` says the network cannot carry packets to that address at all
