@@ -420,14 +420,13 @@ async fn tcp_exchange(
 /// A UDP socket error talking to the resolver: ECONNREFUSED is an ICMP port
 /// unreachable.
 fn udp_failure(err: &std::io::Error) -> Failure {
-    let failure = classify_io(err);
-    if failure.kind == CheckKind::Refused && failure.detail == "connection refused" {
+    if err.kind() == std::io::ErrorKind::ConnectionRefused {
         return Failure::target(
             CheckKind::Refused,
             "dns: connection refused (port unreachable)",
         );
     }
-    failure
+    classify_io(err)
 }
 
 /// A TCP error talking to the resolver (the retry of a truncated answer): as for any
