@@ -53,20 +53,23 @@ const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// GoDoxy's name for a file check, besides our `file`.
 const FILESERVER: &str = "fileserver";
 /// The schemes the agent checks: every one of [`Scheme::ALL`] but `dns`, whose question
-/// (a name, `type`, `expect`, `rcode`) the agent protocol has no parameters for.
-const AGENT_SCHEMES: [Scheme; Scheme::ALL.len() - 1] = {
-    let mut schemes = [Scheme::Http; Scheme::ALL.len() - 1];
-    let mut i = 0;
-    let mut j = 0;
-    while i < Scheme::ALL.len() {
-        if !matches!(Scheme::ALL[i], Scheme::Dns) {
-            schemes[j] = Scheme::ALL[i];
-            j += 1;
-        }
-        i += 1;
-    }
-    schemes
-};
+/// (a name, `type`, `expect`, `rcode`) the agent protocol has no parameters for; in
+/// `ALL`'s order, which error messages list.
+const AGENT_SCHEMES: [Scheme; 13] = [
+    Scheme::Http,
+    Scheme::Https,
+    Scheme::H2c,
+    Scheme::Tcp,
+    Scheme::Tcp4,
+    Scheme::Tcp6,
+    Scheme::Udp,
+    Scheme::Udp4,
+    Scheme::Udp6,
+    Scheme::File,
+    Scheme::Icmp,
+    Scheme::Grpc,
+    Scheme::Grpcs,
+];
 /// The start of the line printed when the agent listens on a non-loopback address
 /// without client certificates (SPEC §9.3).
 const NO_CLIENT_CA_WARNING: &str = "warning: agent without client certificates";

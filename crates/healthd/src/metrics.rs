@@ -257,14 +257,8 @@ impl<W: fmt::Write> Encoder<W> {
             _ => "",
         };
         write!(self.out, "# HELP {name}{suffix} ")?;
-        for c in help.chars() {
-            match c {
-                '\\' => self.out.write_str("\\\\")?,
-                '\n' => self.out.write_str("\\n")?,
-                '"' if self.format == Format::OpenMetrics => self.out.write_str("\\\"")?,
-                c => self.out.write_char(c)?,
-            }
-        }
+        // 0.0.4 escapes no quote in help text; OpenMetrics does.
+        self.escaped(help, self.format == Format::OpenMetrics)?;
         writeln!(self.out, "\n# TYPE {name}{suffix} {}", kind.as_str())
     }
 
@@ -281,6 +275,19 @@ impl<W: fmt::Write> Encoder<W> {
             Kind::Gauge | Kind::Histogram => "",
         };
         self.line(name, suffix, labels, None, value.into())
+    }
+
+    /// `text` with backslashes and newlines escaped, and double quotes when `quotes`.
+    fn escaped(&mut self, text: &str, quotes: bool) -> fmt::Result {
+        for c in text.chars() {
+            match c {
+                '\\' => self.out.write_str("\\\\")?,
+                '\n' => self.out.write_str("\\n")?,
+                '"' if quotes => self.out.write_str("\\\"")?,
+                c => self.out.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 
     /// One sample line: `name` + `suffix`, `labels` and then `le` when given, the value.
@@ -303,14 +310,7 @@ impl<W: fmt::Write> Encoder<W> {
                 }
                 self.out.write_str(label)?;
                 self.out.write_str("=\"")?;
-                for c in value.chars() {
-                    match c {
-                        '\\' => self.out.write_str("\\\\")?,
-                        '\n' => self.out.write_str("\\n")?,
-                        '"' => self.out.write_str("\\\"")?,
-                        c => self.out.write_char(c)?,
-                    }
-                }
+                self.escaped(value, true)?;
                 self.out.write_char('"')?;
             }
             self.out.write_char('}')?;

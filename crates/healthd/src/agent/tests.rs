@@ -11,14 +11,14 @@ use std::{
 use health_check::{AGENT_HEALTH_PATH, AgentProbe};
 use health_monitor::{HealthMonitor, Monitor};
 use health_types::{
-    AgentSpec, CheckKind, HealthCheckConfig, Probe, Status, Url,
+    AgentSpec, CheckKind, HealthCheckConfig, Probe, Scheme, Status, Url,
     test_util::{KeyUsage, TestCa},
     tls::{rustls::ServerConfig, server_config},
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentCheck, AgentPolicy, AllowEntry, MAX_AGENT_TIMEOUT, serve_agent};
+use super::{AGENT_SCHEMES, AgentCheck, AgentPolicy, AllowEntry, MAX_AGENT_TIMEOUT, serve_agent};
 use crate::{
     DaemonConfig, Running, Upstreams, start,
     test_support::{content_type, request},
@@ -531,4 +531,13 @@ fn a_grpc_checks_path_is_its_service_and_dns_is_not_offered() {
         err.contains("\"dns\"") && err.contains("icmp, grpc, grpcs, fileserver"),
         "{err}"
     );
+}
+
+#[test]
+fn the_agent_offers_every_scheme_but_dns_in_order() {
+    let expected: Vec<Scheme> = Scheme::ALL
+        .into_iter()
+        .filter(|s| *s != Scheme::Dns)
+        .collect();
+    assert_eq!(AGENT_SCHEMES.to_vec(), expected);
 }

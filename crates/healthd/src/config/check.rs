@@ -609,20 +609,26 @@ impl<'t> Checker<'t> {
     /// `[defaults]`: its good keys (a bad one is reported and left out, so that the
     /// monitors are still checked against the rest).
     fn defaults(&mut self, entry: Entry<'_, '_>) -> HealthCheckOverrides {
-        let mut defaults = HealthCheckOverrides::default();
-        let Some(table) = self.table(entry, DEFAULTS) else {
-            return defaults;
-        };
-        for entry in entries(DEFAULTS, table) {
+        match self.table(entry, DEFAULTS) {
+            Some(table) => self.check_keys_in(DEFAULTS, table),
+            None => HealthCheckOverrides::default(),
+        }
+    }
+
+    /// The health-check keys of `table` (section `section`) layered in order; a bad one
+    /// is reported and left out, and any other key is reported as unknown.
+    fn check_keys_in(&mut self, section: &str, table: &DeTable<'_>) -> HealthCheckOverrides {
+        let mut keys = HealthCheckOverrides::default();
+        for entry in entries(section, table) {
             if self.check_keys.contains(&entry.name()) {
                 if let Some(one) = self.check_key(entry) {
-                    defaults = one.over(&defaults);
+                    keys = one.over(&keys);
                 }
             } else {
                 self.unknown(entry, Accepted::Defaults);
             }
         }
-        defaults
+        keys
     }
 
     /// One health-check key, read and validated on its own; `None` (reported) when bad.
@@ -800,16 +806,7 @@ impl<'t> Checker<'t> {
             let Some(keys) = self.table(module, "a table of health-check keys") else {
                 continue;
             };
-            let mut own = HealthCheckOverrides::default();
-            for key in entries(&section, keys) {
-                if self.check_keys.contains(&key.name()) {
-                    if let Some(one) = self.check_key(key) {
-                        own = one.over(&own);
-                    }
-                } else {
-                    self.unknown(key, Accepted::Defaults);
-                }
-            }
+            let own = self.check_keys_in(&section, keys);
             match own.over(defaults).resolve() {
                 Ok(config) if self.problems.len() == before => {
                     modules.insert(name.to_owned(), config);
