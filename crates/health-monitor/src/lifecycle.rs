@@ -997,8 +997,9 @@ impl Shared {
                     "monitor stopped after {} consecutive errors",
                     snapshot.errors
                 ),
-                // Logged with its detail where it is made (`cert_event`).
-                EventKind::CertExpiry => {}
+                // Logged with its detail where it is made (`cert_event`); reminders and
+                // flapping come from the alert policy, never from a transition.
+                EventKind::CertExpiry | EventKind::Reminder | EventKind::Flapping => {}
             }
         }
     }

@@ -98,7 +98,7 @@ proptest! {
                     EventKind::Stopped => {
                         prop_assert!(max_errors > 0 && machine.errors() >= max_errors);
                     }
-                    EventKind::CertExpiry => prop_assert!(false, "the state machine never warns of certificates"),
+                    EventKind::CertExpiry | EventKind::Reminder | EventKind::Flapping => prop_assert!(false, "the state machine makes only down, up and stopped"),
                 }
             }
             // A recovery to Healthy after a down always reports it.

@@ -24,6 +24,10 @@ pub enum MessageEvent {
     Stopped,
     /// A peer certificate expires soon (SPEC §9.4).
     CertExpiry,
+    /// The service is still down (SPEC §9.5 `remind_every`).
+    Reminder,
+    /// The service is flapping; its down and up are held until it settles (SPEC §9.5).
+    Flapping,
     /// Anything else (a test message, an announcement).
     Custom,
 }
@@ -37,6 +41,8 @@ impl MessageEvent {
             MessageEvent::Up => "up",
             MessageEvent::Stopped => "stopped",
             MessageEvent::CertExpiry => "cert_expiry",
+            MessageEvent::Reminder => "reminder",
+            MessageEvent::Flapping => "flapping",
             MessageEvent::Custom => "custom",
         }
     }
@@ -55,6 +61,8 @@ impl From<EventKind> for MessageEvent {
             EventKind::Up => MessageEvent::Up,
             EventKind::Stopped => MessageEvent::Stopped,
             EventKind::CertExpiry => MessageEvent::CertExpiry,
+            EventKind::Reminder => MessageEvent::Reminder,
+            EventKind::Flapping => MessageEvent::Flapping,
         }
     }
 }
@@ -214,6 +222,9 @@ pub struct Message {
     pub detail: String,
     /// When it happened (wall clock).
     pub time: SystemTime,
+    /// For `down`, `up` and `reminder`: when the outage began (wall clock). With the
+    /// service it names the outage (PagerDuty's `dedup_key`, Alertmanager's `startsAt`).
+    pub outage_start: Option<SystemTime>,
     /// The names of the notifiers it is for; empty means every notifier.
     pub to: Vec<String>,
 }
@@ -229,6 +240,10 @@ impl Message {
     ///   (the certificate, its expiry and the days left); `#ffa500`; a warning.
     /// - stopped: `Monitor stopped: <name>`; Service, Time, URL, Detail; `#ffa500`;
     ///   level warning (delivered with down's priority).
+    /// - reminder: `Still down: <name>`; Service, Time, URL, Detail, Downtime (so far);
+    ///   `#ff0000`; level error (SPEC §9.5 `remind_every`).
+    /// - flapping: `Monitor flapping: <name>`; Service, Time, URL, Detail (how many
+    ///   changes in what window); `#ffa500`; a warning (SPEC §9.5).
     ///
     /// When a notifier gave up the `down` of the outage an `up` ends, the dispatcher
     /// appends one more field to that `up`, after the others: `Note` =
@@ -282,6 +297,26 @@ impl Message {
                 Color::ORANGE,
                 vec![Field::new("Detail", &detail)],
             ),
+            EventKind::Reminder => (
+                Level::Error,
+                format!("Still down: {service}"),
+                Color::RED,
+                vec![
+                    Field::new("Detail", &detail),
+                    Field::new(
+                        "Downtime",
+                        event
+                            .outage
+                            .map_or_else(|| "unknown".to_owned(), format_downtime),
+                    ),
+                ],
+            ),
+            EventKind::Flapping => (
+                Level::Warning,
+                format!("Monitor flapping: {service}"),
+                Color::ORANGE,
+                vec![Field::new("Detail", &detail)],
+            ),
         };
         Message {
             event: MessageEvent::from(event.kind),
@@ -293,6 +328,7 @@ impl Message {
             url,
             detail,
             time: event.time,
+            outage_start: event.outage_start,
             to: Vec::new(),
         }
     }
@@ -310,6 +346,7 @@ impl Message {
             url: String::new(),
             detail: String::new(),
             time,
+            outage_start: None,
             to: Vec::new(),
         }
     }

@@ -21,6 +21,13 @@ pub enum EventKind {
     /// The peer's certificate has less than `cert_expiry_warn` left (SPEC §9.4): once
     /// per certificate, with the certificate and its expiry in the detail.
     CertExpiry,
+    /// A reminder while a `down` stands (SPEC §9.5 `remind_every`): the service is still
+    /// down. Made by the alert policy, never by the state machine.
+    Reminder,
+    /// The service changed status more than `flap_threshold` times within `flap_window`
+    /// (SPEC §9.5): its `down` and `up` are held until it settles. Made by the alert
+    /// policy, never by the state machine.
+    Flapping,
 }
 
 crate::util::wire_names! {
@@ -30,6 +37,8 @@ crate::util::wire_names! {
         Up => "up",
         Stopped => "stopped",
         CertExpiry => "cert_expiry",
+        Reminder => "reminder",
+        Flapping => "flapping",
     }
 }
 
