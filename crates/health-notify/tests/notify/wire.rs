@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use health_notify::{Message, NotifierConfig, PROVIDERS};
-use health_types::EventKind;
+use std::time::Duration;
+
+use health_types::{Event, EventKind};
 use serde::Deserialize;
 
 use crate::support::{Receiver, build, event};
@@ -34,14 +36,26 @@ struct Vectors {
     case: Vec<Case>,
 }
 
+/// The message a case sends: a §6 message about `api` at 2024-05-01T12:00:00Z; `down`,
+/// `up` and `reminder` belong to the outage that began at 2024-05-01T11:56:48Z (192 s
+/// before).
 fn message(send: &str) -> Message {
     let kind = match send {
         "down" => EventKind::Down,
         "up" => EventKind::Up,
         "stopped" => EventKind::Stopped,
+        "cert_expiry" => EventKind::CertExpiry,
+        "reminder" => EventKind::Reminder,
+        "flapping" => EventKind::Flapping,
         other => panic!("unknown event {other:?}"),
     };
-    Message::from_event(&event(kind, "api"))
+    let event = event(kind, "api");
+    let outage_start = matches!(kind, EventKind::Down | EventKind::Up | EventKind::Reminder)
+        .then(|| event.time - Duration::from_secs(192));
+    Message::from_event(&Event {
+        outage_start,
+        ..event
+    })
 }
 
 /// Sends the case's message to a fresh receiver and checks what it got.
