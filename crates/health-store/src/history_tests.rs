@@ -738,7 +738,7 @@ fn a_version_1_file_is_migrated_and_keeps_its_states() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, KNOWN_VERSION);
-    assert_eq!(KNOWN_VERSION, 3);
+    assert_eq!(KNOWN_VERSION, 4);
 }
 
 #[test]

@@ -46,6 +46,12 @@
 //! Schema version 3 adds `monitor_state.cert_warned INTEGER NULL`: the `not_after` (unix
 //! seconds) of the last certificate a `cert_expiry` event went out for, so a restart
 //! does not warn of it again (SPEC §9.4).
+//!
+//! Schema version 4 adds `monitor_state.alert TEXT NULL`: the alert policy's state of
+//! the monitor (SPEC §9.5: what receivers were told, what is held, the recent changes)
+//! as JSON, NULL when there is nothing to keep. It is written in the same transaction as
+//! the monitor's state and the outbox rows of the events the policy let out, so a held
+//! `down` is neither lost nor sent twice across a restart.
 
 use std::{path::Path, time::Duration};
 
@@ -56,7 +62,7 @@ use crate::StoreError;
 /// The migrations in order: entry `i` brings a file from schema version `i` to `i + 1`.
 /// Each runs in its own transaction with the version bump. Never edit one that was
 /// released; add the next.
-pub(crate) const MIGRATIONS: [&str; 3] = [
+pub(crate) const MIGRATIONS: [&str; 4] = [
     // 0 -> 1: monitor states and the outbox.
     "
     CREATE TABLE monitor_state (
@@ -143,6 +149,10 @@ pub(crate) const MIGRATIONS: [&str; 3] = [
     // 2 -> 3: the certificate a `cert_expiry` event went out for (SPEC §9.4).
     "
     ALTER TABLE monitor_state ADD COLUMN cert_warned INTEGER;
+    ",
+    // 3 -> 4: the alert policy's state of each monitor, as JSON (SPEC §9.5).
+    "
+    ALTER TABLE monitor_state ADD COLUMN alert TEXT;
     ",
 ];
 

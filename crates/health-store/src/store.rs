@@ -10,7 +10,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use health_types::{Clock, ErrorChain, Event, MonitorState, StateSink, Status};
+use health_types::{AlertState, Clock, ErrorChain, Event, MonitorState, StateSink, Status};
 use rusqlite::Connection;
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     history_write::{HistoryWriter, close_dangling_runs},
     schema::{self, Role},
     time::{from_unix_ms, to_unix_ms},
-    writer::{Shared, Writer, lock},
+    writer::{Shared, Writer, alert_json, lock},
 };
 
 /// The name that opens a store in memory.
@@ -268,6 +268,32 @@ impl Store {
             .collect()
     }
 
+    /// Every monitor's last committed alert-policy state (SPEC §9.5), by monitor name;
+    /// monitors without one are not included.
+    pub fn load_alert_states(&self) -> Result<HashMap<String, AlertState>, StoreError> {
+        let conn = lock(&self.reader);
+        let rows = (|| {
+            let mut select = conn.prepare_cached(
+                "SELECT monitor, alert FROM monitor_state WHERE alert IS NOT NULL",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+        })()
+        .map_err(|source| self.read_error(source.into()))?;
+        drop(conn);
+        rows.into_iter()
+            .map(|(monitor, json)| {
+                serde_json::from_str(&json)
+                    .map(|alert| (monitor.clone(), alert))
+                    .map_err(|error| {
+                        self.read_error(format!("monitor {monitor:?}: alert state: {error}").into())
+                    })
+            })
+            .collect()
+    }
+
     /// Sets where events go: `route(monitor)` names the notifiers (their `[[notify]]`
     /// names) that each event of `monitor` becomes an outbox entry for.
     ///
@@ -447,9 +473,38 @@ impl StateSink for Store {
     /// the writer's next commit, and returns: it takes a mutex for a hash-map insert and
     /// wakes the writer when the batch was empty or carries events.
     fn record(&self, monitor: &str, state: &MonitorState, events: &[Event]) {
+        self.queue(monitor, state, None, events);
+    }
+
+    /// [`record`](StateSink::record), and `alert` with them in the same commit (schema
+    /// version 4; JSON, NULL when empty).
+    fn record_with_alert(
+        &self,
+        monitor: &str,
+        state: &MonitorState,
+        alert: &AlertState,
+        events: &[Event],
+    ) {
+        // Serialized here, outside the store's mutex.
+        self.queue(monitor, state, Some(alert_json(alert)), events);
+    }
+}
+
+impl Store {
+    /// Queues a record: `alert` is `Some` when an alert state (as stored) comes with it.
+    fn queue(
+        &self,
+        monitor: &str,
+        state: &MonitorState,
+        alert: Option<Option<String>>,
+        events: &[Event],
+    ) {
         let mut pending = lock(&self.shared.pending);
         if pending.refuse(&self.path) {
             return;
+        }
+        if let Some(alert) = alert {
+            pending.alerts.insert(monitor.to_owned(), alert);
         }
         let wake = pending.is_empty() || !events.is_empty();
         match pending.states.get_mut(monitor) {

@@ -10,7 +10,8 @@ use std::{
 };
 
 use health_types::{
-    Clock, ErrorChain, Event, EventKind, MonitorState, Outbox, OutboxEntry, StateSink, Status,
+    AlertState, Clock, ErrorChain, Event, EventKind, MonitorState, Outbox, OutboxEntry, StateSink,
+    Status,
 };
 use rusqlite::Connection;
 
@@ -300,6 +301,64 @@ fn a_store_another_process_holds_is_refused() {
     ));
     drop(store);
     probe.try_lock().unwrap();
+}
+
+#[test]
+fn alert_states_commit_with_the_monitor_state_and_come_back() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store.set_router(route);
+    let down = event(EventKind::Down, "api", t0(), "HTTP 503");
+    let held = AlertState {
+        last: Some(down.clone()),
+        changes: vec![t0()],
+        ..AlertState::default()
+    };
+    // A held `down`: the state and the alert state are committed, no outbox row.
+    store.record_with_alert("api", &state(Status::Unhealthy, 3), &held, &[]);
+    // A monitor the policy keeps nothing for stores NULL and is not listed.
+    store.record_with_alert(
+        "web",
+        &state(Status::Healthy, 0),
+        &AlertState::default(),
+        &[],
+    );
+    // A plain record leaves the alert state alone.
+    store.record("db", &state(Status::Healthy, 0), &[]);
+    store.flush().unwrap();
+    assert_eq!(
+        store.load_alert_states().unwrap(),
+        HashMap::from([("api".to_owned(), held.clone())])
+    );
+    store.record("api", &state(Status::Unhealthy, 3), &[]);
+    store.flush().unwrap();
+    drop(store);
+    let store = open(&path);
+    assert_eq!(store.load_alert_states().unwrap()["api"], held);
+    let nulls: i64 = raw(&path)
+        .query_row(
+            "SELECT count(*) FROM monitor_state WHERE alert IS NULL",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(nulls, 2, "web and db");
+    // Released: the `down` goes to the outbox in the same commit as the new alert state.
+    let told = AlertState {
+        told_down: Some(down.clone()),
+        reminded: Some(t0()),
+        ..held
+    };
+    store.set_router(route);
+    store.record_with_alert(
+        "api",
+        &state(Status::Unhealthy, 3),
+        &told,
+        std::slice::from_ref(&down),
+    );
+    store.flush().unwrap();
+    assert_eq!(store.load_alert_states().unwrap()["api"], told);
+    assert_eq!(store.pending("webhook", 0, 10).unwrap().len(), 1);
 }
 
 #[test]

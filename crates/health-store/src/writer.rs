@@ -54,6 +54,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Pending {
     /// The newest state of each monitor recorded since the last batch was taken.
     pub(crate) states: HashMap<String, MonitorState>,
+    /// The newest alert-policy state of each monitor that has one recorded since then
+    /// (SPEC §9.5), as stored: JSON, or `None` for NULL (nothing to keep).
+    pub(crate) alerts: HashMap<String, Option<String>>,
     /// The events recorded since then, in order, with the monitor that emitted them.
     pub(crate) events: Vec<(String, Event)>,
     /// A flush asked for the pending batch to be committed now.
@@ -89,7 +92,10 @@ pub(crate) struct Pending {
 impl Pending {
     /// Nothing is waiting to be committed.
     pub(crate) fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.events.is_empty() && self.history.next.is_empty()
+        self.states.is_empty()
+            && self.alerts.is_empty()
+            && self.events.is_empty()
+            && self.history.next.is_empty()
     }
 
     /// Whether what is reported now must be dropped because the writer has stopped;
@@ -170,6 +176,7 @@ impl Writer {
         // The batch being committed; swapped with the pending one so that both keep
         // their capacity from tick to tick.
         let mut states = HashMap::new();
+        let mut alerts = HashMap::new();
         let mut events = Vec::new();
         let mut closing = false;
         let mut pending = lock(&shared.pending);
@@ -224,6 +231,7 @@ impl Writer {
             let now = self.clock.now();
             pending.history.sweep(to_unix_ms(now));
             mem::swap(&mut pending.states, &mut states);
+            mem::swap(&mut pending.alerts, &mut alerts);
             mem::swap(&mut pending.events, &mut events);
             let history = pending.history.take();
             pending.flush = false;
@@ -234,7 +242,7 @@ impl Writer {
             let hook = pending.hook.clone();
             drop(pending);
 
-            let outcome = self.commit(&states, &events, &history, router.as_ref(), now);
+            let outcome = self.commit(&states, &alerts, &events, &history, router.as_ref(), now);
             // Pruning (when due) happens before the batch counts as finished, so that a
             // flush returns with the store as pruned as this commit's time says.
             if outcome.is_ok() {
@@ -247,6 +255,7 @@ impl Writer {
                 Ok(notifiers) => {
                     pending.commits += 1;
                     states.clear();
+                    alerts.clear();
                     events.clear();
                     notifiers
                 }
@@ -264,6 +273,9 @@ impl Writer {
                     // of a monitor wins, and the events keep their order.
                     for (monitor, state) in states.drain() {
                         pending.states.entry(monitor).or_insert(state);
+                    }
+                    for (monitor, alert) in alerts.drain() {
+                        pending.alerts.entry(monitor).or_insert(alert);
                     }
                     events.append(&mut pending.events);
                     mem::swap(&mut pending.events, &mut events);
@@ -341,6 +353,7 @@ impl Writer {
     fn commit(
         &mut self,
         states: &HashMap<String, MonitorState>,
+        alerts: &HashMap<String, Option<String>>,
         events: &[(String, Event)],
         history: &HistoryBatch,
         router: Option<&Router>,
@@ -427,6 +440,12 @@ impl Writer {
                     state.last_seen.map(to_unix_ms),
                     state.cert_warned,
                 ])?;
+            }
+            // A monitor's alert state is recorded with a state of it, so its row exists.
+            let mut put_alert =
+                tx.prepare_cached("UPDATE monitor_state SET alert = ?2 WHERE monitor = ?1")?;
+            for (monitor, alert) in alerts {
+                put_alert.execute(params![monitor, alert])?;
             }
             let mut put_row = tx.prepare_cached(
                 "INSERT INTO outbox (notifier, service, kind, outage_start, event, created, state)
@@ -539,4 +558,21 @@ pub(crate) fn prune(
                WHERE m.monitor = outbox.service AND m.outage_start = outbox.outage_start))",
     )?
     .execute([cutoff])
+}
+
+/// The alert policy's state as stored: JSON, or NULL when there is nothing to keep (SPEC
+/// §9.5; schema version 4).
+pub(crate) fn alert_json(alert: &health_types::AlertState) -> Option<String> {
+    if alert.is_empty() {
+        return None;
+    }
+    match serde_json::to_string(alert) {
+        Ok(json) => Some(json),
+        Err(error) => {
+            // Times and strings always serialize; were one not to, the policy would
+            // start afresh for this monitor after a restart, which this says.
+            tracing::error!(%error, "cannot store the alert policy's state");
+            None
+        }
+    }
 }

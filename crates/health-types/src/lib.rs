@@ -40,7 +40,7 @@ pub use self::{
         LatencyBucket, Observation, StatusChange,
     },
     json::{ConfigJson, MonitorJson},
-    persist::{MonitorState, Outbox, OutboxEntry, OutboxError, StateSink},
+    persist::{AlertState, MonitorState, Outbox, OutboxEntry, OutboxError, StateSink},
     probe::Probe,
     result::{CertInfo, CheckKind, CheckResult, Phases, ProbeError, Verdict},
     scheme::{Scheme, UnknownScheme, unsupported_reason, unsupported_scheme},

@@ -41,6 +41,39 @@ pub struct MonitorState {
     pub cert_warned: Option<i64>,
 }
 
+/// What the alert policy (SPEC §9.5: reminders, dependencies, flapping, maintenance)
+/// keeps of one monitor, so that a restart neither repeats nor loses a held
+/// notification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// The monitor's last `down` or `up` event, as the state machine made it: the status
+    /// the policy works from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Event>,
+    /// The `down` receivers were told of, while they believe the service is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub told_down: Option<Event>,
+    /// The `up` that ended the outage receivers were told of, while it is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_up: Option<Event>,
+    /// When the recent `down` and `up` events came (within `flap_window`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<SystemTime>,
+    /// The monitor is flapping: its `down` and `up` are held until it settles.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+    /// When receivers were last told the service is down (its `down` or a reminder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded: Option<SystemTime>,
+}
+
+impl AlertState {
+    /// Whether there is nothing to keep (a monitor the policy never held anything for).
+    pub fn is_empty(&self) -> bool {
+        *self == AlertState::default()
+    }
+}
+
 impl Default for MonitorState {
     /// `starting`, no counts, no outage, never seen.
     fn default() -> Self {
@@ -66,6 +99,21 @@ pub trait StateSink: Send + Sync + Debug {
     /// Takes `monitor`'s new `state` and the `events` (in emission order) of the check
     /// that produced it.
     fn record(&self, monitor: &str, state: &MonitorState, events: &[Event]);
+
+    /// [`record`](Self::record), with the alert policy's state of the monitor (SPEC
+    /// §9.5), which a store commits in the same transaction: the policy between a
+    /// monitor and its sink calls this one. A sink that keeps no alert state ignores
+    /// `alert` (the default does).
+    fn record_with_alert(
+        &self,
+        monitor: &str,
+        state: &MonitorState,
+        alert: &AlertState,
+        events: &[Event],
+    ) {
+        let _ = alert;
+        self.record(monitor, state, events);
+    }
 }
 
 /// One notification waiting for one notifier.
