@@ -106,7 +106,14 @@ pub fn run_file(path: &Path) -> VectorOutcome {
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     );
-    let result = fs::read_to_string(path)
+    let text = fs::read_to_string(path);
+    if let Ok(text) = &text
+        && is_policy_vector(text)
+    {
+        let result = crate::policy::run(path, text);
+        return VectorOutcome { stem, result };
+    }
+    let result = text
         .map_err(|e| malformed(path, None, format!("cannot read: {e}")))
         .and_then(|text| parse(path, &stem, &text))
         .and_then(|vector| {
@@ -118,6 +125,13 @@ pub fn run_file(path: &Path) -> VectorOutcome {
             runtime.block_on(run(vector))
         });
     VectorOutcome { stem, result }
+}
+
+/// Whether `text` is an alert-policy vector (it has a `[policy]` table; see
+/// [`crate::policy`]).
+fn is_policy_vector(text: &str) -> bool {
+    text.parse::<toml::Table>()
+        .is_ok_and(|table| table.contains_key("policy"))
 }
 
 fn malformed(path: &Path, step: Option<usize>, reason: impl Into<String>) -> Failure {

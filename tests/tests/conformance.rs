@@ -159,3 +159,71 @@ fn a_check_step_after_stop_fails_instead_of_hanging() {
         "FAIL after_stop: step 3: no check can happen: the monitor is not running"
     );
 }
+
+#[test]
+fn policy_vectors_pass_and_cover_every_rule() {
+    let outcomes = run_dirs(&[repo().join("policy")]).unwrap();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for rule in [
+        "remind_every",
+        "depends_on",
+        "flap_threshold",
+        "maintenance",
+    ] {
+        let covered = std::fs::read_dir(repo().join("policy"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains(rule))
+            })
+            .count();
+        assert!(covered >= 2, "only {covered} vectors show {rule}");
+    }
+}
+
+#[test]
+fn a_policy_vector_that_differs_fails_with_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = vector(
+        &dir,
+        "held.toml",
+        r#"
+        description = "a held down that the vector wrongly expects"
+        [policy.monitors.db]
+        [policy.monitors.api]
+        depends_on = ["db"]
+        [[step]]
+        at = "1m"
+        monitor = "db"
+        event = "down"
+        notify = ["down db"]
+        [[step]]
+        at = "2m"
+        monitor = "api"
+        event = "down"
+        notify = ["down api"]
+        "#,
+    );
+    let outcome = run_file(&path);
+    assert_eq!(
+        outcome.result,
+        Err(Failure::Differs {
+            step: 2,
+            what: r#"notify: expected ["down api"], got []"#.into(),
+        })
+    );
+    let bad = vector(
+        &dir,
+        "bad.toml",
+        "description = \"x\"\n[policy.monitors.api]\ndepends_on = [\"nope\"]\n",
+    );
+    assert!(matches!(
+        run_file(&bad).result,
+        Err(Failure::Malformed { .. })
+    ));
+}

@@ -3,11 +3,13 @@
 //! - `test`: `cargo fmt --check`, clippy with `-D warnings`, every library crate's
 //!   features off and then one at a time (clippy `--lib`, so that
 //!   `cfg(not(feature = ...))` code is compiled and linted too), `cargo test
-//!   --workspace`, then the conformance vectors. The bench package (`health-bench`) is
+//!   --workspace`, then the conformance vectors (`tests/conformance`) and the
+//!   alert-policy vectors (`tests/policy`, SPEC §9.5). The bench package (`health-bench`) is
 //!   left out of the workspace build (its Pingora baseline needs cmake) and
 //!   clippy-checks alone without its `pingora` feature;
 //! - `conformance [DIR...]`: runs the conformance vectors of SPEC §8 (default
-//!   `tests/conformance`);
+//!   `tests/conformance`); a directory may hold alert-policy vectors too (a `[policy]`
+//!   table, SPEC §9.5: `cargo xtask conformance tests/policy`);
 //! - `bench [--quick]`: builds the bench in release and runs it: a table on stdout,
 //!   `target/bench/report.json` and `target/bench/chart.png` (full run under 10 minutes,
 //!   `--quick` under 2; needs cmake for Pingora);
@@ -124,7 +126,10 @@ fn test() -> Result<ExitCode> {
     tests.args(["test", "--workspace", "--exclude", BENCH]);
     run("cargo test --workspace --exclude health-bench", tests)?;
 
-    let code = conformance(&[])?;
+    // The state-machine vectors (SPEC §8) and the alert-policy vectors (SPEC §9.5).
+    let dirs =
+        ["tests/conformance", "tests/policy"].map(|dir| root().join(dir).display().to_string());
+    let code = conformance(&dirs)?;
     if code != ExitCode::SUCCESS {
         bail!("conformance vectors failed");
     }

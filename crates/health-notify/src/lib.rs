@@ -150,6 +150,7 @@ mod message;
 mod names;
 mod notifier;
 mod outbox;
+pub mod policy;
 mod providers;
 mod retry;
 
