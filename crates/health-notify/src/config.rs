@@ -89,6 +89,14 @@ registry! {
     "telegram" => Telegram(TelegramConfig, TelegramProvider),
     "pushover" => Pushover(PushoverConfig, PushoverProvider),
     "email" => Email(EmailConfig, EmailNotifier),
+    "teams" => Teams(crate::TeamsConfig, crate::providers::teams::TeamsProvider),
+    "googlechat" => GoogleChat(crate::GoogleChatConfig, crate::providers::googlechat::GoogleChatProvider),
+    "apprise" => Apprise(crate::AppriseConfig, crate::providers::apprise::AppriseProvider),
+    "pagerduty" => PagerDuty(crate::PagerDutyConfig, crate::providers::pagerduty::PagerDutyProvider),
+    "opsgenie" => Opsgenie(crate::OpsgenieConfig, crate::providers::opsgenie::OpsgenieProvider),
+    "matrix" => Matrix(crate::MatrixConfig, crate::providers::matrix::MatrixProvider),
+    "mattermost" => Mattermost(crate::MattermostConfig, crate::providers::mattermost::MattermostProvider),
+    "alertmanager" => Alertmanager(crate::AlertmanagerConfig, crate::providers::alertmanager::AlertmanagerProvider),
 }
 
 /// One `[[notify]]` table: a named, validated notifier config.

@@ -107,6 +107,91 @@
 //! to = ["ops@example.com", "On call <oncall@example.com>"]
 //! ```
 //!
+//! Alertmanager (`POST <url>/api/v2/alerts`, API v2; labels `alertname`, `service`,
+//! `instance`, `severity` and the extra `labels`, the same for the `down`, reminders and
+//! `up` of one outage and on every replica; `endsAt` a year on for down, so the `up`
+//! resolves it; list every node of a cluster as its own notifier):
+//! ```toml
+//! [[notify]]
+//! name = "alertmanager"
+//! provider = "alertmanager"
+//! url = "http://alertmanager:9093"
+//! token = "s3cret"                 # optional: Authorization: Bearer s3cret
+//! labels = { team = "ops", env = "prod" }  # optional extra labels
+//! ```
+//!
+//! PagerDuty (Events API v2, `POST <url>/v2/enqueue`; `dedup_key` = `<service>@<outage
+//! start>`, so reminders fold into the open alert and the `up` resolves it):
+//! ```toml
+//! [[notify]]
+//! name = "pagerduty"
+//! provider = "pagerduty"
+//! routing_key = "R0UT1NGKEY0123456789ABCDEFGHIJKL"
+//! url = "https://events.pagerduty.com" # the default
+//! ```
+//! Opsgenie (Alert API v2; alias = `<service>@<outage start>`, closed by alias on `up`):
+//! ```toml
+//! [[notify]]
+//! name = "opsgenie"
+//! provider = "opsgenie"
+//! api_key = "eb243592-faa2-4ba2-a551q-1afdf565c889"
+//! url = "https://api.opsgenie.com" # the default; EU: https://api.eu.opsgenie.com
+//! ```
+//! Matrix (`m.room.message` to a room id, as the account of the access token; a retried
+//! send reuses its transaction id, so it never posts twice):
+//! ```toml
+//! [[notify]]
+//! name = "matrix"
+//! provider = "matrix"
+//! url = "https://matrix.example.org"
+//! room = "!AbCdEfGhIjKlMnOp:example.org"  # the room id, not an #alias
+//! token = "syt_aGVhbHRoZA_abcdefghijklmnop_0a1b2c"
+//! ```
+//! Mattermost (incoming webhook; one attachment with the colour, title and fields):
+//! ```toml
+//! [[notify]]
+//! name = "mattermost"
+//! provider = "mattermost"
+//! url = "https://mattermost.example.com/hooks/xxx-generatedkey-xxx"
+//! username = "healthd"             # optional overrides
+//! icon_url = "https://example.com/healthd.png"
+//! channel = "ops"
+//! ```
+//!
+//! Microsoft Teams (a Workflows "When a Teams webhook request is received" trigger; an
+//! Adaptive Card with the title and a fact set; the URL keeps its query):
+//! ```toml
+//! [[notify]]
+//! name = "teams"
+//! provider = "teams"
+//! url = "https://prod-00.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=XXXX"
+//! ```
+//! Google Chat (incoming webhook; one card with the title and a row per field; the URL
+//! keeps its `key` and `token`):
+//! ```toml
+//! [[notify]]
+//! name = "gchat"
+//! provider = "googlechat"
+//! url = "https://chat.googleapis.com/v1/spaces/AAAA/messages?key=XXXX&token=YYYY"
+//! ```
+//! Apprise API (`POST <url>/notify/` with the Apprise `urls`, or `POST <url>/notify/<key>`
+//! with a `tag` of the configuration saved under `key`, default `apprise`; exactly one of
+//! `urls` and `tag`; `type` failure, success, warning or info):
+//! ```toml
+//! [[notify]]
+//! name = "apprise"
+//! provider = "apprise"
+//! url = "http://apprise:8000"
+//! urls = ["tgram://123456:ABC/-1001234567890", "mailto://user:pass@example.com"]
+//!
+//! [[notify]]
+//! name = "apprise-ops"
+//! provider = "apprise"
+//! url = "http://apprise:8000"
+//! tag = "devops"
+//! key = "apprise"                  # the default
+//! ```
+//!
 //! # Example
 //!
 //! ```no_run
@@ -166,12 +251,20 @@ pub use self::{
     notifier::{Notifier, Secret},
     outbox::MemoryOutbox,
     providers::{
+        alertmanager::AlertmanagerConfig,
+        apprise::{AppriseConfig, AppriseUrls},
         discord::DiscordConfig,
         email::{EmailConfig, EmailTls},
+        googlechat::GoogleChatConfig,
         gotify::GotifyConfig,
+        matrix::MatrixConfig,
+        mattermost::MattermostConfig,
         ntfy::NtfyConfig,
+        opsgenie::OpsgenieConfig,
+        pagerduty::PagerDutyConfig,
         pushover::PushoverConfig,
         slack::SlackConfig,
+        teams::TeamsConfig,
         telegram::{ChatId, TelegramConfig},
         webhook::{ColorMode, MimeType, WebhookConfig, WebhookMethod},
     },

@@ -417,6 +417,20 @@ impl Message {
         lines.collect::<Vec<_>>().join("\n")
     }
 
+    /// The fields as markdown that reads well rendered and raw alike, for receivers that
+    /// render markdown in some clients and show the raw text in others (ntfy, Gotify, a
+    /// webhook's `$message`): `**Name:** value` lines, values escaped only where a
+    /// character would change the rendering ([`escape_markdown_light`]), and every line
+    /// ended by a hard break (two spaces), so renderers that join soft-broken lines into
+    /// one paragraph still show one field per line. The title is not included.
+    pub(crate) fn render_fields_light(&self) -> String {
+        let lines = self.fields.iter().map(|field| {
+            let value = escape_markdown_light(&field.value).replace('\n', "  \n");
+            format!("**{}:** {value}", escape_markdown_light(&field.name))
+        });
+        lines.collect::<Vec<_>>().join("  \n")
+    }
+
     /// The title (bold in markdown), a blank line, then the fields.
     pub fn render(&self, format: Format) -> String {
         let title = match format {
@@ -539,6 +553,75 @@ pub(crate) fn escape_markdown(text: &str) -> Cow<'_, str> {
             out.push('\\');
         }
         out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// Backslash-escapes only the characters that would change how CommonMark or GFM renders
+/// `text` where they stand, so the text shows as written when rendered and carries few
+/// backslashes when shown raw (ntfy's phone apps, Gotify's notifications).
+///
+/// `text` is taken to continue a line (it follows `**Name:** `), so only the lines after
+/// its newlines are line starts. Escaped: `` ` `` and `[` always; `\` before ASCII
+/// punctuation; `*` and `~` unless whitespace is on both sides; `_` unless whitespace or
+/// a letter or digit is on both sides (an intraword `_` never emphasizes); `<` before a
+/// letter, `/`, `!` or `?` (HTML, autolinks); `&` that starts an entity (`&amp;`); and
+/// at a line start the block markers `# > - + * = | :` and the `.` or `)` of `1.`.
+pub(crate) fn escape_markdown_light(text: &str) -> Cow<'_, str> {
+    const TRIGGERS: &[char] = &['\\', '*', '_', '`', '~', '[', '<', '&', '\n'];
+    if !text.contains(TRIGGERS) {
+        return Cow::Borrowed(text);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let blank = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_none_or(|c| c.is_whitespace())
+    };
+    let alnum = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|c| c.is_alphanumeric())
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    // Where the current line's content starts, once a newline has been seen.
+    let mut line_start: Option<usize> = None;
+    for (i, &c) in chars.iter().enumerate() {
+        let (prev, next) = (i.checked_sub(1), Some(i + 1));
+        let at_line_start = line_start == Some(i);
+        let escape = if at_line_start && "#>-+*=|:".contains(c) {
+            true
+        } else {
+            match c {
+                '`' | '[' => true,
+                '\\' => chars.get(i + 1).is_some_and(char::is_ascii_punctuation),
+                '*' | '~' => !(blank(prev) && blank(next)),
+                '_' => !((blank(prev) && blank(next)) || (alnum(prev) && alnum(next))),
+                '<' => chars
+                    .get(i + 1)
+                    .is_some_and(|n| n.is_ascii_alphabetic() || "/!?".contains(*n)),
+                '&' => {
+                    let name = chars[i + 1..]
+                        .iter()
+                        .take_while(|n| n.is_ascii_alphanumeric() || **n == '#')
+                        .count();
+                    name > 0 && chars.get(i + 1 + name) == Some(&';')
+                }
+                // `1.` or `12)` at a line start would begin an ordered list.
+                '.' | ')' => line_start.is_some_and(|start| {
+                    start < i && i - start <= 9 && chars[start..i].iter().all(char::is_ascii_digit)
+                }),
+                _ => false,
+            }
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+        if c == '\n' {
+            line_start = Some(i + 1);
+        } else if line_start == Some(i) && (c == ' ' || c == '\t') {
+            // Indentation: the line's content starts after it.
+            line_start = Some(i + 1);
+        }
     }
     Cow::Owned(out)
 }
@@ -723,5 +806,50 @@ mod tests {
     fn format_parses_case_insensitively() {
         assert_eq!("Plain".parse::<Format>(), Ok(Format::Plain));
         assert!("html".parse::<Format>().unwrap_err().contains("\"html\""));
+    }
+
+    #[test]
+    fn light_markdown_escapes_only_what_would_render() {
+        let cases = [
+            // Nothing that renders: borrowed and unchanged.
+            (
+                "HTTP 503 Service Unavailable",
+                "HTTP 503 Service Unavailable",
+            ),
+            ("http://api.test/x_y?a=1&b=2", "http://api.test/x_y?a=1&b=2"),
+            (
+                "snake_case and 2 * 3 and a \\ b",
+                "snake_case and 2 * 3 and a \\ b",
+            ),
+            ("x < 5 & y > 1", "x < 5 & y > 1"),
+            // Emphasis, code, links, HTML and entities.
+            ("*bold* _it_ ~gone~", "\\*bold\\* \\_it\\_ \\~gone\\~"),
+            ("a*b_c", "a\\*b_c"),
+            ("`rm` [x](y) <b>&amp;", "\\`rm\\` \\[x](y) \\<b>\\&amp;"),
+            ("C:\\*", "C:\\\\\\*"),
+            // Block markers only at the start of a later line.
+            (
+                "- a\n- b\n# h\n> q\n  1. x\n===",
+                "- a\n\\- b\n\\# h\n\\> q\n  1\\. x\n\\===",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(escape_markdown_light(text), expected, "{text:?}");
+        }
+        assert!(matches!(
+            escape_markdown_light("a - b # c > d"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn light_rendering_breaks_every_line() {
+        let m = Message::custom("t", UNIX_EPOCH)
+            .with_field("Service", "my_api")
+            .with_field("Detail", "line one\n- line *two*");
+        assert_eq!(
+            m.render_fields_light(),
+            "**Service:** my_api  \n**Detail:** line one  \n\\- line \\*two\\*"
+        );
     }
 }

@@ -126,10 +126,10 @@ impl AlertGate {
                 .push(event);
         }
         for monitor in inner.policy.take_dirty() {
-            if !by_monitor.contains_key(&monitor) {
-                order.push(Arc::clone(&monitor));
-                by_monitor.insert(monitor, Vec::new());
-            }
+            by_monitor.entry(Arc::clone(&monitor)).or_insert_with(|| {
+                order.push(monitor);
+                Vec::new()
+            });
         }
         for monitor in order {
             let events = by_monitor.remove(&monitor).unwrap_or_default();

@@ -4,9 +4,13 @@
 use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use health_types::truncate;
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
-    message::{Mailbox, header::ContentType},
+    message::{
+        Mailbox,
+        header::{self, ContentType},
+    },
     transport::smtp::{
         authentication::Credentials,
         client::{Tls, TlsParameters},
@@ -19,6 +23,11 @@ use crate::{
     names::parse_by_name,
     providers::{Provider, Setup, required},
 };
+
+/// The longest subject sent, in characters. RFC 5322 sets no limit on a subject, only
+/// 998 characters on a line; mail clients show well under 100, so 250 keeps the whole
+/// of any usual title (a monitor name included) with room to spare.
+const SUBJECT_LIMIT: usize = 250;
 
 /// `email` keys: `host`, `port` (587 for `starttls`, 465 for `tls`, 25 for `none`), `tls`
 /// (`starttls`), `username`, `password`, `from`, `to` (a list).
@@ -124,9 +133,10 @@ pub enum EmailTls {
 parse_by_name!(EmailTls, "tls mode", ["starttls" => Starttls, "tls" => Tls, "none" => None]);
 
 /// Sends messages by email (SMTP speaks no HTTP, so email is a notifier of its own):
-/// `Subject` is the title, the body is the plain rendering
-/// (title, blank line, `Name: value` lines) as `text/plain; charset=utf-8`, and `Date`
-/// is the message's time. Email has no markdown, so `format` does not apply.
+/// `Subject` is the title on one line, cut to 250 characters (RFC 2047-encoded when not
+/// ASCII, folded at spaces); the body is the plain rendering (title, blank line,
+/// `Name: value` lines) as `text/plain; charset=utf-8` under `MIME-Version: 1.0`; and
+/// `Date` is the message's time. Email has no markdown, so `format` does not apply.
 ///
 /// SMTP replies 5xx fail at once; 4xx replies and connection failures are retried by the
 /// dispatcher.
@@ -184,9 +194,13 @@ impl EmailNotifier {
     fn email(&self, message: &Message) -> Result<lettre::Message, NotifyError> {
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
-            .subject(message.title.clone())
+            .subject(subject(&message.title))
             .date(message.time)
             .message_id(None)
+            // lettre adds `MIME-Version` only to MIME bodies (`singlepart`, `multipart`),
+            // not to a raw one, yet `Content-Type` and `Content-Transfer-Encoding` mean
+            // something only under it (RFC 2045 §4).
+            .header(header::MIME_VERSION_1_0)
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {
             builder = builder.to(to.clone());
@@ -195,6 +209,18 @@ impl EmailNotifier {
             .body(message.render(Format::Plain))
             .map_err(NotifyError::Email)
     }
+}
+
+/// The `Subject` for a title: on one line (newlines and tabs become spaces) and at most
+/// [`SUBJECT_LIMIT`] characters. lettre encodes what is not ASCII (RFC 2047) and folds
+/// long subjects at spaces, but it cannot fold inside a word; with the limit even a
+/// subject of one word stays well inside RFC 5322's 998-character line.
+fn subject(title: &str) -> String {
+    let flat: String = title
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(&flat, SUBJECT_LIMIT).into_owned()
 }
 
 impl fmt::Debug for EmailNotifier {

@@ -6,7 +6,7 @@ use url::Url;
 
 use crate::{
     Format, HttpRequest, Message, NotifyError, Secret,
-    providers::{HttpProvider, base_url, join, post_json, token_header},
+    providers::{HttpProvider, base_url, join, or_title, post_json, token_header},
 };
 
 /// Gotify priority for down and stopped.
@@ -48,9 +48,14 @@ struct Display {
 /// Gotify: `{"title","message","priority"}` to `<url>/message` with
 /// `X-Gotify-Key: <token>`.
 ///
-/// Priority is 8 for down and stopped, 4 otherwise. With the markdown format the body
-/// also carries `"extras":{"client::display":{"contentType":"text/markdown"}}` so clients
-/// render it.
+/// Priority is 8 for warnings and errors (down, stopped, reminder, flapping,
+/// cert_expiry), 4 otherwise. With the markdown format the body also carries
+/// `"extras":{"client::display":{"contentType":"text/markdown"}}`, which the web UI and
+/// the Android app render; other clients (the CLI, third-party apps, some
+/// notifications) show it raw. So the markdown is [`Message::render_fields_light`]:
+/// backslashes only where a character would otherwise render, and hard line breaks, for
+/// CommonMark renderers join soft-broken lines into one paragraph. The plain format sends
+/// `Name: value` lines and no extras.
 pub(crate) struct GotifyProvider {
     /// `<url>/message`.
     endpoint: Url,
@@ -85,7 +90,14 @@ impl HttpProvider for GotifyProvider {
         });
         let body = Body {
             title: &message.title,
-            message: message.render_fields(self.format),
+            // Gotify rejects an empty message.
+            message: or_title(
+                match self.format {
+                    Format::Markdown => message.render_fields_light(),
+                    Format::Plain => message.render_fields(Format::Plain),
+                },
+                message,
+            ),
             priority,
             extras,
         };

@@ -7,12 +7,20 @@
 //! notifier of its own. Both are built through [`Provider`], which is all the registry in
 //! `config.rs` needs of a provider, so adding one is a module here and a registry line.
 
+pub(crate) mod alertmanager;
+pub(crate) mod apprise;
 pub(crate) mod discord;
 pub(crate) mod email;
+pub(crate) mod googlechat;
 pub(crate) mod gotify;
+pub(crate) mod matrix;
+pub(crate) mod mattermost;
 pub(crate) mod ntfy;
+pub(crate) mod opsgenie;
+pub(crate) mod pagerduty;
 pub(crate) mod pushover;
 pub(crate) mod slack;
+pub(crate) mod teams;
 pub(crate) mod telegram;
 pub(crate) mod webhook;
 
@@ -67,6 +75,13 @@ pub(crate) trait HttpProvider: Sized + Send + Sync + 'static {
 
     /// Where the requests go. `Debug` shows only its origin: paths can carry tokens.
     fn url(&self) -> &Url;
+
+    /// What the receiver's answer means: by default 2xx is delivered and anything else
+    /// a [`NotifyError::Status`]. A provider whose receiver answers a 2xx without
+    /// delivering (the Apprise API's 204) overrides it.
+    fn outcome(&self, response: crate::HttpResponse) -> Result<(), NotifyError> {
+        response.into_result()
+    }
 }
 
 impl<P: HttpProvider> Provider for P {
@@ -122,7 +137,7 @@ impl<P: HttpProvider> Notifier for HttpNotifier<P> {
 
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {
         let request = self.requests.request(message);
-        self.http.send(request).await?.into_result()
+        self.requests.outcome(self.http.send(request).await?)
     }
 }
 

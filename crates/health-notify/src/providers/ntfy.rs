@@ -1,6 +1,7 @@
 //! The `ntfy` provider: `POST <url>/<topic>` with the rendered fields as the body and the
 //! title, priority and markdown flag in headers.
 
+use health_types::{TRUNCATION_MARKER, truncate};
 use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use url::Url;
@@ -9,6 +10,11 @@ use crate::{
     Format, HttpRequest, Message, NotifyError, Secret,
     providers::{HttpProvider, base_url, bearer, join, or_title, text_header},
 };
+
+/// The longest title sent, in characters.
+const TITLE_LIMIT: usize = 250;
+/// The longest body sent, in bytes: ntfy's default `message-size-limit`.
+const BODY_LIMIT: usize = 4096;
 
 /// `ntfy` keys: `url` (the server), `topic`, `token` (optional access token).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -25,10 +31,18 @@ pub struct NtfyConfig {
 
 /// ntfy: publishes to a topic.
 ///
-/// The body is the fields rendered in the notifier's format; headers: `Title`,
-/// `Priority` (`high` for down and stopped, `default` otherwise), `Markdown: yes` for the
-/// markdown format, and `Authorization: Bearer <token>` when a token is set. A title that
-/// is not plain ASCII is sent RFC 2047-encoded, which ntfy decodes.
+/// Headers: `Title`, `Priority` (`high` for warnings and errors: down, stopped,
+/// reminder, flapping, cert_expiry; `default` otherwise), `Markdown: yes` for the markdown
+/// format, and `Authorization: Bearer <token>` when a token is set. The title is flattened
+/// to one line and cut to 250 characters (ntfy documents no limit, phones show one line);
+/// a title that is not plain ASCII is sent RFC 2047-encoded, which ntfy decodes.
+///
+/// The body is the fields. Only ntfy's web app renders markdown (and only with
+/// `Markdown: yes`); its phone apps show the body as it is. So the markdown format sends
+/// [`Message::render_fields_light`]: `**Name:** value` lines with backslashes only where
+/// a character would otherwise render, and hard line breaks; the plain format sends
+/// `Name: value` lines. The body is cut to 4096 bytes, ntfy's default message size limit
+/// (a longer one becomes an attachment or is refused).
 pub(crate) struct NtfyProvider {
     /// `<url>/<topic>`.
     endpoint: Url,
@@ -59,7 +73,11 @@ impl HttpProvider for NtfyProvider {
     }
 
     fn request(&self, message: &Message) -> HttpRequest {
-        let body = or_title(message.render_fields(self.format), message);
+        let fields = match self.format {
+            Format::Markdown => message.render_fields_light(),
+            Format::Plain => message.render_fields(Format::Plain),
+        };
+        let body = cut_bytes(or_title(fields, message), BODY_LIMIT);
         let priority = if message.level.is_urgent() {
             "high"
         } else {
@@ -76,7 +94,7 @@ impl HttpProvider for NtfyProvider {
             .with_headers([
                 (
                     HeaderName::from_static("title"),
-                    text_header(&message.title),
+                    text_header(&truncate(&message.title, TITLE_LIMIT)),
                 ),
                 (
                     HeaderName::from_static("priority"),
@@ -89,5 +107,102 @@ impl HttpProvider for NtfyProvider {
 
     fn url(&self) -> &Url {
         &self.endpoint
+    }
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary, ending in
+/// [`TRUNCATION_MARKER`] when something was cut.
+fn cut_bytes(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit.saturating_sub(TRUNCATION_MARKER.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push(TRUNCATION_MARKER);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn request(format: Format, message: &Message) -> HttpRequest {
+        let config = NtfyConfig {
+            url: "https://ntfy.test".into(),
+            topic: "alerts".into(),
+            token: None,
+        };
+        NtfyProvider::try_new(&config, format)
+            .unwrap()
+            .request(message)
+    }
+
+    #[test]
+    fn markdown_has_few_backslashes_and_a_break_per_line() {
+        let message = Message::custom("t", UNIX_EPOCH)
+            .with_field("URL", "http://api.test/my_api")
+            .with_field("Detail", "HTTP 503 <html> *oops*");
+        let request = request(Format::Markdown, &message);
+        assert_eq!(
+            String::from_utf8_lossy(&request.body),
+            "**URL:** http://api.test/my_api  \n**Detail:** HTTP 503 \\<html> \\*oops\\*"
+        );
+        let plain = request_plain(&message);
+        assert_eq!(
+            plain,
+            "URL: http://api.test/my_api\nDetail: HTTP 503 <html> *oops*"
+        );
+    }
+
+    fn request_plain(message: &Message) -> String {
+        String::from_utf8_lossy(&request(Format::Plain, message).body).into_owned()
+    }
+
+    #[test]
+    fn the_title_and_body_are_bounded() {
+        let message = Message::custom(format!("Service down: {}", "x".repeat(400)), UNIX_EPOCH)
+            .with_field("Detail", "é".repeat(5000));
+        let request = request(Format::Plain, &message);
+        let title = request.headers.get("title").unwrap().to_str().unwrap();
+        assert!(
+            title.starts_with("=?UTF-8?B?"),
+            "the marker is not ASCII: {title}"
+        );
+        assert!(title.len() < 400, "{}", title.len());
+        assert!(request.body.len() <= BODY_LIMIT);
+        assert!(
+            String::from_utf8(request.body.to_vec())
+                .unwrap()
+                .ends_with("é…")
+        );
+        assert_eq!(cut_bytes("abc".into(), 3), "abc");
+        assert_eq!(cut_bytes("abcdef".into(), 5), "ab…");
+    }
+
+    #[test]
+    fn reminders_and_flapping_are_high_priority() {
+        for kind in [
+            health_types::EventKind::Reminder,
+            health_types::EventKind::Flapping,
+        ] {
+            let event = health_types::Event {
+                kind,
+                service: "api".into(),
+                url: "http://api.test/".into(),
+                detail: "d".into(),
+                latency: std::time::Duration::ZERO,
+                last_seen: None,
+                outage: None,
+                outage_start: None,
+                time: UNIX_EPOCH,
+            };
+            let request = request(Format::Plain, &Message::from_event(&event));
+            assert_eq!(request.headers.get("priority").unwrap(), "high", "{kind:?}");
+        }
     }
 }

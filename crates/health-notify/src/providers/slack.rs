@@ -1,8 +1,9 @@
-//! The `slack` provider: a Slack incoming webhook with a header block and a text section.
+//! The `slack` provider: a Slack incoming webhook with a header block and the fields in a
+//! section beside a colour bar.
 
 use std::borrow::Cow;
 
-use health_types::truncate;
+use health_types::{TRUNCATION_MARKER, truncate};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -26,8 +27,15 @@ pub struct SlackConfig {
 
 #[derive(Serialize)]
 struct Body<'a> {
-    text: &'a str,
-    blocks: [Block<'a>; 2],
+    text: String,
+    blocks: [Block<'a>; 1],
+    attachments: [Attachment<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Attachment<'a> {
+    color: String,
+    blocks: [Block<'a>; 1],
 }
 
 #[derive(Serialize)]
@@ -44,11 +52,16 @@ struct Text<'a> {
     text: Cow<'a, str>,
 }
 
-/// Slack: an incoming webhook, `{"text", "blocks"}`.
+/// Slack: an incoming webhook, `{"text", "blocks", "attachments"}`.
 ///
-/// `text` (the notification fallback) is the title; the blocks are a `header` with the
-/// title and a `section` with the fields: `mrkdwn` (`*Name:* value`) for markdown,
-/// `plain_text` for plain.
+/// - `text`, the notification fallback, is the title with `&`, `<` and `>` escaped (Slack
+///   reads it as mrkdwn and asks for those three to be escaped).
+/// - `blocks` holds a `header` block with the title (`plain_text`, shown as written).
+/// - Slack draws a colour bar only beside a (legacy, still supported) secondary
+///   attachment, never beside top-level blocks, so the fields go in one attachment,
+///   `{"color":"#rrggbb","blocks":[section]}`, coloured as the message. The section is
+///   `mrkdwn` (`*Name:* value`, `& < >` escaped) for markdown and `plain_text` for plain,
+///   cut to Slack's 3000 characters without splitting an escape such as `&amp;`.
 pub(crate) struct SlackProvider {
     /// The incoming-webhook URL; its path holds the webhook's secret.
     url: Url,
@@ -71,12 +84,19 @@ impl HttpProvider for SlackProvider {
                     .iter()
                     .map(|f| format!("*{}:* {}", escape_html(&f.name), escape_html(&f.value)))
                     .collect();
-                ("mrkdwn", lines.join("\n"))
+                // A section's text may not be empty.
+                let text = if lines.is_empty() {
+                    escape_html(&message.title)
+                } else {
+                    lines.join("\n")
+                };
+                ("mrkdwn", cut_escaped(&text, SECTION_LIMIT))
             }
-            Format::Plain => ("plain_text", message.render_fields(Format::Plain)),
+            Format::Plain => {
+                let text = or_title(message.render_fields(Format::Plain), message);
+                ("plain_text", truncate(&text, SECTION_LIMIT).into_owned())
+            }
         };
-        // A section's text may not be empty.
-        let fields = or_title(fields, message);
         let header = Block {
             kind: "header",
             text: Text {
@@ -88,17 +108,103 @@ impl HttpProvider for SlackProvider {
             kind: "section",
             text: Text {
                 kind,
-                text: truncate(&fields, SECTION_LIMIT),
+                text: fields.into(),
             },
         };
         let body = Body {
-            text: &message.title,
-            blocks: [header, section],
+            text: escape_html(&message.title),
+            blocks: [header],
+            attachments: [Attachment {
+                color: message.color.hex(),
+                blocks: [section],
+            }],
         };
         post_json(&self.url, &body)
     }
 
     fn url(&self) -> &Url {
         &self.url
+    }
+}
+
+/// Cuts HTML-escaped text to `limit` characters like [`truncate`], but never through an
+/// escape: a cut that would leave `&am` ends before the `&` instead. Every `&` in escaped
+/// text starts an escape, so one with no `;` after it in what is kept was cut.
+fn cut_escaped(text: &str, limit: usize) -> String {
+    let cut = truncate(text, limit);
+    let Some(kept) = cut.strip_suffix(TRUNCATION_MARKER) else {
+        return cut.into_owned();
+    };
+    let kept = match kept.rfind('&') {
+        Some(at) if !kept[at..].contains(';') => &kept[..at],
+        _ => kept,
+    };
+    format!("{kept}{TRUNCATION_MARKER}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn body(format: Format, message: &Message) -> serde_json::Value {
+        let config = SlackConfig {
+            url: "https://hooks.slack.test/services/T/B/X".into(),
+        };
+        let request = SlackProvider::try_new(&config, format)
+            .unwrap()
+            .request(message);
+        serde_json::from_slice(&request.body).unwrap()
+    }
+
+    #[test]
+    fn the_fallback_text_is_escaped_and_the_header_is_not() {
+        let message = Message::custom("Service down: a<b> & c", UNIX_EPOCH).with_field("x", "y");
+        let body = body(Format::Markdown, &message);
+        assert_eq!(body["text"], "Service down: a&lt;b&gt; &amp; c");
+        assert_eq!(body["blocks"][0]["text"]["text"], "Service down: a<b> & c");
+    }
+
+    #[test]
+    fn the_fields_sit_beside_a_bar_in_the_message_colour() {
+        let message = Message::custom("t", UNIX_EPOCH)
+            .with_field("Detail", "<down>")
+            .with_color(crate::Color::RED);
+        for format in [Format::Markdown, Format::Plain] {
+            let body = body(format, &message);
+            assert_eq!(body["blocks"].as_array().unwrap().len(), 1);
+            let attachment = &body["attachments"][0];
+            assert_eq!(attachment["color"], "#ff0000");
+            assert_eq!(attachment["blocks"][0]["type"], "section");
+        }
+        let markdown = body(Format::Markdown, &message);
+        assert_eq!(
+            markdown["attachments"][0]["blocks"][0]["text"]["text"],
+            "*Detail:* &lt;down&gt;"
+        );
+    }
+
+    #[test]
+    fn a_long_section_is_never_cut_through_an_escape() {
+        // "*D:* " is 5 characters; each "&" becomes the 5 of "&amp;".
+        for pad in 0..5 {
+            let value = format!("{}{}", "x".repeat(pad), "&".repeat(1000));
+            let message = Message::custom("t", UNIX_EPOCH).with_field("D", value);
+            let body = body(Format::Markdown, &message);
+            let text = body["attachments"][0]["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap();
+            assert!(text.chars().count() <= SECTION_LIMIT, "{pad}");
+            let kept = text.strip_suffix('…').unwrap();
+            assert!(
+                kept.ends_with("&amp;"),
+                "{pad}: {}",
+                &kept[kept.len() - 8..]
+            );
+        }
+        assert_eq!(cut_escaped("a &lt; b", 8), "a &lt; b");
+        assert_eq!(cut_escaped("a &lt; bc", 8), "a &lt; …");
+        assert_eq!(cut_escaped("ab &lt; c", 5), "ab …");
     }
 }

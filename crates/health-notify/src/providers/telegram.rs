@@ -49,6 +49,14 @@ struct Body<'a> {
     chat_id: &'a ChatId,
     text: String,
     parse_mode: &'static str,
+    link_preview_options: LinkPreviewOptions,
+    disable_web_page_preview: bool,
+}
+
+/// The Bot API's `LinkPreviewOptions` (Bot API 7.0).
+#[derive(Serialize)]
+struct LinkPreviewOptions {
+    is_disabled: bool,
 }
 
 /// Telegram: a bot's `sendMessage`, `{"chat_id","text","parse_mode"}` to
@@ -57,6 +65,13 @@ struct Body<'a> {
 /// Markdown uses `parse_mode` `MarkdownV2` (title and field names in bold, every special
 /// character escaped); plain uses `HTML` with the plain text escaped, so it shows exactly
 /// as written.
+///
+/// Link previews are off: a preview of the monitored URL would push the fields out of
+/// sight and fetch the page from Telegram's servers. The body says so twice:
+/// `"link_preview_options":{"is_disabled":true}` (Bot API 7.0 and later, which reads it
+/// first) and the older `"disable_web_page_preview":true`, which Bot API servers still
+/// read when `link_preview_options` is absent, so a self-hosted server older than 7.0
+/// (which ignores the unknown key) also leaves previews off.
 pub(crate) struct TelegramProvider {
     /// `<url>/bot<token>/sendMessage`: its path holds the bot token.
     endpoint: Url,
@@ -95,6 +110,8 @@ impl HttpProvider for TelegramProvider {
             chat_id: &self.chat_id,
             text,
             parse_mode,
+            link_preview_options: LinkPreviewOptions { is_disabled: true },
+            disable_web_page_preview: true,
         };
         post_json(&self.endpoint, &body)
     }
@@ -192,6 +209,16 @@ mod tests {
             body["text"],
             "*Service down: my\\-api*\n\n*URL:* http://a\\.test/x\\_y\n*Detail:* HTTP 503 \\(down\\)\\!"
         );
+    }
+
+    #[test]
+    fn link_previews_are_off_for_new_and_old_bot_api_servers() {
+        let message = Message::custom("t", UNIX_EPOCH).with_field("URL", "https://a.test/");
+        for format in [Format::Markdown, Format::Plain] {
+            let body = body(format, &message);
+            assert_eq!(body["link_preview_options"]["is_disabled"], true);
+            assert_eq!(body["disable_web_page_preview"], true);
+        }
     }
 
     #[test]

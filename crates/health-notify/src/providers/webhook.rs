@@ -223,8 +223,9 @@ impl Template {
 }
 
 /// A placeholder's text: a complete JSON literal in JSON mode (but `$color`), raw text
-/// otherwise. `$message` is the fields rendered in the notifier's format; raw `$fields`
-/// are the plain `Name: value` lines.
+/// otherwise. `$message` is the fields rendered in the notifier's format (markdown as
+/// [`Message::render_fields_light`]: a payload is written for a receiver its author
+/// knows, who asked for markdown); raw `$fields` are the plain `Name: value` lines.
 fn value(
     message: &Message,
     placeholder: Placeholder,
@@ -241,7 +242,10 @@ fn value(
     };
     match placeholder {
         Placeholder::Title => text(&message.title),
-        Placeholder::Message => text(&message.render_fields(format)),
+        Placeholder::Message => text(&match format {
+            Format::Markdown => message.render_fields_light(),
+            Format::Plain => message.render_fields(Format::Plain),
+        }),
         Placeholder::Fields if json => {
             serde_json::to_string(&message.fields).expect("fields serialize to JSON")
         }
@@ -281,9 +285,11 @@ struct DefaultBody<'a> {
 ///
 /// Without a `payload`, the body is the JSON object of §6:
 /// `{"event","title","message","fields":[{"name","value"}],"service","url","detail",
-/// "level","color","time"}`, where `message` is the fields rendered in the notifier's
-/// format and `color` is `"#rrggbb"` (hex) or an integer (dec). The default body is JSON
-/// whatever `mime_type` says; only a `payload` follows the MIME type.
+/// "level","color","time"}`, where `message` is the plain `Name: value` lines whatever
+/// the `format` key says (a receiver we do not know may show it anywhere, so it carries
+/// no `**` and no backslashes; `fields` has the same data structured) and `color` is
+/// `"#rrggbb"` (hex) or an integer (dec). The default body is JSON whatever `mime_type`
+/// says; only a `payload` follows the MIME type and, through `$message`, the format.
 pub(crate) struct WebhookProvider {
     url: Url,
     method: WebhookMethod,
@@ -305,7 +311,7 @@ impl WebhookProvider {
             None => to_json(&DefaultBody {
                 event: message.event.as_str(),
                 title: &message.title,
-                message: message.render_fields(self.format),
+                message: message.render_fields(Format::Plain),
                 fields: &message.fields,
                 service: &message.service,
                 url: &message.url,
@@ -465,6 +471,22 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(&body).unwrap();
             let url = json.get("url").or_else(|| json.get("u")).unwrap();
             assert_eq!(url, "http://admin:***@host/", "{body}");
+        }
+    }
+
+    #[test]
+    fn the_default_message_is_plain_whatever_the_format() {
+        let message = message().with_field("Note", "a*b_c <x>");
+        let config = WebhookConfig::new("http://127.0.0.1:1/hook");
+        for format in [Format::Markdown, Format::Plain] {
+            let body = WebhookProvider::try_new(&config, format)
+                .unwrap()
+                .body(&message);
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                json["message"], "Service: api\nDetail: $title\nNote: a*b_c <x>",
+                "{format}"
+            );
         }
     }
 

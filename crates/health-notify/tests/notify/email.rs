@@ -41,6 +41,7 @@ async fn the_message_arrives_with_its_headers_and_body() {
         Some("ops@example.test, \"On Call\" <oncall@example.test>")
     );
     assert_eq!(mail.header("Subject").as_deref(), Some("Service down: api"));
+    assert_eq!(mail.header("MIME-Version").as_deref(), Some("1.0"));
     assert_eq!(
         mail.header("Content-Type").as_deref(),
         Some("text/plain; charset=utf-8")
@@ -52,6 +53,30 @@ async fn the_message_arrives_with_its_headers_and_body() {
         mail.body(),
         "Service down: api\r\n\r\nService: api\r\nTime: 2024-05-01T12:00:00Z\r\nURL: http://api.test/health\r\nDetail: HTTP 503 Service Unavailable\r\nLast Seen: 2024-05-01T11:59:00Z"
     );
+}
+
+#[tokio::test]
+async fn a_long_or_multiline_title_makes_a_bounded_one_line_subject() {
+    let mut sink = SmtpSink::start(None).await;
+    let notifier = build(&table(sink.port()));
+    let one_word = "x".repeat(2000);
+    let words = format!("Service down: {}", "é ".repeat(600));
+    for title in [one_word.as_str(), words.as_str(), "Service down:\napi\tnow"] {
+        notifier
+            .send(&Message::custom(title, std::time::UNIX_EPOCH))
+            .await
+            .unwrap();
+        let mail = sink.next().await;
+        let head = mail.data.split("\r\n\r\n").next().unwrap();
+        for line in head.split("\r\n") {
+            // RFC 5322 §2.1.1: at most 998 characters on a line.
+            assert!(line.len() <= 998, "{} characters: {line:.80}", line.len());
+        }
+        let subject = mail.header("Subject").unwrap();
+        if title.contains('\t') {
+            assert_eq!(subject, "Service down: api now");
+        }
+    }
 }
 
 /// One attempt to mail an `up` message through a responder that answers RCPT with
