@@ -122,7 +122,12 @@ fn window(raw: RawWindow) -> Result<MaintenanceWindow, String> {
     made.map_err(|e| e.to_string())
 }
 
-fn parse(text: &str) -> Result<(AlertPolicy, Vec<String>, Vec<Step>), (Option<usize>, String)> {
+/// A parsed vector: the policy, every monitor's name, the steps.
+type Parsed = (AlertPolicy, Vec<String>, Vec<Step>);
+/// Why a vector is malformed: the 1-based step, when the problem is in one, and what.
+type Malformed = (Option<usize>, String);
+
+fn parse(text: &str) -> Result<Parsed, Malformed> {
     let raw: RawVector = toml::from_str(text).map_err(|e| (None, e.message().to_owned()))?;
     let names: Vec<String> = raw.policy.monitors.keys().cloned().collect();
     let mut monitors = Vec::new();

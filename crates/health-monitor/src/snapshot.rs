@@ -358,6 +358,7 @@ impl Snapshot {
                 .map(|(name, took)| (name.to_owned(), took.as_secs_f64() * 1000.0))
                 .collect(),
             cert_expiry: self.cert.as_ref().map_or(0, |cert| cert.not_after),
+            maintenance: false,
         }
     }
 }

@@ -116,6 +116,10 @@ pub struct MonitorJson {
     /// When the peer certificate last seen expires, unix seconds (0 = none seen).
     #[serde(rename = "certExpiry", default)]
     pub cert_expiry: i64,
+    /// A `[[maintenance]]` window covers the monitor now: it sends no notifications
+    /// (SPEC §9.5). Always `false` outside healthd.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 #[cfg(test)]
@@ -151,6 +155,7 @@ mod tests {
             last_check: 1_700_000_002,
             phases: [("connect".to_owned(), 0.25)].into(),
             cert_expiry: 1_800_000_000,
+            maintenance: false,
         };
         let json = serde_json::to_value(&m).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();

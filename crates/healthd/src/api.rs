@@ -51,6 +51,7 @@ use axum::{
 };
 use futures_util::{Stream, StreamExt, stream};
 use health_monitor::{HealthMonitor, Monitor, Snapshot, StopCause};
+use health_notify::policy::AlertGate;
 use health_types::{
     CheckResult, Clock, HistorySpan, HistorySummary, LatencyBucket, MonitorJson, Status,
     StatusChange, SystemClock, duration_nanos,
@@ -87,6 +88,9 @@ pub(crate) struct ApiState {
     clock: Arc<dyn Clock>,
     /// `/probe`'s defaults, modules and concurrency bound.
     probes: Arc<ProbeModules>,
+    /// Tells which monitors a `[[maintenance]]` window covers now (SPEC §9.5); none
+    /// without one.
+    maintenance: Option<Arc<AlertGate>>,
 }
 
 #[derive(Debug)]
@@ -116,7 +120,14 @@ impl ApiState {
             groups: Arc::new([]),
             clock: Arc::new(SystemClock),
             probes: Arc::new(ProbeModules::default()),
+            maintenance: None,
         }
+    }
+
+    /// Shows `"maintenance": true` for the monitors a window of `gate`'s covers now.
+    pub(crate) fn with_maintenance(mut self, gate: Arc<AlertGate>) -> Self {
+        self.maintenance = Some(gate);
+        self
     }
 
     /// Who may use the API; without this call, the default: no token, public reads and
@@ -178,7 +189,7 @@ impl ApiState {
         let snapshot = monitor.snapshot();
         let summary = self.history.as_ref().and_then(|h| h.get(monitor.name()));
         MonitorView {
-            json: Self::json_of(monitor, &snapshot, summary.as_deref()),
+            json: self.json_of(monitor, &snapshot, summary.as_deref()),
             group: self.groups.get(index).cloned().flatten(),
             summary,
             // A running monitor has no stop cause: each start begins a fresh snapshot.
@@ -190,11 +201,13 @@ impl ApiState {
     fn json(&self, index: usize) -> MonitorJson {
         let monitor = &self.monitors()[index];
         let summary = self.history.as_ref().and_then(|h| h.get(monitor.name()));
-        Self::json_of(monitor, &monitor.snapshot(), summary.as_deref())
+        self.json_of(monitor, &monitor.snapshot(), summary.as_deref())
     }
 
-    /// `monitor`'s §4 JSON from `snapshot`, with the uptimes of `summary`.
+    /// `monitor`'s §4 JSON from `snapshot`, with the uptimes of `summary` and whether a
+    /// maintenance window covers it.
     fn json_of(
+        &self,
         monitor: &Monitor,
         snapshot: &Snapshot,
         summary: Option<&HistorySummary>,
@@ -205,6 +218,10 @@ impl ApiState {
             json.uptime_7d = summary.uptime_7d;
             json.uptime_30d = summary.uptime_30d;
         }
+        json.maintenance = self
+            .maintenance
+            .as_ref()
+            .is_some_and(|gate| gate.in_maintenance(monitor.name()));
         json
     }
 }

@@ -24,7 +24,10 @@ use std::{
 };
 
 use health_check::BuiltProbe;
-use health_notify::NotifierConfig;
+use health_notify::{
+    NotifierConfig,
+    policy::{AlertRules, MaintenanceWindow},
+};
 use health_types::{HealthCheckConfig, Target};
 
 use crate::server::DEFAULT_MAX_CONNECTIONS;
@@ -108,6 +111,8 @@ pub struct DaemonConfig {
     pub(crate) probe_defaults: HealthCheckConfig,
     /// `[modules.<name>]` tables, each with `[defaults]` applied: `/probe?module=<name>`.
     pub(crate) modules: BTreeMap<String, HealthCheckConfig>,
+    /// `[[maintenance]]` windows, in file order (SPEC §9.5).
+    pub(crate) maintenance: Vec<MaintenanceWindow>,
 }
 
 /// `[server]` besides `listen` (SPEC §9.3).
@@ -218,6 +223,8 @@ pub(crate) struct MonitorEntry {
     pub(crate) notify: Vec<String>,
     /// `group`: the status page's group of cards this monitor is in (none by default).
     pub(crate) group: Option<String>,
+    /// `remind_every`, `depends_on`, `flap_threshold`, `flap_window` (SPEC §9.5).
+    pub(crate) alert: AlertRules,
 }
 
 impl DaemonConfig {

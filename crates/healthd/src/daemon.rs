@@ -7,6 +7,13 @@
 //! dispatcher delivers from the store's outbox. So a notification is durable before its
 //! first attempt, and a restart neither forgets an outage nor sends its `down` twice.
 //!
+//! Between the monitors and the store sits the alert policy of SPEC §9.5 (an
+//! [`AlertGate`]): it decides which of a monitor's events go out now (reminders, events
+//! held by `depends_on`, flap damping and maintenance windows) and hands the store each
+//! monitor's alert state with its state, so both are committed with the outbox rows of
+//! the events it let out. Monitors that no rule and no window concern pass straight
+//! through.
+//!
 //! And the wiring of SPEC §9.2: the store is also each monitor's
 //! [`HistorySink`](health_types::HistorySink) (every check and status change) and the
 //! API's [`HistoryReader`](health_types::HistoryReader), whose summaries a
@@ -15,7 +22,10 @@
 use std::{collections::HashMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use health_monitor::{HealthMonitor, Monitor, MonitorError, Scope};
-use health_notify::{Dispatcher, Notifier, NotifierConfig, NotifyError, RetryPolicy};
+use health_notify::{
+    Dispatcher, Notifier, NotifierConfig, NotifyError, RetryPolicy,
+    policy::{AlertGate, AlertPolicy, PolicyError},
+};
 use health_store::Store;
 use health_types::{Clock, HistoryReader, HistorySink, Outbox, StateSink, SystemClock};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -58,6 +68,10 @@ pub enum DaemonError {
     /// The state store could not be opened (or read).
     #[error("state store")]
     Storage(#[from] StorageError),
+    /// The alert rules do not fit together (a config checked by `DaemonConfig::parse`
+    /// never fails here).
+    #[error("alert rules")]
+    Policy(#[from] PolicyError),
 }
 
 /// A running daemon: monitors, notifications and the API.
@@ -75,6 +89,8 @@ pub struct Running {
     /// Stops the history cache's refreshes.
     history_stop: CancellationToken,
     history_refresh: JoinHandle<()>,
+    /// The alert policy's timer (reminders, the end of flapping, window boundaries).
+    alert_timer: JoinHandle<()>,
 }
 
 /// What a daemon start takes besides its config.
@@ -103,6 +119,10 @@ impl Running {
     /// API server.
     pub async fn shutdown(self, within: Duration) {
         self.scope.shutdown().await;
+        // Whatever the timer was about to let out is due again at the next start: the
+        // alert state it would have changed was not committed either.
+        self.alert_timer.abort();
+        let _ = self.alert_timer.await;
         self.history_stop.cancel();
         let _ = self.history_refresh.await;
         if let Err(err) = self.store.flush() {
@@ -256,10 +276,25 @@ pub(crate) async fn start_with(
         let dispatcher = dispatcher.clone();
         store.set_commit_hook(move |notifiers| dispatcher.wake(notifiers));
     }
-    let mut saved = store.load_states().map_err(|source| StorageError::Open {
+    let open_error = |source| StorageError::Open {
         path: store.path().to_owned(),
         source,
-    })?;
+    };
+    let mut saved = store.load_states().map_err(open_error)?;
+    let mut alerts = store.load_alert_states().map_err(open_error)?;
+    let policy = AlertPolicy::new(
+        config
+            .monitors
+            .iter()
+            .map(|entry| (entry.name.clone(), entry.alert.clone()))
+            .collect(),
+        config.maintenance.clone(),
+    )?;
+    let gate = Arc::new(AlertGate::new(
+        policy,
+        Arc::clone(&store) as Arc<dyn StateSink>,
+        Arc::new(SystemClock),
+    ));
 
     // Read once at once, then every `history_refresh` and soon after a status change.
     let history = HistoryCache::new(
@@ -283,9 +318,14 @@ pub(crate) async fn start_with(
             entry.probe.probe.clone(),
         )
         .config(entry.config.clone())
-        .state_sink(Arc::clone(&store) as Arc<dyn StateSink>)
+        .state_sink(Arc::clone(&gate) as Arc<dyn StateSink>)
         .history(Arc::clone(&history_sink));
         if let Some(state) = saved.remove(&entry.name) {
+            gate.restore(
+                &entry.name,
+                &state,
+                alerts.remove(&entry.name).unwrap_or_default(),
+            );
             builder = builder.restore(state);
         }
         monitors.push(builder.build().map_err(fail)?);
@@ -301,6 +341,11 @@ pub(crate) async fn start_with(
             })?;
     }
 
+    let alert_timer = tokio::spawn({
+        let gate = Arc::clone(&gate);
+        async move { gate.run().await }
+    });
+
     let history_stop = CancellationToken::new();
     let history_refresh = history.spawn(history_refresh, history_stop.clone());
 
@@ -311,6 +356,7 @@ pub(crate) async fn start_with(
     .with_access(config.server.access.clone())
     .with_history(history)
     .with_groups(config.monitors.iter().map(|m| m.group.clone()).collect())
+    .with_maintenance(Arc::clone(&gate))
     .with_probe_modules(ProbeModules::new(
         config.probe_defaults.clone(),
         config.modules.clone(),
@@ -338,6 +384,7 @@ pub(crate) async fn start_with(
         server,
         history_stop,
         history_refresh,
+        alert_timer,
     })
 }
 

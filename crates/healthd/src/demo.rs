@@ -6,7 +6,7 @@ use std::{io::ErrorKind, net::SocketAddr, path::PathBuf, sync::Arc, time::Durati
 
 use health_check::build_probe;
 use health_monitor::HealthMonitor;
-use health_notify::Notifier;
+use health_notify::{Notifier, policy::AlertRules};
 use health_types::{HealthCheckConfig, Target, Url};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,7 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> Dae
             probe,
             notify: Vec::new(),
             group: group.map(str::to_owned),
+            alert: AlertRules::default(),
         }
     };
     DaemonConfig {
@@ -73,12 +74,20 @@ fn demo_config(listen: SocketAddr, upstreams: &Upstreams, store: PathBuf) -> Dae
             ),
             entry("h2c", Some("web"), format!("h2c://{}/", upstreams.h2c)),
             entry("tcp", Some("backends"), format!("tcp://{}", upstreams.tcp)),
-            entry(
-                "always-down",
-                Some("backends"),
-                format!("http://{}/", upstreams.down),
-            ),
+            MonitorEntry {
+                // A reminder every 20 s while it is down (SPEC §9.5 `remind_every`).
+                alert: AlertRules {
+                    remind_every: Some(Duration::from_secs(20)),
+                    ..AlertRules::default()
+                },
+                ..entry(
+                    "always-down",
+                    Some("backends"),
+                    format!("http://{}/", upstreams.down),
+                )
+            },
         ],
+        maintenance: Vec::new(),
     }
 }
 

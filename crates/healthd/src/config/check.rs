@@ -8,6 +8,8 @@
 //! inside an inline table (`agent = { ca = ... }`) is reported at that table's key and
 //! names the inner key as `agent.ca`.
 
+mod alert;
+
 use std::{
     borrow::Cow,
     collections::{BTreeMap, HashSet},
@@ -18,6 +20,7 @@ use std::{
 };
 
 use health_check::{DOCKER_SCHEME, build_probe};
+use health_notify::policy::AlertRules;
 use health_notify::{
     DiscordConfig, EmailConfig, GotifyConfig, NotifierConfig, NotifyError, NtfyConfig, PROVIDERS,
     PushoverConfig, SlackConfig, TelegramConfig, WebhookConfig,
@@ -52,8 +55,15 @@ const MONITOR: &str = "[[monitor]]";
 const MODULES: &str = "[modules]";
 
 /// The keys of the top level.
-const TOP_KEYS: [&str; 7] = [
-    "server", "storage", "delivery", "defaults", "notify", "monitor", "modules",
+const TOP_KEYS: [&str; 8] = [
+    "server",
+    "storage",
+    "delivery",
+    "defaults",
+    "notify",
+    "monitor",
+    "modules",
+    "maintenance",
 ];
 /// The keys of `[server]`.
 const SERVER_KEYS: [&str; 5] = [
@@ -68,7 +78,18 @@ const STORAGE_KEYS: [&str; 2] = ["path", "retention"];
 /// The keys of `[delivery]`.
 const DELIVERY_KEYS: [&str; 2] = ["max_age", "max_backoff"];
 /// The keys of a `[[monitor]]` table besides the health-check keys.
-const MONITOR_KEYS: [&str; 6] = ["name", "url", "docker", "agent", "notify", "group"];
+const MONITOR_KEYS: [&str; 10] = [
+    "name",
+    "url",
+    "docker",
+    "agent",
+    "notify",
+    "group",
+    "remind_every",
+    "depends_on",
+    "flap_threshold",
+    "flap_window",
+];
 /// The keys of a `[[notify]]` table besides its provider's own.
 const NOTIFY_KEYS: [&str; 3] = ["name", "provider", "format"];
 /// How many characters of a value a message quotes.
@@ -89,7 +110,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     }
     let root = root.into_inner();
     let (mut server, mut defaults, mut notify, mut monitor) = (None, None, None, None);
-    let (mut storage, mut delivery, mut modules) = (None, None, None);
+    let (mut storage, mut delivery, mut modules, mut maintenance) = (None, None, None, None);
     for entry in entries(TOP, &root) {
         let slot = match entry.name() {
             "server" => &mut server,
@@ -99,6 +120,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
             "notify" => &mut notify,
             "monitor" => &mut monitor,
             "modules" => &mut modules,
+            "maintenance" => &mut maintenance,
             _ => {
                 checker.unknown(entry, Accepted::Top);
                 continue;
@@ -126,6 +148,12 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
     let monitors = monitor
         .map(|entry| checker.monitors(entry, &defaults, &notifier_names))
         .unwrap_or_default();
+    let all_monitors = std::mem::take(&mut checker.monitor_names);
+    let depends_at = std::mem::take(&mut checker.depends_at);
+    checker.dependencies(&monitors, &all_monitors, &depends_at);
+    let maintenance = maintenance
+        .map(|entry| checker.maintenance(entry, &all_monitors))
+        .unwrap_or_default();
     let probe_defaults = checker.probe_defaults(defaults_entry, &defaults);
     let modules = modules
         .map(|entry| checker.modules(entry, &defaults, &monitors))
@@ -141,6 +169,7 @@ pub(super) fn check(text: &str) -> Result<DaemonConfig, Vec<ConfigProblem>> {
             monitors,
             probe_defaults,
             modules,
+            maintenance,
         })
     } else {
         Err(checker.finish())
@@ -214,6 +243,8 @@ struct MonitorKeys {
     agent: Option<AgentSpec>,
     notify: Vec<String>,
     group: Option<String>,
+    /// The alerting keys (SPEC §9.5).
+    alert: AlertRules,
     /// The good health-check keys.
     own: HealthCheckOverrides,
 }
@@ -254,6 +285,10 @@ struct Checker<'t> {
     docker_keys: &'static [&'static str],
     /// The accepted keys of each table, joined for messages once.
     accepted: [String; 6],
+    /// The name of every `[[monitor]]` table that has one, good or not.
+    monitor_names: HashSet<String>,
+    /// Where each monitor's `depends_on` is written.
+    depends_at: Vec<alert::DependsAt>,
 }
 
 impl<'t> Checker<'t> {
@@ -275,6 +310,8 @@ impl<'t> Checker<'t> {
                 STORAGE_KEYS.join(", "),
                 DELIVERY_KEYS.join(", "),
             ],
+            monitor_names: HashSet::new(),
+            depends_at: Vec::new(),
         }
     }
 
@@ -836,6 +873,13 @@ impl<'t> Checker<'t> {
         let section = name.map_or_else(|| MONITOR.to_owned(), |name| format!("{MONITOR} {name:?}"));
         if let Some(name) = name {
             self.unique(&section, table, name, seen, "monitor");
+            self.monitor_names.insert(name.to_owned());
+            if let Some(at) = key_at(table, "depends_on") {
+                self.depends_at.push(alert::DependsAt {
+                    name: name.to_owned(),
+                    at,
+                });
+            }
         }
         let keys = self.monitor_keys(&section, header, table, notifiers);
         let config = match keys.own.over(defaults).resolve() {
@@ -849,6 +893,7 @@ impl<'t> Checker<'t> {
         };
         let notify = keys.notify.clone();
         let group = keys.group.clone();
+        let alert_rules = keys.alert.clone();
         let target = keys.target(table)?;
         // Built now, so that what only a probe can tell (a stream URL without a port, a
         // certificate file that cannot be read) is reported with the rest.
@@ -870,6 +915,7 @@ impl<'t> Checker<'t> {
             probe,
             notify,
             group,
+            alert: alert_rules,
         })
     }
 
@@ -890,6 +936,9 @@ impl<'t> Checker<'t> {
                 "agent" => keys.agent = self.spec(entry),
                 "notify" => keys.notify = self.notify_list(entry, notifiers),
                 "group" => keys.group = self.group(entry),
+                other if alert::ALERT_KEYS.contains(&other) => {
+                    self.alert_key(entry, &mut keys.alert);
+                }
                 other if self.check_keys.contains(&other) => {
                     if let Some(one) = self.check_key(entry) {
                         keys.own = one.over(&keys.own);
@@ -1095,6 +1144,14 @@ fn provider_keys(provider: &str) -> Option<&'static [&'static str]> {
         "telegram" => fields_of::<TelegramConfig>(),
         "pushover" => fields_of::<PushoverConfig>(),
         "email" => fields_of::<EmailConfig>(),
+        "alertmanager" => fields_of::<health_notify::AlertmanagerConfig>(),
+        "teams" => fields_of::<health_notify::TeamsConfig>(),
+        "googlechat" => fields_of::<health_notify::GoogleChatConfig>(),
+        "apprise" => fields_of::<health_notify::AppriseConfig>(),
+        "pagerduty" => fields_of::<health_notify::PagerDutyConfig>(),
+        "opsgenie" => fields_of::<health_notify::OpsgenieConfig>(),
+        "matrix" => fields_of::<health_notify::MatrixConfig>(),
+        "mattermost" => fields_of::<health_notify::MattermostConfig>(),
         _ => return None,
     })
 }

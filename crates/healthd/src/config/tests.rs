@@ -298,7 +298,7 @@ fn every_bad_key_of_one_table_is_reported_at_its_own_column() {
         .into_iter()
         .map(str::to_owned)
         .chain([format!(
-            "8:1: [[monitor]] \"api\": unknown key `intervall` = \"1s\"; accepted keys: name, url, docker, agent, notify, group, {}",
+            "8:1: [[monitor]] \"api\": unknown key `intervall` = \"1s\"; accepted keys: name, url, docker, agent, notify, group, remind_every, depends_on, flap_threshold, flap_window, {}",
             value::fields_of::<health_types::HealthCheckOverrides>().join(", ")
         )])
         .collect::<Vec<_>>()
@@ -354,7 +354,7 @@ fn unknown_keys_list_every_accepted_key_of_their_table() {
     assert_eq!(
         p,
         [
-            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, storage, delivery, defaults, notify, monitor, modules"
+            "1:1: top level: unknown key `listen` = \"127.0.0.1:1\"; accepted keys: server, storage, delivery, defaults, notify, monitor, modules, maintenance"
         ]
     );
 }
@@ -766,5 +766,133 @@ url = "http://127.0.0.1:8080/"
     assert!(
         p[3].starts_with("9:1: [modules]: invalid `b` = 3: expected a table"),
         "{p:#?}"
+    );
+}
+
+const ALERTING: &str = r#"
+[[monitor]]
+name = "db"
+url = "tcp://127.0.0.1:5432"
+
+[[monitor]]
+name = "api"
+url = "http://127.0.0.1:8080/"
+depends_on = ["db"]
+remind_every = "30m"
+flap_threshold = 5
+
+[[maintenance]]
+monitors = ["api"]
+start = 2024-05-01T02:00:00+02:00
+end = "2024-05-01T03:00:00Z"
+
+[[maintenance]]
+cron = "0 3 * * SUN"
+duration = "2h"
+"#;
+
+#[test]
+fn alerting_keys_and_maintenance_windows_resolve() {
+    let c = DaemonConfig::parse(ALERTING).unwrap();
+    let api = &c.monitors[1].alert;
+    assert_eq!(api.depends_on, ["db"]);
+    assert_eq!(api.remind_every, Some(Duration::from_secs(1800)));
+    assert_eq!(api.flap_threshold, 5);
+    assert_eq!(api.flap_window, Duration::from_secs(600), "the default");
+    assert_eq!(
+        c.monitors[0].alert,
+        health_notify::policy::AlertRules::default()
+    );
+    assert_eq!(c.maintenance.len(), 2);
+    let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
+    let fixed = &c.maintenance[0];
+    assert!(fixed.covers("api") && !fixed.covers("db"));
+    // A TOML datetime with an offset: 02:00+02:00 is midnight UTC.
+    assert!(fixed.is_open(at("2024-05-01T00:00:00Z")));
+    assert!(!fixed.is_open(at("2024-05-01T03:00:00Z")));
+    let weekly = &c.maintenance[1];
+    assert!(weekly.covers("db") && weekly.is_open(at("2024-05-05T04:59:00Z")));
+}
+
+#[test]
+fn alerting_problems_are_at_their_keys() {
+    let base = "[[monitor]]\nname = \"a\"\nurl = \"http://x/\"\n";
+    assert_first_problems(&[
+        (
+            &format!("{base}remind_every = 30\n"),
+            "4:1: [[monitor]] \"a\": invalid `remind_every` = 30",
+            "a bare number is not a duration",
+        ),
+        (
+            &format!("{base}flap_window = \"0s\"\n"),
+            "4:1: [[monitor]] \"a\": invalid `flap_window`",
+            "must be greater than 0",
+        ),
+        (
+            &format!("{base}flap_threshold = 0\n"),
+            "4:1: [[monitor]] \"a\": invalid `flap_threshold` = 0",
+            "expected a whole number from 1 to 1000",
+        ),
+        (
+            &format!("{base}depends_on = \"db\"\n"),
+            "4:1: [[monitor]] \"a\": invalid `depends_on`",
+            "expected a list of monitor names",
+        ),
+        (
+            &format!("{base}depends_on = [\"db\"]\n"),
+            "4:1: [[monitor]] \"a\": `depends_on` names \"db\"",
+            "no [[monitor]] has that name",
+        ),
+        (
+            &format!("{base}depends_on = [\"a\"]\n"),
+            "4:1: [[monitor]] \"a\": ",
+            "`depends_on` goes round in a circle: a -> a",
+        ),
+        (
+            &format!(
+                "{base}[[maintenance]]\nmonitors = [\"b\"]\nstart = \"2024-05-01T00:00:00Z\"\nend = \"2024-05-01T01:00:00Z\"\n"
+            ),
+            "5:1: [[maintenance]] 1: `monitors` names \"b\"",
+            "no [[monitor]] has that name",
+        ),
+        (
+            &format!(
+                "{base}[[maintenance]]\nstart = \"2024-05-01T00:00:00\"\nend = \"2024-05-01T01:00:00Z\"\n"
+            ),
+            "5:1: [[maintenance]] 1: invalid `start`",
+            "expected an RFC 3339 time with an offset",
+        ),
+        (
+            &format!(
+                "{base}[[maintenance]]\nstart = \"2024-05-01T02:00:00Z\"\nend = \"2024-05-01T01:00:00Z\"\n"
+            ),
+            "6:1: [[maintenance]] 1: ",
+            "`end` must be after `start`",
+        ),
+        (
+            &format!("{base}[[maintenance]]\ncron = \"61 * * * *\"\nduration = \"1h\"\n"),
+            "5:1: [[maintenance]] 1: `cron` \"61 * * * *\"",
+            "",
+        ),
+        (
+            &format!("{base}[[maintenance]]\ncron = \"0 3 * * *\"\n"),
+            "4:1: [[maintenance]] 1: missing `duration`",
+            "",
+        ),
+        (
+            &format!("{base}[[maintenance]]\nmonitors = []\n"),
+            "4:1: [[maintenance]] 1: expected `start` and `end`",
+            "or `cron` and `duration`",
+        ),
+        (
+            &format!("{base}[[maintenance]]\ncron = \"0 3 * * *\"\nduration = \"1h\"\nwhen = 1\n"),
+            "7:1: [[maintenance]] 1: unknown key `when` = 1",
+            "accepted keys: monitors, start, end, cron, duration",
+        ),
+    ]);
+    let cycle = "[[monitor]]\nname = \"a\"\nurl = \"http://x/\"\ndepends_on = [\"b\"]\n[[monitor]]\nname = \"b\"\nurl = \"http://y/\"\ndepends_on = [\"a\"]\n";
+    assert_eq!(
+        problem(cycle),
+        "4:1: [[monitor]] \"a\": `depends_on` goes round in a circle: a -> b -> a"
     );
 }
