@@ -219,12 +219,18 @@ fn write_card(
         out,
         "<article class=\"card\" data-name=\"{name}\" data-status=\"{status}\">\n\
          <div class=\"who\">\n<div class=\"head\"><h3 class=\"name\">{name}</h3>\
-         <span class=\"badge\" data-f=\"status\">{status}</span>{off}</div>\n\
+         <span class=\"badge\" data-f=\"status\">{status}</span>{off}{maintenance}</div>\n\
          <p class=\"url\">{url}</p>\n",
         name = Esc(&json.name),
         url = Esc(&json.url),
         off = if view.stopped_why.is_some() && status != Status::Stopped {
             "<span class=\"badge off\">stopped</span>"
+        } else {
+            ""
+        },
+        // A `[[maintenance]]` window covers it: it sends no notifications (SPEC §9.5).
+        maintenance = if json.maintenance {
+            "<span class=\"badge off\" title=\"in a maintenance window: no notifications\">maintenance</span>"
         } else {
             ""
         },

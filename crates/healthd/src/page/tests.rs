@@ -502,3 +502,16 @@ fn a_young_monitor_draws_its_last_hour_by_the_minute() {
     let old = card(&html, "api");
     assert!(old.contains("response time, 24 h · mean"), "{old}");
 }
+
+#[test]
+fn a_monitor_in_a_maintenance_window_says_so_on_its_card() {
+    let mut inside = view("api", Status::Unhealthy, None);
+    inside.json.maintenance = true;
+    let html = page(&[inside, view("web", Status::Healthy, None)]);
+    let badge = "<span class=\"badge off\" title=\"in a maintenance window: no notifications\">maintenance</span>";
+    assert_eq!(html.matches(badge).count(), 1, "{html}");
+    let api = html.find("data-name=\"api\"").unwrap();
+    let web = html.find("data-name=\"web\"").unwrap();
+    let at = html.find(badge).unwrap();
+    assert!(at > api && (web < api || at < web), "on api's card");
+}
