@@ -25,6 +25,13 @@
 //! notify = ["down api"]  # exactly what went out since the step before, in order
 //!                        # ("<event> <monitor>"; timer-driven reminders too); default []
 //! maintenance = ["api"]  # optional: exactly the monitors in maintenance at `at`
+//!
+//! [[step]]
+//! at = "1h"
+//! stop = true          # the daemon stops here (as at kill -9: what it recorded stays)
+//! [[step]]
+//! at = "3h"
+//! start = true         # it starts again from what it recorded; `notify` as above
 //! ```
 
 use std::{
@@ -35,7 +42,7 @@ use std::{
 };
 
 use health_notify::policy::{AlertGate, AlertPolicy, AlertRules, MaintenanceWindow};
-use health_types::{Event, EventKind, MonitorState, StateSink, TokioClock};
+use health_types::{AlertState, Event, EventKind, MonitorState, StateSink, TokioClock};
 use serde::Deserialize;
 
 use crate::conformance::Failure;
@@ -90,12 +97,20 @@ struct RawStep {
     monitor: Option<String>,
     event: Option<String>,
     #[serde(default)]
+    stop: bool,
+    #[serde(default)]
+    start: bool,
+    #[serde(default)]
     notify: Vec<String>,
     maintenance: Option<Vec<String>>,
 }
 
 struct Step {
     at: Duration,
+    /// The daemon stops here (as at `kill -9`: what was recorded stays).
+    stop: bool,
+    /// The daemon starts again here from what was recorded.
+    start: bool,
     event: Option<(String, EventKind)>,
     notify: Vec<String>,
     maintenance: Option<Vec<String>>,
@@ -179,8 +194,21 @@ fn parse(text: &str) -> Result<Parsed, Malformed> {
             }
             _ => return Err((n, "`monitor` and `event` go together".into())),
         };
+        if [event.is_some(), raw.stop, raw.start]
+            .iter()
+            .filter(|b| **b)
+            .count()
+            > 1
+        {
+            return Err((
+                n,
+                "a step has at most one of `event`, `stop` and `start`".into(),
+            ));
+        }
         steps.push(Step {
             at,
+            stop: raw.stop,
+            start: raw.start,
             event,
             notify: raw.notify,
             maintenance: raw.maintenance,
@@ -189,18 +217,53 @@ fn parse(text: &str) -> Result<Parsed, Malformed> {
     Ok((policy, names, steps))
 }
 
-/// What the gate recorded: `<event> <monitor>` in order.
+/// What the gate recorded: `<event> <monitor>` in order, and each monitor's last alert
+/// state (what a store would give back after a restart).
 #[derive(Debug, Default)]
-struct Recorder(Mutex<Vec<String>>);
+struct Recorder {
+    seen: Mutex<Vec<String>>,
+    alerts: Mutex<HashMap<String, AlertState>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl StateSink for Recorder {
     fn record(&self, monitor: &str, _: &MonitorState, events: &[Event]) {
-        let mut seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.extend(events.iter().map(|e| format!("{} {monitor}", e.kind)));
+        lock(&self.seen).extend(events.iter().map(|e| format!("{} {monitor}", e.kind)));
     }
+
+    fn record_with_alert(
+        &self,
+        monitor: &str,
+        state: &MonitorState,
+        alert: &AlertState,
+        events: &[Event],
+    ) {
+        lock(&self.alerts).insert(monitor.to_owned(), alert.clone());
+        self.record(monitor, state, events);
+    }
+}
+
+/// A gate for `policy` over `recorder`, its timer running.
+fn gate(
+    policy: AlertPolicy,
+    recorder: &Arc<Recorder>,
+    clock: TokioClock,
+) -> (Arc<AlertGate>, tokio::task::JoinHandle<()>) {
+    let gate = Arc::new(AlertGate::new(
+        policy,
+        Arc::clone(recorder) as Arc<dyn StateSink>,
+        Arc::new(clock),
+    ));
+    let timer = tokio::spawn({
+        let gate = Arc::clone(&gate);
+        async move { gate.run().await }
+    });
+    (gate, timer)
 }
 
 /// Runs the policy vector `text` (from `path`).
@@ -219,7 +282,9 @@ pub(crate) fn run(path: &Path, text: &str) -> Result<(), Failure> {
             step: None,
             reason: format!("cannot build a runtime: {e}"),
         })?;
-    runtime.block_on(drive(policy, names, steps))
+    // A restarted daemon builds its policy from the same config.
+    let again = || parse(text).map(|(policy, _, _)| policy).ok();
+    runtime.block_on(drive(policy, again, names, steps))
 }
 
 async fn settle() {
@@ -228,19 +293,18 @@ async fn settle() {
     }
 }
 
-async fn drive(policy: AlertPolicy, names: Vec<String>, steps: Vec<Step>) -> Result<(), Failure> {
+async fn drive(
+    policy: AlertPolicy,
+    again: impl Fn() -> Option<AlertPolicy>,
+    names: Vec<String>,
+    steps: Vec<Step>,
+) -> Result<(), Failure> {
     let start = tokio::time::Instant::now();
     let base = UNIX_EPOCH + Duration::from_secs(START);
+    let clock = TokioClock::starting_at(base);
     let recorder = Arc::new(Recorder::default());
-    let gate = Arc::new(AlertGate::new(
-        policy,
-        Arc::clone(&recorder) as Arc<dyn StateSink>,
-        Arc::new(TokioClock::starting_at(base)),
-    ));
-    let timer = tokio::spawn({
-        let gate = Arc::clone(&gate);
-        async move { gate.run().await }
-    });
+    let (mut gate, mut timer) = gate(policy, &recorder, clock);
+    let mut running = true;
     let mut outages: HashMap<String, SystemTime> = HashMap::new();
     let mut result = Ok(());
     for (i, step) in steps.into_iter().enumerate() {
@@ -248,7 +312,27 @@ async fn drive(policy: AlertPolicy, names: Vec<String>, steps: Vec<Step>) -> Res
         tokio::time::sleep_until(start + step.at).await;
         settle().await;
         let now = base + step.at;
+        let differs = |what: String| Err(Failure::Differs { step: n, what });
+        if step.stop {
+            timer.abort();
+            running = false;
+        }
+        if step.start {
+            let Some(policy) = again() else {
+                result = differs("the policy cannot be built again".into());
+                break;
+            };
+            let (restarted, restarted_timer) = gate_restored(policy, &recorder, clock, &names);
+            gate = restarted;
+            timer = restarted_timer;
+            running = true;
+            settle().await;
+        }
         if let Some((monitor, kind)) = &step.event {
+            if !running {
+                result = differs("an event while the daemon is stopped".into());
+                break;
+            }
             if *kind == EventKind::Down {
                 outages.insert(monitor.clone(), now);
             }
@@ -266,17 +350,12 @@ async fn drive(policy: AlertPolicy, names: Vec<String>, steps: Vec<Step>) -> Res
             gate.record(monitor, &MonitorState::default(), &[event]);
             settle().await;
         }
-        let seen = std::mem::take(
-            &mut *recorder
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let seen = std::mem::take(&mut *lock(&recorder.seen));
         if seen != step.notify {
-            result = Err(Failure::Differs {
-                step: n,
-                what: format!("notify: expected {:?}, got {:?}", step.notify, seen),
-            });
+            result = differs(format!(
+                "notify: expected {:?}, got {:?}",
+                step.notify, seen
+            ));
             break;
         }
         if let Some(expected) = &step.maintenance {
@@ -288,14 +367,36 @@ async fn drive(policy: AlertPolicy, names: Vec<String>, steps: Vec<Step>) -> Res
             let mut expected = expected.clone();
             expected.sort();
             if got != expected {
-                result = Err(Failure::Differs {
-                    step: n,
-                    what: format!("maintenance: expected {expected:?}, got {got:?}"),
-                });
+                result = differs(format!("maintenance: expected {expected:?}, got {got:?}"));
                 break;
             }
         }
     }
     timer.abort();
     result
+}
+
+/// A gate for `policy` with every monitor's recorded alert state restored, its timer
+/// running: the daemon after a restart.
+fn gate_restored(
+    policy: AlertPolicy,
+    recorder: &Arc<Recorder>,
+    clock: TokioClock,
+    names: &[String],
+) -> (Arc<AlertGate>, tokio::task::JoinHandle<()>) {
+    let saved = lock(&recorder.alerts).clone();
+    let fresh = Arc::new(AlertGate::new(
+        policy,
+        Arc::clone(recorder) as Arc<dyn StateSink>,
+        Arc::new(clock),
+    ));
+    for name in names {
+        let alert = saved.get(name).cloned().unwrap_or_default();
+        fresh.restore(name, &MonitorState::default(), alert);
+    }
+    let timer = tokio::spawn({
+        let gate = Arc::clone(&fresh);
+        async move { gate.run().await }
+    });
+    (fresh, timer)
 }

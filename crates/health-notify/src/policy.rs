@@ -40,8 +40,15 @@
 //!   window and is still down gets its `down` then; one that went down and came back
 //!   within it gets nothing.
 //!
-//! `stopped` and `cert_expiry` are not about the status: only maintenance holds them
-//! back (and drops them).
+//! `stopped` and `cert_expiry` go out as they come, but inside a window (which drops
+//! them). A monitor that stopped itself has no known status: it sends no reminders and
+//! holds none of the monitors that depend on it, until its next `down` or `up`.
+//!
+//! After a restart the policy resumes from each monitor's saved [`AlertState`], and its
+//! first tick brings every monitor in step: a window that closed or a dependency that
+//! came back while the daemon was away releases what it held then. A monitor whose rules
+//! were removed while something of it was held stays tracked, with no rules, so what it
+//! held goes out and its `up` never goes out without its `down`.
 //!
 //! Every `down` and `up` that goes out is the state machine's own event, unchanged (its
 //! time is when it happened, its outage start names the outage), so an `up` never goes
@@ -211,10 +218,12 @@ pub fn validate(
     Ok(())
 }
 
-/// The policy's per-monitor part: the rules and the state.
+/// The policy's per-monitor part: the rules, the windows that cover it and the state.
 #[derive(Clone, Debug, Default)]
 struct Tracked {
     rules: AlertRules,
+    /// The indices of the windows that cover it.
+    windows: Vec<usize>,
     state: AlertState,
 }
 
@@ -234,6 +243,10 @@ pub struct AlertPolicy {
     open: Vec<bool>,
     checked: Option<SystemTime>,
     boundary: Option<SystemTime>,
+    /// A window opened or closed (or the policy just started) and the monitors have not
+    /// been brought in step since: the next [`tick`](Self::tick) or
+    /// [`on_events`](Self::on_events) does it.
+    catch_up: bool,
     /// Monitors whose state changed since [`take_dirty`](Self::take_dirty).
     dirty: Vec<Arc<str>>,
 }
@@ -269,6 +282,7 @@ impl AlertPolicy {
             })
             .map(|(name, rules)| {
                 let tracked = Tracked {
+                    windows: covering(&windows, &name),
                     rules,
                     state: AlertState::default(),
                 };
@@ -282,6 +296,9 @@ impl AlertPolicy {
             windows,
             checked: None,
             boundary: None,
+            // Restored states may have become due while the daemon was away (a window
+            // closed, a dependency came back, rules changed): the first tick sees to it.
+            catch_up: true,
             dirty: Vec::new(),
         })
     }
@@ -305,6 +322,11 @@ impl AlertPolicy {
     /// Restores `monitor`'s state after a restart from what was saved (`alert`) and the
     /// monitor's own saved state. With nothing saved for the policy (the first start
     /// with rules, or an older store), a `down` the monitor had sent counts as told.
+    ///
+    /// A monitor that no rule concerns any more but has a saved state (its rules were
+    /// removed while something was held) stays tracked, with no rules: the first
+    /// [`tick`](Self::tick) lets out what it held, and its later events go through as
+    /// they come, so no `up` goes out without its `down`.
     pub fn restore(
         &mut self,
         monitor: &str,
@@ -312,6 +334,16 @@ impl AlertPolicy {
         alert: AlertState,
         now: SystemTime,
     ) {
+        if !self.tracked.contains_key(monitor) {
+            if alert.is_empty() {
+                return;
+            }
+            let tracked = Tracked {
+                windows: covering(&self.windows, monitor),
+                ..Tracked::default()
+            };
+            self.tracked.insert(Arc::from(monitor), tracked);
+        }
         let Some(tracked) = self.tracked.get_mut(monitor) else {
             return;
         };
@@ -334,10 +366,48 @@ impl AlertPolicy {
         }
     }
 
-    /// Whether a maintenance window covers `monitor` at `now`.
-    pub fn in_maintenance(&mut self, monitor: &str, now: SystemTime) -> bool {
-        self.refresh_windows(now);
-        self.maintained(monitor)
+    /// Whether a maintenance window covers `monitor` at `now`. Reads only: what opens
+    /// or closes a window is left to [`tick`](Self::tick).
+    pub fn in_maintenance(&self, monitor: &str, now: SystemTime) -> bool {
+        let fresh = self.checked.is_some_and(|checked| checked <= now)
+            && self.boundary.is_none_or(|boundary| now < boundary);
+        let open = |i: usize| {
+            if fresh {
+                self.open[i]
+            } else {
+                self.windows[i].is_open(now)
+            }
+        };
+        match self.tracked.get(monitor) {
+            Some(tracked) => tracked.windows.iter().any(|&i| open(i)),
+            None => (0..self.windows.len()).any(|i| self.windows[i].covers(monitor) && open(i)),
+        }
+    }
+
+    /// The monitors whose `depends_on` names `monitor`.
+    pub fn dependents_of(&self, monitor: &str) -> &[Arc<str>] {
+        self.dependents.get(monitor).map_or(&[], Vec::as_slice)
+    }
+
+    /// When `monitor` next needs a [`tick`](Self::tick) of its own (a reminder, the end
+    /// of its flapping), if ever: a driver that sleeps until later wakes for it.
+    pub fn deadline_of(&self, monitor: &str) -> Option<SystemTime> {
+        let tracked = self.tracked.get(monitor)?;
+        let flapping = tracked
+            .state
+            .flapping
+            .then(|| {
+                tracked
+                    .state
+                    .changes
+                    .last()
+                    .map(|last| *last + tracked.rules.flap_window)
+            })
+            .flatten();
+        match (flapping, self.reminder_due(monitor)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Takes the names of the monitors whose [`AlertState`] changed since the last call
@@ -358,7 +428,8 @@ impl AlertPolicy {
         events: &[Event],
     ) -> Vec<(Arc<str>, Event)> {
         let mut out = Vec::new();
-        if self.refresh_windows(now) {
+        self.refresh_windows(now);
+        if std::mem::take(&mut self.catch_up) {
             self.reconcile_all(now, &mut out);
         }
         let Some((name, _)) = self.tracked.get_key_value(monitor) else {
@@ -370,6 +441,7 @@ impl AlertPolicy {
         for event in events {
             match event.kind {
                 EventKind::Down | EventKind::Up => self.change(now, &name, event, &mut out),
+                EventKind::Stopped => self.stopped(now, &name, event, &mut out),
                 _ => {
                     if !self.maintained(&name) {
                         out.push((Arc::clone(&name), event.clone()));
@@ -384,14 +456,25 @@ impl AlertPolicy {
     /// Returns what goes out, in order, with the monitor each is about.
     pub fn tick(&mut self, now: SystemTime) -> Vec<(Arc<str>, Event)> {
         let mut out = Vec::new();
-        if self.refresh_windows(now) {
+        self.refresh_windows(now);
+        if std::mem::take(&mut self.catch_up) {
             self.reconcile_all(now, &mut out);
         }
-        let names: Vec<Arc<str>> = self.tracked.keys().cloned().collect();
+        let mut names: Vec<Arc<str>> = self.tracked.keys().cloned().collect();
+        names.sort_unstable();
         for name in &names {
             let Some(tracked) = self.tracked.get_mut(name) else {
                 continue;
             };
+            // The wall clock went back: what was stamped after `now` counts from `now`,
+            // so a reminder or the end of flapping is not put off by the jump.
+            let state = &mut tracked.state;
+            if state.reminded.is_some_and(|at| at > now) {
+                state.reminded = Some(now);
+            }
+            for at in state.changes.iter_mut().filter(|at| **at > now) {
+                *at = now;
+            }
             let window = tracked.rules.flap_window;
             let settled = tracked.state.flapping
                 && tracked
@@ -431,18 +514,13 @@ impl AlertPolicy {
     /// reminder, end of flapping or window boundary.
     pub fn next_deadline(&mut self, now: SystemTime) -> Option<SystemTime> {
         self.refresh_windows(now);
+        if self.catch_up {
+            return Some(now);
+        }
         let mut soonest = self.boundary;
-        let mut consider = |at: SystemTime| {
-            soonest = Some(soonest.map_or(at, |s| s.min(at)));
-        };
-        for (name, tracked) in &self.tracked {
-            if tracked.state.flapping
-                && let Some(last) = tracked.state.changes.last()
-            {
-                consider(*last + tracked.rules.flap_window);
-            }
-            if let Some(due) = self.reminder_due(name) {
-                consider(due);
+        for name in self.tracked.keys() {
+            if let Some(due) = self.deadline_of(name) {
+                soonest = Some(soonest.map_or(due, |s| s.min(due)));
             }
         }
         soonest
@@ -457,10 +535,39 @@ impl AlertPolicy {
         let state = &tracked.state;
         let last = state.last.as_ref().filter(|e| e.kind == EventKind::Down)?;
         let told = state.told_down.as_ref()?;
+        if state.stopped {
+            return None;
+        }
         if !same_outage(last, told) || self.muted(name) {
             return None;
         }
         Some(state.reminded? + every)
+    }
+
+    /// `name` stopped itself (SPEC §3: too many errors in a row): the event goes out
+    /// unless a window covers it. Its status is unknown from now on: it sends no
+    /// reminders, and the monitors that depend on it are not held by it. What it held
+    /// itself still goes out when it is no longer muted (a `down` from inside a window,
+    /// say), and a `down` receivers were told of stands until its `up` or a new outage.
+    fn stopped(
+        &mut self,
+        now: SystemTime,
+        name: &Arc<str>,
+        event: &Event,
+        out: &mut Vec<(Arc<str>, Event)>,
+    ) {
+        if !self.maintained(name) {
+            out.push((Arc::clone(name), event.clone()));
+        }
+        let Some(tracked) = self.tracked.get_mut(name) else {
+            return;
+        };
+        tracked.state.stopped = true;
+        self.dirty.push(Arc::clone(name));
+        let dependents = self.dependents.get(name).cloned().unwrap_or_default();
+        for dependent in &dependents {
+            self.reconcile(now, dependent, out);
+        }
     }
 
     /// A `down` or `up` of `name`.
@@ -485,6 +592,7 @@ impl AlertPolicy {
             state.held_up = Some(event.clone());
         }
         state.last = Some(event.clone());
+        state.stopped = false;
         let rules = &tracked.rules;
         if rules.flap_threshold > 0 {
             let window = rules.flap_window;
@@ -543,10 +651,14 @@ impl AlertPolicy {
             (EventKind::Down, Some(told)) if same_outage(&told, &last) => {
                 state.told_down = Some(told);
             }
-            (EventKind::Down, Some(told)) => {
-                // Receivers still believe an earlier outage stands: end it first.
-                let up = state.held_up.take().unwrap_or_else(|| made_up(&told, now));
-                out.push((Arc::clone(name), up));
+            (EventKind::Down, Some(_)) => {
+                // Receivers still believe an earlier outage stands. Its `up`, when one
+                // came, goes out first; without one (the monitor was restarted in the
+                // outage), the new `down` alone replaces it, as it would unheld: the
+                // service is down, so no `up` is made up.
+                if let Some(up) = state.held_up.take() {
+                    out.push((Arc::clone(name), up));
+                }
                 out.push((Arc::clone(name), last.clone()));
                 state.told_down = Some(last);
                 state.reminded = Some(now);
@@ -585,43 +697,57 @@ impl AlertPolicy {
         self.maintained(name)
             || tracked.state.flapping
             || tracked.rules.depends_on.iter().any(|dependency| {
-                self.tracked
-                    .get(dependency.as_str())
-                    .and_then(|d| d.state.last.as_ref())
-                    .is_some_and(|e| e.kind == EventKind::Down)
+                self.tracked.get(dependency.as_str()).is_some_and(|d| {
+                    !d.state.stopped
+                        && d.state
+                            .last
+                            .as_ref()
+                            .is_some_and(|e| e.kind == EventKind::Down)
+                })
             })
     }
 
     /// Whether an open window covers `name` (as of the last refresh).
     fn maintained(&self, name: &str) -> bool {
-        self.windows
-            .iter()
-            .zip(&self.open)
-            .any(|(window, open)| *open && window.covers(name))
+        self.tracked
+            .get(name)
+            .is_some_and(|tracked| tracked.windows.iter().any(|&i| self.open[i]))
     }
 
     /// Re-reads which windows are open when `now` reached the last computed boundary
-    /// (or went back in time); returns whether any opened or closed.
-    fn refresh_windows(&mut self, now: SystemTime) -> bool {
+    /// (or went back in time); when one opened or closed, the monitors are to be brought
+    /// in step (`catch_up`).
+    fn refresh_windows(&mut self, now: SystemTime) {
         if self.windows.is_empty() {
-            return false;
+            return;
         }
         let fresh = self.checked.is_some_and(|checked| checked <= now)
             && self.boundary.is_none_or(|boundary| now < boundary);
         if fresh {
-            return false;
+            return;
         }
         let open: Vec<bool> = self.windows.iter().map(|w| w.is_open(now)).collect();
-        let changed = open != self.open;
+        if open != self.open {
+            self.catch_up = true;
+        }
         self.open = open;
         self.checked = Some(now);
         self.boundary = self.windows.iter().filter_map(|w| w.next_change(now)).min();
-        changed
     }
 }
 
-/// An `up` for an outage receivers were told of whose own `up` was never seen (a
-/// monitor that came back while its first outage was held, then failed again).
+/// The indices of the windows that cover `monitor`.
+fn covering(windows: &[MaintenanceWindow], monitor: &str) -> Vec<usize> {
+    windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.covers(monitor))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// An `up` for an outage receivers were told of whose own `up` was never seen, now that
+/// the service is up (a monitor restarted in that outage, which came back later).
 fn made_up(told: &Event, now: SystemTime) -> Event {
     Event {
         kind: EventKind::Up,

@@ -171,6 +171,7 @@ mod tests {
                 "lastCheck",
                 "lastSeen",
                 "latency",
+                "maintenance",
                 "name",
                 "phases",
                 "started",

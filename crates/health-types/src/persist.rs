@@ -65,6 +65,10 @@ pub struct AlertState {
     /// When receivers were last told the service is down (its `down` or a reminder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminded: Option<SystemTime>,
+    /// The monitor stopped itself since its last `down` or `up`: its status is unknown,
+    /// so it sends no reminders and holds none of its dependents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl AlertState {

@@ -24,6 +24,8 @@ struct Inner {
     /// Each tracked monitor's last recorded state: what a record the policy makes on its
     /// own (a reminder, a released `down`) is committed with.
     states: HashMap<Arc<str>, MonitorState>,
+    /// When the timer means to wake next (`None`: it is awake, or has not slept yet).
+    planned: Option<SystemTime>,
 }
 
 /// The alert policy as a [`StateSink`]: monitors report to it, it reports to `inner` (the
@@ -57,6 +59,7 @@ impl AlertGate {
             shared: Mutex::new(Inner {
                 policy,
                 states: HashMap::new(),
+                planned: None,
             }),
             wake: Notify::new(),
         }
@@ -72,8 +75,10 @@ impl AlertGate {
     pub fn restore(&self, monitor: &str, state: &MonitorState, alert: AlertState) {
         let now = self.clock.now();
         let mut inner = self.lock();
+        // A monitor no rule concerns any more is tracked on when something of it was
+        // saved (see `AlertPolicy::restore`).
+        inner.policy.restore(monitor, state, alert, now);
         if inner.policy.tracks(monitor) {
-            inner.policy.restore(monitor, state, alert, now);
             inner.states.insert(Arc::from(monitor), state.clone());
         }
     }
@@ -93,11 +98,13 @@ impl AlertGate {
                 let mut inner = self.lock();
                 let out = inner.policy.tick(now);
                 self.commit(&mut inner, None, out);
-                inner
+                let nap = inner
                     .policy
                     .next_deadline(now)
                     .map_or(MAX_NAP, |at| at.duration_since(now).unwrap_or_default())
-                    .min(MAX_NAP)
+                    .min(MAX_NAP);
+                inner.planned = Some(now + nap);
+                nap
             };
             tokio::select! {
                 () = tokio::time::sleep(nap) => {}
@@ -162,9 +169,21 @@ impl StateSink for AlertGate {
         };
         inner.states.insert(Arc::clone(&name), state.clone());
         let out = inner.policy.on_events(now, monitor, events);
+        // The timer wakes early only when this made a deadline sooner than its own (a
+        // reminder of a `down` that went out, flapping that began; a change may do either
+        // for a dependent): one lookup per monitor concerned, not a pass over all.
+        let sooner = |at: SystemTime| inner.planned.is_none_or(|planned| at < planned);
+        let policy = &inner.policy;
+        let wake = std::iter::once(monitor)
+            .chain(out.iter().map(|(m, _)| &**m))
+            .chain(policy.dependents_of(monitor).iter().map(|m| &**m))
+            .any(|m| policy.deadline_of(m).is_some_and(sooner));
         self.commit(&mut inner, Some(&name), out);
+        if wake {
+            inner.planned = None;
+        }
         drop(inner);
-        if !events.is_empty() {
+        if wake {
             self.wake.notify_one();
         }
     }

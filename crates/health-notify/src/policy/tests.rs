@@ -133,6 +133,9 @@ fn a_restored_down_without_policy_state_counts_as_told() {
         ..MonitorState::default()
     };
     p.restore("api", &saved, AlertState::default(), t(100));
+    // The first tick brings restored monitors in step: nothing to do here.
+    assert_eq!(p.next_deadline(t(100)), Some(t(100)));
+    assert!(p.tick(t(100)).is_empty());
     assert_eq!(p.next_deadline(t(100)), Some(t(160)));
     assert_eq!(shown(&p.tick(t(160))), ["reminder api"]);
     assert_eq!(
@@ -140,4 +143,111 @@ fn a_restored_down_without_policy_state_counts_as_told() {
         ["up api"]
     );
     assert_eq!(p.next_deadline(t(170)), None);
+}
+
+#[test]
+fn a_monitor_whose_rules_were_removed_lets_out_what_it_held() {
+    // Saved while db held api's down; the config no longer has depends_on.
+    let mut p = AlertPolicy::new(
+        vec![
+            ("db".into(), AlertRules::default()),
+            ("api".into(), AlertRules::default()),
+        ],
+        vec![],
+    )
+    .unwrap();
+    assert!(!p.tracks("api"));
+    let held = AlertState {
+        last: Some(event(EventKind::Down, "api", 5, 5)),
+        ..AlertState::default()
+    };
+    let saved = MonitorState {
+        down_sent: true,
+        outage_start: Some(t(5)),
+        ..MonitorState::default()
+    };
+    p.restore("api", &saved, held, t(100));
+    assert!(p.tracks("api"));
+    assert_eq!(shown(&p.tick(t(100))), ["down api"]);
+    // From now on its events go through as they come, its up after its down.
+    assert_eq!(
+        shown(&p.on_events(t(120), "api", &[event(EventKind::Up, "api", 5, 120)])),
+        ["up api"]
+    );
+    assert_eq!(
+        shown(&p.on_events(t(130), "api", &[event(EventKind::Down, "api", 130, 130)])),
+        ["down api"]
+    );
+}
+
+#[test]
+fn maintenance_queries_do_not_swallow_a_window_closing() {
+    let window = MaintenanceWindow::once(vec!["api".into()], t(0), t(100)).unwrap();
+    let mut p =
+        AlertPolicy::new(vec![("api".into(), AlertRules::default())], vec![window]).unwrap();
+    assert!(p.tick(t(10)).is_empty());
+    assert!(
+        p.on_events(t(20), "api", &[event(EventKind::Down, "api", 20, 20)])
+            .is_empty()
+    );
+    assert!(p.in_maintenance("api", t(50)));
+    // The API asks after the window closed, before the timer wakes.
+    assert!(!p.in_maintenance("api", t(150)));
+    assert_eq!(shown(&p.tick(t(151))), ["down api"]);
+}
+
+#[test]
+fn a_stopped_dependency_no_longer_holds_its_dependents_and_stops_reminding() {
+    let mut p = AlertPolicy::new(
+        vec![
+            (
+                "db".into(),
+                rules(|r| r.remind_every = Some(Duration::from_secs(60))),
+            ),
+            ("api".into(), rules(|r| r.depends_on = vec!["db".into()])),
+        ],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        shown(&p.on_events(t(0), "db", &[event(EventKind::Down, "db", 0, 0)])),
+        ["down db"]
+    );
+    assert!(
+        p.on_events(t(5), "api", &[event(EventKind::Down, "api", 5, 5)])
+            .is_empty()
+    );
+    let stopped = Event {
+        kind: EventKind::Stopped,
+        ..event(EventKind::Down, "db", 0, 30)
+    };
+    assert_eq!(
+        shown(&p.on_events(t(30), "db", &[stopped])),
+        ["stopped db", "down api"]
+    );
+    assert_eq!(
+        p.next_deadline(t(30)),
+        None,
+        "no reminders for a stopped monitor"
+    );
+}
+
+#[test]
+fn a_clock_that_went_back_does_not_put_reminders_off() {
+    let mut p = AlertPolicy::new(
+        vec![(
+            "api".into(),
+            rules(|r| r.remind_every = Some(Duration::from_secs(60))),
+        )],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        shown(&p.on_events(t(1000), "api", &[event(EventKind::Down, "api", 1000, 1000)])),
+        ["down api"]
+    );
+    // The clock steps back 900 s: the next reminder is 60 s from the new now, not 960.
+    assert!(p.tick(t(100)).is_empty());
+    assert_eq!(p.next_deadline(t(100)), Some(t(160)));
+    assert_eq!(shown(&p.tick(t(160))), ["reminder api"]);
 }
