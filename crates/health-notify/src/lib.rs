@@ -117,6 +117,7 @@
 //! provider = "alertmanager"
 //! url = "http://alertmanager:9093"
 //! token = "s3cret"                 # optional: Authorization: Bearer s3cret
+//! # or, for Alertmanager's own basic auth: username = "healthd", password = "..."
 //! labels = { team = "ops", env = "prod" }  # optional extra labels
 //! ```
 //!

@@ -13,6 +13,15 @@
 //! alert to every Alertmanager node of a cluster therefore make one alert, and the
 //! cluster sends one notification for it (see healthd's `tests/alertmanager.rs`).
 //!
+//! # Custom messages
+//!
+//! Custom messages have no outage to name them, so they also carry a `title` label: the
+//! title itself when it is at most 128 characters (readable in Alertmanager's UI and
+//! usable in routes and silences), else its first 111 characters, `…` and 16 hex digits
+//! of a 64-bit FNV-1a hash of the whole title. Without it every custom message would have
+//! the label set `{alertname="Custom", severity="info"}` and Alertmanager would fold
+//! distinct ones into one alert; with it the same title sent twice is still one alert.
+//!
 //! # When an alert ends
 //!
 //! Alertmanager resolves an alert at its `endsAt`, or, when a sender gives none,
@@ -27,13 +36,25 @@
 //! - `up` carries `endsAt` = its time (not before the outage start): it resolves the
 //!   alert at once.
 //! - `stopped`, `cert_expiry`, `flapping` and custom messages are one-shot warnings with
-//!   no end of their own: they carry no `endsAt`, and Alertmanager's `resolve_timeout`
-//!   ends them.
+//!   no end of their own: they carry no `endsAt`, so Alertmanager resolves them
+//!   `resolve_timeout` (default 5 minutes) after they arrive, and receivers with
+//!   `send_resolved: true` get a RESOLVED notification for them then. That is deliberate:
+//!   an `endsAt` at the message time would make the alert arrive resolved, which
+//!   Alertmanager never notifies as firing, and any later `endsAt` would only pick
+//!   another arbitrary moment for the same RESOLVED. Routes that should not see it set
+//!   `send_resolved: false` for these `alertname`s.
+//!
+//! # Authentication
+//!
+//! Alertmanager's own authentication is HTTP basic auth (`basic_auth_users` in its web
+//! config): set `username` and `password`. A proxy in front of it may want a bearer
+//! `token` instead; the two are exclusive. Credentials in the URL (`http://user:pw@host`)
+//! are refused when the config is loaded, so they never end up in logs or errors.
 //!
 //! `startsAt` is the outage start for `down`, `up` and `reminder` (the message time when
 //! the event has none), else the message time.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -42,7 +63,7 @@ use url::Url;
 use crate::{
     Format, HttpRequest, Message, MessageEvent, NotifyError, Secret,
     message::rfc3339,
-    providers::{HttpProvider, base_url, bearer, join, post_json},
+    providers::{HttpProvider, base_url, basic_auth, bearer, join, post_json},
 };
 
 /// How long after a `down` or `reminder` its alert would end if no `up` came: long enough
@@ -50,22 +71,36 @@ use crate::{
 const FIRING_FOR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The labels the provider sets itself; `labels` must not set them.
-const BUILT_IN_LABELS: [&str; 4] = ["alertname", "service", "instance", "severity"];
+const BUILT_IN_LABELS: [&str; 5] = ["alertname", "service", "instance", "severity", "title"];
 
-/// `alertmanager` keys: `url` (the Alertmanager), `token` (optional), `labels` (optional
-/// extra static labels).
+/// The longest `title` label of a custom message, in characters (see the module docs).
+const TITLE_LABEL_LIMIT: usize = 128;
+/// How many hex digits of the title's hash end a cut `title` label.
+const TITLE_HASH_DIGITS: usize = 16;
+
+/// `alertmanager` keys: `url` (the Alertmanager), `username` and `password` or `token`
+/// (optional), `labels` (optional extra static labels).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// The Alertmanager base URL, e.g. `http://alertmanager:9093`; a path prefix (a
-    /// `--web.route-prefix`) is kept.
+    /// `--web.route-prefix`) is kept. It must not carry credentials (`user:pw@`): use
+    /// `username` and `password`.
     pub url: String,
-    /// Sent as `Authorization: Bearer <token>` (for an Alertmanager behind a proxy).
+    /// With `password`: sent as `Authorization: Basic ...`, Alertmanager's own
+    /// authentication (`basic_auth_users` in its web config). Not with `token`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password of `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Sent as `Authorization: Bearer <token>` (for an Alertmanager behind a proxy). Not
+    /// with `username` and `password`.
     #[serde(default)]
     pub token: Option<Secret>,
     /// Extra static labels on every alert (e.g. `team = "ops"`): names match
     /// `[a-zA-Z_][a-zA-Z0-9_]*`, values are not empty, and none may be `alertname`,
-    /// `service`, `instance` or `severity`, which the provider sets.
+    /// `service`, `instance`, `severity` or `title`, which the provider sets.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -96,14 +131,15 @@ struct Annotations<'a> {
 /// `CertificateExpiresSoon`, `MonitorFlapping` or `Custom`), `service` (the monitor,
 /// when there is one), `instance` (the URL, when there is one), `severity` (`critical`
 /// for down, reminder and up, `warning` for stopped, cert_expiry and flapping, `info` for
-/// custom) and the configured `labels`. Annotations: `summary` (the title) and
+/// custom), for custom messages `title` (the title, cut as the module docs say) and the
+/// configured `labels`. Annotations: `summary` (the title) and
 /// `description` (the fields as plain text). `startsAt`, `endsAt` as the module docs
 /// say; `generatorURL` is the URL when it is an absolute `http` or `https` one.
 pub(crate) struct AlertmanagerProvider {
     /// `<url>/api/v2/alerts`.
     endpoint: Url,
-    /// `Authorization: Bearer <token>`, built once from the checked token.
-    bearer: Option<(HeaderName, HeaderValue)>,
+    /// `Authorization: Basic ...` or `Bearer <token>`, built once from the checked keys.
+    auth: Option<(HeaderName, HeaderValue)>,
     /// The configured extra labels, checked.
     labels: BTreeMap<String, String>,
 }
@@ -113,12 +149,19 @@ impl HttpProvider for AlertmanagerProvider {
 
     fn try_new(config: &AlertmanagerConfig, _format: Format) -> Result<Self, NotifyError> {
         let base = base_url("url", &config.url)?;
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(NotifyError::config(
+                "url",
+                "must not carry credentials (`user:password@`); set `username` and \
+                 `password` instead",
+            ));
+        }
         for (name, value) in &config.labels {
             check_label(name, value)?;
         }
         Ok(AlertmanagerProvider {
             endpoint: join(&base, "/api/v2/alerts")?,
-            bearer: bearer(config.token.as_ref())?,
+            auth: auth(config)?,
             labels: config.labels.clone(),
         })
     }
@@ -147,6 +190,10 @@ impl HttpProvider for AlertmanagerProvider {
         if !message.url.is_empty() {
             labels.insert("instance", &message.url);
         }
+        let title = (message.event == MessageEvent::Custom).then(|| title_label(&message.title));
+        if let Some(title) = title.as_deref().filter(|title| !title.is_empty()) {
+            labels.insert("title", title);
+        }
         let outage = matches!(
             message.event,
             MessageEvent::Down | MessageEvent::Reminder | MessageEvent::Up
@@ -173,7 +220,7 @@ impl HttpProvider for AlertmanagerProvider {
             ends_at: ends.map(rfc3339),
             generator_url: generator_url(&message.url),
         };
-        post_json(&self.endpoint, &[alert]).with_headers(self.bearer.clone())
+        post_json(&self.endpoint, &[alert]).with_headers(self.auth.clone())
     }
 
     fn url(&self) -> &Url {
@@ -187,6 +234,47 @@ fn generator_url(url: &str) -> Option<&str> {
     let parsed = Url::parse(url).ok()?;
     let web = matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some();
     web.then_some(url)
+}
+
+/// The `Authorization` header the keys ask for: basic auth from `username` and
+/// `password`, a bearer `token`, or none.
+fn auth(config: &AlertmanagerConfig) -> Result<Option<(HeaderName, HeaderValue)>, NotifyError> {
+    match (&config.username, &config.password, &config.token) {
+        (None, None, token) => bearer(token.as_ref()),
+        (Some(_) | None, Some(_) | None, Some(_)) => Err(NotifyError::config(
+            "token",
+            "set either `token` (bearer) or `username` and `password` (basic auth), not both",
+        )),
+        (Some(username), Some(password), None) => basic_auth(username, password).map(Some),
+        (Some(_), None, None) => Err(NotifyError::config(
+            "password",
+            "is required with `username`",
+        )),
+        (None, Some(_), None) => Err(NotifyError::config(
+            "username",
+            "is required with `password`",
+        )),
+    }
+}
+
+/// The `title` label of a custom message: the title when it has at most
+/// [`TITLE_LABEL_LIMIT`] characters, else its start, `…` and a hash of the whole title,
+/// so distinct long titles stay distinct labels.
+fn title_label(title: &str) -> Cow<'_, str> {
+    if title.chars().count() <= TITLE_LABEL_LIMIT {
+        return Cow::Borrowed(title);
+    }
+    // FNV-1a, 64 bits: stable across runs and builds, unlike the standard hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in title.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let start: String = title
+        .chars()
+        .take(TITLE_LABEL_LIMIT - 1 - TITLE_HASH_DIGITS)
+        .collect();
+    Cow::Owned(format!("{start}…{hash:016x}"))
 }
 
 /// Checks one configured label: a Prometheus label name that is not one the provider
@@ -235,6 +323,8 @@ mod tests {
     fn config(labels: &[(&str, &str)]) -> AlertmanagerConfig {
         AlertmanagerConfig {
             url: "http://127.0.0.1:9093/am".into(),
+            username: None,
+            password: None,
             token: None,
             labels: labels
                 .iter()
@@ -351,11 +441,104 @@ mod tests {
         assert_eq!(
             custom,
             serde_json::json!([{
-                "labels": {"alertname": "Custom", "severity": "info"},
+                "labels": {"alertname": "Custom", "severity": "info", "title": "hello"},
                 "annotations": {"summary": "hello"},
                 "startsAt": "1970-01-01T00:00:00Z",
             }])
         );
+    }
+
+    #[test]
+    fn custom_messages_are_told_apart_by_their_title() {
+        let provider = AlertmanagerProvider::try_new(&config(&[]), Format::Plain).unwrap();
+        let labels =
+            |title: &str| body(&provider, &Message::custom(title, at(0)))[0]["labels"].clone();
+        assert_ne!(labels("Deploy started"), labels("Backup failed"));
+        assert_eq!(labels("Deploy started"), labels("Deploy started"));
+        assert_eq!(labels("Deploy started")["title"], "Deploy started");
+        // Long titles are cut to the limit, and a hash keeps ones that differ only past
+        // the cut apart.
+        let long = |end: &str| format!("{}{end}", "x".repeat(200));
+        let (a, b) = (labels(&long("a")), labels(&long("b")));
+        assert_ne!(a, b);
+        let title = a["title"].as_str().unwrap();
+        assert_eq!(title.chars().count(), TITLE_LABEL_LIMIT);
+        assert!(title.starts_with(&"x".repeat(111)), "{title}");
+        assert_eq!(title, title_label(&long("a")));
+        // A monitor's messages never carry it: one outage keeps one label set.
+        let down = body(
+            &provider,
+            &message(EventKind::Down, "http://api.test/", None),
+        );
+        assert!(down[0]["labels"].get("title").is_none(), "{down}");
+    }
+
+    #[test]
+    fn basic_auth_or_a_token_and_no_credentials_in_the_url() {
+        let with = |username: Option<&str>, password: Option<&str>, token: Option<&str>| {
+            AlertmanagerProvider::try_new(
+                &AlertmanagerConfig {
+                    username: username.map(Into::into),
+                    password: password.map(Into::into),
+                    token: token.map(Into::into),
+                    ..config(&[])
+                },
+                Format::Plain,
+            )
+            .map(|provider| provider.request(&Message::custom("t", at(0))))
+            .map_err(|err| err.to_string())
+        };
+        let basic = with(Some("healthd"), Some("s3cret"), None).unwrap();
+        // base64("healthd:s3cret")
+        assert_eq!(basic.headers["authorization"], "Basic aGVhbHRoZDpzM2NyZXQ=");
+        assert!(basic.headers["authorization"].is_sensitive());
+        let bearer = with(None, None, Some("tk")).unwrap();
+        assert_eq!(bearer.headers["authorization"], "Bearer tk");
+        assert!(
+            with(None, None, None)
+                .unwrap()
+                .headers
+                .get("authorization")
+                .is_none()
+        );
+
+        let err = with(Some("u"), Some("p"), Some("tk")).unwrap_err();
+        assert!(
+            err.starts_with("invalid `token`") && err.contains("not both"),
+            "{err}"
+        );
+        let err = with(None, Some("p"), Some("tk")).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        let err = with(Some("u"), None, None).unwrap_err();
+        assert_eq!(err, "invalid `password`: is required with `username`");
+        let err = with(None, Some("p"), None).unwrap_err();
+        assert_eq!(err, "invalid `username`: is required with `password`");
+        let err = with(Some("a:b"), Some("p"), None).unwrap_err();
+        assert!(err.starts_with("invalid `username`"), "{err}");
+        let err = with(Some("u"), Some(""), None).unwrap_err();
+        assert!(err.starts_with("invalid `password`"), "{err}");
+
+        for url in [
+            "http://admin:s3cret@127.0.0.1:9093",
+            "http://admin@127.0.0.1:9093",
+        ] {
+            let err = AlertmanagerProvider::try_new(
+                &AlertmanagerConfig {
+                    url: url.into(),
+                    ..config(&[])
+                },
+                Format::Plain,
+            )
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("invalid `url`: must not carry credentials"),
+                "{err}"
+            );
+            assert!(err.contains("`username` and `password`"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("admin"), "{err}");
+        }
     }
 
     #[test]

@@ -89,7 +89,10 @@ enum Target {
 /// `type` is `failure` for down and reminders, `success` for up, `warning` for stopped,
 /// certificate expiry and flapping, and for custom messages follows the level (`info`,
 /// `warning`, `failure`). The body is the fields rendered in the notifier's format, with
-/// `format` `markdown` or `text` to match, so Apprise converts it for each service; the
+/// `format` `markdown` or `text` to match. Apprise turns markdown into HTML for services
+/// that take HTML but passes it on unchanged to text-only ones (SMS, Pushover, ...), so
+/// markdown is the light rendering (`**Name:** value` lines with hard breaks, values
+/// escaped only where a character would change the rendering), which reads well raw; the
 /// title is sent as written (Apprise passes it on as text to services with a title of
 /// their own).
 ///
@@ -160,8 +163,14 @@ impl HttpProvider for AppriseProvider {
             Target::Stateless { urls } => (Some(urls.as_str()), None),
             Target::Stateful { tag } => (None, Some(tag.as_str())),
         };
-        // The API refuses an empty body.
-        let body = or_title(message.render_fields(self.format), message);
+        // Apprise converts markdown to HTML for services that take HTML but sends it as
+        // written to text-only ones, so markdown is the light rendering, which reads well
+        // raw too. The API refuses an empty body.
+        let text = match self.format {
+            Format::Markdown => message.render_fields_light(),
+            Format::Plain => message.render_fields(Format::Plain),
+        };
+        let body = or_title(text, message);
         let body = Body {
             urls,
             tag,
@@ -358,6 +367,22 @@ mod tests {
             ..custom
         };
         assert_eq!(kind(&reminder), "failure");
+    }
+
+    #[test]
+    fn markdown_is_the_light_rendering_that_reads_well_raw() {
+        let provider =
+            AppriseProvider::try_new(&config(None, Some("t"), None), Format::Markdown).unwrap();
+        let message = Message::custom("t", UNIX_EPOCH)
+            .with_field("Service", "my_api")
+            .with_field("Detail", "HTTP 503 <html> a-b (x) *bold*");
+        let body: serde_json::Value =
+            serde_json::from_slice(&provider.request(&message).body).unwrap();
+        assert_eq!(body["format"], "markdown");
+        assert_eq!(
+            body["body"],
+            "**Service:** my_api  \n**Detail:** HTTP 503 \\<html> a-b (x) \\*bold\\*"
+        );
     }
 
     #[test]

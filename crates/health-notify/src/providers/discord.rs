@@ -1,6 +1,6 @@
 //! The `discord` provider: one embed per message, posted to a Discord webhook URL.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use health_types::TRUNCATION_MARKER;
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::{
     Format, HttpRequest, Message, NotifyError,
-    providers::{HttpProvider, http_url, post_json},
+    providers::{HttpProvider, http_url, post_json, shown},
 };
 
 /// Discord's limit on an embed title, in characters.
@@ -21,11 +21,20 @@ const FIELD_VALUE_LIMIT: usize = 1024;
 const FIELD_COUNT_LIMIT: usize = 25;
 
 /// `discord` keys: `url` (the webhook URL).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
     /// The webhook URL (`https://discord.com/api/webhooks/<id>/<token>`).
     pub url: String,
+}
+
+/// Shows only the URL's origin: the rest of it is the webhook's credential.
+impl fmt::Debug for DiscordConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("url", &format_args!("{}", shown(&self.url)))
+            .finish()
+    }
 }
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@
 //! exactly as written; a card also lays the fields out as labelled rows. The card's
 //! `fallbackText` (the title) is what notifications show where a card cannot be.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use health_types::truncate;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::{
     Format, HttpRequest, Message, NotifyError,
-    providers::{HttpProvider, escape_html, http_url, post_json, to_json},
+    providers::{HttpProvider, escape_html, http_url, post_json, shown, to_json},
 };
 
 /// The title (card header and fallback text) is cut to this many characters.
@@ -29,13 +29,22 @@ const VALUE_LIMIT: usize = 1024;
 const ROWS_BUDGET: usize = 24 * 1024;
 
 /// `googlechat` keys: `url` (the incoming-webhook URL).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoogleChatConfig {
     /// The space's incoming-webhook URL, query included:
     /// `https://chat.googleapis.com/v1/spaces/<space>/messages?key=<key>&token=<token>`
     /// (other query parameters, such as `threadKey`, are kept too).
     pub url: String,
+}
+
+/// Shows only the URL's origin: the rest of it is the webhook's credential.
+impl fmt::Debug for GoogleChatConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoogleChatConfig")
+            .field("url", &format_args!("{}", shown(&self.url)))
+            .finish()
+    }
 }
 
 #[derive(Serialize)]
@@ -87,8 +96,8 @@ enum Widget<'a> {
 /// to the incoming-webhook URL.
 ///
 /// The header is the title; each field is a `decoratedText` row, the name as its
-/// `topLabel` and the HTML-escaped value (`-` when empty, which Chat would refuse) as
-/// its wrapped `text`. A message without fields gets one `textParagraph` with the title,
+/// `topLabel` and the HTML-escaped value with newlines as `<br>` (`-` when empty, which
+/// Chat would refuse) as its wrapped `text`. A message without fields gets one `textParagraph` with the title,
 /// as a section needs a widget. The header, labels and fallback text are plain text, so
 /// they are sent as written. The title and names are cut to 256 characters and values to
 /// 1024 (with a `…` marker); rows that would take the message past Chat's 32,000-byte
@@ -121,7 +130,7 @@ impl HttpProvider for GoogleChatProvider {
         let mut widgets = rows(message);
         if widgets.is_empty() {
             widgets.push(Widget::Paragraph {
-                text: escape_html(&title),
+                text: card_text(&title),
             });
         }
         let body = Body {
@@ -151,7 +160,7 @@ fn rows(message: &Message) -> Vec<Widget<'_>> {
         let text = if field.value.trim().is_empty() {
             "-".to_owned()
         } else {
-            escape_html(&truncate(&field.value, VALUE_LIMIT))
+            card_text(&truncate(&field.value, VALUE_LIMIT))
         };
         let row = Widget::Row {
             top_label,
@@ -167,6 +176,12 @@ fn rows(message: &Message) -> Vec<Widget<'_>> {
         rows.push(row);
     }
     rows
+}
+
+/// Text for a card's formatted text: HTML-escaped, so it shows as written, with each
+/// newline as `<br>`, the card markup's line break.
+fn card_text(text: &str) -> String {
+    escape_html(text).replace('\n', "<br>")
 }
 
 #[cfg(test)]
@@ -202,6 +217,22 @@ mod tests {
             "&lt;users/all&gt; &amp; &lt;b&gt;x&lt;/b&gt;"
         );
         assert_eq!(rows[1]["decoratedText"]["text"], "-");
+    }
+
+    #[test]
+    fn newlines_become_card_line_breaks() {
+        let message = Message::custom("t", UNIX_EPOCH).with_field("Detail", "one\r\n<two>\nthree");
+        let card = body(&message);
+        let rows = &card["cardsV2"][0]["card"]["sections"][0]["widgets"];
+        assert_eq!(
+            rows[0]["decoratedText"]["text"],
+            "one<br>&lt;two&gt;<br>three"
+        );
+        let lines = body(&Message::custom("a\nb", UNIX_EPOCH));
+        assert_eq!(
+            lines["cardsV2"][0]["card"]["sections"][0]["widgets"][0]["textParagraph"]["text"],
+            "a<br>b"
+        );
     }
 
     #[test]

@@ -50,12 +50,25 @@ struct Body<'a> {
     format: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     formatted_body: Option<String>,
+    /// Always empty: the message mentions no one (see [`NoMentions`]).
+    #[serde(rename = "m.mentions")]
+    mentions: NoMentions,
 }
+
+/// An empty `m.mentions` (`{}`): the event mentions no user and not the room. Clients
+/// and servers that still use the legacy push rules notify whoever's display name, or
+/// everyone for `@room`, appears in `body` unless the content has `m.mentions`; with it
+/// only the intentional mentions it lists notify, so a detail that reads `@room` pings
+/// no one.
+#[derive(Serialize)]
+struct NoMentions {}
 
 /// Matrix: `PUT <url>/_matrix/client/v3/rooms/<room>/send/m.room.message/<txnId>` with
 /// `Authorization: Bearer <token>` and an `m.text` message.
 ///
-/// `body` is the plain rendering (title, blank line, `Name: value` lines). With the
+/// `body` is the plain rendering (title, blank line, `Name: value` lines), and
+/// `m.mentions` is always `{}` so nothing in the text (`@room`, a display name) pings
+/// anyone. With the
 /// markdown format the message also carries `"format":"org.matrix.custom.html"` and a
 /// `formatted_body`: the title in bold and each field as `<b>Name:</b> value`, every
 /// piece HTML-escaped, lines joined with `<br>`. Values are cut to 4096 characters and
@@ -136,6 +149,7 @@ impl MatrixProvider {
                     body: plain.into(),
                     format: html.is_some().then_some("org.matrix.custom.html"),
                     formatted_body: html,
+                    mentions: NoMentions {},
                 };
             }
             count -= 1;
@@ -334,6 +348,16 @@ mod tests {
         let plain = json(&provider(Format::Plain).request(&message));
         assert!(plain.get("format").is_none(), "{plain}");
         assert!(plain.get("formatted_body").is_none(), "{plain}");
+    }
+
+    #[test]
+    fn room_mentions_in_the_text_ping_no_one() {
+        let message = Message::custom("@room", UNIX_EPOCH).with_field("Detail", "@room hi @alice");
+        for format in [Format::Markdown, Format::Plain] {
+            let body = json(&provider(format).request(&message));
+            assert!(body["body"].as_str().unwrap().contains("@room"), "{body}");
+            assert_eq!(body["m.mentions"], serde_json::json!({}), "{body}");
+        }
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! glance. The attachment's `fallback` (the title) is what notifications and clients
 //! without formatting show, so a `text` would only repeat the title above the card.
 //!
-//! Mattermost renders markdown in field values (and has no plain mode), so values are
-//! markdown-escaped and show as written whatever the notifier's `format`; the format
-//! does not apply.
+//! Mattermost renders markdown in the attachment's title and in field titles and values
+//! (and has no plain mode), so all three are markdown-escaped and show as written
+//! whatever the notifier's `format`; the format does not apply. The `fallback` is shown
+//! as plain text (in notifications) and is sent as written.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use health_types::truncate;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use url::Url;
 use crate::{
     Format, HttpRequest, Message, NotifyError,
     message::escape_markdown,
-    providers::{HttpProvider, http_url, post_json},
+    providers::{HttpProvider, http_url, post_json, shown},
 };
 
 /// Mattermost's limit on a post's message, in characters; no text of one attachment is
@@ -29,7 +30,7 @@ const TEXT_LIMIT: usize = 16_383;
 
 /// `mattermost` keys: `url` (the incoming-webhook URL) and the optional overrides
 /// `username`, `icon_url` and `channel`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MattermostConfig {
     /// The incoming-webhook URL (`https://mattermost.example.com/hooks/<key>`).
@@ -48,6 +49,18 @@ pub struct MattermostConfig {
     pub channel: Option<String>,
 }
 
+/// Shows only the URL's origin: the rest of it is the webhook's credential.
+impl fmt::Debug for MattermostConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MattermostConfig")
+            .field("url", &format_args!("{}", shown(&self.url)))
+            .field("username", &self.username)
+            .field("icon_url", &self.icon_url)
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,23 +76,24 @@ struct Body<'a> {
 struct Attachment<'a> {
     fallback: Cow<'a, str>,
     color: String,
-    title: Cow<'a, str>,
-    fields: Vec<AttachmentField<'a>>,
+    title: String,
+    fields: Vec<AttachmentField>,
 }
 
 #[derive(Serialize)]
-struct AttachmentField<'a> {
+struct AttachmentField {
     short: bool,
-    title: Cow<'a, str>,
+    title: String,
     value: String,
 }
 
 /// Mattermost: an incoming webhook, `{"attachments":[{"fallback","color","title","fields"}]}`
 /// and the `channel`, `username` and `icon_url` overrides when set.
 ///
-/// `fallback` and `title` are the title, `color` the message's `#rrggbb`, and each field
-/// `{"short":false,"title":<name>,"value":<value, markdown-escaped>}`. Text is cut to
-/// 16383 characters, Mattermost's limit on a post.
+/// `fallback` is the title as written and `title` the title markdown-escaped, `color` the
+/// message's `#rrggbb`, and each field
+/// `{"short":false,"title":<name, markdown-escaped>,"value":<value, markdown-escaped>}`.
+/// Text is cut to 16383 characters, Mattermost's limit on a post.
 pub(crate) struct MattermostProvider {
     /// The incoming-webhook URL; its path holds the webhook's key.
     url: Url,
@@ -123,15 +137,14 @@ impl HttpProvider for MattermostProvider {
             .iter()
             .map(|field| AttachmentField {
                 short: false,
-                title: truncate(&field.name, TEXT_LIMIT),
+                title: escape_text(&field.name),
                 value: escape_value(&field.value),
             })
             .collect();
-        let title = truncate(&message.title, TEXT_LIMIT);
         let attachment = Attachment {
-            fallback: title.clone(),
+            fallback: truncate(&message.title, TEXT_LIMIT),
             color: message.color.hex(),
-            title,
+            title: escape_text(&message.title),
             fields,
         };
         let body = Body {
@@ -148,14 +161,19 @@ impl HttpProvider for MattermostProvider {
     }
 }
 
-/// A field value markdown-escaped, inside [`TEXT_LIMIT`]: it is cut to half the limit
-/// first (escaping at most doubles it, and no escape is split); an empty value becomes
-/// `-`, as an empty cell reads like a missing field.
+/// A field value as [`escape_text`] makes it; an empty value becomes `-`, as an empty
+/// cell reads like a missing field.
 fn escape_value(value: &str) -> String {
     if value.trim().is_empty() {
         return "-".to_owned();
     }
-    escape_markdown(&truncate(value, TEXT_LIMIT / 2)).into_owned()
+    escape_text(value)
+}
+
+/// Text markdown-escaped, inside [`TEXT_LIMIT`]: it is cut to half the limit first
+/// (escaping at most doubles it, and no escape is split).
+fn escape_text(text: &str) -> String {
+    escape_markdown(&truncate(text, TEXT_LIMIT / 2)).into_owned()
 }
 
 #[cfg(test)]
@@ -186,17 +204,19 @@ mod tests {
         let message = Message::custom("Deploy *done*", UNIX_EPOCH)
             .with_color(Color::GREEN)
             .with_field("Detail", "a*b_c [x](y) `z`")
-            .with_field("Empty", "");
+            .with_field("Empty", "")
+            .with_field("my_field *x*", "v");
         let plain = body(&config(), &message);
         assert_eq!(
             plain,
             serde_json::json!({"attachments": [{
                 "fallback": "Deploy *done*",
                 "color": "#00ff00",
-                "title": "Deploy *done*",
+                "title": "Deploy \\*done\\*",
                 "fields": [
                     {"short": false, "title": "Detail", "value": "a\\*b\\_c \\[x\\](y) \\`z\\`"},
                     {"short": false, "title": "Empty", "value": "-"},
+                    {"short": false, "title": "my\\_field \\*x\\*", "value": "v"},
                 ],
             }]})
         );
@@ -213,13 +233,20 @@ mod tests {
     }
 
     #[test]
-    fn long_values_stay_inside_the_post_limit() {
-        let message = Message::custom("t", UNIX_EPOCH).with_field("Detail", "*".repeat(40_000));
+    fn long_text_stays_inside_the_post_limit() {
+        let stars = "*".repeat(40_000);
+        let message = Message::custom(&stars, UNIX_EPOCH).with_field(&stars, &stars);
         let body = body(&config(), &message);
-        let value = body["attachments"][0]["fields"][0]["value"]
-            .as_str()
-            .unwrap();
-        assert!(value.chars().count() <= TEXT_LIMIT, "{}", value.len());
+        let attachment = &body["attachments"][0];
+        for text in [
+            &attachment["fallback"],
+            &attachment["title"],
+            &attachment["fields"][0]["title"],
+            &attachment["fields"][0]["value"],
+        ] {
+            let text = text.as_str().unwrap();
+            assert!(text.chars().count() <= TEXT_LIMIT, "{}", text.len());
+        }
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub(crate) fn base_url(key: &str, value: &str) -> Result<Url, NotifyError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(NotifyError::config(
             key,
-            format!("{value:?} must not have a query or fragment"),
+            format!("{} must not have a query or fragment", shown(value)),
         ));
     }
     Ok(url)
@@ -156,26 +156,89 @@ pub(crate) fn base_url(key: &str, value: &str) -> Result<Url, NotifyError> {
 
 /// Parses a complete endpoint URL from a config key: absolute, `http` or `https`, with a
 /// host.
+///
+/// Errors never repeat the value: webhook URLs carry their credential in the path or the
+/// query (Slack, Discord, Mattermost, Teams' `sig`, Google Chat's `key` and `token`), so
+/// an error shows only what [`shown`] keeps.
 pub(crate) fn http_url(key: &str, value: &str) -> Result<Url, NotifyError> {
     required(key, value)?;
-    let url =
-        Url::parse(value).map_err(|err| NotifyError::config(key, format!("{value:?}: {err}")))?;
+    let url = Url::parse(value)
+        .map_err(|err| NotifyError::config(key, format!("{}: {err}", shown(value))))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(NotifyError::config(
             key,
-            format!("{value:?} must be an http or https URL"),
+            format!("{} must be an http or https URL", shown(value)),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(NotifyError::config(key, format!("{value:?} has no host")));
+        return Err(NotifyError::config(
+            key,
+            format!("{} has no host", shown(value)),
+        ));
     }
     Ok(url)
+}
+
+/// How errors and `Debug` show a URL from a config key, which may carry a credential in
+/// its user info, path or query: only its origin when it parses with a host
+/// (`"https://hooks.slack.com/…"`), its scheme when it parses without one
+/// (`"mailto:…"`), and otherwise the host name it starts with (`"hooks.slack.com…"`) or
+/// nothing (`"…"`). A `…` marks what was left out.
+pub(crate) fn shown(value: &str) -> String {
+    let value = value.trim();
+    match Url::parse(value) {
+        Ok(url) => match url.host_str().filter(|host| !host.is_empty()) {
+            Some(host) => {
+                let port = url
+                    .port()
+                    .map(|port| format!(":{port}"))
+                    .unwrap_or_default();
+                let origin = format!("{}://{host}{port}", url.scheme());
+                let bare = matches!(url.path(), "" | "/")
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.username().is_empty()
+                    && url.password().is_none();
+                if bare {
+                    format!("{origin:?}")
+                } else {
+                    format!("{:?}", format!("{origin}/…"))
+                }
+            }
+            None => format!("{:?}", format!("{}:…", url.scheme())),
+        },
+        Err(_) => {
+            // Only a host name is shown: anything else could be the credential itself
+            // (a token pasted into `url`).
+            let head = value
+                .split(['/', '?', '#', '@', ':'])
+                .next()
+                .unwrap_or_default();
+            let host = head.contains('.')
+                && head
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+            if !host {
+                "\"…\"".to_owned()
+            } else if head.len() == value.len() {
+                format!("{head:?}")
+            } else {
+                format!("{:?}", format!("{head}…"))
+            }
+        }
+    }
 }
 
 /// `base` with `path` (which starts with `/`) appended to its path.
 pub(crate) fn join(base: &Url, path: &str) -> Result<Url, NotifyError> {
     let joined = format!("{}{path}", base.as_str().trim_end_matches('/'));
-    Url::parse(&joined).map_err(|err| NotifyError::config("url", format!("{joined:?}: {err}")))
+    // The base may carry a credential in its path: the error shows only its origin.
+    Url::parse(&joined).map_err(|err| {
+        NotifyError::config(
+            "url",
+            format!("{} with {path:?}: {err}", shown(base.as_str())),
+        )
+    })
 }
 
 /// Fails with "is required" when a required text key is empty.
@@ -231,6 +294,36 @@ pub(crate) fn bearer(
     token
         .map(|token| Ok((AUTHORIZATION, token_header("Bearer ", token)?)))
         .transpose()
+}
+
+/// `Authorization: Basic <base64(username:password)>` (RFC 7617), marked sensitive so it
+/// never shows in `Debug`; fails when the user name is empty or holds a `:` or a control
+/// character, or the password is empty or holds a control character.
+pub(crate) fn basic_auth(
+    username: &str,
+    password: &Secret,
+) -> Result<(HeaderName, HeaderValue), NotifyError> {
+    required("username", username)?;
+    if username.contains(':') || username.chars().any(char::is_control) {
+        return Err(NotifyError::config(
+            "username",
+            "must not contain `:` or control characters",
+        ));
+    }
+    if password.is_empty() {
+        return Err(NotifyError::config("password", "must not be empty"));
+    }
+    if password.expose().chars().any(char::is_control) {
+        return Err(NotifyError::config(
+            "password",
+            "must not contain control characters",
+        ));
+    }
+    let credentials = format!("{username}:{}", password.expose());
+    let mut value = HeaderValue::try_from(format!("Basic {}", base64(credentials.as_bytes())))
+        .expect("base64 text is a valid header value");
+    value.set_sensitive(true);
+    Ok((AUTHORIZATION, value))
 }
 
 /// A POST of `body` as `application/json`.
@@ -335,6 +428,119 @@ mod tests {
         assert_eq!(text_header("Service down: api"), "Service down: api");
         assert_eq!(text_header("a\nb"), "a b");
         assert_eq!(text_header("café"), "=?UTF-8?B?Y2Fmw6k=?=");
+    }
+
+    #[test]
+    fn url_errors_and_config_debug_never_show_the_credential() {
+        use self::{
+            discord::{DiscordConfig, DiscordProvider},
+            googlechat::{GoogleChatConfig, GoogleChatProvider},
+            mattermost::{MattermostConfig, MattermostProvider},
+            slack::{SlackConfig, SlackProvider},
+            teams::{TeamsConfig, TeamsProvider},
+        };
+
+        fn error<P: HttpProvider>(config: &P::Config) -> String {
+            P::try_new(config, Format::Markdown)
+                .map(drop)
+                .expect_err("a bad URL")
+                .to_string()
+        }
+        let mattermost = |url: &str| MattermostConfig {
+            url: url.into(),
+            username: None,
+            icon_url: None,
+            channel: None,
+        };
+        // Each value is wrong in a different way, and each carries `SECRET` where the
+        // provider's credential goes.
+        let bad = [
+            "teams.test/workflows/1/invoke?api-version=1&sig=SECRET",
+            "ftp://prod.logic.azure.com/workflows/1/invoke?sig=SECRET",
+            "chat.googleapis.com/v1/spaces/A/messages?key=SECRET&token=SECRET",
+            "htps://discord.com/api/webhooks/1/SECRET",
+            "hooks.slack.com/services/T0/B0/SECRET",
+            "http://:443/hooks/SECRET",
+            "mailto:SECRET@example.test",
+            "https://user:SECRET@[::1/x",
+            "SECRET",
+        ];
+        let mut errors = Vec::new();
+        for url in bad {
+            errors.push(error::<TeamsProvider>(&TeamsConfig { url: url.into() }));
+            errors.push(error::<GoogleChatProvider>(&GoogleChatConfig {
+                url: url.into(),
+            }));
+            errors.push(error::<SlackProvider>(&SlackConfig { url: url.into() }));
+            errors.push(error::<DiscordProvider>(&DiscordConfig { url: url.into() }));
+            errors.push(error::<MattermostProvider>(&mattermost(url)));
+        }
+        errors.push(
+            base_url("url", "http://apprise.test/?token=SECRET")
+                .unwrap_err()
+                .to_string(),
+        );
+        errors.push(
+            base_url("url", "http://ntfy.test/#SECRET")
+                .unwrap_err()
+                .to_string(),
+        );
+        for err in &errors {
+            assert!(err.starts_with("invalid `url`: "), "{err}");
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        // Still specific: what is wrong, and which URL.
+        assert_eq!(
+            error::<SlackProvider>(&SlackConfig {
+                url: "hooks.slack.com/services/T0/B0/SECRET".into()
+            }),
+            "invalid `url`: \"hooks.slack.com…\": relative URL without a base"
+        );
+        assert_eq!(
+            error::<TeamsProvider>(&TeamsConfig {
+                url: "ftp://prod.logic.azure.com/workflows/1/invoke?sig=SECRET".into()
+            }),
+            "invalid `url`: \"ftp://prod.logic.azure.com/…\" must be an http or https URL"
+        );
+        assert_eq!(
+            base_url("url", "http://apprise.test:8000/?token=SECRET")
+                .unwrap_err()
+                .to_string(),
+            "invalid `url`: \"http://apprise.test:8000/…\" must not have a query or fragment"
+        );
+        assert_eq!(
+            http_url("url", "ftp://nope").unwrap_err().to_string(),
+            "invalid `url`: \"ftp://nope\" must be an http or https URL"
+        );
+
+        let url = "https://hooks.example.test:8443/services/SECRET?sig=SECRET";
+        let debugs = [
+            format!("{:?}", TeamsConfig { url: url.into() }),
+            format!("{:?}", GoogleChatConfig { url: url.into() }),
+            format!("{:?}", SlackConfig { url: url.into() }),
+            format!("{:?}", DiscordConfig { url: url.into() }),
+            format!("{:?}", mattermost(url)),
+            format!(
+                "{:?}",
+                NotifierConfig::new(
+                    "n",
+                    Format::Plain,
+                    ProviderConfig::Slack(SlackConfig { url: url.into() })
+                )
+            ),
+        ];
+        for debug in &debugs {
+            assert!(
+                debug.contains("https://hooks.example.test:8443/…"),
+                "{debug}"
+            );
+            assert!(!debug.contains("SECRET"), "{debug}");
+        }
+        assert_eq!(
+            debugs[4],
+            "MattermostConfig { url: \"https://hooks.example.test:8443/…\", username: None, \
+             icon_url: None, channel: None }"
+        );
     }
 
     #[test]

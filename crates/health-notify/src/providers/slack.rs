@@ -1,7 +1,7 @@
 //! The `slack` provider: a Slack incoming webhook with a header block and the fields in a
 //! section beside a colour bar.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use health_types::{TRUNCATION_MARKER, truncate};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::{
     Format, HttpRequest, Message, NotifyError,
-    providers::{HttpProvider, escape_html, http_url, or_title, post_json},
+    providers::{HttpProvider, escape_html, http_url, or_title, post_json, shown},
 };
 
 /// Slack's limit on a header block's text, in characters.
@@ -18,11 +18,20 @@ const HEADER_LIMIT: usize = 150;
 const SECTION_LIMIT: usize = 3000;
 
 /// `slack` keys: `url` (the incoming-webhook URL).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// The incoming-webhook URL (`https://hooks.slack.com/services/...`).
     pub url: String,
+}
+
+/// Shows only the URL's origin: the rest of it is the webhook's credential.
+impl fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("url", &format_args!("{}", shown(&self.url)))
+            .finish()
+    }
 }
 
 #[derive(Serialize)]

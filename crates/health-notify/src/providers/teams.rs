@@ -1,7 +1,7 @@
 //! The `teams` provider: an Adaptive Card posted to a Microsoft Teams Workflows (Power
 //! Automate) webhook.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use health_types::truncate;
 use serde::{Deserialize, Serialize};
@@ -9,8 +9,7 @@ use url::Url;
 
 use crate::{
     Format, HttpRequest, Level, Message, MessageEvent, NotifyError,
-    message::escape_markdown,
-    providers::{HttpProvider, http_url, post_json, to_json},
+    providers::{HttpProvider, http_url, post_json, shown, to_json},
 };
 
 /// The title is cut to this many characters (before escaping).
@@ -24,13 +23,22 @@ const VALUE_LIMIT: usize = 1024;
 const FACTS_BUDGET: usize = 20 * 1024;
 
 /// `teams` keys: `url` (the Workflows webhook URL).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamsConfig {
     /// The URL of a Workflows "When a Teams webhook request is received" trigger, query
     /// string included (it carries the trigger's signature, `sig=...`), e.g.
     /// `https://prod-00.westus.logic.azure.com:443/workflows/<id>/triggers/manual/paths/invoke?api-version=2016-06-01&sp=...&sv=1.0&sig=...`.
     pub url: String,
+}
+
+/// Shows only the URL's origin: the rest of it is the webhook's credential.
+impl fmt::Debug for TeamsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TeamsConfig")
+            .field("url", &format_args!("{}", shown(&self.url)))
+            .finish()
+    }
 }
 
 #[derive(Serialize)]
@@ -90,7 +98,8 @@ struct Fact<'a> {
 /// fields as `{"title","value"}` (left out when there are none).
 ///
 /// Teams renders a markdown subset in `TextBlock` text and in fact titles and values, so
-/// all of them are markdown-escaped and show as written whatever the `format` key says.
+/// all of them have that subset's markup escaped, and only that
+/// ([`escape_card_markdown`]), to show as written whatever the `format` key says.
 /// The title is cut to 256 characters, names to 256 and values to 1024 (with a `…`
 /// marker); facts that would take the card past Teams' message size limit are left out.
 pub(crate) struct TeamsProvider {
@@ -109,7 +118,7 @@ impl HttpProvider for TeamsProvider {
 
     fn request(&self, message: &Message) -> HttpRequest {
         let title = Element::TextBlock {
-            text: escape_markdown(&truncate(&message.title, TITLE_LIMIT)).into_owned(),
+            text: escape(truncate(&message.title, TITLE_LIMIT)).into_owned(),
             weight: "Bolder",
             size: "Medium",
             wrap: true,
@@ -175,11 +184,76 @@ fn facts(message: &Message) -> Vec<Fact<'_>> {
     facts
 }
 
-/// [`escape_markdown`] of text that may already be owned.
+/// [`escape_card_markdown`] of text that may already be owned.
 fn escape(text: Cow<'_, str>) -> Cow<'_, str> {
     match text {
-        Cow::Borrowed(text) => escape_markdown(text),
-        Cow::Owned(text) => Cow::Owned(escape_markdown(&text).into_owned()),
+        Cow::Borrowed(text) => escape_card_markdown(text),
+        Cow::Owned(text) => Cow::Owned(escape_card_markdown(&text).into_owned()),
+    }
+}
+
+/// Backslash-escapes what the Adaptive Card markdown subset treats as markup, and
+/// nothing else: Teams clients show a backslash before other characters inconsistently
+/// (some as written, `my\_api`), so fewer escapes read better.
+///
+/// The subset is `**bold**`, `_italic_`, `[text](url)` links, and `- ` and `1. ` lists.
+/// Escaped: `[` and `]`; `*` unless whitespace is on both sides; `_` unless whitespace
+/// or a letter or digit is on both sides (an intraword `_`, as in `my_api`, never
+/// emphasizes); `\` before one of those; and at the start of a line (the text's start
+/// included) a `-` or the `.` of `1.` followed by whitespace. Code, strikethrough, headings, quotes and HTML
+/// are not part of the subset, so `` ` ``, `~`, `#`, `>`, `<` and `&` show as written.
+fn escape_card_markdown(text: &str) -> Cow<'_, str> {
+    const TRIGGERS: &[char] = &['\\', '*', '_', '[', ']', '-', '.'];
+    if !text.contains(TRIGGERS) {
+        return Cow::Borrowed(text);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let blank = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_none_or(|c| c.is_whitespace())
+    };
+    let alnum = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_some_and(|c| c.is_alphanumeric())
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut escaped = false;
+    // Where the current line's content starts.
+    let mut line_start = 0;
+    for (i, &c) in chars.iter().enumerate() {
+        let (prev, next) = (i.checked_sub(1), Some(i + 1));
+        let escape = match c {
+            '[' | ']' => true,
+            '\\' => chars
+                .get(i + 1)
+                .is_some_and(|n| matches!(n, '*' | '_' | '[' | ']' | '\\')),
+            '*' => !(blank(prev) && blank(next)),
+            '_' => !((blank(prev) && blank(next)) || (alnum(prev) && alnum(next))),
+            // `- ` at a line start would begin a list.
+            '-' => i == line_start && blank(next),
+            // `1. ` or `12. ` at a line start would begin a numbered list.
+            '.' => {
+                blank(next)
+                    && line_start < i
+                    && i - line_start <= 9
+                    && chars[line_start..i].iter().all(char::is_ascii_digit)
+            }
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+            escaped = true;
+        }
+        out.push(c);
+        if c == '\n' || (line_start == i && (c == ' ' || c == '\t')) {
+            // A new line, or indentation: the line's content starts after it.
+            line_start = i + 1;
+        }
+    }
+    if escaped {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -205,8 +279,39 @@ mod tests {
     fn markdown_in_values_is_escaped() {
         let message = Message::custom("a_b *c*", UNIX_EPOCH).with_field("Detail", "[x](y) <z>");
         let card = card(&message);
-        assert_eq!(card["body"][0]["text"], "a\\_b \\*c\\*");
-        assert_eq!(card["body"][1]["facts"][0]["value"], "\\[x\\](y) \\<z\\>");
+        assert_eq!(card["body"][0]["text"], "a_b \\*c\\*");
+        assert_eq!(card["body"][1]["facts"][0]["value"], "\\[x\\](y) <z>");
+    }
+
+    #[test]
+    fn only_adaptive_card_markup_is_escaped() {
+        let cases = [
+            // Not markup in the subset: sent as written.
+            ("my_api", "my_api"),
+            (
+                "C:\\temp <b> a & b ~x~ `code` # h > q",
+                "C:\\temp <b> a & b ~x~ `code` # h > q",
+            ),
+            (
+                "2 * 3 and _ alone, a-b, v1.2",
+                "2 * 3 and _ alone, a-b, v1.2",
+            ),
+            ("-5 ms\n1.5 s", "-5 ms\n1.5 s"),
+            // Markup: escaped.
+            (
+                "**bold** _it_ [x](y)",
+                "\\*\\*bold\\*\\* \\_it\\_ \\[x\\](y)",
+            ),
+            ("a\\*b", "a\\\\\\*b"),
+            ("- one\n2. two\n  - three", "\\- one\n2\\. two\n  \\- three"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(escape_card_markdown(text), expected, "{text:?}");
+        }
+        assert!(matches!(
+            escape_card_markdown("my_api v1.2"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
