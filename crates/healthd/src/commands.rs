@@ -59,8 +59,14 @@ fn report<E: std::error::Error>(result: Result<(), E>) -> u8 {
 fn validate(path: &Path) -> u8 {
     match DaemonConfig::load(path) {
         Ok(config) => {
+            // Maintenance windows are named only when there are some (SPEC §9.5).
+            let windows = match config.maintenance.len() {
+                0 => String::new(),
+                1 => ", 1 maintenance window".to_owned(),
+                n => format!(", {n} maintenance windows"),
+            };
             println!(
-                "{}: ok: {} monitor{}, {} notifier{}, API on {}",
+                "{}: ok: {} monitor{}, {} notifier{}{windows}, API on {}",
                 path.display(),
                 config.monitors.len(),
                 if config.monitors.len() == 1 { "" } else { "s" },

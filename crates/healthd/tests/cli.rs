@@ -154,7 +154,16 @@ fn validate_summarises_a_good_file_and_lists_every_problem_of_a_bad_one() {
     );
     let (code, out, err) = run(&["validate", "--config", good.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok: 1 monitor, 1 notifier"), "{out}");
+    assert!(out.contains("ok: 1 monitor, 1 notifier, API on"), "{out}");
+    let windows = write_config(
+        "[[monitor]]\nname = \"api\"\nurl = \"http://127.0.0.1:1/\"\n[[maintenance]]\ncron = \"0 3 * * SUN\"\nduration = \"2h\"\n",
+    );
+    let (code, out, err) = run(&["validate", "--config", windows.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok: 1 monitor, 0 notifiers, 1 maintenance window, API on"),
+        "{out}"
+    );
 
     let bad = write_config(
         "[[monitor]]\nname = \"api\"\nurl = \"http://x/\"\ninterval = 30\n\n[[monitor]]\nname = \"db\"\nurl = \"tcp://db\"\n",
