@@ -41,7 +41,9 @@ const IDLE_SCAN: Duration = Duration::from_millis(50);
 /// Checks stream targets: a TCP connect (and an optional exchange), or a UDP datagram and
 /// its answer.
 ///
-/// - TCP: the connect succeeding is healthy; latency is the connect time. With
+/// - TCP: the connect succeeding is healthy; latency is the connect time, and the
+///   connection is closed at once with a reset (`SO_LINGER` 0, as HAProxy's checks
+///   do), so no `TIME_WAIT` socket stays behind. With
 ///   [`payload`](HealthCheckConfig::payload), the payload is sent once connected;
 ///   with [`expect`](HealthCheckConfig::expect), the reply (or, without a payload,
 ///   the server's greeting: an SMTP or SSH banner) is read until the regex matches,
@@ -136,6 +138,11 @@ impl StreamProbe {
             let stream = net::connect_until(addrs, deadline).await?;
             phases.connect = Some(connecting.elapsed());
             if self.payload.is_none() && self.expect.is_none() {
+                // Closed with a reset (SO_LINGER 0), as HAProxy closes its checks: no
+                // FIN exchange and no TIME_WAIT socket left on this side for 60 s (100k
+                // monitors at 10 s would otherwise keep 600k of them and the ephemeral
+                // ports they hold). A failure to set it only means a normal close.
+                let _ = stream.set_zero_linger();
                 drop(stream);
                 return Ok(CheckResult::healthy("connected", start.elapsed()).with_phases(phases));
             }

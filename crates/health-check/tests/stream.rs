@@ -56,6 +56,24 @@ async fn tcp_connect_is_healthy_and_a_closed_port_is_refused() {
     );
 }
 
+/// A plain connect check closes with a reset (SO_LINGER 0): the server reads
+/// ECONNRESET rather than an orderly end, and no socket of the check stays in TIME_WAIT.
+#[tokio::test]
+async fn a_connect_check_closes_with_a_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let probe = stream_probe(1000, None);
+    let result = check(&probe, &url(&format!("tcp://{open}"))).await;
+    assert!(result.healthy, "{result:?}");
+    let (mut accepted, _) = listener.accept().await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), accepted.read(&mut buf))
+        .await
+        .expect("the close reaches the server");
+    let err = read.expect_err("a reset, not an orderly end");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
 #[tokio::test]
 async fn tcp6_and_ipv6_literals_are_checked() {
     let listener = TcpListener::bind("[::1]:0").await.unwrap();
