@@ -67,6 +67,8 @@ fn allowed_edges() -> BTreeMap<&'static str, &'static [&'static str]> {
             ][..],
         ),
         ("xtask", &[][..]),
+        // The proxy example embeds monitors and nothing of the daemon.
+        ("health-lb-proxy", &["health-types", "health-monitor"][..]),
         (
             "health-bench",
             &[
