@@ -45,6 +45,7 @@ fn color(imp: Impl) -> RGBColor {
         Impl::Naive => RGBColor(255, 127, 14),
         Impl::Pingora => RGBColor(44, 160, 44),
         Impl::Raw => RGBColor(127, 127, 127),
+        Impl::Haproxy => RGBColor(214, 39, 40),
     }
 }
 
@@ -73,7 +74,7 @@ struct Series {
 
 fn series(report: &Report, metric: Metric) -> Vec<Series> {
     let mut all = Vec::new();
-    for imp in [Impl::Ours, Impl::Naive, Impl::Pingora] {
+    for imp in [Impl::Ours, Impl::Naive, Impl::Pingora, Impl::Haproxy] {
         for proto in [Proto::Http, Proto::Tcp] {
             let points: Vec<(f64, f64)> = SCALES
                 .iter()

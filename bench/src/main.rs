@@ -1,6 +1,7 @@
 //! `health-bench`: our monitors measured side by side with the raw limit (a pooled
 //! hyper-util client in a tight loop), a naive task-per-target reqwest loop and Pingora's
-//! health checks, against one loopback upstream. Run it as `cargo xtask bench [--quick]`.
+//! health checks, and with HAProxy's where `haproxy` is installed, against one loopback
+//! upstream. Run it as `cargo xtask bench [--quick]`.
 //!
 //! ```text
 //! health-bench [run] [--quick] [--out DIR]   the whole bench; writes DIR/report.json and DIR/chart.png
@@ -18,6 +19,7 @@
 
 mod chart;
 mod detect;
+mod haproxy;
 mod naive;
 mod ours;
 mod page;
@@ -139,6 +141,8 @@ fn scenario(json: &str) -> Result<()> {
             Impl::Pingora => pingora::run(&spec, stats).await,
             #[cfg(not(feature = "pingora"))]
             Impl::Pingora => bail!("built without the `pingora` feature"),
+            // HAProxy is its own process: the orchestrator runs and measures it.
+            Impl::Haproxy => bail!("HAProxy is run by the orchestrator, not as a scenario"),
         }
     })?;
     answer(&measured)

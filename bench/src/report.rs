@@ -1,5 +1,6 @@
-//! The results: derived figures per scenario, the printed table with ratios and targets,
-//! the state store's cost (ours with the store on ÷ off), and `report.json`.
+//! The results: derived figures per scenario (new connections per check among them), the
+//! printed table with ratios (against HAProxy too) and targets, the state store's cost
+//! (ours with the store on ÷ off), and `report.json`.
 
 use std::fmt::{self, Write as _};
 
@@ -60,13 +61,16 @@ impl fmt::Display for Machine {
     }
 }
 
-/// One scenario and what its child measured (`None` when the child failed).
+/// One scenario and what its child measured (`None` when the child failed or the
+/// scenario was skipped).
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
     /// What was run.
     pub(crate) spec: Spec,
     /// What was measured.
     pub(crate) measured: Option<Measured>,
+    /// Why the scenario did not run (`haproxy not installed ...`).
+    pub(crate) skipped: Option<String>,
 }
 
 impl Row {
@@ -104,6 +108,13 @@ impl Row {
         self.windowed()?.lag
     }
 
+    /// New connections the upstream accepted per completed check in the window: about 0
+    /// for a pooled HTTP check, 1 for a check that connects each time (every TCP check).
+    pub(crate) fn connections_per_check(&self) -> Option<f64> {
+        let m = self.windowed()?;
+        m.connections.map(|c| c as f64 / m.checks as f64)
+    }
+
     fn failures(&self) -> Option<u64> {
         self.windowed().map(|m| m.failures)
     }
@@ -122,6 +133,8 @@ pub(crate) struct Report {
     pub(crate) detection: Option<Detection>,
     /// The status page scenario, unless it failed.
     pub(crate) page: Option<PageMeasured>,
+    /// HAProxy's version line, where it is installed.
+    pub(crate) haproxy: Option<String>,
 }
 
 /// `a / b`, when both are known and `b` is not zero.
@@ -142,6 +155,7 @@ struct Ratios {
     cpu: Option<f64>,
     rss: Option<f64>,
     p99: Option<f64>,
+    connections: Option<f64>,
 }
 
 /// What the state store costs, from the two runs of the store scenario in this report.
@@ -207,6 +221,7 @@ impl Report {
             cpu: ratio(ours.cpu_us(), other.cpu_us()),
             rss: ratio(ours.rss_per_monitor(), other.rss_per_monitor()),
             p99: ratio(ours.lag().map(|l| l.p99_ms), other.lag().map(|l| l.p99_ms)),
+            connections: ratio(ours.connections_per_check(), other.connections_per_check()),
         }
     }
 
@@ -311,13 +326,14 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "health-bench ({} run) on {}",
+            "health-bench ({} run) on {}; {}",
             if self.quick { "quick" } else { "full" },
-            self.machine
+            self.machine,
+            self.haproxy.as_deref().unwrap_or("no HAProxy")
         );
         let _ = writeln!(
             out,
-            "{:<21} {:<10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>5} | {:>7} | {:<16} | {:<16}",
+            "{:<21} {:<10} {:>7} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>5} {:>8} | {:>7} | {:<16} | {:<16} | {:<16}",
             "scenario",
             "impl",
             "monitors",
@@ -329,14 +345,16 @@ impl Report {
             "p99 ms",
             "max ms",
             "fail",
+            "conn/chk",
             "/raw",
             "/naive cpu rss p99",
             "/pingora cpu rss p99",
+            "/haproxy cpu rss conn",
         );
         for row in &self.rows {
             let lag = row.lag();
             let mut line = format!(
-                "{:<21} {:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5}",
+                "{:<21} {:<10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>8}",
                 row.spec.name,
                 row.spec.label(),
                 row.spec.monitors,
@@ -349,8 +367,11 @@ impl Report {
                 cell(lag.map(|l| l.max_ms), 1),
                 row.failures()
                     .map_or_else(|| "-".to_owned(), |f| f.to_string()),
+                cell(row.connections_per_check(), 2),
             );
-            if row.measured.is_none() {
+            if let Some(why) = &row.skipped {
+                let _ = write!(line, "  skipped: {why}");
+            } else if row.measured.is_none() {
                 line.push_str("  (failed)");
             }
             if row.spec.imp == Impl::Ours {
@@ -376,12 +397,16 @@ impl Report {
                         cell(on_off, 2)
                     );
                 } else {
+                    let haproxy = self.ratios(row, Impl::Haproxy);
                     let _ = write!(
                         line,
-                        " | {:>7} | {:<18} | {:<18}",
+                        " | {:>7} | {:<18} | {:<18} | {:>4} {:>5} {:>5}",
                         cell(raw, 2),
                         three(self.ratios(row, Impl::Naive)),
                         three(self.ratios(row, Impl::Pingora)),
+                        cell(haproxy.cpu, 2),
+                        cell(haproxy.rss, 2),
+                        cell(haproxy.connections, 2),
                     );
                 }
             }
@@ -499,6 +524,8 @@ impl Report {
                             .map(round),
                         lag_max_ms: lag.map(|l| round(l.max_ms)),
                         failed_checks: row.failures(),
+                        new_connections_per_check: row.connections_per_check().map(round),
+                        skipped: row.skipped.as_deref(),
                     }
                 })
                 .collect(),
@@ -515,6 +542,7 @@ impl Report {
             detection_ms: self.detection.as_ref(),
             status_page: self.page.as_ref(),
             machine: &self.machine,
+            haproxy_version: self.haproxy.as_deref(),
             quick: self.quick,
             targets: self.targets(),
         }
@@ -533,6 +561,7 @@ pub(crate) struct ReportJson<'a> {
     detection_ms: Option<&'a Detection>,
     status_page: Option<&'a PageMeasured>,
     machine: &'a Machine,
+    haproxy_version: Option<&'a str>,
     quick: bool,
     targets: Vec<TargetCheck>,
 }
@@ -556,6 +585,10 @@ struct ScenarioJson<'a> {
     scheduled_checks_per_s: Option<f64>,
     lag_max_ms: Option<f64>,
     failed_checks: Option<u64>,
+    /// New connections the upstream accepted per check in the window.
+    new_connections_per_check: Option<f64>,
+    /// Why the scenario did not run, when it did not.
+    skipped: Option<&'a str>,
 }
 
 /// The state store's cost in `report.json`: ours with the store off and on, in one run.
@@ -588,10 +621,12 @@ pub(crate) mod tests {
                 window_ms: 1000,
                 parallel: true,
                 targets: Vec::new(),
+                control: None,
                 store: false,
                 flapping_percent: 0,
             },
             measured: Some(m),
+            skipped: None,
         }
     }
 
@@ -609,6 +644,7 @@ pub(crate) mod tests {
                 max_ms: p99 * 2.0,
                 samples: checks,
             }),
+            connections: Some(0),
         }
     }
 
@@ -641,6 +677,11 @@ pub(crate) mod tests {
                     let m = measured(cpu * scale, n, rss, n, p99 * scale);
                     rows.push(row(&name, imp, proto, n as usize, m));
                 }
+                // HAProxy: a new connection per check, no lag measured.
+                let mut m = measured(25.0 * scale, n, 500, n, 0.0);
+                m.lag = None;
+                m.connections = Some(n);
+                rows.push(row(&name, Impl::Haproxy, proto, n as usize, m));
             }
         }
         for (store, cpu) in [(false, 40.0), (true, 42.0)] {
@@ -664,7 +705,64 @@ pub(crate) mod tests {
             rows,
             detection: None,
             page: None,
+            haproxy: Some("HAProxy version 2.6.12".to_owned()),
         }
+    }
+
+    #[test]
+    fn haproxy_is_compared_by_cpu_memory_and_new_connections() {
+        let report = sample();
+        let haproxy = report.row("http-10k-1s", Impl::Haproxy).unwrap();
+        assert_eq!(haproxy.connections_per_check(), Some(1.0));
+        assert_eq!(haproxy.lag(), None);
+        let ours = report.row("http-10k-1s", Impl::Ours).unwrap();
+        let ratios = report.ratios(ours, Impl::Haproxy);
+        let near = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        assert!(near(ratios.cpu, 0.8), "{ratios:?}");
+        assert!(near(ratios.rss, 2.0), "{ratios:?}");
+        assert!(near(ratios.connections, 0.0), "{ratios:?}");
+        let table = report.table();
+        assert!(table.contains("/haproxy cpu rss conn"), "{table}");
+        assert!(table.contains("0.80  2.00  0.00"), "{table}");
+        assert!(table.contains("HAProxy version 2.6.12"), "{table}");
+        let json = serde_json::to_value(report.json()).unwrap();
+        let row = json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["impl"] == "haproxy" && s["name"] == "http-10k-1s")
+            .unwrap();
+        assert_eq!(row["new_connections_per_check"], 1.0);
+        assert_eq!(json["haproxy_version"], "HAProxy version 2.6.12");
+    }
+
+    #[test]
+    fn a_skipped_scenario_says_why_in_the_table_and_the_report() {
+        let mut report = sample();
+        let why = crate::haproxy::MISSING;
+        for row in report.rows.iter_mut() {
+            if row.spec.imp == Impl::Haproxy {
+                row.measured = None;
+                row.skipped = Some(why.to_owned());
+            }
+        }
+        report.haproxy = None;
+        let table = report.table();
+        assert!(
+            table.contains("skipped: haproxy not installed (apt-get install haproxy)"),
+            "{table}"
+        );
+        assert!(!table.contains("(failed)"), "{table}");
+        let json = serde_json::to_value(report.json()).unwrap();
+        let row = json["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["impl"] == "haproxy")
+            .unwrap();
+        assert_eq!(row["skipped"], why);
+        assert!(row["cpu_us_per_check"].is_null());
+        assert!(json["haproxy_version"].is_null());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The orchestrator (`health-bench run`): starts the upstream, runs each scenario in a
-//! child process of its own (so CPU and memory are that implementation's alone), then
-//! the detection scenario, and hands the results to the report.
+//! child process of its own (so CPU and memory are that implementation's alone; HAProxy
+//! runs as its own child, see the `haproxy` module), then the detection scenario, and
+//! hands the results to the report.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -9,7 +10,7 @@ use serde::de::DeserializeOwned;
 use tokio::{process::Command, time::Instant};
 
 use crate::{
-    chart,
+    chart, haproxy,
     page::{PageMeasured, PageSpec},
     report::{Machine, Report, Row},
     server::Upstream,
@@ -38,7 +39,7 @@ const PAGE_MONITORS: usize = 1_000;
 /// Options of a run.
 #[derive(Clone, Debug)]
 pub(crate) struct RunOptions {
-    /// The short run (under 2 minutes): shorter windows, the detection scaled down.
+    /// The short run (about 2½ minutes): shorter windows, the detection scaled down.
     pub(crate) quick: bool,
     /// Where `report.json` and `chart.png` go.
     pub(crate) out: PathBuf,
@@ -95,13 +96,14 @@ impl Timing {
     }
 }
 
-/// The implementations compared with ours in this build.
-fn baselines() -> Vec<Impl> {
-    let mut impls = vec![Impl::Ours, Impl::Naive];
-    if cfg!(feature = "pingora") {
-        impls.push(Impl::Pingora);
-    }
-    impls
+/// Why Pingora's rows are skipped in a build without its feature.
+const NO_PINGORA: &str =
+    "built without the `pingora` feature (its build needs cmake: apt-get install cmake)";
+
+/// The implementations compared with ours (Pingora's rows are skipped, with the reason,
+/// in a build without its feature).
+fn baselines() -> [Impl; 3] {
+    [Impl::Ours, Impl::Naive, Impl::Pingora]
 }
 
 fn plan(timing: &Timing, targets: &Targets) -> Vec<Spec> {
@@ -123,6 +125,7 @@ fn plan(timing: &Timing, targets: &Targets) -> Vec<Spec> {
             Proto::Http => targets.http.clone(),
             Proto::Tcp => targets.tcp.clone(),
         },
+        control: targets.control,
     };
     let mut specs = Vec::new();
     for proto in [Proto::Http, Proto::Tcp] {
@@ -138,7 +141,9 @@ fn plan(timing: &Timing, targets: &Targets) -> Vec<Spec> {
     }
     for proto in [Proto::Http, Proto::Tcp] {
         for monitors in SCALES {
-            for imp in baselines() {
+            // HAProxy joins the 1 s scenarios only: at 100k servers its file-descriptor
+            // table (one per checked server) would pass the open-files limit.
+            for imp in baselines().into_iter().chain([Impl::Haproxy]) {
                 specs.push(spec(
                     format!("{}-{}k-1s", proto.name(), monitors / 1000),
                     imp,
@@ -201,14 +206,18 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
         if options.quick { "quick" } else { "full" }
     );
     if !cfg!(feature = "pingora") {
-        eprintln!("health-bench: built without the `pingora` feature: no Pingora baseline");
+        eprintln!("health-bench: no Pingora rows: {NO_PINGORA}");
+    }
+    let haproxy = haproxy::version();
+    match &haproxy {
+        Ok(version) => eprintln!("health-bench: {version}"),
+        Err(why) => eprintln!("health-bench: no HAProxy rows: {why}"),
     }
 
     let upstream = Upstream::spawn(UPSTREAM_LISTENERS, UPSTREAM_LISTENERS).await?;
     let specs = plan(&timing, &upstream.targets);
     let mut rows = Vec::with_capacity(specs.len());
     for spec in specs {
-        settle().await;
         let limit =
             Duration::from_millis(spec.warmup_ms + spec.window_ms) + Duration::from_secs(60);
         let json = serde_json::to_string(&spec)?;
@@ -218,13 +227,39 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
             spec.label(),
             spec.monitors
         );
-        let result: Result<Measured> = child(&["scenario", &json], limit).await;
+        let skipped = match spec.imp {
+            Impl::Haproxy => haproxy.as_ref().err().cloned(),
+            Impl::Pingora if !cfg!(feature = "pingora") => Some(NO_PINGORA.to_owned()),
+            _ => None,
+        };
+        if let Some(why) = skipped {
+            eprintln!("skipped: {why}");
+            rows.push(Row {
+                spec,
+                measured: None,
+                skipped: Some(why),
+            });
+            continue;
+        }
+        settle().await;
+        let result: Result<Measured> = if spec.imp == Impl::Haproxy {
+            match tokio::time::timeout(limit, haproxy::run(&spec)).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!("no answer in {} s", limit.as_secs())),
+            }
+        } else {
+            child(&["scenario", &json], limit).await
+        };
         match &result {
             Ok(m) if m.checks > 0 => eprintln!(
-                "{:.1} µs/check, {:.0} checks/s, {} failed",
+                "{:.1} µs/check, {:.0} checks/s, {} failed, {}",
                 m.cpu_s * 1e6 / m.checks as f64,
                 m.checks as f64 / m.window_s,
-                m.failures
+                m.failures,
+                m.connections.map_or_else(
+                    || "new connections not counted".to_owned(),
+                    |c| format!("{:.2} new connections/check", c as f64 / m.checks as f64)
+                )
             ),
             Ok(m) => eprintln!(
                 "{:.0} B/monitor",
@@ -235,6 +270,7 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
         rows.push(Row {
             spec,
             measured: result.ok(),
+            skipped: None,
         });
     }
     upstream.stop().await?;
@@ -292,6 +328,7 @@ async fn orchestrate(options: &RunOptions) -> Result<()> {
     };
 
     let report = Report {
+        haproxy: haproxy.ok(),
         machine,
         quick: options.quick,
         rows,

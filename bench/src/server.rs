@@ -8,6 +8,11 @@
 //! and TIME_WAIT exhaustion. It prints its addresses as one JSON line, then serves until
 //! its standard input closes (its parent ended) or it is killed.
 //!
+//! It counts the connections it accepts and the requests it answers; a control listener
+//! on `127.0.0.1` answers each connection with those counters as one JSON line
+//! ([`counters`]), so that a scenario can tell how many new connections its checks
+//! opened in its window (a pooled HTTP check opens none, HAProxy's one per check).
+//!
 //! # Why the server resets
 //!
 //! Connect-and-close checks at 10k/s would leave 600k sockets in TIME_WAIT (60 s), far
@@ -28,6 +33,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     pin::Pin,
     process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
     task::{Context as TaskContext, Poll},
     time::Duration,
 };
@@ -40,16 +46,31 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader, ReadBuf},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf},
     net::{TcpListener, TcpStream},
     process::{Child, Command},
     time::Instant,
 };
 
-use crate::spec::{Targets, flap_down};
+use crate::spec::{Targets, UpstreamCounters, flap_down};
 
 /// Listeners per address.
 const PORTS_PER_ADDRESS: usize = 4;
+
+/// Connections the HTTP listeners accepted (the process serves one upstream).
+static HTTP_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+/// Requests the HTTP listeners answered.
+static HTTP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Connections the TCP listeners accepted.
+static TCP_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+fn counted() -> UpstreamCounters {
+    UpstreamCounters {
+        http_connections: HTTP_CONNECTIONS.load(Ordering::Relaxed),
+        http_requests: HTTP_REQUESTS.load(Ordering::Relaxed),
+        tcp_connections: TCP_CONNECTIONS.load(Ordering::Relaxed),
+    }
+}
 
 /// Runs the server: `http` HTTP listeners and `tcp` accept-and-close listeners.
 pub(crate) fn serve(http: usize, tcp: usize) -> Result<()> {
@@ -57,10 +78,19 @@ pub(crate) fn serve(http: usize, tcp: usize) -> Result<()> {
         // HTTP on 127.0.0.2.., TCP on 127.0.1.2.. (127.0.0.1 is left to everything else).
         let http_listeners = bind(0, http).await?;
         let tcp_listeners = bind(1, tcp).await?;
+        let control = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("cannot listen for the counters")?;
         let targets = Targets {
             http: addresses(&http_listeners)?,
             tcp: addresses(&tcp_listeners)?,
+            control: Some(
+                control
+                    .local_addr()
+                    .context("listener without an address")?,
+            ),
         };
+        tokio::spawn(serve_counters(control));
         // The flap cycles count from here.
         let started = Instant::now();
         for listener in http_listeners {
@@ -107,10 +137,45 @@ async fn accept_backoff() {
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
+/// Answers each connection with the counters as one JSON line, then closes it.
+async fn serve_counters(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((mut stream, _)) => {
+                let mut line = serde_json::to_string(&counted()).unwrap_or_default();
+                line.push('\n');
+                tokio::spawn(async move {
+                    let _ = stream.write_all(line.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+            Err(_) => accept_backoff().await,
+        }
+    }
+}
+
+/// Reads the counters of the upstream whose control listener is `control`.
+pub(crate) async fn counters(control: SocketAddr) -> Result<UpstreamCounters> {
+    let read = async {
+        let mut stream = TcpStream::connect(control).await?;
+        let mut line = String::new();
+        stream.read_to_string(&mut line).await?;
+        Ok::<_, io::Error>(line)
+    };
+    let line = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .context("the upstream's counters did not come in 5 s")?
+        .context("cannot read the upstream's counters")?;
+    serde_json::from_str(line.trim()).context("cannot parse the upstream's counters")
+}
+
 async fn serve_http(listener: TcpListener, started: Instant) {
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                HTTP_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                stream
+            }
             Err(_) => {
                 accept_backoff().await;
                 continue;
@@ -122,6 +187,7 @@ async fn serve_http(listener: TcpListener, started: Instant) {
             let service = service_fn(move |request: Request<Incoming>| {
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let down = flap_down(request.uri().path(), elapsed_ms);
+                HTTP_REQUESTS.fetch_add(1, Ordering::Relaxed);
                 async move {
                     let (status, body): (_, &'static [u8]) = if down {
                         (StatusCode::SERVICE_UNAVAILABLE, b"flapping")
@@ -180,6 +246,7 @@ async fn accept_and_close(listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((mut stream, _)) => {
+                TCP_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_zero_linger();
                 tokio::spawn(async move {
                     let mut sink = [0u8; 64];

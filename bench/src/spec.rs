@@ -18,6 +18,9 @@ pub(crate) enum Impl {
     Naive,
     /// pingora-load-balancing's `HttpHealthCheck` / `TcpHealthCheck`.
     Pingora,
+    /// Debian's `haproxy`: one backend of the same servers, `check inter 1s` (run by the
+    /// orchestrator itself, see the `haproxy` module).
+    Haproxy,
 }
 
 impl Impl {
@@ -28,6 +31,7 @@ impl Impl {
             Impl::Raw => "raw",
             Impl::Naive => "naive",
             Impl::Pingora => "pingora",
+            Impl::Haproxy => "haproxy",
         }
     }
 }
@@ -83,6 +87,51 @@ pub(crate) struct Targets {
     pub(crate) http: Vec<SocketAddr>,
     /// Listeners that accept a connection and close it.
     pub(crate) tcp: Vec<SocketAddr>,
+    /// The listener that answers each connection with the upstream's
+    /// [`UpstreamCounters`] as one JSON line (its own connections are not counted).
+    pub(crate) control: Option<SocketAddr>,
+}
+
+/// What the upstream counted since it started: connections accepted and requests
+/// answered. Over a scenario's window, the connections it accepted for the scenario's
+/// protocol are the new connections its checks opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UpstreamCounters {
+    /// Connections accepted by the HTTP listeners.
+    pub(crate) http_connections: u64,
+    /// Requests the HTTP listeners answered.
+    pub(crate) http_requests: u64,
+    /// Connections accepted by the TCP listeners.
+    pub(crate) tcp_connections: u64,
+}
+
+impl UpstreamCounters {
+    /// What was counted between `earlier` and `self`.
+    pub(crate) fn since(&self, earlier: &UpstreamCounters) -> UpstreamCounters {
+        UpstreamCounters {
+            http_connections: self
+                .http_connections
+                .saturating_sub(earlier.http_connections),
+            http_requests: self.http_requests.saturating_sub(earlier.http_requests),
+            tcp_connections: self.tcp_connections.saturating_sub(earlier.tcp_connections),
+        }
+    }
+
+    /// Connections accepted by the listeners of `proto`.
+    pub(crate) fn connections(&self, proto: Proto) -> u64 {
+        match proto {
+            Proto::Http => self.http_connections,
+            Proto::Tcp => self.tcp_connections,
+        }
+    }
+
+    /// What the upstream saw of `proto`'s checks: a request for HTTP, a connection for TCP.
+    pub(crate) fn checks(&self, proto: Proto) -> u64 {
+        match proto {
+            Proto::Http => self.http_requests,
+            Proto::Tcp => self.tcp_connections,
+        }
+    }
 }
 
 /// One scenario, run by one child process.
@@ -107,6 +156,9 @@ pub(crate) struct Spec {
     pub(crate) parallel: bool,
     /// The upstream addresses for `proto`; monitor `i` checks `targets[i % len]`.
     pub(crate) targets: Vec<SocketAddr>,
+    /// The upstream's counters (see [`Targets::control`]), read as the window opens and
+    /// closes.
+    pub(crate) control: Option<SocketAddr>,
     /// Ours only: the monitors report to one `health_store::Store` on a temp file, as
     /// healthd wires it (router set, commit hook a no-op).
     pub(crate) store: bool,
@@ -210,6 +262,9 @@ pub(crate) struct Measured {
     pub(crate) rss_after: u64,
     /// Schedule lag, where the implementation schedules.
     pub(crate) lag: Option<LagSummary>,
+    /// New connections the upstream accepted for the scenario's protocol in the window
+    /// (`None` where its counters could not be read).
+    pub(crate) connections: Option<u64>,
 }
 
 /// The detection-latency scenario: how long from the upstream stopping to `down`.
@@ -280,6 +335,7 @@ mod tests {
             window_ms: 1,
             parallel: false,
             targets: vec![SocketAddr::from(([127, 0, 0, 2], 8080))],
+            control: None,
             store: false,
             flapping_percent,
         }

@@ -1,6 +1,7 @@
 //! Measurement inside a child process: checks and lag counted lock-free while a window
 //! is open, process CPU time from `getrusage`, resident memory from `/proc/self/status`,
-//! and the warm-up/window sequence every implementation goes through.
+//! the upstream's counters of new connections as the window opens and closes, and the
+//! warm-up/window sequence every implementation goes through.
 
 use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
@@ -10,7 +11,10 @@ use std::{
 use nix::sys::resource::{UsageWho, getrusage};
 use tokio::time::Instant;
 
-use crate::spec::{LagSummary, Measured, Spec};
+use crate::{
+    server,
+    spec::{LagSummary, Measured, Spec, UpstreamCounters},
+};
 
 /// Fine buckets: 10 µs wide, up to 20.48 ms.
 const FINE_BUCKETS: u64 = 2048;
@@ -161,9 +165,11 @@ impl Stats {
         tokio::time::sleep(Duration::from_millis(spec.warmup_ms)).await;
         let rss_after = rss_bytes();
         let window = Duration::from_millis(spec.window_ms);
-        let (cpu, elapsed) = if window.is_zero() {
-            (Duration::ZERO, Duration::ZERO)
+        let (cpu, elapsed, connections) = if window.is_zero() {
+            (Duration::ZERO, Duration::ZERO, None)
         } else {
+            // Read outside the CPU window: the reading is the bench's work, not a check's.
+            let before = upstream_counters(spec).await;
             self.recording.store(true, Ordering::SeqCst);
             let cpu_start = cpu_time();
             let start = Instant::now();
@@ -171,7 +177,11 @@ impl Stats {
             let cpu_end = cpu_time();
             let elapsed = start.elapsed();
             self.recording.store(false, Ordering::SeqCst);
-            (cpu_end.saturating_sub(cpu_start), elapsed)
+            let after = upstream_counters(spec).await;
+            let connections = before
+                .zip(after)
+                .map(|(before, after)| after.since(&before).connections(spec.proto));
+            (cpu_end.saturating_sub(cpu_start), elapsed, connections)
         };
         Measured {
             checks: self.checks.load(Ordering::SeqCst),
@@ -181,6 +191,20 @@ impl Stats {
             rss_base,
             rss_after,
             lag: self.lag.summary(),
+            connections,
+        }
+    }
+}
+
+/// The upstream's counters, where the scenario knows its control listener and it answers
+/// (a missing figure is reported as such, not as a failed scenario).
+pub(crate) async fn upstream_counters(spec: &Spec) -> Option<UpstreamCounters> {
+    let control = spec.control?;
+    match server::counters(control).await {
+        Ok(counters) => Some(counters),
+        Err(err) => {
+            eprintln!("health-bench: {err:#}");
+            None
         }
     }
 }
@@ -201,7 +225,13 @@ pub(crate) fn cpu_time() -> Duration {
 
 /// Resident memory of this process (`VmRSS`), in bytes; zero where unreadable.
 pub(crate) fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_of("/proc/self/status")
+}
+
+/// Resident memory (`VmRSS`) from a `/proc/<pid>/status` file, in bytes; zero where
+/// unreadable.
+pub(crate) fn rss_of(status_path: &str) -> u64 {
+    let status = std::fs::read_to_string(status_path).unwrap_or_default();
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
