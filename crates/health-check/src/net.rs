@@ -165,13 +165,35 @@ pub(crate) async fn connect_until(
     addrs: &[SocketAddr],
     deadline: Instant,
 ) -> Result<TcpStream, Failure> {
+    connect_until_with(addrs, deadline, Handshake::Full).await
+}
+
+/// How a connect ends its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// The usual three-way handshake: the peer's application can accept the connection.
+    Full,
+    /// For a connect-only check, as HAProxy's checks do: on Linux the final ACK is held
+    /// back (`TCP_QUICKACK` off before the connect), so a close with a reset right after
+    /// the SYN-ACK never completes the peer's handshake. The peer's kernel answered, so
+    /// the port is open; its application never sees (or logs) the check, and neither
+    /// side sets up and tears down an accepted connection. Elsewhere it is [`Full`].
+    HalfOpen,
+}
+
+/// [`connect_until`] with the handshake `handshake`.
+pub(crate) async fn connect_until_with(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    handshake: Handshake,
+) -> Result<TcpStream, Failure> {
     let mut failure: Option<Failure> = None;
     for (i, addr) in addrs.iter().enumerate() {
         let left_addrs = addrs.len() - i;
         let left = deadline.saturating_duration_since(Instant::now());
         let attempt = match attempt_limit(left, left_addrs) {
-            None => Ok(TcpStream::connect(addr).await),
-            Some(share) => tokio::time::timeout(share, TcpStream::connect(addr)).await,
+            None => Ok(connect_one(*addr, handshake).await),
+            Some(share) => tokio::time::timeout(share, connect_one(*addr, handshake)).await,
         };
         let next = match attempt {
             Ok(Ok(stream)) => return Ok(stream),
@@ -186,6 +208,23 @@ pub(crate) async fn connect_until(
         }
     }
     Err(failure.unwrap_or_else(|| Failure::target(CheckKind::Dns, dns::NO_ANSWER)))
+}
+
+/// One connect to `addr` with `handshake`.
+async fn connect_one(addr: SocketAddr, handshake: Handshake) -> std::io::Result<TcpStream> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if handshake == Handshake::HalfOpen {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // Not fatal: without it the handshake completes, as with `Full`.
+        let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+        return socket.connect(addr).await;
+    }
+    let _ = handshake;
+    TcpStream::connect(addr).await
 }
 
 #[cfg(feature = "http")]

@@ -41,9 +41,11 @@ const IDLE_SCAN: Duration = Duration::from_millis(50);
 /// Checks stream targets: a TCP connect (and an optional exchange), or a UDP datagram and
 /// its answer.
 ///
-/// - TCP: the connect succeeding is healthy; latency is the connect time, and the
-///   connection is closed at once with a reset (`SO_LINGER` 0, as HAProxy's checks
-///   do), so no `TIME_WAIT` socket stays behind. With
+/// - TCP: the connect succeeding is healthy; latency is the connect time. As HAProxy's
+///   checks do, the handshake is left half-open (on Linux the final ACK is held back)
+///   and the connection is closed at once with a reset (`SO_LINGER` 0): the peer's
+///   kernel answering proves the port open, its application never accepts (or logs)
+///   the check, and no `TIME_WAIT` socket stays behind. With
 ///   [`payload`](HealthCheckConfig::payload), the payload is sent once connected;
 ///   with [`expect`](HealthCheckConfig::expect), the reply (or, without a payload,
 ///   the server's greeting: an SMTP or SSH banner) is read until the regex matches,
@@ -135,11 +137,18 @@ impl StreamProbe {
         };
         if !target.udp {
             let connecting = Instant::now();
-            let stream = net::connect_until(addrs, deadline).await?;
+            let connect_only = self.payload.is_none() && self.expect.is_none();
+            let handshake = if connect_only {
+                net::Handshake::HalfOpen
+            } else {
+                net::Handshake::Full
+            };
+            let stream = net::connect_until_with(addrs, deadline, handshake).await?;
             phases.connect = Some(connecting.elapsed());
-            if self.payload.is_none() && self.expect.is_none() {
-                // Closed with a reset (SO_LINGER 0), as HAProxy closes its checks: no
-                // FIN exchange and no TIME_WAIT socket left on this side for 60 s (100k
+            if connect_only {
+                // Closed with a reset (SO_LINGER 0), as HAProxy closes its checks: the
+                // half-open handshake never completes on the peer's side, no FIN is
+                // exchanged, and no TIME_WAIT socket stays on this side for 60 s (100k
                 // monitors at 10 s would otherwise keep 600k of them and the ephemeral
                 // ports they hold). A failure to set it only means a normal close.
                 let _ = stream.set_zero_linger();

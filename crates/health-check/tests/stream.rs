@@ -56,22 +56,53 @@ async fn tcp_connect_is_healthy_and_a_closed_port_is_refused() {
     );
 }
 
-/// A plain connect check closes with a reset (SO_LINGER 0): the server reads
-/// ECONNRESET rather than an orderly end, and no socket of the check stays in TIME_WAIT.
+/// A plain connect check leaves the handshake half-open and resets it (as HAProxy's
+/// checks do): the port answered, so it is healthy, but the server's application never
+/// accepts it. The next ordinary connection is the first one `accept` returns.
+#[cfg(target_os = "linux")]
 #[tokio::test]
-async fn a_connect_check_closes_with_a_reset() {
+async fn a_connect_check_never_reaches_the_servers_accept() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let open = listener.local_addr().unwrap();
     let probe = stream_probe(1000, None);
+    for _ in 0..3 {
+        let result = check(&probe, &url(&format!("tcp://{open}"))).await;
+        assert!(result.healthy, "{result:?}");
+    }
+    let ordinary = tokio::net::TcpStream::connect(open).await.unwrap();
+    let (_accepted, peer) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the ordinary connection is accepted")
+        .unwrap();
+    assert_eq!(
+        peer,
+        ordinary.local_addr().unwrap(),
+        "no check was queued before it"
+    );
+}
+
+/// A connect check with a payload completes the handshake: the server accepts it and
+/// reads what was sent.
+#[tokio::test]
+async fn a_connect_check_with_a_payload_is_accepted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let mut config = config(1000);
+    config.payload = Some("PING\r\n".to_owned());
+    let probe = StreamProbe::try_new(&config).unwrap();
+    let server = tokio::spawn(async move {
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 6];
+        accepted.read_exact(&mut buf).await.unwrap();
+        buf
+    });
     let result = check(&probe, &url(&format!("tcp://{open}"))).await;
     assert!(result.healthy, "{result:?}");
-    let (mut accepted, _) = listener.accept().await.unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(5), accepted.read(&mut buf))
+    let got = tokio::time::timeout(Duration::from_secs(5), server)
         .await
-        .expect("the close reaches the server");
-    let err = read.expect_err("a reset, not an orderly end");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"PING\r\n");
 }
 
 #[tokio::test]
