@@ -40,7 +40,8 @@ async fn run_check(
 ) {
     // Register for the stop signal before reading the generation, so that a finish()
     // in between is never missed.
-    let stopped = shared.stopped();
+    let signal = shared.stop_signal(&scheduler);
+    let stopped = signal.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
     // From here until it completes, this is the monitor's one check in flight: a
@@ -49,15 +50,32 @@ async fn run_check(
         return;
     }
     let began = Instant::now();
-    let url = shared.url.load_full();
-    let outcome = tokio::select! {
-        biased;
-        () = &mut stopped => return,
-        () = scheduler.token().cancelled() => {
-            shared.stop_by_scope(generation);
-            return;
+    let url = shared.url();
+    let check = check_once(&*shared.probe, &url, shared.config.timeout);
+    tokio::pin!(check);
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = &mut stopped => {
+                // The signal is shared with other monitors: this one stopped only if its
+                // run is over (nothing else makes it stale while a check is in flight).
+                // If not, wait again, looking once more after registering so that a
+                // stop in between is not missed.
+                if !shared.is_current(generation) {
+                    return;
+                }
+                stopped.set(signal.notified());
+                stopped.as_mut().enable();
+                if !shared.is_current(generation) {
+                    return;
+                }
+            }
+            () = scheduler.token().cancelled() => {
+                shared.stop_by_scope(generation);
+                return;
+            }
+            outcome = &mut check => break outcome,
         }
-        outcome = check_once(&*shared.probe, &url, shared.config.timeout) => outcome,
     };
     drop(permit);
     shared.complete(&scheduler, generation, began, outcome);

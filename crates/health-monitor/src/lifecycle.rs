@@ -37,7 +37,7 @@
 use std::{
     panic::AssertUnwindSafe,
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
@@ -50,7 +50,7 @@ use health_types::{
     Url, Verdict, duration_nanos, redacted,
 };
 use tokio::{
-    sync::{Notify, futures::Notified, oneshot, watch},
+    sync::{Notify, oneshot, watch},
     time::Instant,
 };
 
@@ -63,36 +63,49 @@ use crate::{
 };
 
 /// Everything of one monitor, shared by its handles and its scheduled checks.
+///
+/// Kept small, for 100 000 idle monitors each hold one (232 bytes; with its snapshot,
+/// URL and name, an idle monitor is under 1 KiB, `examples/idle_cost.rs`): what few
+/// monitors use is boxed apart and allocated only for those that do ([`Hooks`] when
+/// built with a sink or a clock, [`Cold`] on first need, the state last recorded only
+/// with a state sink), the URL and the outage's start are read from the snapshot rather
+/// than kept twice, and the signal that stops a check in flight is the scheduler's.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) config: Arc<HealthCheckConfig>,
-    pub(crate) url: ArcSwap<Url>,
     pub(crate) probe: Arc<dyn Probe>,
+    /// `None` when the builder set no sink and no clock.
+    hooks: Option<Box<Hooks>>,
+    last_seen: Arc<LastSeenRegistry>,
+    /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
+    seen: Arc<Slot>,
+    /// The current view; also the one place the URL and the outage's start are kept.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    /// The latencies of its results, beside the snapshot rather than in it.
+    pub(crate) latencies: LatencyCounter,
+    /// Bumped on every start and stop, and when [`check_now`](Self::check_now) puts a
+    /// check due now in place of the one the scheduler holds; a scheduled check of an
+    /// older value is skipped, and a check in flight woken by its scheduler's stop
+    /// signal stops when its value is no longer the current one.
+    generation: AtomicU64,
+    /// Written only by the one check in flight and by lifecycle calls; never held
+    /// across an await.
+    run: Mutex<RunState>,
+}
+
+/// What the builder may add to a monitor and most monitors go without: the sinks, and a
+/// clock other than the system's.
+#[derive(Debug)]
+struct Hooks {
     sink: Option<Arc<dyn EventSink>>,
     state_sink: Option<Arc<dyn StateSink>>,
     history: Option<Arc<dyn HistorySink>>,
     /// Held from the moment a report to `history` is decided (under the run lock) until
     /// it is made (outside it), so that reports reach the sink in order.
     history_turn: Mutex<()>,
-    clock: Arc<dyn Clock>,
-    last_seen: Arc<LastSeenRegistry>,
-    /// This monitor's slot in `last_seen`: a healthy result is one atomic store.
-    seen: Arc<Slot>,
-    pub(crate) snapshot: ArcSwap<Snapshot>,
-    /// The latencies of its results, beside the snapshot rather than in it.
-    pub(crate) latencies: LatencyCounter,
-    /// Created on the first `subscribe`, so that monitors nobody watches pay nothing.
-    watch: OnceLock<watch::Sender<Arc<Snapshot>>>,
-    /// Wakes the check in flight when the monitor is finished or restarted.
-    stop: Notify,
-    /// Bumped on every start and stop, and when [`check_now`](Self::check_now) puts a
-    /// check due now in place of the one the scheduler holds; a scheduled check of an
-    /// older value is skipped.
-    generation: AtomicU64,
-    /// Written only by the one check in flight and by lifecycle calls; never held
-    /// across an await.
-    run: Mutex<RunState>,
+    /// `None`: [`SystemClock`].
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// What a monitor is built from, as its builder collects it.
@@ -107,7 +120,8 @@ pub(crate) struct Parts {
     pub(crate) history: Option<Arc<dyn HistorySink>>,
     /// The state an earlier process persisted, to resume from.
     pub(crate) restore: Option<MonitorState>,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// `None`: [`SystemClock`].
+    pub(crate) clock: Option<Arc<dyn Clock>>,
     /// `None`: the process-wide [`LastSeenRegistry::global`].
     pub(crate) last_seen: Option<Arc<LastSeenRegistry>>,
 }
@@ -125,7 +139,7 @@ impl Parts {
             state_sink: None,
             history: None,
             restore: None,
-            clock: Arc::new(SystemClock),
+            clock: None,
             last_seen: None,
         }
     }
@@ -138,19 +152,13 @@ const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 /// of file descriptors) logs one line per monitor per minute, with the count in between.
 const LOCAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The check of the current run that is in flight or asked for by `check_now`, with the
-/// `check_now` callers waiting for its result.
-#[derive(Debug, Default)]
+/// The `check_now` callers waiting for the result of the check in flight.
+#[derive(Debug)]
 struct Flight {
     waiters: Vec<oneshot::Sender<CheckResult>>,
 }
 
 impl Flight {
-    /// Whether anyone waits for the result.
-    fn awaited(&self) -> bool {
-        !self.waiters.is_empty()
-    }
-
     /// Hands `result` to every caller waiting.
     fn answer(self, result: &CheckResult) {
         for waiter in self.waiters {
@@ -196,26 +204,58 @@ impl LocalLog {
 #[derive(Debug)]
 struct RunState {
     machine: StateMachine,
-    /// The scheduler of the last start, for `restart`.
+    /// The scheduler of the last start, for `restart` (and its stop signal).
     scheduler: Option<Scheduler<Shared>>,
+    /// The state last handed to the state sink, or restored: what a change is measured
+    /// against. `None` without a state sink, which is the only reader.
+    recorded: Option<Box<MonitorState>>,
+    /// `None` until first needed.
+    cold: Option<Box<Cold>>,
+    /// A check of the current run is in flight or asked for by `check_now` (then a
+    /// `check_now` joins it, waiting in [`Cold::waiters`]); `false` between checks.
+    in_flight: bool,
     jitter_pending: bool,
     /// The machine was restored and not started yet: the first start keeps its state.
     restored: bool,
-    /// Wall-clock start of the machine's current outage (kept by restarts).
-    outage_start: Option<SystemTime>,
-    /// The state last handed to the state sink, or restored: what a change is measured
-    /// against.
-    recorded: MonitorState,
-    /// A check of the current run is in flight or asked for by `check_now` (then a
-    /// `check_now` joins it); `None` between checks.
-    flight: Option<Flight>,
-    /// The rate limit of local results' log lines (kept across restarts).
-    local_log: LocalLog,
     /// The status last reported to the history sink (or, before any report, the one
     /// shown): where the next change reported starts from.
     reported: Status,
+}
+
+/// The part of a monitor's run state that few monitors need, boxed apart and allocated
+/// the first time one does: a `check_now` caller, a local result, a certificate near its
+/// expiry, or a subscriber.
+#[derive(Debug, Default)]
+struct Cold {
+    /// The `check_now` callers waiting for the check in flight.
+    waiters: Vec<oneshot::Sender<CheckResult>>,
+    /// The rate limit of local results' log lines (kept across restarts).
+    local_log: LocalLog,
     /// The `not_after` of the last certificate warned of (persisted, SPEC §9.4).
     cert_warned: Option<i64>,
+    /// The sender of [`subscribe`](Shared::subscribe)'s receivers, while any is alive: a
+    /// tokio watch channel is a few hundred bytes, so the last receiver dropped takes it
+    /// with it at the next publish.
+    watch: Option<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl RunState {
+    /// The cold part, allocated on first use.
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    /// The `not_after` of the last certificate warned of.
+    fn cert_warned(&self) -> Option<i64> {
+        self.cold.as_ref().and_then(|cold| cold.cert_warned)
+    }
+
+    /// Ends the check in flight: the callers waiting for its result, if any.
+    fn land(&mut self) -> Option<Flight> {
+        self.in_flight = false;
+        let waiters = std::mem::take(&mut self.cold.as_mut()?.waiters);
+        (!waiters.is_empty()).then_some(Flight { waiters })
+    }
 }
 
 /// What one report hands the history sink: a check's observation, then the status
@@ -248,69 +288,100 @@ impl Shared {
         let last_seen = last_seen.unwrap_or_else(LastSeenRegistry::global);
         let seen = last_seen.slot(&name);
         let url = Arc::new(url);
-        let run = match restore {
-            None => RunState {
-                machine: StateMachine::new(&config),
-                scheduler: None,
-                jitter_pending: false,
-                restored: false,
-                outage_start: None,
-                recorded: MonitorState::default(),
-                flight: None,
-                local_log: LocalLog::default(),
-                reported: Status::Unknown,
-                cert_warned: None,
-            },
-            Some(state) => {
-                let machine = StateMachine::restore(&config, &state, Instant::now(), clock.now());
-                // The registry learns the restored time unless it knows a later one.
-                if let Some(at) = state.last_seen
-                    && last_seen.get(&name) < Some(at)
-                {
-                    last_seen.record_in(&seen, &name, at);
-                }
-                RunState {
-                    cert_warned: state.cert_warned,
-                    outage_start: state.outage_start.filter(|_| machine.in_outage()),
-                    machine,
-                    scheduler: None,
-                    jitter_pending: false,
-                    restored: true,
-                    recorded: state,
-                    flight: None,
-                    local_log: LocalLog::default(),
-                    // The store closed the previous process's run with `stopped` (on
-                    // close, or at its next open after a kill): the chain goes on from
-                    // there.
-                    reported: Status::Stopped,
-                }
-            }
+        let hooks =
+            (sink.is_some() || state_sink.is_some() || history.is_some() || clock.is_some()).then(
+                || {
+                    Box::new(Hooks {
+                        sink,
+                        state_sink,
+                        history,
+                        history_turn: Mutex::new(()),
+                        clock,
+                    })
+                },
+            );
+        let with_state_sink = hooks.as_ref().is_some_and(|h| h.state_sink.is_some());
+        let mut run = RunState {
+            machine: StateMachine::new(&config),
+            scheduler: None,
+            recorded: with_state_sink.then(Box::default),
+            cold: None,
+            in_flight: false,
+            jitter_pending: false,
+            restored: false,
+            reported: Status::Unknown,
         };
-        let mut snapshot = Snapshot::fresh(name.clone(), url.clone(), last_seen.get(&name));
+        let mut outage_start = None;
+        if let Some(state) = restore {
+            let wall = hooks_clock(hooks.as_deref()).now();
+            run.machine = StateMachine::restore(&config, &state, Instant::now(), wall);
+            run.restored = true;
+            // The store closed the previous process's run with `stopped` (on close, or at
+            // its next open after a kill): the chain goes on from there.
+            run.reported = Status::Stopped;
+            if state.cert_warned.is_some() {
+                run.cold().cert_warned = state.cert_warned;
+            }
+            // The registry learns the restored time unless it knows a later one.
+            if let Some(at) = state.last_seen
+                && last_seen.get(&name) < Some(at)
+            {
+                last_seen.record_in(&seen, &name, at);
+            }
+            outage_start = state.outage_start.filter(|_| run.machine.in_outage());
+            if let Some(recorded) = &mut run.recorded {
+                **recorded = state;
+            }
+        }
+        let mut snapshot = Snapshot::fresh(name.clone(), url, last_seen.get(&name));
         if run.restored {
             // Not started yet, but no longer unknown: the state it resumes from.
             show_machine(&mut snapshot, &run.machine);
-            snapshot.outage_start = run.outage_start;
+            snapshot.outage_start = outage_start;
         }
         Shared {
             run: Mutex::new(run),
             seen,
             name,
             config,
-            url: ArcSwap::new(url),
             probe,
-            sink,
-            state_sink,
-            history,
-            history_turn: Mutex::new(()),
-            clock,
+            hooks,
             last_seen,
             snapshot: ArcSwap::from_pointee(snapshot),
             latencies: LatencyCounter::default(),
-            watch: OnceLock::new(),
-            stop: Notify::new(),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// The event sink, if any.
+    fn sink(&self) -> Option<&dyn EventSink> {
+        self.hooks.as_ref()?.sink.as_deref()
+    }
+
+    /// The state sink, if any.
+    fn state_sink(&self) -> Option<&dyn StateSink> {
+        self.hooks.as_ref()?.state_sink.as_deref()
+    }
+
+    /// The history sink, if any.
+    fn history(&self) -> Option<&dyn HistorySink> {
+        self.hooks.as_ref()?.history.as_deref()
+    }
+
+    /// The wall clock.
+    fn clock(&self) -> &dyn Clock {
+        hooks_clock(self.hooks.as_deref())
+    }
+
+    /// The URL being checked.
+    pub(crate) fn url(&self) -> Arc<Url> {
+        self.snapshot.load().url.clone()
+    }
+
+    /// Which of its scheduler's stop signals this monitor's checks wait on: its address,
+    /// which never changes while it lives.
+    fn stop_key(&self) -> usize {
+        std::ptr::from_ref(self).addr()
     }
 
     fn lock_run(&self) -> MutexGuard<'_, RunState> {
@@ -331,7 +402,7 @@ impl Shared {
         time: SystemTime,
         detail: impl FnOnce() -> String,
     ) {
-        if self.history.is_none() || run.reported == to {
+        if self.history().is_none() || run.reported == to {
             return;
         }
         note.changes.push(StatusChange {
@@ -346,11 +417,12 @@ impl Shared {
     /// Takes the turn to report `note`, when there is a sink and something to say. Call
     /// with the run lock held, so that reports are made in the order of their changes.
     fn history_turn(&self, note: HistoryNote) -> HistoryReport<'_> {
-        if self.history.is_none() || (note.observation.is_none() && note.changes.is_empty()) {
+        let hooks = self.hooks.as_ref()?;
+        if hooks.history.is_none() || (note.observation.is_none() && note.changes.is_empty()) {
             return None;
         }
         // A sink that panicked poisoned nothing that matters: the lock guards no data.
-        let turn = self
+        let turn = hooks
             .history_turn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -359,7 +431,7 @@ impl Shared {
 
     /// Hands a report to the history sink. Call without the run lock.
     fn report(&self, report: HistoryReport<'_>) {
-        let (Some((_turn, note)), Some(sink)) = (report, &self.history) else {
+        let (Some((_turn, note)), Some(sink)) = (report, self.history()) else {
             return;
         };
         // A sink that panics must not take the monitor's schedule down with it.
@@ -376,17 +448,23 @@ impl Shared {
         }
     }
 
-    /// Publishes a new snapshot made from the current one. Call with the run lock held,
-    /// so that snapshots are published in the order the changes happened.
-    fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
+    /// Publishes a new snapshot made from the current one. Call with the run lock held
+    /// (`cold` is its run state's), so that snapshots are published in the order the
+    /// changes happened.
+    fn publish(&self, cold: Option<&mut Cold>, change: impl FnOnce(&mut Snapshot)) {
         let mut next = Snapshot::clone(&self.snapshot.load());
         change(&mut next);
-        self.store(next);
+        self.store(cold, next);
     }
 
     /// As [`publish`](Self::publish), with a new detail moved in rather than the current
     /// one copied and then overwritten (a check's result: one allocation less).
-    fn publish_result(&self, detail: String, change: impl FnOnce(&mut Snapshot)) {
+    fn publish_result(
+        &self,
+        cold: Option<&mut Cold>,
+        detail: String,
+        change: impl FnOnce(&mut Snapshot),
+    ) {
         let mut next = {
             let current = self.snapshot.load();
             Snapshot {
@@ -399,14 +477,21 @@ impl Shared {
             }
         };
         change(&mut next);
-        self.store(next);
+        self.store(cold, next);
     }
 
-    fn store(&self, next: Snapshot) {
+    fn store(&self, cold: Option<&mut Cold>, next: Snapshot) {
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
-        if let Some(tx) = self.watch.get() {
-            tx.send_replace(next);
+        if let Some(watch) = cold.map(|cold| &mut cold.watch)
+            && let Some(tx) = watch
+        {
+            if tx.receiver_count() == 0 {
+                // Nobody watches; `subscribe` makes a new channel when someone does.
+                *watch = None;
+            } else {
+                tx.send_replace(next);
+            }
         }
     }
 
@@ -437,7 +522,7 @@ impl Shared {
             }
             run.scheduler = Some(scheduler.clone());
             run.jitter_pending = !self.config.effective_jitter().is_zero();
-            let wall = self.clock.now();
+            let wall = self.clock().now();
             let last_seen = self.last_seen.get(&self.name);
             let current = self.snapshot.load();
             let mut next = Snapshot {
@@ -445,7 +530,8 @@ impl Shared {
                 started_at: Some(now),
                 running: true,
                 next_check: Some(now),
-                outage_start: run.outage_start,
+                // Kept by restarts.
+                outage_start: current.outage_start,
                 // Like `last_seen`, a time stamp of what happened before: kept.
                 last_check: current.last_check,
                 ..Snapshot::fresh(
@@ -455,13 +541,13 @@ impl Shared {
                 )
             };
             show_machine(&mut next, &run.machine);
-            self.store(next);
+            self.store(run.cold.as_deref_mut(), next);
             let mut note = HistoryNote::default();
             self.change_to(&mut run, &mut note, Status::Starting, wall, String::new);
             (generation, self.history_turn(note))
         };
         self.report(report);
-        tracing::debug!(monitor = %self.name, url = %redacted(&self.url.load()), "monitor started");
+        tracing::debug!(monitor = %self.name, url = %redacted(&self.url()), "monitor started");
         if scheduler
             .schedule(now, generation, Arc::downgrade(self))
             .is_err()
@@ -480,7 +566,12 @@ impl Shared {
 
     fn finish_run(&self, reason: &str, waiters: Waiters) {
         if self.stop_run(None, waiters, StopCause::Finished(reason.to_owned())) {
-            self.stop.notify_waiters();
+            // A monitor that ran has a scheduler; its check in flight, if any, waits on
+            // this signal, and ends when it sees the run is no longer its own.
+            let scheduler = self.lock_run().scheduler.clone();
+            if let Some(scheduler) = scheduler {
+                scheduler.stop_signal(self.stop_key()).notify_waiters();
+            }
             tracing::info!(monitor = %self.name, reason, "monitor stopped");
         }
     }
@@ -499,8 +590,8 @@ impl Shared {
         if started.is_err() {
             let mut run = self.lock_run();
             if !self.snapshot.load().running {
-                // No first check will answer them.
-                run.flight = None;
+                // No first check will answer them: they fail.
+                drop(run.land());
             }
         }
         started
@@ -510,16 +601,18 @@ impl Shared {
     pub(crate) fn update_url(&self, url: Url) -> Result<(), MonitorError> {
         self.probe.validate_url(&url)?;
         let url = Arc::new(url);
-        let _run = self.lock_run();
-        self.url.store(url.clone());
-        self.publish(|s| s.url = url);
+        let mut run = self.lock_run();
+        self.publish(run.cold.as_deref_mut(), |s| s.url = url);
         Ok(())
     }
 
     /// A receiver of every snapshot published from now on.
     pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.watch
-            .get_or_init(|| watch::Sender::new(self.snapshot.load_full()))
+        // Under the run lock, as snapshots are published: none is missed in between.
+        let mut run = self.lock_run();
+        run.cold()
+            .watch
+            .get_or_insert_with(|| watch::Sender::new(self.snapshot.load_full()))
             .subscribe()
     }
 
@@ -532,7 +625,7 @@ impl Shared {
             return false;
         }
         // Asked for by `check_now` (with its callers waiting), or a scheduled one.
-        run.flight.get_or_insert_with(Flight::default);
+        run.in_flight = true;
         true
     }
 
@@ -556,16 +649,17 @@ impl Shared {
             if !self.snapshot.load().running {
                 return Err(not_running());
             }
-            if let Some(flight) = &mut run.flight {
-                flight.waiters.push(tx);
+            if run.in_flight {
+                run.cold().waiters.push(tx);
                 None
             } else {
                 let scheduler = run.scheduler.clone().ok_or_else(not_running)?;
                 // The check the scheduler holds belongs to the old value: it is skipped
                 // when it comes due, and this one takes its place.
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-                run.flight = Some(Flight { waiters: vec![tx] });
-                self.publish(|s| s.next_check = Some(now));
+                run.in_flight = true;
+                run.cold().waiters.push(tx);
+                self.publish(run.cold.as_deref_mut(), |s| s.next_check = Some(now));
                 Some((scheduler, generation))
             }
         };
@@ -580,15 +674,19 @@ impl Shared {
         Ok(rx)
     }
 
-    /// Resolves when the current run is finished or restarted. Enable it before
-    /// [`begin_check`](Self::begin_check), so that a finish in between is never missed.
-    pub(crate) fn stopped(&self) -> Notified<'_> {
-        self.stop.notified()
+    /// The signal of `scheduler` that is notified when this monitor is finished or
+    /// restarted (and when other monitors that share it are): a check in flight waits
+    /// on it, and ends when it is no longer [current](Self::is_current). Enable a wait
+    /// before [`begin_check`](Self::begin_check), so that a finish in between is never
+    /// missed.
+    pub(crate) fn stop_signal<'a>(&self, scheduler: &'a Scheduler<Shared>) -> &'a Notify {
+        scheduler.stop_signal(self.stop_key())
     }
 
     /// Whether `generation` is the current run (not stopped, restarted, or its scheduled
-    /// check replaced by `check_now`'s since).
-    fn is_current(&self, generation: u64) -> bool {
+    /// check replaced by `check_now`'s since). While a check of it is in flight, only a
+    /// stop makes it stale.
+    pub(crate) fn is_current(&self, generation: u64) -> bool {
         self.generation.load(Ordering::SeqCst) == generation
     }
 
@@ -615,28 +713,29 @@ impl Shared {
             run.machine.stop();
             // The check in flight (if any) is dropped. Its `check_now` callers learn it
             // from their channels, or, kept, are answered by the next run's first check.
-            run.flight = match waiters {
-                Waiters::Fail => None,
-                Waiters::Keep => run.flight.take().filter(Flight::awaited),
-            };
-            // The status recorded stays the last check's (see the module docs).
-            let flush = (self.state_sink.is_some() && snapshot.last_seen != run.recorded.last_seen)
-                .then(|| MonitorState {
-                    last_seen: snapshot.last_seen,
-                    ..run.recorded
-                });
-            if let Some(state) = &flush {
-                run.recorded = state.clone();
+            match waiters {
+                Waiters::Fail => drop(run.land()),
+                Waiters::Keep => {
+                    run.in_flight = run.cold.as_ref().is_some_and(|c| !c.waiters.is_empty());
+                }
             }
-            self.publish(|s| {
+            // The status recorded stays the last check's (see the module docs).
+            let flush = match run.recorded.as_deref_mut() {
+                Some(recorded) if snapshot.last_seen != recorded.last_seen => {
+                    recorded.last_seen = snapshot.last_seen;
+                    Some(recorded.clone())
+                }
+                _ => None,
+            };
+            self.publish(run.cold.as_deref_mut(), |s| {
                 s.status = Status::Stopped;
                 s.running = false;
                 s.next_check = None;
                 s.stop_cause = Some(cause);
             });
             let mut note = HistoryNote::default();
-            if self.history.is_some() {
-                let wall = self.clock.now();
+            if self.history().is_some() {
+                let wall = self.clock().now();
                 self.change_to(&mut run, &mut note, Status::Stopped, wall, String::new);
             }
             (flush, self.history_turn(note))
@@ -650,7 +749,7 @@ impl Shared {
 
     /// Hands `state` and `events` to the state sink, if any. Call without the run lock.
     fn record(&self, state: &MonitorState, events: &[Event]) {
-        if let Some(sink) = &self.state_sink {
+        if let Some(sink) = self.state_sink() {
             // A sink that panics must not take the monitor's schedule down with it.
             let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 sink.record(&self.name, state, events)
@@ -678,7 +777,7 @@ impl Shared {
             self.complete_local(scheduler, generation, began, ended, result);
             return;
         }
-        let wall = self.clock.now();
+        let wall = self.clock().now();
 
         let (transition, next, snapshot, outage_start, record, answer, report, cert_due) = {
             let mut run = self.lock_run();
@@ -686,22 +785,20 @@ impl Shared {
                 return;
             }
             // `check_now` callers get the result as the monitor took it in.
-            let answer = run
-                .flight
-                .take()
-                .filter(Flight::awaited)
-                .map(|flight| (flight, result.clone()));
+            let answer = run.land().map(|flight| (flight, result.clone()));
             self.latencies.observe(result.latency);
-            let before = run.outage_start;
+            // The snapshot is where the outage's start is kept (and, under the run lock,
+            // the current one).
+            let before = self.snapshot.load().outage_start;
             let transition = run.machine.observe(verdict, ended);
             let cert_due = self.cert_due(&mut run, result.cert.as_deref(), wall);
-            run.outage_start = if run.machine.in_outage() {
+            let outage = if run.machine.in_outage() {
                 before.or(Some(wall))
             } else {
                 None
             };
             // The outage a `down` or an `up` of this check belongs to (an `up` ends it).
-            let outage_start = before.or(run.outage_start);
+            let outage_start = before.or(outage);
             if verdict == Verdict::Healthy {
                 self.last_seen.record_in(&self.seen, &self.name, wall);
             }
@@ -713,7 +810,7 @@ impl Shared {
             };
             // History: the check, then what it changed, with its detail.
             let mut note = HistoryNote::default();
-            if self.history.is_some() {
+            if self.history().is_some() {
                 note.observation = Some(Observation {
                     time: wall,
                     latency: result.latency,
@@ -726,10 +823,10 @@ impl Shared {
                     self.change_to(&mut run, &mut note, Status::Stopped, wall, detail);
                 }
             }
-            let machine = &run.machine;
-            let outage = run.outage_start;
+            let RunState { machine, cold, .. } = &mut *run;
+            let machine = &*machine;
             let transition = &transition;
-            self.publish_result(result.detail, |s| {
+            self.publish_result(cold.as_deref_mut(), result.detail, |s| {
                 show_machine(s, machine);
                 s.kind = Some(result.kind);
                 s.latency = result.latency;
@@ -757,14 +854,18 @@ impl Shared {
                 }
             });
             let snapshot = self.snapshot.load_full();
-            let record = self.state_sink.is_some().then(|| {
+            let cert_warned = run.cert_warned();
+            let RunState {
+                machine, recorded, ..
+            } = &mut *run;
+            let record = recorded.as_deref_mut().and_then(|recorded| {
                 let state = MonitorState {
-                    cert_warned: run.cert_warned,
-                    ..run.machine.state(run.outage_start, snapshot.last_seen)
+                    cert_warned,
+                    ..machine.state(outage, snapshot.last_seen)
                 };
-                let due = !transition.events.is_empty() || changed(&run.recorded, &state);
+                let due = !transition.events.is_empty() || changed(recorded, &state);
                 if due {
-                    run.recorded = state.clone();
+                    *recorded = state.clone();
                 }
                 due.then_some(state)
             });
@@ -773,7 +874,7 @@ impl Shared {
                 next,
                 snapshot,
                 outage_start,
-                record.flatten(),
+                record,
                 answer,
                 self.history_turn(note),
                 cert_due,
@@ -783,7 +884,7 @@ impl Shared {
         self.log(&transition, verdict, &snapshot);
         // Built only when there are events and someone takes them: a check that changes
         // nothing allocates nothing here.
-        let events: Vec<Event> = if self.sink.is_some() || record.is_some() {
+        let events: Vec<Event> = if self.sink().is_some() || record.is_some() {
             let cert = cert_due.map(|cert| self.cert_event(&cert, &snapshot, wall));
             transition
                 .events
@@ -799,7 +900,7 @@ impl Shared {
             self.record(state, &events);
         }
         self.report(report);
-        if let Some(sink) = &self.sink {
+        if let Some(sink) = self.sink() {
             for event in events {
                 let kind = event.kind;
                 // A sink that panics must not take the monitor's schedule down with it.
@@ -837,11 +938,11 @@ impl Shared {
                 return;
             }
             let next = self.next_due(&mut run, began, ended);
-            self.publish(|s| {
+            self.publish(run.cold.as_deref_mut(), |s| {
                 s.results.count(Verdict::Local);
                 s.next_check = Some(next);
             });
-            (next, run.flight.take(), run.local_log.note(ended))
+            (next, run.land(), run.cold().local_log.note(ended))
         };
         if let Some(unlogged) = log {
             tracing::warn!(
@@ -902,13 +1003,13 @@ impl Shared {
     ) -> Option<CertInfo> {
         let cert = cert?;
         if run
-            .cert_warned
+            .cert_warned()
             .is_some_and(|warned| cert.not_after <= warned)
             || cert.time_left(now) >= self.config.cert_expiry_warn
         {
             return None;
         }
-        run.cert_warned = Some(cert.not_after);
+        run.cold().cert_warned = Some(cert.not_after);
         Some(cert.clone())
     }
 
@@ -1019,6 +1120,13 @@ fn rfc3339(not_after: i64) -> String {
     }
 }
 
+/// The clock of `hooks`: the system's unless the builder set one.
+fn hooks_clock(hooks: Option<&Hooks>) -> &dyn Clock {
+    hooks
+        .and_then(|h| h.clock.as_deref())
+        .unwrap_or(&SystemClock)
+}
+
 /// Shows `machine`'s status and counters in `snapshot`.
 fn show_machine(snapshot: &mut Snapshot, machine: &StateMachine) {
     snapshot.status = machine.status();
@@ -1059,7 +1167,111 @@ fn random_below(bound: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::Scope;
+
+    /// A probe whose checks never end; counts the checks begun and dropped.
+    #[derive(Debug, Default)]
+    struct Hanging {
+        begun: AtomicUsize,
+        dropped: Arc<AtomicUsize>,
+    }
+
+    /// Counts a check future dropped.
+    struct Dropped(Arc<AtomicUsize>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl Probe for Hanging {
+        async fn check(&self, _url: &Url) -> Result<CheckResult, ProbeError> {
+            let _dropped = Dropped(self.dropped.clone());
+            self.begun.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    fn shared(name: &str, probe: Arc<dyn Probe>) -> Arc<Shared> {
+        let url = Url::parse("tcp://127.0.0.1:1").expect("a valid URL");
+        let mut parts = Parts::new(name.into(), url, probe);
+        parts.last_seen = Some(Arc::new(LastSeenRegistry::new()));
+        Arc::new(Shared::new(parts))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_only_its_own_check_among_those_sharing_its_signal() {
+        let probe = Arc::new(Hanging::default());
+        let scope = Scope::new();
+        let scheduler = scope.scheduler();
+        // More monitors than signals: two of them share one.
+        let monitors: Vec<Arc<Shared>> = (0..=crate::scheduler::STOP_SIGNALS)
+            .map(|i| shared(&format!("m{i}"), probe.clone()))
+            .collect();
+        let (a, b) = monitors
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                monitors[i + 1..].iter().find_map(|b| {
+                    std::ptr::eq(a.stop_signal(scheduler), b.stop_signal(scheduler))
+                        .then_some((a, b))
+                })
+            })
+            .expect("two monitors share a signal");
+        for m in &monitors {
+            m.start(scheduler).expect("started");
+        }
+        while probe.begun.load(Ordering::SeqCst) < monitors.len() {
+            tokio::task::yield_now().await;
+        }
+        a.finish("test");
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(probe.dropped.load(Ordering::SeqCst), 1, "a's check only");
+        assert!(b.snapshot.load().running && b.lock_run().in_flight);
+        b.finish("test");
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(probe.dropped.load(Ordering::SeqCst), 2);
+        scope.shutdown().await;
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_monitors_state_stays_within_its_budget() {
+        // 100k idle monitors under 1 KiB each (`examples/idle_cost.rs`): with its
+        // snapshot (280 bytes), URL and name, the shared state is what is left.
+        assert!(std::mem::size_of::<Shared>() <= 232);
+        assert!(std::mem::size_of::<RunState>() <= 88);
+    }
+
+    #[test]
+    fn a_watch_nobody_holds_is_dropped_and_made_again_on_subscribe() {
+        let m = shared("api", Arc::new(Hanging::default()));
+        let url = |port: u16| Url::parse(&format!("tcp://127.0.0.1:{port}")).expect("valid");
+        let first = m.subscribe();
+        m.update_url(url(2)).expect("accepted");
+        assert!(first.has_changed().expect("the sender lives"));
+        drop(first);
+        m.update_url(url(3)).expect("accepted");
+        let watch = |m: &Shared| m.lock_run().cold.as_ref().and_then(|c| c.watch.clone());
+        assert!(watch(&m).is_none(), "no receiver: no channel");
+        let mut second = m.subscribe();
+        assert_eq!(second.borrow_and_update().url.port(), Some(3));
+        m.update_url(url(4)).expect("accepted");
+        assert!(second.has_changed().expect("the sender lives"));
+        assert_eq!(second.borrow_and_update().url.port(), Some(4));
+        assert!(watch(&m).is_some());
+    }
 
     #[test]
     fn expiry_dates_outside_humantimes_range_are_unix_times() {

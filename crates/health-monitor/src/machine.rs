@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use health_types::{EventKind, HealthCheckConfig, MonitorState, Status, Verdict};
+use health_types::{EventKind, HealthCheckConfig, MonitorState, Status, Verdict, duration_nanos};
 use tokio::time::Instant;
 
 /// The debouncing state machine of one monitor.
@@ -60,10 +60,11 @@ pub struct StateMachine {
     down_sent: bool,
     /// When the current outage began, as far as the monotonic clock reaches back.
     outage_since: Option<Instant>,
-    /// The part of the current outage before `outage_since`: non-zero only after a
-    /// restore of an outage older than the monotonic clock (which starts near zero at
-    /// boot, so a host that rebooted during an outage cannot express its start).
-    outage_before: Duration,
+    /// The part of the current outage before `outage_since`, in nanoseconds (8 bytes
+    /// where a `Duration` takes 16; held at 584 years): non-zero only after a restore of
+    /// an outage older than the monotonic clock (which starts near zero at boot, so a
+    /// host that rebooted during an outage cannot express its start).
+    outage_before: u64,
     fall: u32,
     rise: u32,
     max_errors: u32,
@@ -121,7 +122,7 @@ impl StateMachine {
             passes: 0,
             down_sent: false,
             outage_since: None,
-            outage_before: Duration::ZERO,
+            outage_before: 0,
             fall: config.fall_threshold(),
             rise: config.rise_threshold(),
             max_errors: config.max_errors,
@@ -161,7 +162,7 @@ impl StateMachine {
                 Some(since) => machine.outage_since = Some(since),
                 None => {
                     machine.outage_since = Some(now);
-                    machine.outage_before = elapsed;
+                    machine.outage_before = duration_nanos(elapsed);
                 }
             }
         }
@@ -362,12 +363,13 @@ impl StateMachine {
             if self.down_sent {
                 events.up = true;
                 self.down_sent = false;
-                outage = self
-                    .outage_since
-                    .map(|since| now.saturating_duration_since(since) + self.outage_before);
+                outage = self.outage_since.map(|since| {
+                    now.saturating_duration_since(since)
+                        .saturating_add(Duration::from_nanos(self.outage_before))
+                });
             }
             self.outage_since = None;
-            self.outage_before = Duration::ZERO;
+            self.outage_before = 0;
         }
         if verdict == Verdict::Error && self.max_errors > 0 && self.errors >= self.max_errors {
             events.stopped = true;

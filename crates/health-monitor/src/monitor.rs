@@ -177,7 +177,7 @@ impl MonitorBuilder {
     /// The wall clock for time stamps (default: [`SystemClock`](health_types::SystemClock)).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.parts.clock = clock;
+        self.parts.clock = Some(clock);
         self
     }
 
@@ -287,7 +287,7 @@ impl HealthMonitor for Monitor {
     }
 
     fn url(&self) -> Arc<Url> {
-        self.shared.url.load_full()
+        self.shared.url()
     }
 
     fn config(&self) -> &HealthCheckConfig {
@@ -315,7 +315,7 @@ impl HealthMonitor for Monitor {
     }
 
     async fn check_health(&self) -> Result<CheckResult, ProbeError> {
-        let url = self.shared.url.load_full();
+        let url = self.shared.url();
         check_once(&*self.shared.probe, &url, self.shared.config.timeout).await
     }
 

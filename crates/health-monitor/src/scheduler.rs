@@ -59,6 +59,13 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default limit on checks started in one millisecond tick in one scope.
 pub const DEFAULT_MAX_STARTS_PER_TICK: usize = 256;
 
+/// The stop signals a scheduler's runners share (see [`Scheduler::stop_signal`]): 64.
+pub(crate) const STOP_SIGNALS: usize = 1 << STOP_BITS;
+const STOP_BITS: u32 = 6;
+
+/// Entries an empty inbox keeps room for (32 KiB).
+const INBOX_KEEP: usize = 1024;
+
 /// The scheduler's tick: tokio's timer resolution.
 const TICK: Duration = Duration::from_millis(1);
 /// How early a check may start: half a tick. tokio fires a timer in the first tick at
@@ -154,6 +161,8 @@ struct Inner<T> {
     inbox: Mutex<Inbox<T>>,
     /// Wakes the driver for an inbox entry due before its timer.
     wake: Notify,
+    /// The stop signals of runners' checks in flight (see [`Scheduler::stop_signal`]).
+    stops: [Notify; STOP_SIGNALS],
     /// The driver was spawned.
     driving: AtomicBool,
     seq: AtomicU64,
@@ -223,6 +232,7 @@ impl<T: Runner> Scheduler<T> {
                     closed: false,
                 }),
                 wake: Notify::new(),
+                stops: std::array::from_fn(|_| Notify::new()),
                 driving: AtomicBool::new(false),
                 seq: AtomicU64::new(0),
             }),
@@ -244,6 +254,21 @@ impl<T: Runner> Scheduler<T> {
         self.inner.token.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+    }
+
+    /// The signal that a runner whose key is `key` notifies when it stops, and that its
+    /// check in flight waits on.
+    ///
+    /// Runners share a few signals rather than carry one each (a `Notify` is 32 bytes,
+    /// and 100k idle runners would each hold one for the one check they may have in
+    /// flight): a stop wakes the checks in flight of its signal, and a check woken by
+    /// another runner's stop waits again. With [`STOP_SIGNALS`] signals, a stop wakes
+    /// about `1/64` of the checks in flight, and only stops (rare) pay for it.
+    pub(crate) fn stop_signal(&self, key: usize) -> &Notify {
+        // Fibonacci hashing, whose top bits mix all of the key's: keys that are
+        // addresses differ in their middle bits.
+        let hash = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.inner.stops[(hash >> (u64::BITS - STOP_BITS)) as usize]
     }
 
     /// Tasks still alive (the driver and checks in flight).
@@ -340,7 +365,14 @@ impl<T: Runner> Scheduler<T> {
 
         while !inner.token.is_cancelled() {
             // Take the inbox, then start what is due, as far as the limits allow.
-            heap.extend(self.inbox().jobs.drain(..));
+            {
+                let mut inbox = self.inbox();
+                heap.extend(inbox.jobs.drain(..));
+                // Monitors started together (100k at once) grow the inbox far beyond
+                // what checks coming back one by one need; a drained inbox keeps only
+                // room for those, not the burst's (up to 32 bytes a monitor, for good).
+                inbox.jobs.shrink_to(INBOX_KEEP);
+            }
             let now = Instant::now();
             if now >= tick + TICK {
                 tick = now;
