@@ -168,6 +168,12 @@ impl Flight {
     }
 }
 
+/// A run that [`Shared::stop_run`] stopped: the scheduler it ran on, whose stop signal
+/// wakes its check in flight.
+struct Stopped {
+    scheduler: Option<Scheduler<Shared>>,
+}
+
 /// What a stop does with the `check_now` callers waiting for the check it drops.
 #[derive(Clone, Copy, Debug)]
 enum Waiters {
@@ -565,11 +571,13 @@ impl Shared {
     }
 
     fn finish_run(&self, reason: &str, waiters: Waiters) {
-        if self.stop_run(None, waiters, StopCause::Finished(reason.to_owned())) {
-            // A monitor that ran has a scheduler; its check in flight, if any, waits on
-            // this signal, and ends when it sees the run is no longer its own.
-            let scheduler = self.lock_run().scheduler.clone();
-            if let Some(scheduler) = scheduler {
+        if let Some(stopped) = self.stop_run(None, waiters, StopCause::Finished(reason.to_owned()))
+        {
+            // A monitor that ran has a scheduler: the one of the run just stopped, read
+            // under the same lock as the stop (a `start` on another scope may follow at
+            // once). Its check in flight, if any, waits on this signal, and ends when it
+            // sees the run is no longer its own.
+            if let Some(scheduler) = stopped.scheduler {
                 scheduler.stop_signal(self.stop_key()).notify_waiters();
             }
             tracing::info!(monitor = %self.name, reason, "monitor stopped");
@@ -692,7 +700,10 @@ impl Shared {
 
     /// Marks run `generation` stopped because its scope was cancelled or closed.
     pub(crate) fn stop_by_scope(&self, generation: u64) {
-        if self.stop_run(Some(generation), Waiters::Fail, StopCause::Scope) {
+        if self
+            .stop_run(Some(generation), Waiters::Fail, StopCause::Scope)
+            .is_some()
+        {
             tracing::debug!(monitor = %self.name, "monitor stopped: scope cancelled");
         }
     }
@@ -700,15 +711,23 @@ impl Shared {
     /// Stops the current run (only if it is `generation`, when given): status Stopped,
     /// scheduled checks invalidated, `check_now` callers failed or kept for the next run
     /// as `waiters` says, a `last_seen` newer than the recorded one recorded, `cause`
-    /// shown. Returns whether a running monitor was stopped.
-    fn stop_run(&self, generation: Option<u64>, waiters: Waiters, cause: StopCause) -> bool {
-        let (flush, report) = {
+    /// shown. Returns, when a running monitor was stopped, the scheduler of that run.
+    fn stop_run(
+        &self,
+        generation: Option<u64>,
+        waiters: Waiters,
+        cause: StopCause,
+    ) -> Option<Stopped> {
+        let (flush, report, stopped) = {
             let mut run = self.lock_run();
             let current = self.generation.load(Ordering::SeqCst);
             let snapshot = self.snapshot.load();
             if generation.is_some_and(|g| g != current) || !snapshot.running {
-                return false;
+                return None;
             }
+            let stopped = Stopped {
+                scheduler: run.scheduler.clone(),
+            };
             self.generation.fetch_add(1, Ordering::SeqCst);
             run.machine.stop();
             // The check in flight (if any) is dropped. Its `check_now` callers learn it
@@ -738,13 +757,13 @@ impl Shared {
                 let wall = self.clock().now();
                 self.change_to(&mut run, &mut note, Status::Stopped, wall, String::new);
             }
-            (flush, self.history_turn(note))
+            (flush, self.history_turn(note), stopped)
         };
         if let Some(state) = flush {
             self.record(&state, &[]);
         }
         self.report(report);
-        true
+        Some(stopped)
     }
 
     /// Hands `state` and `events` to the state sink, if any. Call without the run lock.
