@@ -161,6 +161,7 @@ fn attempt_limit(left: std::time::Duration, left_addrs: usize) -> Option<std::ti
 /// reported is the last target-side one (refused beats a local error on another address
 /// family), else the last one; an attempt cut by its share is `connection timed out`
 /// (kind `timeout`).
+#[cfg(any(test, feature = "http"))]
 pub(crate) async fn connect_until(
     addrs: &[SocketAddr],
     deadline: Instant,
