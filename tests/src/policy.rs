@@ -248,24 +248,6 @@ impl StateSink for Recorder {
     }
 }
 
-/// A gate for `policy` over `recorder`, its timer running.
-fn gate(
-    policy: AlertPolicy,
-    recorder: &Arc<Recorder>,
-    clock: TokioClock,
-) -> (Arc<AlertGate>, tokio::task::JoinHandle<()>) {
-    let gate = Arc::new(AlertGate::new(
-        policy,
-        Arc::clone(recorder) as Arc<dyn StateSink>,
-        Arc::new(clock),
-    ));
-    let timer = tokio::spawn({
-        let gate = Arc::clone(&gate);
-        async move { gate.run().await }
-    });
-    (gate, timer)
-}
-
 /// Runs the policy vector `text` (from `path`).
 pub(crate) fn run(path: &Path, text: &str) -> Result<(), Failure> {
     let (policy, names, steps) = parse(text).map_err(|(step, reason)| Failure::Malformed {
@@ -303,7 +285,7 @@ async fn drive(
     let base = UNIX_EPOCH + Duration::from_secs(START);
     let clock = TokioClock::starting_at(base);
     let recorder = Arc::new(Recorder::default());
-    let (mut gate, mut timer) = gate(policy, &recorder, clock);
+    let (mut gate, mut timer) = start_gate(policy, &recorder, clock, &[]);
     let mut running = true;
     let mut outages: HashMap<String, SystemTime> = HashMap::new();
     let mut result = Ok(());
@@ -322,7 +304,7 @@ async fn drive(
                 result = differs("the policy cannot be built again".into());
                 break;
             };
-            let (restarted, restarted_timer) = gate_restored(policy, &recorder, clock, &names);
+            let (restarted, restarted_timer) = start_gate(policy, &recorder, clock, &names);
             gate = restarted;
             timer = restarted_timer;
             running = true;
@@ -376,9 +358,10 @@ async fn drive(
     result
 }
 
-/// A gate for `policy` with every monitor's recorded alert state restored, its timer
-/// running: the daemon after a restart.
-fn gate_restored(
+/// A gate for `policy` over `recorder`, its timer running, with the recorded alert
+/// state of each of `names` restored (none at the first start; every monitor after a
+/// restart).
+fn start_gate(
     policy: AlertPolicy,
     recorder: &Arc<Recorder>,
     clock: TokioClock,

@@ -11,6 +11,8 @@
 //! missing (`.ci/run` installs Debian's `prometheus-alertmanager` package).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests may unwrap (STYLE.md).
 
+mod support;
+
 use std::{
     fs::File,
     net::SocketAddr,
@@ -18,12 +20,13 @@ use std::{
     process::Stdio,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU16, Ordering},
     },
     time::Duration,
 };
 
 use serde_json::Value;
+use support::{serve, switchable_upstream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -60,72 +63,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Reads one HTTP/1.1 request head and its Content-Length body; empty at the end.
-async fn read_request(stream: &mut TcpStream) -> (String, String) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            while raw.len() < end + 4 + length {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => raw.extend_from_slice(&buf[..n]),
-                }
-            }
-            return (head, String::from_utf8_lossy(&raw[end + 4..]).into_owned());
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return (String::new(), String::new()),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-        assert!(raw.len() < 1 << 20, "request too large");
-    }
-}
-
-/// Serves `listener` (keep-alive), answering each request with `reply(body)`.
-fn serve(listener: TcpListener, reply: impl Fn(&str) -> String + Send + Sync + 'static) {
-    let reply = Arc::new(reply);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                loop {
-                    let (head, body) = read_request(&mut stream).await;
-                    if head.is_empty() || stream.write_all(reply(&body).as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// An upstream that answers 200 while `healthy` is set, else 503.
-async fn switchable_upstream() -> (SocketAddr, Arc<AtomicBool>) {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = healthy.clone();
-    serve(listener, move |_| {
-        let code = if answer.load(Ordering::SeqCst) {
-            200
-        } else {
-            503
-        };
-        format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n")
-    });
-    (addr, healthy)
 }
 
 /// The webhook receiver behind the cluster: it records the `status` (`firing` or
@@ -465,13 +402,13 @@ async fn no_duplicates(
 async fn outage(
     children: &mut Children,
     recorder: &Recorder,
-    upstream: &AtomicBool,
+    upstream: &AtomicU16,
     (replicas, nodes): (&[SocketAddr], &[Node]),
     label: &str,
 ) -> (usize, usize) {
     let before = recorder.counts();
     let window = GROUP + 2 * PEER_TIMEOUT + Duration::from_secs(2);
-    upstream.store(false, Ordering::SeqCst);
+    upstream.store(503, Ordering::SeqCst);
     eventually(
         children,
         &format!("{label}: a firing notification"),
@@ -501,7 +438,7 @@ async fn outage(
         .await;
     }
     no_duplicates(children, recorder, before, label, window).await;
-    upstream.store(true, Ordering::SeqCst);
+    upstream.store(200, Ordering::SeqCst);
     eventually(
         children,
         &format!("{label}: a resolved notification"),

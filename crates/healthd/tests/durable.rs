@@ -7,29 +7,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
 
-use support::{Receiver, eventually, free_port, get, switchable_upstream};
-
-/// `healthd run` on a config for one monitor of `upstream` notifying `hook`, with its
-/// store in `state` (the `STATE_DIRECTORY`); killed when dropped.
-fn healthd(state: &Path, config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_healthd"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("STATE_DIRECTORY", state)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
+use support::{Receiver, eventually, free_port, get, healthd, switchable_upstream};
 
 fn write_config(dir: &Path, api: SocketAddr, upstream: SocketAddr, hook: SocketAddr) -> PathBuf {
     let path = dir.join("healthd.toml");

@@ -8,28 +8,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
 
-use support::{Receiver, eventually, free_port, get, switchable_upstream};
-
-/// `healthd run --config`, its store in `state`; killed when dropped.
-fn healthd(state: &Path, config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_healthd"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("STATE_DIRECTORY", state)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
+use support::{Receiver, eventually, free_port, get, healthd, switchable_upstream};
 
 /// A config with fast checks, one webhook at `hook`, and `rest` (monitors, windows).
 fn write_config(dir: &Path, api: SocketAddr, hook: SocketAddr, rest: &str) -> PathBuf {

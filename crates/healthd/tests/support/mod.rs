@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    process::{Child, Command},
     task::JoinHandle,
     time::Instant,
 };
@@ -176,4 +179,20 @@ pub(crate) async fn eventually<F: Future<Output = bool>>(what: &str, mut cond: i
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `healthd run --config CONFIG`, its store in `state` (the `STATE_DIRECTORY`), quiet;
+/// killed when dropped.
+pub(crate) fn healthd(state: &Path, config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_healthd"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("STATE_DIRECTORY", state)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
